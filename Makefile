@@ -1,0 +1,61 @@
+# ktlsshim build. `make` builds build/libktlsshim.so and build/ktls-probe.
+# make test      host suite, then the VM suite (kTLS kernel)
+# make asan      the library built with ASan+UBSan, host suite against it
+# make install   honours PREFIX and DESTDIR
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= cc
+
+CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Wshadow -Wformat=2 -O2 -g -fPIC \
+               -fvisibility=hidden -D_GNU_SOURCE $(EXTRA_CFLAGS)
+CFLAGS  ?=
+ALL_CFLAGS := $(CFLAGS_BASE) $(CFLAGS)
+LDLIBS_SHIM := -ldl -pthread
+
+SHIM_SRC := $(wildcard shim/*.c)
+SHIM_OBJ := $(patsubst shim/%.c,$(BUILD)/shim/%.o,$(SHIM_SRC))
+PROBE_SRC := $(wildcard probe/*.c)
+
+all: $(BUILD)/libktlsshim.so $(BUILD)/ktls-probe $(BUILD)/tests/tiny_server
+
+$(BUILD)/shim/%.o: shim/%.c $(wildcard shim/*.h) | $(BUILD)/shim
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libktlsshim.so: $(SHIM_OBJ) shim/libktlsshim.map
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SHIM_OBJ) \
+	    -Wl,--version-script=shim/libktlsshim.map -Wl,-z,now -Wl,-z,relro $(LDLIBS_SHIM) $(EXTRA_LDFLAGS)
+
+$(BUILD)/ktls-probe: $(PROBE_SRC) $(wildcard probe/*.h) | $(BUILD)
+	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $(PROBE_SRC) -ldl $(EXTRA_LDFLAGS)
+
+$(BUILD)/tests/%: tests/servers/%.c | $(BUILD)/tests
+	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $< $(EXTRA_LDFLAGS)
+
+$(BUILD) $(BUILD)/shim $(BUILD)/tests:
+	mkdir -p $@
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin
+	install -m 0644 $(BUILD)/libktlsshim.so $(DESTDIR)$(PREFIX)/lib/libktlsshim.so
+	install -m 0755 $(BUILD)/ktls-probe $(DESTDIR)$(PREFIX)/bin/ktls-probe
+
+# Test entry points. KTLSSHIM_LIB tells the suites which build to preload.
+test: test-host test-vm
+
+test-host: all
+	KTLSSHIM_BUILD=$(abspath $(BUILD)) bats --timing tests/host
+
+test-vm: all
+	scripts/vm-run -- env KTLSSHIM_BUILD=$(abspath $(BUILD)) bats --timing tests/vm
+
+asan:
+	$(MAKE) BUILD=build-asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    EXTRA_LDFLAGS="-fsanitize=address,undefined" all
+	KTLSSHIM_BUILD=$(abspath build-asan) KTLSSHIM_ASAN=1 bats --timing tests/host
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all install test test-host test-vm asan clean

@@ -1,0 +1,182 @@
+/* config.c — reads the KTLSSHIM_* variables. Every value is checked; a bad
+ * one gets one line on stderr naming the variable, the value and what is
+ * accepted, and the safe default is used instead. Unknown KTLSSHIM_ names
+ * (typos) are reported too. Nothing here allocates. */
+#include "config.h"
+#include "log.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static struct ks_config cfg = {
+    .shards = 1, .ktls = KS_KTLS_AUTO, .log_level = KS_LOG_INFO,
+};
+static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
+
+/* Names the library reads, and names reserved for the project's own test
+ * harness and VM runner (ignored here, never reported as typos). */
+static const char *const known[] = {
+    "KTLSSHIM_SHARDS", "KTLSSHIM_KTLS", "KTLSSHIM_STATS", "KTLSSHIM_LOG",
+    "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER",
+};
+static const char *const reserved_prefixes[] = {
+    "KTLSSHIM_BUILD", "KTLSSHIM_TEST_", "KTLSSHIM_VM_",
+};
+
+static void bad(const char *name, const char *value, const char *accepted,
+                const char *using)
+{
+    ks_log_error("%s=\"%.200s\" is not valid: %s; using %s", name, value,
+                 accepted, using);
+}
+
+/* Strict decimal: digits only, no sign, no spaces, no overflow. */
+static bool parse_count(const char *s, long max, long *out)
+{
+    long v = 0;
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        v = v * 10 + (*s - '0');
+        if (v > max)
+            return false;
+    }
+    *out = v;
+    return true;
+}
+
+static void read_shards(const char *v)
+{
+    long n;
+    if (strcmp(v, "auto") == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg.shards_auto = true;
+        cfg.shards = cpus < 1 ? 1 : cpus > KS_MAX_SHARDS ? KS_MAX_SHARDS : (int)cpus;
+    } else if (parse_count(v, KS_MAX_SHARDS, &n) && n >= 1) {
+        cfg.shards = (int)n;
+    } else {
+        bad("KTLSSHIM_SHARDS", v,
+            "expected a whole number from 1 to 1024, or \"auto\" (one per online CPU)",
+            "1 (unsharded)");
+    }
+}
+
+static void read_ktls(const char *v)
+{
+    if (strcmp(v, "auto") == 0)
+        cfg.ktls = KS_KTLS_AUTO;
+    else if (strcmp(v, "off") == 0)
+        cfg.ktls = KS_KTLS_OFF;
+    else if (strcmp(v, "strict") == 0)
+        cfg.ktls = KS_KTLS_STRICT;
+    else
+        bad("KTLSSHIM_KTLS", v, "expected auto, off or strict", "auto");
+}
+
+static void read_log(const char *v)
+{
+    if (strcmp(v, "quiet") == 0)
+        cfg.log_level = KS_LOG_QUIET;
+    else if (strcmp(v, "info") == 0)
+        cfg.log_level = KS_LOG_INFO;
+    else if (strcmp(v, "debug") == 0)
+        cfg.log_level = KS_LOG_DEBUG;
+    else
+        bad("KTLSSHIM_LOG", v, "expected quiet, info or debug", "info");
+}
+
+static void read_zerocopy(const char *v)
+{
+    if (strcmp(v, "on") == 0)
+        cfg.zerocopy = true;
+    else if (strcmp(v, "off") == 0)
+        cfg.zerocopy = false;
+    else
+        bad("KTLSSHIM_ZEROCOPY", v, "expected on or off", "off");
+}
+
+/* The stats file must be an absolute path we can append to: checked now, so
+ * that the user learns at start-up rather than at exit. */
+static void read_stats(const char *v)
+{
+    if (v[0] != '/') {
+        bad("KTLSSHIM_STATS", v, "expected an absolute path to a file to append JSON lines to",
+            "no stats file");
+        return;
+    }
+    if (strlen(v) >= sizeof cfg.stats_path) {
+        bad("KTLSSHIM_STATS", v, "path too long", "no stats file");
+        return;
+    }
+    int fd = open(v, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        ks_log_error("KTLSSHIM_STATS=\"%.200s\" cannot be opened for appending: %s; "
+                     "using no stats file", v, strerror(errno));
+        return;
+    }
+    close(fd);
+    strcpy(cfg.stats_path, v);
+}
+
+static bool is_reserved(const char *name, size_t len)
+{
+    for (size_t i = 0; i < KS_ARRAY_LEN(reserved_prefixes); i++) {
+        size_t plen = strlen(reserved_prefixes[i]);
+        if (len >= plen && strncmp(name, reserved_prefixes[i], plen) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void report_unknown(void)
+{
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, "KTLSSHIM_", 9) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        size_t len = eq ? (size_t)(eq - *e) : strlen(*e);
+        bool ok = is_reserved(*e, len);
+        for (size_t i = 0; !ok && i < KS_ARRAY_LEN(known); i++)
+            ok = strlen(known[i]) == len && strncmp(*e, known[i], len) == 0;
+        if (!ok)
+            ks_log_error("unknown variable %.*s (ignored); known: KTLSSHIM_SHARDS, "
+                         "KTLSSHIM_KTLS, KTLSSHIM_STATS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY",
+                         (int)(len > 200 ? 200 : len), *e);
+    }
+}
+
+static void load(void)
+{
+    KS_SAVE_ERRNO;
+    const char *v;
+    /* The log level first: the other checks may log. */
+    if ((v = getenv("KTLSSHIM_LOG")))
+        read_log(v);
+    if ((v = getenv("KTLSSHIM_SHARDS")))
+        read_shards(v);
+    if ((v = getenv("KTLSSHIM_KTLS")))
+        read_ktls(v);
+    if ((v = getenv("KTLSSHIM_ZEROCOPY")))
+        read_zerocopy(v);
+    if ((v = getenv("KTLSSHIM_STATS")))
+        read_stats(v);
+    /* Set by the library in its workers: a program started from inside a
+     * shard (exec'd by a worker) never shards again. */
+    if (getenv("KTLSSHIM_WORKER"))
+        cfg.in_worker = true;
+    report_unknown();
+    KS_RESTORE_ERRNO;
+}
+
+const struct ks_config *ks_config(void)
+{
+    pthread_once(&cfg_once, load);
+    return &cfg;
+}

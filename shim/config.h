@@ -1,0 +1,27 @@
+/* config.h — the user's whole interface: KTLSSHIM_* environment variables,
+ * read and validated once per process. */
+#ifndef KTLSSHIM_CONFIG_H
+#define KTLSSHIM_CONFIG_H
+
+#include "common.h"
+
+#define KS_MAX_SHARDS 1024
+
+enum ks_ktls_mode { KS_KTLS_OFF = 0, KS_KTLS_AUTO = 1, KS_KTLS_STRICT = 2 };
+
+struct ks_config {
+    int shards;          /* 1 = no sharding */
+    bool shards_auto;    /* KTLSSHIM_SHARDS=auto */
+    int ktls;            /* enum ks_ktls_mode */
+    int log_level;       /* enum ks_log_level */
+    bool zerocopy;       /* KTLSSHIM_ZEROCOPY=on: TLS_TX_ZEROCOPY_RO */
+    bool in_worker;      /* KTLSSHIM_WORKER was set: started inside a shard */
+    char stats_path[4096]; /* KTLSSHIM_STATS, "" when unset */
+};
+
+/* Parses the environment on first use (thread-safe), reports every bad
+ * value on stderr, and returns the settings with bad values replaced by
+ * their safe defaults. */
+const struct ks_config *ks_config(void);
+
+#endif

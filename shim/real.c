@@ -1,0 +1,109 @@
+/* real.c — symbol resolution for every hook, in one place.
+ *
+ * libc: dlsym(RTLD_NEXT) finds the definition after this library.
+ *
+ * OpenSSL: our hooks carry the version OPENSSL_3.0.0 (see libktlsshim.map) so
+ * they only ever stand in for libssl.so.3. The real function is looked up
+ * with dlvsym(RTLD_NEXT); when libssl was loaded privately (dlopen with
+ * RTLD_LOCAL, e.g. by Python's _ssl module) it is not in the global scope and
+ * RTLD_NEXT finds nothing, so we find the loaded libssl.so.3 by walking the
+ * link map (dl_iterate_phdr) and ask that object (and its dependencies,
+ * i.e. libcrypto) directly. A handle obtained with RTLD_NOLOAD never loads
+ * anything new. Lookups are idempotent, so racing threads are harmless. */
+#include "real.h"
+#include "log.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define OSSL_VERSION "OPENSSL_3.0.0"
+
+static struct ks_libc libc_fns;
+static int libc_ready; /* atomic */
+
+static void *need(const char *name)
+{
+    void *p = dlsym(RTLD_NEXT, name);
+    if (!p) {
+        static const char msg[] = "ktlsshim: fatal: libc symbol not found\n";
+        ks_log_raw(msg, sizeof msg - 1);
+        abort();
+    }
+    return p;
+}
+
+const struct ks_libc *ks_libc(void)
+{
+    if (__atomic_load_n(&libc_ready, __ATOMIC_ACQUIRE))
+        return &libc_fns;
+    KS_SAVE_ERRNO;
+    struct ks_libc l;
+    l.bind = need("bind");
+    l.listen = need("listen");
+    l.accept = need("accept");
+    l.accept4 = need("accept4");
+    l.sendfile = need("sendfile");
+    l.sendfile64 = need("sendfile64");
+    libc_fns = l;
+    __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
+    KS_RESTORE_ERRNO;
+    return &libc_fns;
+}
+
+struct find_ctx {
+    char path[4096];
+};
+
+static int find_libssl(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    struct find_ctx *ctx = data;
+    const char *name = info->dlpi_name;
+    if (!name || !*name)
+        return 0;
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    if (strcmp(base, "libssl.so.3") != 0)
+        return 0;
+    size_t len = strlen(name);
+    if (len >= sizeof ctx->path)
+        return 0;
+    memcpy(ctx->path, name, len + 1);
+    return 1;
+}
+
+static void *private_libssl(void)
+{
+    static void *handle; /* atomic; a handle, once found, stays valid:
+                            we hold a reference to it */
+    void *h = __atomic_load_n(&handle, __ATOMIC_ACQUIRE);
+    if (h)
+        return h;
+    struct find_ctx ctx = {{0}};
+    if (!dl_iterate_phdr(find_libssl, &ctx))
+        return NULL;
+    h = dlopen(ctx.path, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
+    if (!h)
+        return NULL;
+    void *expected = NULL;
+    if (!__atomic_compare_exchange_n(&handle, &expected, h, false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        dlclose(h); /* another thread won; drop our extra reference */
+    return __atomic_load_n(&handle, __ATOMIC_ACQUIRE);
+}
+
+void *ks_ossl_sym(const char *name)
+{
+    KS_SAVE_ERRNO;
+    void *p = dlvsym(RTLD_NEXT, name, OSSL_VERSION);
+    if (!p) {
+        void *h = private_libssl();
+        if (h)
+            p = dlvsym(h, name, OSSL_VERSION);
+    }
+    KS_RESTORE_ERRNO;
+    return p;
+}

@@ -1,0 +1,47 @@
+/* shard.h — socket sharding: the plan of per-worker sockets that the
+ * listen() hook builds, and the supervisor that runs it. */
+#ifndef KTLSSHIM_SHARD_H
+#define KTLSSHIM_SHARD_H
+
+#include "common.h"
+#include <sys/socket.h>
+
+#define KS_MAX_REPLICATED 64
+
+/* A bound TCP socket of the program that every worker gets a copy of. */
+struct ks_sock_tmpl {
+    int fd;            /* the program's fd number */
+    int domain;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bool listener;     /* the socket whose listen() triggered sharding */
+    int fd_flags;      /* F_GETFD (FD_CLOEXEC) */
+    int fl_flags;      /* F_GETFL (O_NONBLOCK) */
+};
+
+struct ks_plan {
+    int nslots;        /* workers */
+    int nsock;
+    int backlog;
+    struct ks_sock_tmpl sock[KS_MAX_REPLICATED];
+    int *slot_fd;      /* nslots * nsock; slot 0 holds the program's own fds */
+};
+
+static inline int *ks_plan_fd(struct ks_plan *p, int slot, int t)
+{
+    return &p->slot_fd[slot * p->nsock + t];
+}
+
+/* In a new worker: put the slot's sockets at the program's fd numbers with
+ * the program's fd flags, and close every other slot's. */
+void ks_plan_enter_worker(struct ks_plan *p, int slot);
+
+/* Forks the workers and supervises them. Returns only in a worker (with its
+ * sockets in place); the supervisor itself never returns. */
+void ks_supervise(struct ks_plan *p);
+
+/* True between the supervisor's fork() and the child's set-up, so that the
+ * library's own fork handler leaves the child's record alone. */
+extern bool ks_supervisor_forking;
+
+#endif

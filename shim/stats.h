@@ -1,0 +1,116 @@
+/* stats.h — the counters of one process, and the exit records built from
+ * them (a human line on stderr, a JSON line in KTLSSHIM_STATS). */
+#ifndef KTLSSHIM_STATS_H
+#define KTLSSHIM_STATS_H
+
+#include "common.h"
+
+/* One row per counter: enum name, JSON group, JSON key. docs/stats.md
+ * documents each. Fallback reasons are per direction (tx, rx). */
+#define KS_FALLBACK_REASONS(X) \
+    X(DISABLED, "disabled")           \
+    X(NO_KERNEL_TLS, "no_kernel_tls") \
+    X(NOT_SOCKET, "not_socket")       \
+    X(VERSION, "version")             \
+    X(CIPHER, "cipher")               \
+    X(LIBSSL, "libssl")               \
+    X(OTHER, "other")
+
+#define KS_COUNTERS(X)                                  \
+    X(ACCEPTED, "connections", "accepted")              \
+    X(TLS, "connections", "tls")                        \
+    X(TLS12, "connections", "tls1_2")                   \
+    X(TLS13, "connections", "tls1_3")                   \
+    X(TLS_OTHER, "connections", "tls_other")            \
+    X(KTLS_TX, "ktls", "tx")                            \
+    X(KTLS_RX, "ktls", "rx")                            \
+    X(KTLS_TX_SW, "ktls", "tx_sw")                      \
+    X(KTLS_TX_NIC, "ktls", "tx_nic")                    \
+    X(KTLS_RX_SW, "ktls", "rx_sw")                      \
+    X(KTLS_RX_NIC, "ktls", "rx_nic")                    \
+    X(KTLS_OFFLOAD_ESTIMATED, "ktls", "offload_estimated") \
+    X(KTLS_TX_ZEROCOPY, "ktls", "tx_zerocopy")          \
+    X(FB_TX_DISABLED, "fallback_tx", "disabled")        \
+    X(FB_TX_NO_KERNEL_TLS, "fallback_tx", "no_kernel_tls") \
+    X(FB_TX_NOT_SOCKET, "fallback_tx", "not_socket")    \
+    X(FB_TX_VERSION, "fallback_tx", "version")          \
+    X(FB_TX_CIPHER, "fallback_tx", "cipher")            \
+    X(FB_TX_LIBSSL, "fallback_tx", "libssl")            \
+    X(FB_TX_OTHER, "fallback_tx", "other")              \
+    X(FB_RX_DISABLED, "fallback_rx", "disabled")        \
+    X(FB_RX_NO_KERNEL_TLS, "fallback_rx", "no_kernel_tls") \
+    X(FB_RX_NOT_SOCKET, "fallback_rx", "not_socket")    \
+    X(FB_RX_VERSION, "fallback_rx", "version")          \
+    X(FB_RX_CIPHER, "fallback_rx", "cipher")            \
+    X(FB_RX_LIBSSL, "fallback_rx", "libssl")            \
+    X(FB_RX_OTHER, "fallback_rx", "other")              \
+    X(B_KTLS_TX, "bytes", "ktls_tx")                    \
+    X(B_KTLS_RX, "bytes", "ktls_rx")                    \
+    X(B_SENDFILE, "bytes", "sendfile")                  \
+    X(B_USER_TX, "bytes", "user_tx")                    \
+    X(B_USER_RX, "bytes", "user_rx")                    \
+    X(W_STARTED, "workers", "started")                  \
+    X(W_RESPAWNED, "workers", "respawned")              \
+    X(W_GAVE_UP, "workers", "gave_up")
+
+enum ks_counter {
+#define KS_C_ENUM(name, group, key) KS_C_##name,
+    KS_COUNTERS(KS_C_ENUM)
+#undef KS_C_ENUM
+    KS_C_COUNT
+};
+
+enum ks_fallback {
+#define KS_FB_ENUM(name, key) KS_FB_##name,
+    KS_FALLBACK_REASONS(KS_FB_ENUM)
+#undef KS_FB_ENUM
+    KS_FB_COUNT
+};
+const char *ks_fallback_name(enum ks_fallback r);
+
+enum ks_role { KS_ROLE_PROCESS = 0, KS_ROLE_SUPERVISOR, KS_ROLE_WORKER, KS_ROLE_WORKER_CHILD };
+
+/* The process's current record. Lives in private memory, or in the shared
+ * pool once the process is part of a sharded group. */
+struct ks_record {
+    uint64_t c[KS_C_COUNT];  /* updated with relaxed atomics */
+    int32_t pid;
+    int32_t role;            /* enum ks_role */
+    int32_t shard;           /* worker index, -1 when none */
+    int32_t shards;
+    int32_t written;         /* the exit record has been written (atomic) */
+    int32_t in_use;
+};
+
+extern struct ks_record *ks_cur;
+
+static inline void ks_count(enum ks_counter c, uint64_t n)
+{
+    __atomic_fetch_add(&ks_cur->c[c], n, __ATOMIC_RELAXED);
+}
+
+/* Marks that the library did something in this process, so that it writes
+ * an exit record (processes where it did nothing stay silent). */
+void ks_stats_mark_active(void);
+
+/* Sharding: makes a shared pool of records that survives the workers; the
+ * supervisor sums it at the end. */
+bool ks_stats_make_shared(int shards);
+/* Claims a fresh record in the shared pool (supervisor, before forking a
+ * worker); returns its index, or -1 if the pool is full (the overflow
+ * record is used then). */
+int ks_stats_claim(enum ks_role role, int shard);
+/* In the new worker: make record `idx` the process's own. */
+void ks_stats_adopt(int idx, pid_t pid);
+/* After fork() in the program: the child starts with a fresh record. */
+void ks_stats_after_fork_child(void);
+
+/* Writes the record `idx` of the pool on behalf of a worker that could not
+ * (killed by a signal). `end` describes how it ended. */
+void ks_stats_write_for(int idx, const char *end);
+/* The supervisor's record: the sum over the whole pool. */
+void ks_stats_write_supervisor(const char *end);
+/* The process's own record, at exit. */
+void ks_stats_write_own(const char *end);
+
+#endif

@@ -1,0 +1,25 @@
+/* ktls.h — what the kernel says about kernel TLS: is the tls ULP there, is
+ * a connection's crypto done in software or by the NIC, zero-copy sendfile.
+ * No OpenSSL here. */
+#ifndef KTLSSHIM_KTLS_H
+#define KTLSSHIM_KTLS_H
+
+#include "common.h"
+
+enum ks_offload { KS_OFFLOAD_SW, KS_OFFLOAD_NIC };
+
+/* The tls ULP is registered (net.ipv4.tcp_available_ulp lists it). */
+bool ks_ktls_kernel_has_tls(void);
+
+/* Software or NIC for a connection whose direction (tx: true) has kTLS.
+ * *estimated is set when the kernel's counters cannot tell for sure. */
+enum ks_offload ks_ktls_offload(int fd, bool tx, bool *estimated);
+
+/* Asks the kernel for TLS_TX_ZEROCOPY_RO on fd. 0 or -1 with errno. */
+int ks_ktls_set_zerocopy(int fd);
+
+/* fds whose TX is kTLS, so that a plain sendfile() on them is counted. */
+void ks_ktls_fd_mark(int fd, bool on);
+bool ks_ktls_fd_marked(int fd);
+
+#endif

@@ -1,0 +1,574 @@
+/* ossl.c — the OpenSSL 3 hooks.
+ *
+ * - SSL_CTX_new / SSL_CTX_new_ex: set SSL_OP_ENABLE_KTLS (unless
+ *   KTLSSHIM_KTLS=off), so that libssl itself moves each connection's keys
+ *   into the kernel when its handshake completes.
+ * - SSL_accept / SSL_connect / SSL_do_handshake, and SSL_read / SSL_write
+ *   (and their _ex forms, which may complete a handshake implicitly): when a
+ *   connection's handshake is seen complete for the first time, record what
+ *   it got: TLS version, kTLS TX and RX or the reason for each fallback,
+ *   software or NIC.
+ * - An info callback on every SSL_CTX sees SSL_CB_HANDSHAKE_DONE too, for
+ *   programs whose I/O goes through BIO_f_ssl (openssl s_server -WWW), where
+ *   libssl calls its internals directly. The program's own info callbacks
+ *   are kept and called: the setters and getters are hooked, so the program
+ *   sees exactly what it set.
+ * - SSL_read / SSL_write / SSL_sendfile: bytes by path.
+ *
+ * Per-connection state hangs off the SSL object (ex_data), freed by libssl
+ * with the SSL. Each direction records its path, so that a later installer
+ * of keys of our own (for what libssl cannot do) only adds a path value. */
+#include "common.h"
+#include "config.h"
+#include "ktls.h"
+#include "log.h"
+#include "real.h"
+#include "stats.h"
+
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*ks_info_cb_t)(const SSL *, int, int);
+
+enum ks_path {
+    KS_PATH_USER = 0,       /* user-space TLS in libssl */
+    KS_PATH_KTLS_OPENSSL,   /* kTLS set up by libssl */
+};
+
+struct ks_conn {
+    uint8_t tx, rx;         /* enum ks_path */
+    uint8_t tx_reason, rx_reason; /* enum ks_fallback, when on KS_PATH_USER */
+    int fd;                 /* the socket with kTLS TX, -1 if none */
+};
+
+/* The libssl/libcrypto functions we call. */
+static struct {
+    SSL_CTX *(*CTX_new)(const SSL_METHOD *);
+    SSL_CTX *(*CTX_new_ex)(OSSL_LIB_CTX *, const char *, const SSL_METHOD *);
+    int (*accept)(SSL *);
+    int (*connect)(SSL *);
+    int (*do_handshake)(SSL *);
+    int (*read)(SSL *, void *, int);
+    int (*read_ex)(SSL *, void *, size_t, size_t *);
+    int (*write)(SSL *, const void *, int);
+    int (*write_ex)(SSL *, const void *, size_t, size_t *);
+    ossl_ssize_t (*sendfile)(SSL *, int, off_t, size_t, int);
+    uint64_t (*CTX_set_options)(SSL_CTX *, uint64_t);
+    uint64_t (*get_options)(const SSL *);
+    int (*is_init_finished)(const SSL *);
+    int (*version)(const SSL *);
+    const SSL_CIPHER *(*get_current_cipher)(const SSL *);
+    const char *(*CIPHER_get_name)(const SSL_CIPHER *);
+    BIO *(*get_wbio)(const SSL *);
+    BIO *(*get_rbio)(const SSL *);
+    int (*get_wfd)(const SSL *);
+    long (*BIO_ctrl)(BIO *, int, long, void *);
+    int (*BIO_method_type)(const BIO *);
+    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
+                            CRYPTO_EX_free *);
+    void *(*get_ex_data)(const SSL *, int);
+    int (*set_ex_data)(SSL *, int, void *);
+    unsigned long (*version_num)(void);
+    void (*CTX_set_info_callback)(SSL_CTX *, ks_info_cb_t);
+    void (*set_info_callback)(SSL *, ks_info_cb_t);
+    SSL_CTX *(*get_SSL_CTX)(const SSL *);
+    void *(*CTX_get_ex_data)(const SSL_CTX *, int);
+    int (*CTX_set_ex_data)(SSL_CTX *, int, void *);
+} api;
+
+static int conn_idx = -1;     /* SSL: struct ks_conn */
+static int ssl_cb_idx = -1;   /* SSL: the program's info callback */
+static int ctx_cb_idx = -1;   /* SSL_CTX: the program's info callback */
+static bool api_ok; /* every helper above was found */
+static pthread_once_t api_once = PTHREAD_ONCE_INIT;
+
+static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                      void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    struct ks_conn *c = ptr;
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        ks_ktls_fd_mark(c->fd, false);
+    free(c);
+}
+
+#define RESOLVE(field, name) (*(void **)&api.field = ks_ossl_sym(name))
+
+static void resolve(void)
+{
+    RESOLVE(CTX_new, "SSL_CTX_new");
+    RESOLVE(CTX_new_ex, "SSL_CTX_new_ex");
+    RESOLVE(accept, "SSL_accept");
+    RESOLVE(connect, "SSL_connect");
+    RESOLVE(do_handshake, "SSL_do_handshake");
+    RESOLVE(read, "SSL_read");
+    RESOLVE(read_ex, "SSL_read_ex");
+    RESOLVE(write, "SSL_write");
+    RESOLVE(write_ex, "SSL_write_ex");
+    RESOLVE(sendfile, "SSL_sendfile");
+    bool ok = true;
+    ok &= !!RESOLVE(CTX_set_options, "SSL_CTX_set_options");
+    ok &= !!RESOLVE(get_options, "SSL_get_options");
+    ok &= !!RESOLVE(is_init_finished, "SSL_is_init_finished");
+    ok &= !!RESOLVE(version, "SSL_version");
+    ok &= !!RESOLVE(get_current_cipher, "SSL_get_current_cipher");
+    ok &= !!RESOLVE(CIPHER_get_name, "SSL_CIPHER_get_name");
+    ok &= !!RESOLVE(get_wbio, "SSL_get_wbio");
+    ok &= !!RESOLVE(get_rbio, "SSL_get_rbio");
+    ok &= !!RESOLVE(get_wfd, "SSL_get_wfd");
+    ok &= !!RESOLVE(BIO_ctrl, "BIO_ctrl");
+    ok &= !!RESOLVE(BIO_method_type, "BIO_method_type");
+    ok &= !!RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
+    ok &= !!RESOLVE(get_ex_data, "SSL_get_ex_data");
+    ok &= !!RESOLVE(set_ex_data, "SSL_set_ex_data");
+    ok &= !!RESOLVE(version_num, "OpenSSL_version_num");
+    ok &= !!RESOLVE(CTX_set_info_callback, "SSL_CTX_set_info_callback");
+    ok &= !!RESOLVE(set_info_callback, "SSL_set_info_callback");
+    ok &= !!RESOLVE(get_SSL_CTX, "SSL_get_SSL_CTX");
+    ok &= !!RESOLVE(CTX_get_ex_data, "SSL_CTX_get_ex_data");
+    ok &= !!RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
+    if (ok) {
+        conn_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, conn_free);
+        ssl_cb_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, NULL);
+        ctx_cb_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, NULL);
+    }
+    api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_cb_idx >= 0;
+    if (!api_ok)
+        ks_log_error("libssl.so.3 lacks functions the library needs; kTLS statistics are off "
+                     "for this process (connections are untouched)");
+}
+
+/* Called on every hook: after the first call this is one load. */
+static inline void need_api(void)
+{
+    pthread_once(&api_once, resolve);
+}
+
+static void missing(const char *name)
+{
+    /* The program called an OpenSSL 3 function that we cannot find: there
+     * is no safe way on. This cannot happen when libssl.so.3 is loaded. */
+    ks_log_error("fatal: cannot find the real %s in any loaded libssl.so.3", name);
+    abort();
+}
+
+/* ---- what a completed handshake got ---- */
+
+static bool cipher_ktls_capable(const char *name, int version)
+{
+    if (!name)
+        return false;
+    if (strstr(name, "GCM") || strstr(name, "CHACHA20"))
+        return true;
+    /* AES-128-CCM (not CCM8) is carried for TLS 1.2 by OpenSSL 3.0. */
+    return version == TLS1_2_VERSION && strstr(name, "AES128-CCM") && !strstr(name, "CCM8");
+}
+
+static bool bio_is_socket(BIO *b)
+{
+    if (!b)
+        return false;
+    int t = api.BIO_method_type(b);
+    return t == BIO_TYPE_SOCKET || t == BIO_TYPE_CONNECT || t == BIO_TYPE_ACCEPT;
+}
+
+static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher)
+{
+    if (ks_config()->ktls == KS_KTLS_OFF || !(api.get_options(s) & SSL_OP_ENABLE_KTLS))
+        return KS_FB_DISABLED;
+    if (!bio_is_socket(tx ? api.get_wbio(s) : api.get_rbio(s)))
+        return KS_FB_NOT_SOCKET;
+    if (!ks_ktls_kernel_has_tls())
+        return KS_FB_NO_KERNEL_TLS;
+    if (version != TLS1_2_VERSION && version != TLS1_3_VERSION)
+        return KS_FB_VERSION;
+    if (!cipher_ktls_capable(cipher, version))
+        return KS_FB_CIPHER;
+    /* OpenSSL before 3.2 has no TLS 1.3 receive offload. */
+    if (!tx && version == TLS1_3_VERSION && api.version_num() < 0x30200000UL)
+        return KS_FB_LIBSSL;
+    return KS_FB_OTHER;
+}
+
+static const char *reason_text(enum ks_fallback r)
+{
+    switch (r) {
+    case KS_FB_DISABLED: return "kTLS disabled (KTLSSHIM_KTLS=off or by the program)";
+    case KS_FB_NOT_SOCKET: return "the connection's BIO is not a socket";
+    case KS_FB_NO_KERNEL_TLS: return "the kernel has no tls ULP";
+    case KS_FB_VERSION: return "a TLS version kTLS cannot carry";
+    case KS_FB_CIPHER: return "a cipher kTLS cannot carry";
+    case KS_FB_LIBSSL: return "this libssl cannot do it (TLS 1.3 receive needs OpenSSL 3.2)";
+    default: return "libssl did not enable it";
+    }
+}
+
+static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version,
+                             const char *cipher)
+{
+    BIO *b = tx ? api.get_wbio(s) : api.get_rbio(s);
+    bool on = b && api.BIO_ctrl(b, tx ? BIO_CTRL_GET_KTLS_SEND : BIO_CTRL_GET_KTLS_RECV, 0,
+                                NULL) == 1;
+    if (on) {
+        bool est;
+        enum ks_offload kind = ks_ktls_offload(api.get_wfd(s), tx, &est);
+        if (tx) {
+            c->tx = KS_PATH_KTLS_OPENSSL;
+            ks_count(KS_C_KTLS_TX, 1);
+            ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_TX_NIC : KS_C_KTLS_TX_SW, 1);
+        } else {
+            c->rx = KS_PATH_KTLS_OPENSSL;
+            ks_count(KS_C_KTLS_RX, 1);
+            ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_RX_NIC : KS_C_KTLS_RX_SW, 1);
+        }
+        if (est)
+            ks_count(KS_C_KTLS_OFFLOAD_ESTIMATED, 1);
+        return;
+    }
+    enum ks_fallback r = why_not(s, tx, version, cipher);
+    if (tx) {
+        c->tx_reason = (uint8_t)r;
+        ks_count((enum ks_counter)(KS_C_FB_TX_DISABLED + r), 1);
+    } else {
+        c->rx_reason = (uint8_t)r;
+        ks_count((enum ks_counter)(KS_C_FB_RX_DISABLED + r), 1);
+    }
+    /* Strict mode: a deployment that must know hears of every TX fallback,
+     * and of RX fallbacks other than libssl's known TLS 1.3 limit. */
+    if (ks_config()->ktls == KS_KTLS_STRICT && (tx || r != KS_FB_LIBSSL))
+        ks_log_error("strict: connection on fd %d (%s, %s) has no kTLS %s: %s", api.get_wfd(s),
+                     version == TLS1_3_VERSION ? "TLS 1.3" : version == TLS1_2_VERSION
+                                                                 ? "TLS 1.2" : "TLS ?",
+                     cipher ? cipher : "?", tx ? "TX" : "RX", reason_text(r));
+}
+
+static struct ks_conn *handshake_done(SSL *s)
+{
+    struct ks_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->fd = -1;
+    if (!api.set_ex_data(s, conn_idx, c)) {
+        free(c);
+        return NULL;
+    }
+    ks_stats_mark_active();
+    int version = api.version(s);
+    const SSL_CIPHER *ciph = api.get_current_cipher(s);
+    const char *cipher = ciph ? api.CIPHER_get_name(ciph) : NULL;
+    ks_count(KS_C_TLS, 1);
+    ks_count(version == TLS1_3_VERSION ? KS_C_TLS13
+             : version == TLS1_2_VERSION ? KS_C_TLS12 : KS_C_TLS_OTHER, 1);
+    record_direction(s, c, true, version, cipher);
+    record_direction(s, c, false, version, cipher);
+    if (c->tx == KS_PATH_KTLS_OPENSSL) {
+        c->fd = api.get_wfd(s);
+        ks_ktls_fd_mark(c->fd, true);
+        if (ks_config()->zerocopy) {
+            if (ks_ktls_set_zerocopy(c->fd) == 0)
+                ks_count(KS_C_KTLS_TX_ZEROCOPY, 1);
+            else
+                ks_log_debug("TLS_TX_ZEROCOPY_RO refused on fd %d: %s", c->fd, strerror(errno));
+        }
+    }
+    ks_log_debug("handshake done on fd %d: %s %s, tx %s, rx %s", api.get_wfd(s),
+                 version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", cipher ? cipher : "?",
+                 c->tx ? "kTLS" : ks_fallback_name(c->tx_reason),
+                 c->rx ? "kTLS" : ks_fallback_name(c->rx_reason));
+    return c;
+}
+
+/* The connection's state, recording it first if its handshake has just
+ * completed (done: the caller knows it has). NULL while the handshake is
+ * still going (or if untracked). */
+static inline struct ks_conn *conn_state(SSL *s, bool done)
+{
+    if (!api_ok || !s)
+        return NULL;
+    struct ks_conn *c = api.get_ex_data(s, conn_idx);
+    if (KS_UNLIKELY(!c) && (done || api.is_init_finished(s))) {
+        KS_SAVE_ERRNO;
+        c = handshake_done(s);
+        KS_RESTORE_ERRNO;
+    }
+    return c;
+}
+
+static inline struct ks_conn *conn_of(SSL *s)
+{
+    return conn_state(s, false);
+}
+
+/* ---- info callbacks ---- */
+
+/* Function pointers travel through ex_data (void *) in this small box. */
+struct cb_box {
+    ks_info_cb_t cb;
+};
+
+static ks_info_cb_t program_cb(const SSL *s)
+{
+    struct cb_box *b = api.get_ex_data(s, ssl_cb_idx);
+    if (b && b->cb)
+        return b->cb;
+    SSL_CTX *ctx = api.get_SSL_CTX(s);
+    b = ctx ? api.CTX_get_ex_data(ctx, ctx_cb_idx) : NULL;
+    return b ? b->cb : NULL;
+}
+
+static void info_cb(const SSL *s, int where, int ret)
+{
+    /* libssl calls this before it marks the handshake finished. */
+    if (where & SSL_CB_HANDSHAKE_DONE)
+        conn_state((SSL *)s, true);
+    ks_info_cb_t cb = program_cb(s);
+    if (cb)
+        cb(s, where, ret);
+}
+
+/* Boxes are never freed: one per SSL_CTX or SSL whose program sets a
+ * callback, reused when it sets another. (ex_data free callbacks would
+ * need the box's owner to outlive libssl's cleanup at exit.) */
+static void store_cb(void *obj, bool is_ctx, ks_info_cb_t cb)
+{
+    struct cb_box *b = is_ctx ? api.CTX_get_ex_data(obj, ctx_cb_idx)
+                              : api.get_ex_data(obj, ssl_cb_idx);
+    if (!b) {
+        if (!cb || !(b = calloc(1, sizeof *b)))
+            return;
+        if (!(is_ctx ? api.CTX_set_ex_data(obj, ctx_cb_idx, b)
+                     : api.set_ex_data(obj, ssl_cb_idx, b))) {
+            free(b);
+            return;
+        }
+    }
+    b->cb = cb;
+}
+
+KS_EXPORT void SSL_CTX_set_info_callback(SSL_CTX *ctx, ks_info_cb_t cb)
+{
+    need_api();
+    if (!api_ok) {
+        ks_info_cb_t (*real)(SSL_CTX *, ks_info_cb_t) = ks_ossl_sym("SSL_CTX_set_info_callback");
+        if (!real)
+            missing("SSL_CTX_set_info_callback");
+        real(ctx, cb);
+        return;
+    }
+    store_cb(ctx, true, cb);
+    api.CTX_set_info_callback(ctx, info_cb);
+}
+
+KS_EXPORT ks_info_cb_t SSL_CTX_get_info_callback(SSL_CTX *ctx)
+{
+    need_api();
+    if (!api_ok) {
+        ks_info_cb_t (*real)(SSL_CTX *) = ks_ossl_sym("SSL_CTX_get_info_callback");
+        if (!real)
+            missing("SSL_CTX_get_info_callback");
+        return real(ctx);
+    }
+    struct cb_box *b = api.CTX_get_ex_data(ctx, ctx_cb_idx);
+    return b ? b->cb : NULL;
+}
+
+KS_EXPORT void SSL_set_info_callback(SSL *s, ks_info_cb_t cb)
+{
+    need_api();
+    if (!api_ok) {
+        void (*real)(SSL *, ks_info_cb_t) = ks_ossl_sym("SSL_set_info_callback");
+        if (!real)
+            missing("SSL_set_info_callback");
+        real(s, cb);
+        return;
+    }
+    store_cb(s, false, cb);
+    /* NULL lets libssl fall back to the context's callback: ours. */
+    api.set_info_callback(s, cb ? info_cb : NULL);
+}
+
+KS_EXPORT ks_info_cb_t SSL_get_info_callback(const SSL *s)
+{
+    need_api();
+    if (!api_ok) {
+        ks_info_cb_t (*real)(const SSL *) = ks_ossl_sym("SSL_get_info_callback");
+        if (!real)
+            missing("SSL_get_info_callback");
+        return real(s);
+    }
+    struct cb_box *b = api.get_ex_data(s, ssl_cb_idx);
+    return b ? b->cb : NULL;
+}
+
+/* ---- hooks ---- */
+
+static SSL_CTX *enable_ktls(SSL_CTX *ctx)
+{
+    if (!ctx || !api_ok)
+        return ctx;
+    if (ks_config()->ktls != KS_KTLS_OFF)
+        api.CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
+    api.CTX_set_info_callback(ctx, info_cb);
+    return ctx;
+}
+
+KS_EXPORT SSL_CTX *SSL_CTX_new(const SSL_METHOD *meth)
+{
+    need_api();
+    if (!api.CTX_new)
+        missing("SSL_CTX_new");
+    return enable_ktls(api.CTX_new(meth));
+}
+
+KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
+                                  const SSL_METHOD *meth)
+{
+    need_api();
+    if (!api.CTX_new_ex)
+        missing("SSL_CTX_new_ex");
+    /* SSL_CTX_new calls SSL_CTX_new_ex inside libssl: set the option once. */
+    if (ks_hook_depth)
+        return api.CTX_new_ex(libctx, propq, meth);
+    ks_hook_depth++;
+    SSL_CTX *ctx = enable_ktls(api.CTX_new_ex(libctx, propq, meth));
+    ks_hook_depth--;
+    return ctx;
+}
+
+#define HANDSHAKE_HOOK(fn, field)                  \
+    KS_EXPORT int fn(SSL *s)                       \
+    {                                              \
+        need_api();                                \
+        if (!api.field)                            \
+            missing(#fn);                          \
+        ks_hook_depth++;                           \
+        int r = api.field(s);                      \
+        ks_hook_depth--;                           \
+        if (r == 1 && !ks_hook_depth)              \
+            conn_of(s);                            \
+        return r;                                  \
+    }
+
+HANDSHAKE_HOOK(SSL_accept, accept)
+HANDSHAKE_HOOK(SSL_connect, connect)
+HANDSHAKE_HOOK(SSL_do_handshake, do_handshake)
+
+/* Counts n bytes moved on connection c in direction tx. */
+static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
+{
+    if (tx)
+        ks_count(c && c->tx ? KS_C_B_KTLS_TX : KS_C_B_USER_TX, n);
+    else
+        ks_count(c && c->rx ? KS_C_B_KTLS_RX : KS_C_B_USER_RX, n);
+}
+
+KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
+{
+    need_api();
+    if (!api.read)
+        missing("SSL_read");
+    if (ks_hook_depth)
+        return api.read(s, buf, num);
+    ks_hook_depth++;
+    int r = api.read(s, buf, num);
+    ks_hook_depth--;
+    const struct ks_conn *c = conn_of(s);
+    if (r > 0)
+        count_bytes(c, false, (size_t)r);
+    return r;
+}
+
+KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
+{
+    need_api();
+    if (!api.read_ex)
+        missing("SSL_read_ex");
+    if (ks_hook_depth)
+        return api.read_ex(s, buf, num, readbytes);
+    ks_hook_depth++;
+    int r = api.read_ex(s, buf, num, readbytes);
+    ks_hook_depth--;
+    const struct ks_conn *c = conn_of(s);
+    if (r == 1 && readbytes)
+        count_bytes(c, false, *readbytes);
+    return r;
+}
+
+KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
+{
+    need_api();
+    if (!api.write)
+        missing("SSL_write");
+    if (ks_hook_depth)
+        return api.write(s, buf, num);
+    ks_hook_depth++;
+    int r = api.write(s, buf, num);
+    ks_hook_depth--;
+    const struct ks_conn *c = conn_of(s);
+    if (r > 0)
+        count_bytes(c, true, (size_t)r);
+    return r;
+}
+
+KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
+{
+    need_api();
+    if (!api.write_ex)
+        missing("SSL_write_ex");
+    if (ks_hook_depth)
+        return api.write_ex(s, buf, num, written);
+    ks_hook_depth++;
+    int r = api.write_ex(s, buf, num, written);
+    ks_hook_depth--;
+    const struct ks_conn *c = conn_of(s);
+    if (r == 1 && written)
+        count_bytes(c, true, *written);
+    return r;
+}
+
+KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, int flags)
+{
+    need_api();
+    if (!api.sendfile)
+        missing("SSL_sendfile");
+    if (ks_hook_depth)
+        return api.sendfile(s, fd, offset, size, flags);
+    ks_hook_depth++;
+    ossl_ssize_t r = api.sendfile(s, fd, offset, size, flags);
+    ks_hook_depth--;
+    if (r > 0) {
+        conn_of(s);
+        ks_count(KS_C_B_KTLS_TX, (uint64_t)r);
+        ks_count(KS_C_B_SENDFILE, (uint64_t)r);
+    }
+    return r;
+}
+
+/* Plain sendfile(2) on a socket whose TX is kTLS: encrypted by the kernel
+ * with no copy through user space. Counted, never altered. */
+static inline void count_sendfile(int out_fd, ssize_t r)
+{
+    if (r > 0 && ks_ktls_fd_marked(out_fd)) {
+        ks_count(KS_C_B_KTLS_TX, (uint64_t)r);
+        ks_count(KS_C_B_SENDFILE, (uint64_t)r);
+    }
+}
+
+KS_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    ssize_t r = ks_libc()->sendfile(out_fd, in_fd, offset, count);
+    count_sendfile(out_fd, r);
+    return r;
+}
+
+KS_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    ssize_t r = ks_libc()->sendfile64(out_fd, in_fd, offset, count);
+    count_sendfile(out_fd, r);
+    return r;
+}

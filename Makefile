@@ -31,7 +31,7 @@ $(BUILD)/ktls-probe: $(PROBE_SRC) $(wildcard probe/*.h) | $(BUILD)
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $(PROBE_SRC) -ldl $(EXTRA_LDFLAGS)
 
 $(BUILD)/tests/%: tests/servers/%.c | $(BUILD)/tests
-	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $< $(EXTRA_LDFLAGS)
+	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $< -pthread $(EXTRA_LDFLAGS)
 
 $(BUILD) $(BUILD)/shim $(BUILD)/tests:
 	mkdir -p $@

@@ -1,0 +1,136 @@
+# Shared helpers for the bats suites (host and VM). Each test preloads the
+# library into the real program it starts, and only into that program.
+
+load '/usr/lib/bats/bats-support/load'
+load '/usr/lib/bats/bats-assert/load'
+
+ROOT="$(cd "$BATS_TEST_DIRNAME/../.." && pwd)"
+BUILD="${KTLSSHIM_BUILD:-$ROOT/build}"
+LIB="$BUILD/libktlsshim.so"
+TINY="$BUILD/tests/tiny_server"
+PY=/usr/bin/python3
+
+# With an ASan build (make asan), the sanitizer runtimes must be loaded
+# before anything else in the process.
+if [ "${KTLSSHIM_ASAN:-0}" = 1 ]; then
+    PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so) $LIB"
+    export ASAN_OPTIONS="detect_leaks=0:verify_asan_link_order=0:abort_on_error=0:exitcode=99"
+    export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=98"
+else
+    PRELOAD="$LIB"
+fi
+
+# A TCP port free on 127.0.0.1 right now.
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT [HOST]: until something accepts there (10 s at most).
+wait_port() {
+    local host="${2:-127.0.0.1}"
+    for _ in $(seq 100); do
+        if "$PY" -c "import socket,sys; socket.create_connection(('$host',$1),timeout=1).close()" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "nothing listens on $host:$1" >&2
+    return 1
+}
+
+# start NAME CMD...: runs CMD in the background in its own session, with the
+# library preloaded; its pid goes to $BATS_TEST_TMPDIR/NAME.pid, output to
+# NAME.out / NAME.err. Variables for the library are set by the caller with
+# env: start srv env KTLSSHIM_SHARDS=2 python3 ...
+start() {
+    local name="$1"; shift
+    setsid env LD_PRELOAD="$PRELOAD" "$@" >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" &
+    echo $! >"$BATS_TEST_TMPDIR/$name.pid"
+}
+
+# start_plain NAME CMD...: the same without the library.
+start_plain() {
+    local name="$1"; shift
+    setsid "$@" >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" &
+    echo $! >"$BATS_TEST_TMPDIR/$name.pid"
+}
+
+pid_of() { cat "$BATS_TEST_TMPDIR/$1.pid"; }
+
+# Children of a pid (the workers of a supervisor).
+children_of() { pgrep -P "$1" | sort -n; }
+
+# wait_gone PID [SECONDS]: until the process is gone.
+wait_gone() {
+    local t=$(( ${2:-10} * 10 ))
+    for _ in $(seq "$t"); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# wait_status NAME: waits for the background job started as NAME (in this
+# shell: not under `run`) and sets $status_of to its exit status.
+wait_status() {
+    local pid; pid=$(pid_of "$1")
+    status_of=0
+    wait "$pid" 2>/dev/null || status_of=$?
+}
+
+# Kills what a test left running: every session started by start().
+teardown_servers() {
+    local f pid
+    for f in "$BATS_TEST_TMPDIR"/*.pid; do
+        [ -e "$f" ] || continue
+        pid=$(cat "$f")
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+}
+
+# ask PORT LINE: sends LINE to the tiny server, prints the reply.
+ask() {
+    "$PY" - "$1" "$2" <<'PYEOF'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+s.sendall(sys.argv[2].encode() + b"\n")
+out = b""
+while True:
+    b = s.recv(4096)
+    if not b:
+        break
+    out += b
+sys.stdout.write(out.decode())
+PYEOF
+}
+
+# json_sum FILE ROLE FIELD.PATH: sums a field over the JSON records of ROLE.
+json_get() {
+    "$PY" - "$@" <<'PYEOF'
+import json, sys
+path, role, field = sys.argv[1], sys.argv[2], sys.argv[3]
+total = 0
+for line in open(path):
+    r = json.loads(line)
+    if r["role"] != role:
+        continue
+    v = r
+    for k in field.split("."):
+        v = v[k]
+    total += v
+print(total)
+PYEOF
+}
+
+# Certificates for the TLS tests, made once per suite run.
+make_certs() {
+    local d="$BATS_RUN_TMPDIR/certs"
+    if [ ! -f "$d/rsa.pem" ]; then
+        mkdir -p "$d"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/rsa.key" -out "$d/rsa.pem" \
+            -days 2 -subj /CN=localhost 2>/dev/null
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout "$d/ec.key" -out "$d/ec.pem" -days 2 -subj /CN=localhost 2>/dev/null
+    fi
+    CERTS="$d"
+}

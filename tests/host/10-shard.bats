@@ -1,0 +1,282 @@
+#!/usr/bin/env bats
+# Socket sharding against real, unmodified servers.
+
+load '../helpers/common'
+
+setup() {
+    cd "$BATS_TEST_TMPDIR"
+    export KTLSSHIM_LOG=info
+}
+teardown() { teardown_servers; }
+
+@test "python http.server, N=2: two workers serve 300 requests with no failure, stats sum them" {
+    echo hello-shard > index.html
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        "$PY" -m http.server "$port" --bind 127.0.0.1
+    wait_port "$port"
+    sup=$(pid_of srv)
+    run children_of "$sup"
+    assert_equal "${#lines[@]}" 2
+    ok=0
+    for i in $(seq 300); do
+        body=$(curl -sf --max-time 10 "http://127.0.0.1:$port/index.html") && [ "$body" = hello-shard ] && ok=$((ok+1))
+    done
+    assert_equal "$ok" 300
+    kill -TERM "$sup"
+    wait_gone "$sup" 5
+    # Each worker took some of them; the supervisor's record sums them
+    # (301: wait_port's readiness probe is a connection too).
+    run json_get s.jsonl worker connections.accepted
+    assert_output 301
+    run json_get s.jsonl supervisor connections.accepted
+    assert_output 301
+    run "$PY" -c "
+import json
+ws=[json.loads(l) for l in open('s.jsonl') if '\"worker\"' in l]
+assert len(ws)==2 and len({w['pid'] for w in ws})==2, ws
+assert all(w['connections']['accepted']>0 for w in ws), ws
+print('ok')"
+    assert_output ok
+}
+
+@test "tiny server, N=3: three distinct pids serve, each with its own listener on the same port" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=3 "$TINY" --port "$port"
+    wait_port "$port"
+    for i in $(seq 60); do ask "$port" info; done > replies
+    run sh -c "grep -o '^pid=[0-9]*' replies | sort -u | wc -l"
+    assert_output 3
+    run sh -c "grep -c 'port=$port .*reuseport=1' replies"
+    assert_output 60
+    # The kernel sees three listening sockets on the port.
+    run sh -c "ss -Hltn 'sport = :$port' | wc -l"
+    assert_output 3
+}
+
+@test "openssl s_server -WWW, N=2: 200 TLS requests, all bytes intact, both workers serve" {
+    make_certs
+    head -c 100000 /dev/urandom > f.bin
+    want=$(sha256sum < f.bin)
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    wait_port "$port"
+    ok=0
+    for i in $(seq 200); do
+        got=$(curl -skf --max-time 10 "https://127.0.0.1:$port/f.bin" | sha256sum) && [ "$got" = "$want" ] && ok=$((ok+1))
+    done
+    assert_equal "$ok" 200
+    sup=$(pid_of srv)
+    kill -TERM "$sup"
+    wait_gone "$sup" 5
+    run json_get s.jsonl supervisor connections.tls
+    # wait_port's probe connection is accepted but never handshakes
+    assert_output 200
+    run "$PY" -c "
+import json
+ws=[json.loads(l) for l in open('s.jsonl') if '\"worker\"' in l]
+assert len(ws)==2 and all(w['connections']['tls']>0 for w in ws), ws
+print('ok')"
+    assert_output ok
+}
+
+@test "nginx (master_process off), N=2: 300 requests, no failure, both workers serve" {
+    port=$(free_port)
+    mkdir -p www logs
+    head -c 5000 /dev/urandom > www/f.bin
+    want=$(sha256sum < www/f.bin)
+    cat > nginx.conf <<EOF2
+daemon off;
+master_process off;
+pid $BATS_TEST_TMPDIR/nginx.pid;
+error_log $BATS_TEST_TMPDIR/logs/error.log;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $BATS_TEST_TMPDIR/logs;
+    server { listen 127.0.0.1:$port; root $BATS_TEST_TMPDIR/www; }
+}
+EOF2
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/nginx.conf"
+    wait_port "$port"
+    sup=$(pid_of srv)
+    run children_of "$sup"
+    assert_equal "${#lines[@]}" 2
+    ok=0
+    for i in $(seq 300); do
+        got=$(curl -sf --max-time 10 "http://127.0.0.1:$port/f.bin" | sha256sum) && [ "$got" = "$want" ] && ok=$((ok+1))
+    done
+    assert_equal "$ok" 300
+    kill -TERM "$sup"
+    wait_gone "$sup" 5
+    wait_status srv
+    assert_equal "$status_of" 0
+    run "$PY" -c "
+import json
+ws=[json.loads(l) for l in open('s.jsonl') if '\"worker\"' in l]
+sup=[json.loads(l) for l in open('s.jsonl') if '\"supervisor\"' in l][0]
+assert len(ws)==2 and all(w['connections']['accepted']>0 for w in ws), ws
+assert sup['connections']['accepted']==sum(w['connections']['accepted'] for w in ws)>=300
+print('ok')"
+    assert_output ok
+}
+
+@test "kill -9 of a worker loses no queued connection, and the worker is respawned" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$TINY" --port "$port"
+    wait_port "$port"
+    sup=$(pid_of srv)
+    victim=$(children_of "$sup" | head -1)
+    # Stop the victim so that connections queue on its listener, load, then
+    # kill it: its successor must take the queued connections.
+    kill -STOP "$victim"
+    clients=()
+    for i in $(seq 40); do
+        (r=$(ask "$port" info) && echo "$r" >> replies.$i) &
+        clients+=($!)
+    done
+    sleep 1
+    queued=$(ss -Hltn "sport = :$port" | awk '{print $2}' | sort -n | tail -1)
+    [ "$queued" -gt 0 ]
+    kill -KILL "$victim"
+    for c in "${clients[@]}"; do wait "$c" || true; done
+    run sh -c "cat replies.* | grep -c '^pid='"
+    assert_output 40
+    run children_of "$sup"
+    assert_equal "${#lines[@]}" 2
+    refute_line "$victim"
+    grep -q "worker .* ended with signal 9; respawning" "$BATS_TEST_TMPDIR/srv.err"
+    kill -TERM "$sup"; wait_gone "$sup" 5
+    run json_get s.jsonl supervisor workers.respawned
+    assert_output 1
+}
+
+@test "SIGTERM to the supervisor ends every process within seconds, with the program's own status" {
+    port=$(free_port)
+    start_plain ref "$PY" -m http.server "$port" --bind 127.0.0.1
+    wait_port "$port"
+    kill -TERM "$(pid_of ref)"
+    wait_status ref
+    ref_status=$status_of
+    [ "$ref_status" -eq 143 ]
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=4 "$PY" -m http.server "$port" --bind 127.0.0.1
+    wait_port "$port"
+    sup=$(pid_of srv)
+    workers=$(children_of "$sup")
+    [ "$(echo "$workers" | wc -l)" -eq 4 ]
+    kill -TERM "$sup"
+    wait_status srv
+    assert_equal "$status_of" "$ref_status"
+    for w in $workers; do wait_gone "$w" 5; done
+}
+
+@test "SIGHUP and SIGUSR1 are forwarded to every worker" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port"
+    wait_port "$port"
+    kill -HUP "$(pid_of srv)"
+    sleep 0.5
+    for i in $(seq 30); do ask "$port" info; done > replies
+    run sh -c "grep -o '^pid=[0-9]* .*hups=[0-9]*' replies | sed 's/ port.*hups=/ /' | sort -u"
+    assert_equal "${#lines[@]}" 2
+    assert_line --regexp '^pid=[0-9]+ 1$'
+    refute_line --regexp ' 0$'
+}
+
+@test "workers exit when the supervisor dies" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port"
+    wait_port "$port"
+    sup=$(pid_of srv)
+    workers=$(children_of "$sup")
+    kill -KILL "$sup"
+    for w in $workers; do wait_gone "$w" 5; done
+}
+
+@test "a worker that crash-loops is given up on, and the supervisor exits with its status" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --exit-at-start 3
+    wait_status srv
+    assert_equal "$status_of" 3
+    run grep -c "crash loop, not respawning" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 2
+}
+
+@test "workers exiting 0 are not respawned and the supervisor exits 0" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --exit-at-start 0
+    wait_status srv
+    assert_equal "$status_of" 0
+    refute grep -q respawning "$BATS_TEST_TMPDIR/srv.err"
+}
+
+@test "port 0, options and fd flags are the program's in every worker" {
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port 0 --options
+    for i in $(seq 50); do grep -q PORT "$BATS_TEST_TMPDIR/srv.out" && break; sleep 0.1; done
+    port=$(awk '/PORT/{print $2; exit}' "$BATS_TEST_TMPDIR/srv.out")
+    [ "$port" -gt 0 ]
+    # TCP_DEFER_ACCEPT: the reply needs the request before accept.
+    for i in $(seq 40); do ask "$port" info; done > replies
+    run sh -c "grep -o '^pid=[0-9]*' replies | sort -u | wc -l"
+    assert_output 2
+    run sh -c "sed 's/pid=[0-9]* //' replies | sort -u"
+    assert_output --regexp "^port=$port rcvbuf=131072 nodelay=1 defer=[1-9][0-9]* nonblock=1 cloexec=1 reuseport=1 waitpid=ECHILD hups=0 fd=[0-9]+$"
+}
+
+@test "a second socket bound before listen() is replicated; IPv6 works" {
+    port=$(free_port); port2=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --six --port "$port" --second "$port2"
+    wait_port "$port" ::1
+    run sh -c "ss -Hltn 'sport = :$port2' | wc -l"
+    assert_output 2
+    run sh -c "ss -Hltn 'sport = :$port' | grep -c '\[::1\]'"
+    assert_output 2
+}
+
+@test "the program's SIGCHLD=SIG_IGN does not blind the supervisor, and waitpid in a worker sees nothing of it" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --ignore-chld
+    wait_port "$port"
+    sup=$(pid_of srv)
+    victim=$(children_of "$sup" | head -1)
+    kill -KILL "$victim"
+    sleep 1
+    run children_of "$sup"
+    assert_equal "${#lines[@]}" 2
+    run ask "$port" info
+    assert_output --partial "waitpid=ECHILD"
+}
+
+@test "threads before listen(): refused with one line, runs unsharded" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --threads
+    wait_port "$port"
+    run children_of "$(pid_of srv)"
+    assert_output ""
+    run cat "$BATS_TEST_TMPDIR/srv.err"
+    assert_output --regexp "KTLSSHIM_SHARDS=2: not sharding: the program has 2 threads .*; running unsharded"
+    run ask "$port" info
+    assert_output --partial "reuseport=0"
+}
+
+@test "epoll before listen(): refused with one line, runs unsharded" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --epoll
+    wait_port "$port"
+    run children_of "$(pid_of srv)"
+    assert_output ""
+    run cat "$BATS_TEST_TMPDIR/srv.err"
+    assert_output --regexp "not sharding: the program made an epoll instance \(fd [0-9]+\) before its first listen\(\)"
+}
+
+@test "KTLSSHIM_SHARDS=auto makes one worker per online CPU" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=auto "$TINY" --port "$port"
+    wait_port "$port"
+    n=$(nproc)
+    run children_of "$(pid_of srv)"
+    if [ "$n" -gt 1 ]; then assert_equal "${#lines[@]}" "$n"; else assert_output ""; fi
+}

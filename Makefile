@@ -50,12 +50,14 @@ test-host: all
 test-vm: all
 	scripts/vm-run -- env KTLSSHIM_BUILD=$(abspath $(BUILD)) bats --timing tests/vm
 
-asan:
+asan-build:
 	$(MAKE) BUILD=build-asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    EXTRA_LDFLAGS="-fsanitize=address,undefined" all
-	KTLSSHIM_BUILD=$(abspath build-asan) KTLSSHIM_ASAN=1 bats --timing tests/host
+
+asan: asan-build
+	KTLSSHIM_BUILD=$(abspath build-asan) KTLSSHIM_TEST_ASAN=1 bats --timing tests/host
 
 clean:
 	rm -rf build build-asan
 
-.PHONY: all install test test-host test-vm asan clean
+.PHONY: all install test test-host test-vm asan asan-build clean

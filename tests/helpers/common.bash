@@ -12,7 +12,7 @@ PY=/usr/bin/python3
 
 # With an ASan build (make asan), the sanitizer runtimes must be loaded
 # before anything else in the process.
-if [ "${KTLSSHIM_ASAN:-0}" = 1 ]; then
+if [ "${KTLSSHIM_TEST_ASAN:-0}" = 1 ]; then
     PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so) $LIB"
     export ASAN_OPTIONS="detect_leaks=0:verify_asan_link_order=0:abort_on_error=0:exitcode=99"
     export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=98"

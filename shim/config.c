@@ -14,7 +14,7 @@
 extern char **environ;
 
 static struct ks_config cfg = {
-    .shards = 1, .ktls = KS_KTLS_AUTO, .log_level = KS_LOG_INFO,
+    .shards = 1, .ktls = KS_KTLS_AUTO, .log_level = KS_LOG_INFO, .ticket_rotate = 3600,
 };
 static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 
@@ -22,7 +22,8 @@ static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
  * harness and VM runner (ignored here, never reported as typos). */
 static const char *const known[] = {
     "KTLSSHIM_SHARDS", "KTLSSHIM_KTLS", "KTLSSHIM_STATS", "KTLSSHIM_LOG",
-    "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER",
+    "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER", "KTLSSHIM_TICKET_ROTATE",
+    "KTLSSHIM_TICKET_KEY_FILE",
 };
 static const char *const reserved_prefixes[] = {
     "KTLSSHIM_BUILD", "KTLSSHIM_TEST_", "KTLSSHIM_VM_",
@@ -125,6 +126,32 @@ static void read_stats(const char *v)
     strcpy(cfg.stats_path, v);
 }
 
+static void read_ticket_rotate(const char *v)
+{
+    long n;
+    if (parse_count(v, 604800, &n) && n >= 60)
+        cfg.ticket_rotate = (int)n;
+    else
+        bad("KTLSSHIM_TICKET_ROTATE", v,
+            "expected a whole number of seconds from 60 to 604800", "3600");
+}
+
+/* Checked for readability now; read (and wiped) by the supervisor. */
+static void read_ticket_key_file(const char *v)
+{
+    if (v[0] != '/' || strlen(v) >= sizeof cfg.ticket_key_file) {
+        bad("KTLSSHIM_TICKET_KEY_FILE", v, "expected an absolute path to an 80-byte key file",
+            "random keys");
+        return;
+    }
+    if (access(v, R_OK) != 0) {
+        ks_log_error("KTLSSHIM_TICKET_KEY_FILE=\"%.200s\" cannot be read: %s; using random keys",
+                     v, strerror(errno));
+        return;
+    }
+    strcpy(cfg.ticket_key_file, v);
+}
+
 static bool is_reserved(const char *name, size_t len)
 {
     for (size_t i = 0; i < KS_ARRAY_LEN(reserved_prefixes); i++) {
@@ -147,7 +174,8 @@ static void report_unknown(void)
             ok = strlen(known[i]) == len && strncmp(*e, known[i], len) == 0;
         if (!ok)
             ks_log_error("unknown variable %.*s (ignored); known: KTLSSHIM_SHARDS, "
-                         "KTLSSHIM_KTLS, KTLSSHIM_STATS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY",
+                         "KTLSSHIM_KTLS, KTLSSHIM_STATS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY, "
+                         "KTLSSHIM_TICKET_ROTATE, KTLSSHIM_TICKET_KEY_FILE",
                          (int)(len > 200 ? 200 : len), *e);
     }
 }
@@ -167,6 +195,10 @@ static void load(void)
         read_zerocopy(v);
     if ((v = getenv("KTLSSHIM_STATS")))
         read_stats(v);
+    if ((v = getenv("KTLSSHIM_TICKET_ROTATE")))
+        read_ticket_rotate(v);
+    if ((v = getenv("KTLSSHIM_TICKET_KEY_FILE")))
+        read_ticket_key_file(v);
     /* Set by the library in its workers: a program started from inside a
      * shard (exec'd by a worker) never shards again. */
     if (getenv("KTLSSHIM_WORKER"))

@@ -16,7 +16,9 @@ struct ks_config {
     int log_level;       /* enum ks_log_level */
     bool zerocopy;       /* KTLSSHIM_ZEROCOPY=on: TLS_TX_ZEROCOPY_RO */
     bool in_worker;      /* KTLSSHIM_WORKER was set: started inside a shard */
+    int ticket_rotate;   /* KTLSSHIM_TICKET_ROTATE, seconds */
     char stats_path[4096]; /* KTLSSHIM_STATS, "" when unset */
+    char ticket_key_file[4096]; /* KTLSSHIM_TICKET_KEY_FILE, "" when unset */
 };
 
 /* Parses the environment on first use (thread-safe), reports every bad

@@ -15,14 +15,21 @@
  *   sees exactly what it set.
  * - SSL_read / SSL_write / SSL_sendfile: bytes by path.
  *
+ * - Sharded: every SSL_CTX gets the workers' shared session resumption
+ *   (resume.c), unless the program set its own ticket keys or callbacks
+ *   (SSL_CTX_set_tlsext_ticket_key_evp_cb, SSL_CTX_ctrl and
+ *   SSL_CTX_callback_ctrl are watched for that).
+ *
  * Per-connection state hangs off the SSL object (ex_data), freed by libssl
- * with the SSL. Each direction records its path, so that a later installer
+ * with the SSL; per-context state likewise off the SSL_CTX. Each direction records its path, so that a later installer
  * of keys of our own (for what libssl cannot do) only adds a path value. */
 #include "common.h"
 #include "config.h"
 #include "ktls.h"
 #include "log.h"
 #include "real.h"
+#include "resume.h"
+#include "shard.h"
 #include "stats.h"
 
 #include <openssl/bio.h>
@@ -72,6 +79,7 @@ static struct {
     void *(*get_ex_data)(const SSL *, int);
     int (*set_ex_data)(SSL *, int, void *);
     unsigned long (*version_num)(void);
+    int (*session_reused)(const SSL *);
     void (*CTX_set_info_callback)(SSL_CTX *, ks_info_cb_t);
     void (*set_info_callback)(SSL *, ks_info_cb_t);
     SSL_CTX *(*get_SSL_CTX)(const SSL *);
@@ -81,7 +89,36 @@ static struct {
 
 static int conn_idx = -1;     /* SSL: struct ks_conn */
 static int ssl_cb_idx = -1;   /* SSL: the program's info callback */
-static int ctx_cb_idx = -1;   /* SSL_CTX: the program's info callback */
+static int ctx_idx = -1;      /* SSL_CTX: struct ks_ctx */
+
+/* What we keep per SSL_CTX. All live contexts are on a list, so that a new
+ * worker can set up the ones the program made before it forked. */
+struct ks_ctx {
+    ks_info_cb_t cb;        /* the program's info callback */
+    bool own_tickets;       /* the program set ticket keys or a callback */
+    SSL_CTX *ctx;
+    struct ks_ctx *prev, *next;
+};
+static struct ks_ctx *ctx_list;
+static pthread_mutex_t ctx_list_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                     void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    struct ks_ctx *k = ptr;
+    if (!k)
+        return;
+    pthread_mutex_lock(&ctx_list_lock);
+    if (k->prev)
+        k->prev->next = k->next;
+    else if (ctx_list == k)
+        ctx_list = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    pthread_mutex_unlock(&ctx_list_lock);
+    free(k);
+}
 static bool api_ok; /* every helper above was found */
 static pthread_once_t api_once = PTHREAD_ONCE_INIT;
 
@@ -95,6 +132,13 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
     if (c->fd >= 0)
         ks_ktls_fd_mark(c->fd, false);
     free(c);
+}
+
+static void box_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                     void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    free(ptr);
 }
 
 #define RESOLVE(field, name) (*(void **)&api.field = ks_ossl_sym(name))
@@ -127,6 +171,7 @@ static void resolve(void)
     ok &= !!RESOLVE(get_ex_data, "SSL_get_ex_data");
     ok &= !!RESOLVE(set_ex_data, "SSL_set_ex_data");
     ok &= !!RESOLVE(version_num, "OpenSSL_version_num");
+    ok &= !!RESOLVE(session_reused, "SSL_session_reused");
     ok &= !!RESOLVE(CTX_set_info_callback, "SSL_CTX_set_info_callback");
     ok &= !!RESOLVE(set_info_callback, "SSL_set_info_callback");
     ok &= !!RESOLVE(get_SSL_CTX, "SSL_get_SSL_CTX");
@@ -134,10 +179,10 @@ static void resolve(void)
     ok &= !!RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
     if (ok) {
         conn_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, conn_free);
-        ssl_cb_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, NULL);
-        ctx_cb_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, NULL);
+        ssl_cb_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, box_free);
+        ctx_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, ctx_free);
     }
-    api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_cb_idx >= 0;
+    api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_idx >= 0;
     if (!api_ok)
         ks_log_error("libssl.so.3 lacks functions the library needs; kTLS statistics are off "
                      "for this process (connections are untouched)");
@@ -264,6 +309,9 @@ static struct ks_conn *handshake_done(SSL *s)
     ks_count(KS_C_TLS, 1);
     ks_count(version == TLS1_3_VERSION ? KS_C_TLS13
              : version == TLS1_2_VERSION ? KS_C_TLS12 : KS_C_TLS_OTHER, 1);
+    bool resumed = api.session_reused(s) == 1;
+    if (resumed)
+        ks_count(KS_C_TLS_RESUMED, 1);
     record_direction(s, c, true, version, cipher);
     record_direction(s, c, false, version, cipher);
     if (c->tx == KS_PATH_KTLS_OPENSSL) {
@@ -276,8 +324,9 @@ static struct ks_conn *handshake_done(SSL *s)
                 ks_log_debug("TLS_TX_ZEROCOPY_RO refused on fd %d: %s", c->fd, strerror(errno));
         }
     }
-    ks_log_debug("handshake done on fd %d: %s %s, tx %s, rx %s", api.get_wfd(s),
+    ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", api.get_wfd(s),
                  version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", cipher ? cipher : "?",
+                 resumed ? " (resumed)" : "",
                  c->tx ? "kTLS" : ks_fallback_name(c->tx_reason),
                  c->rx ? "kTLS" : ks_fallback_name(c->rx_reason));
     return c;
@@ -311,14 +360,34 @@ struct cb_box {
     ks_info_cb_t cb;
 };
 
+/* The context's state, made (and listed) on first sight. */
+static struct ks_ctx *ctx_state(SSL_CTX *ctx)
+{
+    struct ks_ctx *k = api.CTX_get_ex_data(ctx, ctx_idx);
+    if (k || !(k = calloc(1, sizeof *k)))
+        return k;
+    k->ctx = ctx;
+    if (!api.CTX_set_ex_data(ctx, ctx_idx, k)) {
+        free(k);
+        return NULL;
+    }
+    pthread_mutex_lock(&ctx_list_lock);
+    k->next = ctx_list;
+    if (ctx_list)
+        ctx_list->prev = k;
+    ctx_list = k;
+    pthread_mutex_unlock(&ctx_list_lock);
+    return k;
+}
+
 static ks_info_cb_t program_cb(const SSL *s)
 {
     struct cb_box *b = api.get_ex_data(s, ssl_cb_idx);
     if (b && b->cb)
         return b->cb;
     SSL_CTX *ctx = api.get_SSL_CTX(s);
-    b = ctx ? api.CTX_get_ex_data(ctx, ctx_cb_idx) : NULL;
-    return b ? b->cb : NULL;
+    struct ks_ctx *k = ctx ? api.CTX_get_ex_data(ctx, ctx_idx) : NULL;
+    return k ? k->cb : NULL;
 }
 
 static void info_cb(const SSL *s, int where, int ret)
@@ -331,18 +400,15 @@ static void info_cb(const SSL *s, int where, int ret)
         cb(s, where, ret);
 }
 
-/* Boxes are never freed: one per SSL_CTX or SSL whose program sets a
- * callback, reused when it sets another. (ex_data free callbacks would
- * need the box's owner to outlive libssl's cleanup at exit.) */
-static void store_cb(void *obj, bool is_ctx, ks_info_cb_t cb)
+/* A box per SSL whose program sets its own callback, reused when it sets
+ * another, freed with the SSL. */
+static void store_ssl_cb(SSL *s, ks_info_cb_t cb)
 {
-    struct cb_box *b = is_ctx ? api.CTX_get_ex_data(obj, ctx_cb_idx)
-                              : api.get_ex_data(obj, ssl_cb_idx);
+    struct cb_box *b = api.get_ex_data(s, ssl_cb_idx);
     if (!b) {
         if (!cb || !(b = calloc(1, sizeof *b)))
             return;
-        if (!(is_ctx ? api.CTX_set_ex_data(obj, ctx_cb_idx, b)
-                     : api.set_ex_data(obj, ssl_cb_idx, b))) {
+        if (!api.set_ex_data(s, ssl_cb_idx, b)) {
             free(b);
             return;
         }
@@ -360,7 +426,9 @@ KS_EXPORT void SSL_CTX_set_info_callback(SSL_CTX *ctx, ks_info_cb_t cb)
         real(ctx, cb);
         return;
     }
-    store_cb(ctx, true, cb);
+    struct ks_ctx *k = ctx_state(ctx);
+    if (k)
+        k->cb = cb;
     api.CTX_set_info_callback(ctx, info_cb);
 }
 
@@ -373,8 +441,8 @@ KS_EXPORT ks_info_cb_t SSL_CTX_get_info_callback(SSL_CTX *ctx)
             missing("SSL_CTX_get_info_callback");
         return real(ctx);
     }
-    struct cb_box *b = api.CTX_get_ex_data(ctx, ctx_cb_idx);
-    return b ? b->cb : NULL;
+    struct ks_ctx *k = api.CTX_get_ex_data(ctx, ctx_idx);
+    return k ? k->cb : NULL;
 }
 
 KS_EXPORT void SSL_set_info_callback(SSL *s, ks_info_cb_t cb)
@@ -387,7 +455,7 @@ KS_EXPORT void SSL_set_info_callback(SSL *s, ks_info_cb_t cb)
         real(s, cb);
         return;
     }
-    store_cb(s, false, cb);
+    store_ssl_cb(s, cb);
     /* NULL lets libssl fall back to the context's callback: ours. */
     api.set_info_callback(s, cb ? info_cb : NULL);
 }
@@ -407,14 +475,75 @@ KS_EXPORT ks_info_cb_t SSL_get_info_callback(const SSL *s)
 
 /* ---- hooks ---- */
 
-static SSL_CTX *enable_ktls(SSL_CTX *ctx)
+/* A new context: kTLS on, our info callback, and in a worker the shared
+ * session resumption. Idempotent (SSL_CTX_new calls SSL_CTX_new_ex). */
+static SSL_CTX *ctx_created(SSL_CTX *ctx)
 {
-    if (!ctx || !api_ok)
+    if (!ctx || !api_ok || api.CTX_get_ex_data(ctx, ctx_idx))
+        return ctx;
+    if (!ctx_state(ctx))
         return ctx;
     if (ks_config()->ktls != KS_KTLS_OFF)
         api.CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
     api.CTX_set_info_callback(ctx, info_cb);
+    if (ks_shard_in_worker())
+        ks_resume_install(ctx, false);
     return ctx;
+}
+
+void ks_ossl_worker_started(void)
+{
+    if (!api_ok)
+        return;
+    pthread_mutex_lock(&ctx_list_lock);
+    for (struct ks_ctx *k = ctx_list; k; k = k->next)
+        ks_resume_install(k->ctx, k->own_tickets);
+    pthread_mutex_unlock(&ctx_list_lock);
+}
+
+/* The program chose its own ticket keys or callback for ctx. */
+static void own_tickets(SSL_CTX *ctx)
+{
+    struct ks_ctx *k = ctx && api_ok ? ctx_state(ctx) : NULL;
+    if (k)
+        k->own_tickets = true;
+}
+
+KS_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(
+    SSL_CTX *ctx, int (*cb)(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *,
+                            EVP_MAC_CTX *, int))
+{
+    need_api();
+    static int (*real)(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *,
+                                           EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
+    if (!real && !(*(void **)&real = ks_ossl_sym("SSL_CTX_set_tlsext_ticket_key_evp_cb")))
+        missing("SSL_CTX_set_tlsext_ticket_key_evp_cb");
+    own_tickets(ctx);
+    return real(ctx, cb);
+}
+
+KS_EXPORT long SSL_CTX_ctrl(SSL_CTX *ctx, int cmd, long larg, void *parg)
+{
+    static long (*real)(SSL_CTX *, int, long, void *);
+    if (!real && !(*(void **)&real = ks_ossl_sym("SSL_CTX_ctrl")))
+        missing("SSL_CTX_ctrl");
+    if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEYS) {
+        need_api();
+        own_tickets(ctx);
+    }
+    return real(ctx, cmd, larg, parg);
+}
+
+KS_EXPORT long SSL_CTX_callback_ctrl(SSL_CTX *ctx, int cmd, void (*fp)(void))
+{
+    static long (*real)(SSL_CTX *, int, void (*)(void));
+    if (!real && !(*(void **)&real = ks_ossl_sym("SSL_CTX_callback_ctrl")))
+        missing("SSL_CTX_callback_ctrl");
+    if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB) {
+        need_api();
+        own_tickets(ctx);
+    }
+    return real(ctx, cmd, fp);
 }
 
 KS_EXPORT SSL_CTX *SSL_CTX_new(const SSL_METHOD *meth)
@@ -422,7 +551,7 @@ KS_EXPORT SSL_CTX *SSL_CTX_new(const SSL_METHOD *meth)
     need_api();
     if (!api.CTX_new)
         missing("SSL_CTX_new");
-    return enable_ktls(api.CTX_new(meth));
+    return ctx_created(api.CTX_new(meth));
 }
 
 KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
@@ -435,7 +564,7 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
     if (ks_hook_depth)
         return api.CTX_new_ex(libctx, propq, meth);
     ks_hook_depth++;
-    SSL_CTX *ctx = enable_ktls(api.CTX_new_ex(libctx, propq, meth));
+    SSL_CTX *ctx = ctx_created(api.CTX_new_ex(libctx, propq, meth));
     ks_hook_depth--;
     return ctx;
 }

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "real.h"
+#include "resume.h"
 #include "stats.h"
 
 #include <arpa/inet.h>
@@ -79,6 +80,11 @@ static const char *addr_str(const struct sockaddr_storage *ss, char *out, size_t
         snprintf(out, n, "[%s]:%d", host, port);
     }
     return out;
+}
+
+bool ks_shard_in_worker(void)
+{
+    return state() == SHARD_WORKER;
 }
 
 /* ---- hooks ---- */
@@ -476,6 +482,9 @@ static int shard_at_listen(int fd, int backlog)
         __atomic_store_n(&shard_state, SHARD_OFF, __ATOMIC_RELEASE);
         return 0;
     }
+    if (!ks_resume_prepare())
+        ks_log_error("no shared memory for session resumption: each worker resumes only the "
+                     "sessions it made");
     char a[80];
     ks_log_info("sharding %s (fd %d) over %d workers, %d bound socket%s copied per worker",
                 addr_str(&plan.sock[lt].addr, a, sizeof a), fd, plan.nslots, plan.nsock,

@@ -40,6 +40,13 @@ void ks_plan_enter_worker(struct ks_plan *p, int slot);
  * sockets in place); the supervisor itself never returns. */
 void ks_supervise(struct ks_plan *p);
 
+/* This process is a worker of a sharded group. */
+bool ks_shard_in_worker(void);
+
+/* In a new worker, once its sockets are in place: what the OpenSSL side
+ * sets up per worker (shared session resumption). */
+void ks_ossl_worker_started(void);
+
 /* True between the supervisor's fork() and the child's set-up, so that the
  * library's own fork handler leaves the child's record alone. */
 extern bool ks_supervisor_forking;

@@ -248,10 +248,11 @@ static void format_line(struct buf *b, const struct ks_record *r, const uint64_t
         human_bytes(sf, sizeof sf, c[KS_C_B_SENDFILE]);
         human_bytes(ut, sizeof ut, c[KS_C_B_USER_TX]);
         human_bytes(ur, sizeof ur, c[KS_C_B_USER_RX]);
-        put(b, ", %llu TLS (1.2: %llu, 1.3: %llu); kTLS tx %llu (sw %llu, nic %llu%s), rx %llu "
+        put(b, ", %llu TLS (1.2: %llu, 1.3: %llu, resumed %llu); kTLS tx %llu (sw %llu, nic %llu%s), rx %llu "
                "(sw %llu, nic %llu)",
             (unsigned long long)c[KS_C_TLS], (unsigned long long)c[KS_C_TLS12],
-            (unsigned long long)c[KS_C_TLS13], (unsigned long long)c[KS_C_KTLS_TX],
+            (unsigned long long)c[KS_C_TLS13], (unsigned long long)c[KS_C_TLS_RESUMED],
+            (unsigned long long)c[KS_C_KTLS_TX],
             (unsigned long long)c[KS_C_KTLS_TX_SW], (unsigned long long)c[KS_C_KTLS_TX_NIC],
             c[KS_C_KTLS_OFFLOAD_ESTIMATED] ? ", estimated" : "",
             (unsigned long long)c[KS_C_KTLS_RX], (unsigned long long)c[KS_C_KTLS_RX_SW],

@@ -22,6 +22,7 @@
     X(TLS12, "connections", "tls1_2")                   \
     X(TLS13, "connections", "tls1_3")                   \
     X(TLS_OTHER, "connections", "tls_other")            \
+    X(TLS_RESUMED, "connections", "resumed")            \
     X(KTLS_TX, "ktls", "tx")                            \
     X(KTLS_RX, "ktls", "rx")                            \
     X(KTLS_TX_SW, "ktls", "tx_sw")                      \

@@ -11,6 +11,7 @@
 #include "shard.h"
 #include "config.h"
 #include "log.h"
+#include "resume.h"
 #include "stats.h"
 
 #include <signal.h>
@@ -94,6 +95,7 @@ static int spawn(int i)
         snprintf(v, sizeof v, "%d/%d", i, sup.plan->nslots);
         setenv("KTLSSHIM_WORKER", v, 1);
         ks_plan_enter_worker(sup.plan, i);
+        ks_ossl_worker_started();
         sigaction(SIGCHLD, &sup.app_chld, NULL);
         sigprocmask(SIG_SETMASK, &sup.app_mask, NULL);
         return 1;
@@ -260,6 +262,9 @@ void ks_supervise(struct ks_plan *plan)
         int64_t next = next_deadline(&alive);
         if (!alive)
             finish();
+        int64_t rot = ks_resume_next_rotation_ms();
+        if (rot >= 0 && (next < 0 || rot < next))
+            next = rot;
         int64_t wait_ms = next < 0 ? 60000 : next - now_ms();
         if (wait_ms < 0)
             wait_ms = 0;
@@ -271,6 +276,7 @@ void ks_supervise(struct ks_plan *plan)
         else if (sig > 0)
             forward(sig, &info);
         int64_t now = now_ms();
+        ks_resume_rotate_if_due(now);
         for (int i = 0; i < plan->nslots; i++) {
             struct slot *s = &slots[i];
             if (s->state == SLOT_WAITING && s->respawn_at_ms <= now && !sup.stopping) {

@@ -1,0 +1,159 @@
+#!/usr/bin/env bats
+# Session resumption across shards: a session made on one worker resumes on
+# another, for TLS 1.3 tickets, TLS 1.2 tickets and TLS 1.2 session IDs.
+
+load '../helpers/common'
+
+setup() {
+    cd "$BATS_TEST_TMPDIR"
+    make_certs
+    echo resumed-body > index.html
+}
+teardown() { teardown_servers; }
+
+# The Python server makes its SSLContext after listen(), i.e. in each worker:
+# without the library's shared keys every worker would have its own.
+py_server() {
+    cat > tls_server.py <<'PYEOF'
+import http.server, ssl, sys
+httpd = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+httpd.serve_forever()
+PYEOF
+    echo "$PY tls_server.py $1 $CERTS/ec.pem $CERTS/ec.key"
+}
+
+# connect PORT ARGS...: one s_client request; prints New/Reused.
+connect() {
+    local port=$1; shift
+    printf 'GET /index.html HTTP/1.0\r\n\r\n' |
+        timeout 20 openssl s_client -connect "127.0.0.1:$port" -ign_eof "$@" 2>/dev/null |
+        grep -oE '^(New|Reused)' || true
+}
+
+# resume_across SERVER-NAME PORT CLIENT-ARGS...: makes a session, resumes it
+# 12 times; every resumption must be "Reused" and at least one must be served
+# by a worker other than the one that made the session.
+resume_across() {
+    local name=$1 port=$2; shift 2
+    rm -f sess.pem
+    out=$(connect "$port" -sess_out sess.pem "$@")
+    assert_equal "$out" New
+    for i in $(seq 12); do
+        out=$(connect "$port" -sess_in sess.pem "$@")
+        assert_equal "$out" Reused
+    done
+    # Which worker did each handshake: the pid on each debug line, in order.
+    pids=$(grep -o '^ktlsshim\[[0-9]*\]: handshake done' "$BATS_TEST_TMPDIR/$name.err" |
+        grep -o '[0-9]*' | tail -13)
+    maker=$(echo "$pids" | head -1)
+    others=$(echo "$pids" | tail -12 | grep -vxc "$maker" || true)
+    [ "$others" -ge 1 ]
+    run grep -c "(resumed)" "$BATS_TEST_TMPDIR/$name.err"
+    [ "$output" -ge 12 ]
+}
+
+@test "s_server -WWW, N=2: TLS 1.3 tickets, TLS 1.2 tickets and TLS 1.2 session IDs resume on any worker" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug \
+        openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    wait_port "$port"
+    resume_across srv "$port" -tls1_3
+    resume_across srv "$port" -tls1_2
+    resume_across srv "$port" -tls1_2 -no_ticket
+}
+
+@test "python ssl server (context made in each worker), N=2: TLS 1.3 and 1.2 tickets resume on any worker" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        $(py_server "$port")
+    wait_port "$port"
+    resume_across srv "$port" -tls1_3
+    resume_across srv "$port" -tls1_2
+    kill -TERM "$(pid_of srv)"; wait_gone "$(pid_of srv)" 5
+    run json_get s.jsonl supervisor connections.resumed
+    assert_output 24
+}
+
+@test "the program's choice wins: a server with its session cache off resumes no session ID, sharded" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug \
+        openssl s_server -WWW -quiet -no_cache -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    wait_port "$port"
+    rm -f sess.pem
+
+    # The server hands out no session ID, so the client has no session to
+    # keep (s_client writes no file), exactly as without the library; and
+    # an ID the client proposes is never found.
+    for i in $(seq 4); do
+        out=$(connect "$port" -sess_out sess.pem -tls1_2 -no_ticket)
+        assert_equal "$out" New
+        [ ! -e sess.pem ]
+    done
+    run grep -c "(resumed)" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 0
+}
+
+@test "a ticket key file (KTLSSHIM_TICKET_KEY_FILE) is used: tickets survive a restart of the whole group" {
+    head -c 80 /dev/urandom > ticket.key
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_TICKET_KEY_FILE="$BATS_TEST_TMPDIR/ticket.key" \
+        openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    wait_port "$port"
+    rm -f sess.pem
+    out=$(connect "$port" -sess_out sess.pem -tls1_2)
+    assert_equal "$out" New
+    kill -TERM "$(pid_of srv)"; wait_gone "$(pid_of srv)" 5
+    start srv2 env KTLSSHIM_SHARDS=2 KTLSSHIM_TICKET_KEY_FILE="$BATS_TEST_TMPDIR/ticket.key" \
+        openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    wait_port "$port"
+    out=$(connect "$port" -sess_in sess.pem -tls1_2)
+    assert_equal "$out" Reused
+}
+
+@test "a bad KTLSSHIM_TICKET_KEY_FILE is reported and random keys are used" {
+    head -c 48 /dev/urandom > short.key
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_TICKET_KEY_FILE="$BATS_TEST_TMPDIR/short.key" \
+        openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    wait_port "$port"
+    run grep -c 'KTLSSHIM_TICKET_KEY_FILE=".*short.key" holds 48 bytes: expected exactly 80' "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 1
+    resume_across_quiet=1
+    rm -f sess.pem
+    out=$(connect "$port" -sess_out sess.pem -tls1_3)
+    assert_equal "$out" New
+    out=$(connect "$port" -sess_in sess.pem -tls1_3)
+    assert_equal "$out" Reused
+    run env LD_PRELOAD="$PRELOAD" KTLSSHIM_TICKET_ROTATE=5 /bin/true
+    assert_output --partial 'KTLSSHIM_TICKET_ROTATE="5" is not valid: expected a whole number of seconds from 60 to 604800; using 3600'
+}
+
+@test "unsharded, the library leaves session handling to the program" {
+    # The same sequence of New/Reused with and without the library, for
+    # Python's server (which resumes tickets but no session IDs of its own).
+    seq_of() {
+        local out="" args
+        for args in "-tls1_3" "-tls1_2" "-tls1_2 -no_ticket"; do
+            rm -f sess.pem
+            out="$out $(connect "$1" -sess_out sess.pem $args)"
+            out="$out $(connect "$1" -sess_in sess.pem $args)"
+        done
+        echo "$out"
+    }
+    port=$(free_port)
+    start_plain plain $(py_server "$port")
+    wait_port "$port"
+    plain=$(seq_of "$port")
+    teardown_servers
+    port=$(free_port)
+    start srv env KTLSSHIM_LOG=debug $(py_server "$port")
+    wait_port "$port"
+    lib=$(seq_of "$port")
+    assert_equal "$lib" "$plain"
+    # No shared-memory mapping of ours: the process has no 8 MiB shared anon map.
+    run sh -c "grep -c 'rw-s.*/dev/zero (deleted)' /proc/$(pid_of srv)/maps"
+    assert_output 0
+}

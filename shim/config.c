@@ -23,7 +23,7 @@ static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 static const char *const known[] = {
     "KTLSSHIM_SHARDS", "KTLSSHIM_KTLS", "KTLSSHIM_STATS", "KTLSSHIM_LOG",
     "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER", "KTLSSHIM_TICKET_ROTATE",
-    "KTLSSHIM_TICKET_KEY_FILE",
+    "KTLSSHIM_TICKET_KEY_FILE", "KTLSSHIM_PIN",
 };
 static const char *const reserved_prefixes[] = {
     "KTLSSHIM_BUILD", "KTLSSHIM_TEST_", "KTLSSHIM_VM_",
@@ -93,14 +93,14 @@ static void read_log(const char *v)
         bad("KTLSSHIM_LOG", v, "expected quiet, info or debug", "info");
 }
 
-static void read_zerocopy(const char *v)
+static void read_on_off(const char *name, const char *v, bool *out)
 {
     if (strcmp(v, "on") == 0)
-        cfg.zerocopy = true;
+        *out = true;
     else if (strcmp(v, "off") == 0)
-        cfg.zerocopy = false;
+        *out = false;
     else
-        bad("KTLSSHIM_ZEROCOPY", v, "expected on or off", "off");
+        bad(name, v, "expected on or off", "off");
 }
 
 /* The stats file must be an absolute path we can append to: checked now, so
@@ -175,7 +175,7 @@ static void report_unknown(void)
         if (!ok)
             ks_log_error("unknown variable %.*s (ignored); known: KTLSSHIM_SHARDS, "
                          "KTLSSHIM_KTLS, KTLSSHIM_STATS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY, "
-                         "KTLSSHIM_TICKET_ROTATE, KTLSSHIM_TICKET_KEY_FILE",
+                         "KTLSSHIM_TICKET_ROTATE, KTLSSHIM_TICKET_KEY_FILE, KTLSSHIM_PIN",
                          (int)(len > 200 ? 200 : len), *e);
     }
 }
@@ -192,7 +192,9 @@ static void load(void)
     if ((v = getenv("KTLSSHIM_KTLS")))
         read_ktls(v);
     if ((v = getenv("KTLSSHIM_ZEROCOPY")))
-        read_zerocopy(v);
+        read_on_off("KTLSSHIM_ZEROCOPY", v, &cfg.zerocopy);
+    if ((v = getenv("KTLSSHIM_PIN")))
+        read_on_off("KTLSSHIM_PIN", v, &cfg.pin);
     if ((v = getenv("KTLSSHIM_STATS")))
         read_stats(v);
     if ((v = getenv("KTLSSHIM_TICKET_ROTATE")))

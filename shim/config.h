@@ -15,6 +15,7 @@ struct ks_config {
     int ktls;            /* enum ks_ktls_mode */
     int log_level;       /* enum ks_log_level */
     bool zerocopy;       /* KTLSSHIM_ZEROCOPY=on: TLS_TX_ZEROCOPY_RO */
+    bool pin;            /* KTLSSHIM_PIN=on: worker per CPU, CBPF steering */
     bool in_worker;      /* KTLSSHIM_WORKER was set: started inside a shard */
     int ticket_rotate;   /* KTLSSHIM_TICKET_ROTATE, seconds */
     char stats_path[4096]; /* KTLSSHIM_STATS, "" when unset */

@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -392,6 +394,47 @@ void ks_plan_enter_worker(struct ks_plan *p, int slot)
     __atomic_store_n(&shard_state, SHARD_WORKER, __ATOMIC_RELEASE);
 }
 
+/* KTLSSHIM_PIN: worker i runs on the i-th CPU this process may use, and a
+ * reuseport CBPF program hands each new connection to the worker whose CPU
+ * received it (the group's sockets are indexed in listen() order: slot 0
+ * first). CPUs without a worker fall back to cpu % N. */
+static int pin_cpus[KS_MAX_SHARDS];
+
+int ks_shard_pin_cpu(int slot)
+{
+    return pin_cpus[slot];
+}
+
+static void steer_by_cpu(struct ks_plan *p, int lt)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return;
+    int n = 0, allowed = CPU_COUNT(&set);
+    for (int cpu = 0; cpu < CPU_SETSIZE && n < p->nslots; cpu++)
+        if (CPU_ISSET(cpu, &set))
+            pin_cpus[n++] = cpu;
+    for (int i = n; i < p->nslots; i++)
+        pin_cpus[i] = pin_cpus[i % (n ? n : 1)]; /* more workers than CPUs */
+    static struct sock_filter code[2 * KS_MAX_SHARDS + 3];
+    int k = 0;
+    code[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_CPU);
+    for (int i = 0; i < p->nslots && i < n; i++) {
+        code[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)pin_cpus[i], 0, 1);
+        code[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (unsigned)i);
+    }
+    code[k++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (unsigned)p->nslots);
+    code[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_A, 0);
+    struct sock_fprog prog = {.len = (unsigned short)k, .filter = code};
+    if (setsockopt(p->sock[lt].fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
+        ks_log_error("KTLSSHIM_PIN=on: cannot attach the CPU steering program: %s; workers are "
+                     "pinned, connections spread by hash", strerror(errno));
+    } else {
+        ks_log_info("KTLSSHIM_PIN=on: worker i on the i-th of %d usable CPUs, connections "
+                    "steered to the worker on the CPU that received them", allowed);
+    }
+}
+
 static int refuse(int fd, int backlog, const char *msg)
 {
     ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: %s; running unsharded",
@@ -458,7 +501,14 @@ static int shard_at_listen(int fd, int backlog)
     plan.sock[lt].addrlen = sizeof plan.sock[lt].addr;
     getsockname(fd, (struct sockaddr *)&plan.sock[lt].addr, &plan.sock[lt].addrlen);
 
-    if (!make_replicas(&plan)) {
+    bool ready = make_replicas(&plan); /* says why not, and closes what it made */
+    if (ready && !ks_stats_make_shared()) {
+        ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: no shared memory for the stats; "
+                     "running unsharded", plan.nslots);
+        close_slots(&plan, 1); /* bound, not listening yet: safe to close */
+        ready = false;
+    }
+    if (!ready) {
         int zero = 0;
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero);
         __atomic_store_n(&shard_state, SHARD_OFF, __ATOMIC_RELEASE);
@@ -466,7 +516,8 @@ static int shard_at_listen(int fd, int backlog)
     }
     for (int s = 1; s < plan.nslots; s++) {
         if (ks_libc()->listen(*ks_plan_fd(&plan, s, lt), backlog) != 0) {
-            /* Unexpected after a good bind. Run with the slots that listen. */
+            /* Unexpected after a good bind. Run with the slots that listen
+             * (those that do must not be closed: see the top of the file). */
             ks_log_error("KTLSSHIM_SHARDS=%d: listen() on worker %d's socket failed: %s; "
                          "running %d workers", plan.nslots, s, strerror(errno), s);
             close_slots(&plan, s);
@@ -474,14 +525,9 @@ static int shard_at_listen(int fd, int backlog)
             break;
         }
     }
-    if (plan.nslots < 2 || !ks_stats_make_shared(plan.nslots)) {
-        close_slots(&plan, 1);
-        if (plan.nslots >= 2)
-            ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: no shared memory for the stats; "
-                         "running unsharded", plan.nslots);
-        __atomic_store_n(&shard_state, SHARD_OFF, __ATOMIC_RELEASE);
-        return 0;
-    }
+    ks_stats_set_shards(plan.nslots);
+    if (ks_config()->pin)
+        steer_by_cpu(&plan, lt);
     if (!ks_resume_prepare())
         ks_log_error("no shared memory for session resumption: each worker resumes only the "
                      "sessions it made");

@@ -40,6 +40,9 @@ void ks_plan_enter_worker(struct ks_plan *p, int slot);
  * sockets in place); the supervisor itself never returns. */
 void ks_supervise(struct ks_plan *p);
 
+/* KTLSSHIM_PIN: the CPU of worker slot (valid once sharding started). */
+int ks_shard_pin_cpu(int slot);
+
 /* This process is a worker of a sharded group. */
 bool ks_shard_in_worker(void);
 

@@ -32,7 +32,7 @@ struct ks_pool {
 static struct ks_record own = {.shard = -1};
 struct ks_record *ks_cur = &own;
 static struct ks_pool *pool;
-static bool active;
+static bool active; /* accessed with relaxed atomics */
 
 static const char *const fallback_names[] = {
 #define KS_FB_NAME(name, key) key,
@@ -53,10 +53,15 @@ static const struct { const char *group, *key; } counter_names[] = {
 
 void ks_stats_mark_active(void)
 {
-    active = true;
+    __atomic_store_n(&active, true, __ATOMIC_RELAXED);
 }
 
-bool ks_stats_make_shared(int shards)
+void ks_stats_set_shards(int shards)
+{
+    own.shards = shards;
+}
+
+bool ks_stats_make_shared(void)
 {
     void *p = mmap(NULL, sizeof(struct ks_pool), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -65,7 +70,6 @@ bool ks_stats_make_shared(int shards)
     pool = p;
     pool->nrec = POOL_RECORDS;
     own.role = KS_ROLE_SUPERVISOR;
-    own.shards = shards;
     own.pid = (int32_t)getpid();
     active = true;
     return true;
@@ -305,7 +309,7 @@ static void snapshot(const struct ks_record *r, uint64_t *c)
 
 void ks_stats_write_own(const char *end)
 {
-    if (!active || ks_cur->role == KS_ROLE_SUPERVISOR)
+    if (!__atomic_load_n(&active, __ATOMIC_RELAXED) || ks_cur->role == KS_ROLE_SUPERVISOR)
         return;
     if (__atomic_exchange_n(&ks_cur->written, 1, __ATOMIC_ACQ_REL))
         return;

@@ -96,7 +96,8 @@ void ks_stats_mark_active(void);
 
 /* Sharding: makes a shared pool of records that survives the workers; the
  * supervisor sums it at the end. */
-bool ks_stats_make_shared(int shards);
+bool ks_stats_make_shared(void);
+void ks_stats_set_shards(int shards);
 /* Claims a fresh record in the shared pool (supervisor, before forking a
  * worker); returns its index, or -1 if the pool is full (the overflow
  * record is used then). */

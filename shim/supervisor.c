@@ -14,6 +14,7 @@
 #include "resume.h"
 #include "stats.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,14 @@ static int spawn(int i)
     }
     if (pid == 0) {
         ks_stats_adopt(rec, getpid());
+        if (ks_config()->pin) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(ks_shard_pin_cpu(i), &one);
+            if (sched_setaffinity(0, sizeof one, &one) != 0)
+                ks_log_error("worker %d: cannot pin to CPU %d: %s", i, ks_shard_pin_cpu(i),
+                             strerror(errno));
+        }
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != sup.self)
             _exit(0); /* the supervisor is already gone */

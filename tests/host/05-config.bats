@@ -41,6 +41,7 @@ bad_value() {
     bad_value KTLSSHIM_KTLS=yes 'KTLSSHIM_KTLS="yes" is not valid: expected auto, off or strict; using auto$'
     bad_value KTLSSHIM_LOG=loud 'KTLSSHIM_LOG="loud" is not valid: expected quiet, info or debug; using info$'
     bad_value KTLSSHIM_ZEROCOPY=1 'KTLSSHIM_ZEROCOPY="1" is not valid: expected on or off; using off$'
+    bad_value KTLSSHIM_PIN=yes 'KTLSSHIM_PIN="yes" is not valid: expected on or off; using off$'
 }
 
 @test "bad KTLSSHIM_STATS values are reported, and no file is written" {

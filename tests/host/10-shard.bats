@@ -280,3 +280,23 @@ print('ok')"
     run children_of "$(pid_of srv)"
     if [ "$n" -gt 1 ]; then assert_equal "${#lines[@]}" "$n"; else assert_output ""; fi
 }
+
+@test "KTLSSHIM_PIN=on: worker i runs on CPU i and gets the connections that CPU receives" {
+    [ "$(nproc)" -ge 2 ] || skip "needs 2 CPUs"
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PIN=on "$TINY" --port "$port"
+    wait_port "$port"
+    for cpu in 0 1; do
+        # On loopback the client's CPU receives the SYN: it picks the worker.
+        for i in $(seq 10); do taskset -c "$cpu" "$PY" -c "
+import socket
+s = socket.create_connection(('127.0.0.1', $port)); s.sendall(b'info\n')
+print(s.recv(999).decode().split()[0])"; done | sort -u > served.$cpu
+        run cat served.$cpu
+        assert_equal "${#lines[@]}" 1
+        pid=${output#pid=}
+        run grep Cpus_allowed_list "/proc/$pid/status"
+        assert_output --regexp ":[[:space:]]+$cpu$"
+    done
+    ! cmp -s served.0 served.1
+}

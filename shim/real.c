@@ -92,6 +92,9 @@ static void *private_libssl(void)
     if (!__atomic_compare_exchange_n(&handle, &expected, h, false,
                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         dlclose(h); /* another thread won; drop our extra reference */
+    else
+        ks_log_debug("libssl.so.3 is not in the global scope (loaded with RTLD_LOCAL); "
+                     "using %s directly", ctx.path);
     return __atomic_load_n(&handle, __ATOMIC_ACQUIRE);
 }
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bats
+# Living inside someone else's process: private libssl, threads, fork.
+
+load '../helpers/common'
+
+setup() { cd "$BATS_TEST_TMPDIR"; make_certs; }
+teardown() { teardown_servers; }
+
+@test "python's _ssl (libssl loaded with RTLD_LOCAL) is hooked through the private libssl" {
+    cat > srv.py <<'PYEOF'
+import http.server, signal, ssl, sys
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+httpd = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+httpd.serve_forever()
+PYEOF
+    head -c 300000 /dev/urandom > f.bin
+    want=$(sha256sum < f.bin)
+    port=$(free_port)
+    start srv env KTLSSHIM_LOG=debug KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        "$PY" srv.py "$port" "$CERTS/ec.pem" "$CERTS/ec.key"
+    wait_port "$port"
+    # 40 downloads, 8 at a time: the server's threads run the hooks at once.
+    seq 40 | xargs -P 8 -I{} sh -c "curl -sk https://127.0.0.1:$port/f.bin | sha256sum > got.{}"
+    run sh -c "cat got.* | sort | uniq -c"
+    assert_output "     40 $want"
+    run grep -c "not in the global scope (loaded with RTLD_LOCAL); using .*libssl.so.3" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 1
+    kill -TERM "$(pid_of srv)"   # the script exits normally on SIGTERM
+    wait_gone "$(pid_of srv)" 5
+    run json_get s.jsonl process connections.tls
+    assert_output 40
+    run json_get s.jsonl process bytes.user_tx
+    [ "$output" -ge 12000000 ]
+}
+
+@test "nginx with master_process on, unsharded: each process writes its own record" {
+    port=$(free_port)
+    mkdir -p www logs
+    echo hi > www/index.html
+    cat > nginx.conf <<EOF2
+daemon off;
+master_process on;
+user root;
+worker_processes 2;
+pid $BATS_TEST_TMPDIR/nginx.pid;
+error_log $BATS_TEST_TMPDIR/logs/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $BATS_TEST_TMPDIR/logs;
+    server {
+        listen 127.0.0.1:$port ssl;
+        ssl_certificate $CERTS/ec.pem; ssl_certificate_key $CERTS/ec.key;
+        root $BATS_TEST_TMPDIR/www;
+    }
+}
+EOF2
+    start srv env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/nginx.conf"
+    wait_port "$port"
+    for i in $(seq 10); do
+        run curl -sk "https://127.0.0.1:$port/index.html"
+        assert_output hi
+    done
+    kill -QUIT "$(pid_of srv)"   # graceful: workers exit normally
+    wait_gone "$(pid_of srv)" 10
+    # Only the workers spoke TLS: their records, one per pid, add up to 10.
+    run json_get s.jsonl process connections.tls
+    assert_output 10
+    run sh -c "grep -c '\"role\":\"process\"' s.jsonl"
+    [ "$output" -ge 1 ]
+}

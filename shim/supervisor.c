@@ -255,7 +255,12 @@ void ks_supervise(struct ks_plan *plan)
     for (size_t k = 0; k < KS_ARRAY_LEN(forwarded_signals); k++)
         sigaddset(&wait_set, forwarded_signals[k]);
     sigaddset(&wait_set, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &wait_set, &sup.app_mask);
+    /* Everything is blocked in the supervisor: the program's own handlers
+     * (an alarm() it set, say) must never run here. What is not waited for
+     * stays pending, harmlessly. */
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &sup.app_mask);
     /* The supervisor must see its workers' exit statuses even if the program
      * had set SIGCHLD to SIG_IGN (auto-reap). Workers get the program's. */
     struct sigaction dfl = {.sa_handler = SIG_DFL};

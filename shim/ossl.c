@@ -679,10 +679,11 @@ KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, i
 }
 
 /* Plain sendfile(2) on a socket whose TX is kTLS: encrypted by the kernel
- * with no copy through user space. Counted, never altered. */
+ * with no copy through user space. Counted, never altered; not when libssl
+ * itself calls it inside SSL_sendfile (that hook counts). */
 static inline void count_sendfile(int out_fd, ssize_t r)
 {
-    if (r > 0 && ks_ktls_fd_marked(out_fd)) {
+    if (r > 0 && !ks_hook_depth && ks_ktls_fd_marked(out_fd)) {
         ks_count(KS_C_B_KTLS_TX, (uint64_t)r);
         ks_count(KS_C_B_SENDFILE, (uint64_t)r);
     }

@@ -1,0 +1,340 @@
+# Helpers for the TLS suites (tests/host/20-tls.bats, tests/vm/20-ktls.bats).
+# Load after common: load '../helpers/common'; load '../helpers/tls'.
+#
+# The servers are real programs nobody here wrote (openssl s_server -WWW,
+# Python's http.server wrapped with ssl, nginx); the clients are curl,
+# openssl s_client and a small Python client that misbehaves on purpose.
+
+# listening PORT: something listens on 127.0.0.1:PORT or [::]:PORT. Read
+# from /proc, so that no probe connection is made (the counts stay exact).
+listening() {
+    local hex
+    hex=$(printf '%04X' "$1")
+    awk -v p=":$hex" 'FNR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { f = 1 }
+        END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# pick_port: a port that no TCP socket uses right now (no Python: it costs
+# seconds in the VM).
+pick_port() {
+    local p hex
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        hex=$(printf ':%04X ' "$p")
+        grep -q "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null || { echo "$p"; return; }
+    done
+}
+
+# wait_listen PORT [SECONDS]: until something listens there (default 15 s,
+# 90 s in the VM where Python takes seconds to start).
+wait_listen() {
+    local t=${2:-$([ "${KTLSSHIM_IN_VM:-0}" = 1 ] && echo 90 || echo 15)}
+    for _ in $(seq $((t * 10))); do
+        listening "$1" && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on port $1 after $t s" >&2
+    return 1
+}
+
+# make_files SIZE...: random files named s<SIZE> in $WWW (made once per run,
+# shared by the tests of the run); sets WWW.
+make_files() {
+    WWW="$BATS_RUN_TMPDIR/www"
+    mkdir -p "$WWW"
+    local n
+    for n in "$@"; do
+        [ -f "$WWW/s$n" ] || head -c "$n" /dev/urandom >"$WWW/s$n"
+    done
+}
+
+sha() { sha256sum <"$1" | cut -d' ' -f1; }
+
+# curl_tls VERSION AEAD [ec|rsa]: curl options that pin TLS VERSION (1.2 or
+# 1.3) and the AEAD (aes128, aes256, chacha) for a certificate of that type.
+curl_tls() {
+    if [ "$1" = 1.3 ]; then
+        echo "--tlsv1.3 --tls-max 1.3 --tls13-ciphers $(cipher_name 1.3 "$2" "${3:-ec}")"
+    else
+        echo "--tlsv1.2 --tls-max 1.2 --ciphers $(cipher_name 1.2 "$2" "${3:-ec}")"
+    fi
+}
+
+# cipher_name VERSION AEAD [ec|rsa]: OpenSSL's name of that suite (what the
+# library's debug line prints).
+cipher_name() {
+    local auth=ECDSA
+    [ "${3:-ec}" = rsa ] && auth=RSA
+    case "$1/$2" in
+    1.3/aes128) echo TLS_AES_128_GCM_SHA256 ;;
+    1.3/aes256) echo TLS_AES_256_GCM_SHA384 ;;
+    1.3/chacha) echo TLS_CHACHA20_POLY1305_SHA256 ;;
+    1.2/aes128) echo "ECDHE-$auth-AES128-GCM-SHA256" ;;
+    1.2/aes256) echo "ECDHE-$auth-AES256-GCM-SHA384" ;;
+    1.2/chacha) echo "ECDHE-$auth-CHACHA20-POLY1305" ;;
+    *) echo "cipher_name: $1 $2?" >&2; return 1 ;;
+    esac
+}
+
+# fetch PORT PATH [CURL-OPTION...]: GETs https://127.0.0.1:PORT/PATH and
+# prints the sha256 of the body; fails if curl does.
+fetch() {
+    local port=$1 path=$2 out
+    shift 2
+    out=$(mktemp "$BATS_TEST_TMPDIR/body.XXXXXX")
+    if ! curl -sSkf --max-time "${FETCH_TIMEOUT:-30}" "$@" -o "$out" "https://127.0.0.1:$port/$path"; then
+        rm -f "$out"
+        return 1
+    fi
+    sha "$out"
+    rm -f "$out"
+}
+
+# matrix PORT KEYTYPE "VERSIONS" "AEADS" FILE...: fetches each file of $WWW
+# with each version and AEAD. Prints "VERSION AEAD FILE HASH" lines (the
+# record of what came back) to $BATS_TEST_TMPDIR/matrix.out, and one line per
+# failure on stdout; fails if any fetch failed or any hash differs.
+matrix() {
+    local port=$1 kt=$2 vers=$3 aeads=$4 v a f got bad=0
+    shift 4
+    for v in $vers; do
+        for a in $aeads; do
+            for f in "$@"; do
+                # shellcheck disable=SC2046 # the options are words
+                got=$(fetch "$port" "$f" $(curl_tls "$v" "$a" "$kt")) || got=curl-failed
+                echo "$v $a $f $got" >>"$BATS_TEST_TMPDIR/matrix.out"
+                if [ "$got" != "$(sha "$WWW/$f")" ]; then
+                    echo "BAD: TLS $v $a $f: $got"
+                    bad=$((bad + 1))
+                fi
+            done
+        done
+    done
+    return "$bad"
+}
+
+# count_handshakes NAME VERSION CIPHER TX RX: how many "handshake done" debug
+# lines of the server started as NAME match (TX, RX: kTLS or a reason).
+# nginx moves its stderr to its error log once started: both are read.
+count_handshakes() {
+    cat "$BATS_TEST_TMPDIR/$1.err" "$BATS_TEST_TMPDIR/logs/error.log" 2>/dev/null |
+        grep -cE "handshake done on fd [0-9]+: TLS $2 $3, tx $4, rx $5$" || true
+}
+
+# lib_lines NAME: the library's lines of the server started as NAME (its
+# stderr, and nginx's error log where nginx moves its stderr).
+lib_lines() {
+    cat "$BATS_TEST_TMPDIR/$1.err" "$BATS_TEST_TMPDIR/logs/error.log" 2>/dev/null |
+        grep -E '^ktlsshim\[[0-9]+\]: ' || true
+}
+
+# stop_srv NAME [SECONDS]: SIGTERM to the server started as NAME; it must be
+# gone within SECONDS (10); sets $status_of.
+stop_srv() {
+    local pid
+    pid=$(pid_of "$1")
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" "${2:-10}"; then
+        echo "$1 (pid $pid) did not exit after SIGTERM" >&2
+        return 1
+    fi
+    wait_status "$1"
+}
+
+# alive NAME: the server started as NAME still runs.
+alive() { kill -0 "$(pid_of "$1")" 2>/dev/null; }
+
+# stats_check FILE EXPR...: each Python expression must hold over the JSON
+# Lines file FILE, where
+#   S("group.key")  sums the field over every record but the supervisor's,
+#   SUP("group.key") is the supervisor's field (KeyError if none),
+#   R is the list of records.
+# On the first false one, prints it with the records and fails.
+stats_check() {
+    "$PY" - "$@" <<'PYEOF'
+import json, sys
+R = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def get(r, f):
+    for k in f.split("."):
+        r = r[k]
+    return r
+def S(f):
+    return sum(get(r, f) for r in R if r["role"] != "supervisor")
+def SUP(f):
+    (s,) = [r for r in R if r["role"] == "supervisor"]
+    return get(s, f)
+for e in sys.argv[2:]:
+    if not eval(e):
+        print("false:", e)
+        for r in R:
+            print(json.dumps(r))
+        sys.exit(1)
+print("ok")
+PYEOF
+}
+
+# Every counter of a supervisor's record equals the sum over the others.
+SUMS_ADD_UP='all(SUP(g+"."+k) == S(g+"."+k) for g in ("connections","ktls","fallback_tx","fallback_rx","bytes") for k in R[0][g])'
+
+# py_server: writes the Python HTTPS server to $BATS_TEST_TMPDIR/https_server.py
+# and prints its path. Python's own http.server and ssl, nothing else:
+#   https_server.py --port P --cert C --key K --dir D [--max 1.2|1.3] [--ciphers S]
+# Each connection is wrapped (and its handshake done) in its own thread;
+# SIGTERM ends it normally, so that the library writes its exit record.
+py_server() {
+    local f="$BATS_TEST_TMPDIR/https_server.py"
+    cat >"$f" <<'PYEOF'
+import argparse, functools, http.server, signal, socketserver, ssl, threading
+ap = argparse.ArgumentParser()
+ap.add_argument("--port", type=int, required=True)
+ap.add_argument("--cert", required=True)
+ap.add_argument("--key", required=True)
+ap.add_argument("--dir", default=".")
+ap.add_argument("--max", choices=["1.2", "1.3"])
+ap.add_argument("--ciphers")
+a = ap.parse_args()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(a.cert, a.key)
+if a.max:
+    ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[a.max]
+if a.ciphers:
+    ctx.set_ciphers(a.ciphers)
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "localhost", self.server_address[1]
+    def finish_request(self, request, client_address):
+        request.settimeout(30)
+        conn = ctx.wrap_socket(request, server_side=True)
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            conn.close()
+
+httpd = Server(("127.0.0.1", a.port), functools.partial(Handler, directory=a.dir))
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown).start())
+httpd.serve_forever()
+httpd.server_close()
+PYEOF
+    echo "$f"
+}
+
+# nginx_conf PORT CERT KEY [MASTER_PROCESS on|off]: writes
+# $BATS_TEST_TMPDIR/nginx.conf: TLS on PORT, root $WWW, sendfile on, every
+# path in the test's directory, and no kTLS directive of any kind.
+nginx_conf() {
+    local d="$BATS_TEST_TMPDIR"
+    mkdir -p "$d/logs"
+    cat >"$d/nginx.conf" <<EOF
+daemon off;
+master_process ${4:-off};
+user $(id -un);
+worker_processes 1;
+pid $d/logs/nginx.pid;
+error_log $d/logs/error.log info;
+events { worker_connections 256; }
+http {
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    client_body_temp_path $d/logs/body;
+    proxy_temp_path $d/logs/proxy;
+    fastcgi_temp_path $d/logs/fastcgi;
+    uwsgi_temp_path $d/logs/uwsgi;
+    scgi_temp_path $d/logs/scgi;
+    server {
+        listen 127.0.0.1:$1 ssl;
+        ssl_certificate $2;
+        ssl_certificate_key $3;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        root $WWW;
+    }
+}
+EOF
+}
+
+# nginx_args: the command line for the config above.
+nginx_args() {
+    echo "/usr/sbin/nginx -e $BATS_TEST_TMPDIR/logs/error.log -c $BATS_TEST_TMPDIR/nginx.conf"
+}
+
+# bad_client PORT MODE [VERSION [CIPHERS]]: a client that misbehaves, then
+# reads until the server closes (20 s at most). Prints "MODE: eof|reset|
+# timeout after N bytes, alert=0|1, S s"; fails unless the server closed.
+#   garbage   random bytes (no TLS record type) instead of a ClientHello
+#   hello     a TLS handshake record header followed by random bytes
+#   forged    after a real handshake, an application-data record of junk
+#             (its tag cannot verify)
+#   overflow  after a real handshake, a record header longer than TLS allows
+#   truncated after a real handshake, half a record, then end of stream
+bad_client() {
+    "$PY" - "$@" <<'PYEOF'
+import os, socket, ssl, sys, time
+port, mode = int(sys.argv[1]), sys.argv[2]
+ver = sys.argv[3] if len(sys.argv) > 3 else "1.3"
+s = socket.create_connection(("127.0.0.1", port), timeout=20)
+if mode == "garbage":
+    s.sendall(bytes([os.urandom(1)[0] % 0x14]) + os.urandom(4095))
+elif mode == "hello":
+    s.sendall(b"\x16\x03\x01\x00\x40" + os.urandom(64))
+else:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    v = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[ver]
+    ctx.minimum_version = ctx.maximum_version = v
+    if len(sys.argv) > 4:
+        ctx.set_ciphers(sys.argv[4])
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    o = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    while True:
+        try:
+            o.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if out.pending:
+                s.sendall(out.read())
+            d = s.recv(65536)
+            if not d:
+                sys.exit("server closed during the handshake")
+            inc.write(d)
+    if out.pending:
+        s.sendall(out.read())
+    print("handshake:", o.version(), o.cipher()[0], file=sys.stderr)
+    if mode == "forged":
+        s.sendall(b"\x17\x03\x03\x00\x40" + os.urandom(64))
+    elif mode == "overflow":
+        s.sendall(b"\x17\x03\x03\x48\x01" + os.urandom(64))
+    elif mode == "truncated":
+        s.sendall(b"\x17\x03\x03\x03\xe8" + os.urandom(100))
+        s.shutdown(socket.SHUT_WR)
+    else:
+        sys.exit("unknown mode " + mode)
+t0, got, how = time.monotonic(), b"", "timeout"
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            how = "eof"
+            break
+        got += d
+except socket.timeout:
+    pass
+except ConnectionResetError:
+    how = "reset"
+# An alert record in clear (TLS 1.2, or before the keys) starts with 0x15.
+alert = int(b"\x15\x03\x03" in got or got[:1] == b"\x15")
+print(f"{mode}: {how} after {len(got)} bytes, alert={alert}, {time.monotonic() - t0:.1f} s")
+sys.exit(0 if how != "timeout" else 1)
+PYEOF
+}
+
+# tls_stat NAME: a counter of /proc/net/tls_stat (0 if absent).
+tls_stat() {
+    awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }' /proc/net/tls_stat 2>/dev/null || echo 0
+}

@@ -1,0 +1,236 @@
+#!/usr/bin/env bats
+# Kernel TLS through real, unmodified servers, in the VM (scripts/vm-run:
+# Debian 6.1 kernel with the tls module; make test-vm). The same servers as
+# tests/host/20-tls.bats, with a matrix small enough for TCG emulation: the
+# library must get kTLS TX on every connection (and RX on TLS 1.2; OpenSSL
+# 3.0 has no TLS 1.3 RX), the kernel's counters must move, nginx must take
+# SSL_sendfile by itself, and every body must arrive intact.
+
+load '../helpers/common'
+load '../helpers/tls'
+
+setup() {
+    if [ "${KTLSSHIM_IN_VM:-0}" != 1 ]; then
+        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
+    fi
+    cd "$BATS_TEST_TMPDIR"
+    make_certs
+    make_files 0 1 16384 16385 1048583
+    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
+    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
+    STATS="$BATS_TEST_TMPDIR/s.jsonl"
+}
+teardown() { teardown_servers; }
+
+# snap: remembers /proc/net/tls_stat; delta NAME: how much NAME moved since.
+snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
+delta() {
+    local b
+    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
+    echo $(($(tls_stat "$1") - ${b:-0}))
+}
+# note: what the kernel counted, in the bats output (for the record).
+note() {
+    local n out=""
+    for n in TlsTxSw TlsRxSw TlsDecryptError TlsCurrTxSw TlsCurrRxSw; do
+        out="$out $n+$(delta "$n")"
+    done
+    echo "# $BATS_TEST_NUMBER tls_stat:$out" >&3
+}
+
+NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
+
+@test "nginx (sendfile on, no kTLS directive): kTLS TX on every connection, SSL_sendfile, RX on 1.2, bodies intact" {
+    port=$(pick_port)
+    nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
+    snap
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_STATS="$STATS" $(nginx_args)
+    wait_listen "$port"
+    run matrix "$port" ec 1.3 aes128 s0 s16384 s16385 s1048583
+    assert_success
+    run matrix "$port" ec 1.2 aes256 s16385 s1048583
+    assert_success
+    run matrix "$port" ec 1.2 chacha s16384
+    assert_success
+    run count_handshakes srv 1.3 TLS_AES_128_GCM_SHA256 kTLS libssl
+    assert_output 4
+    run count_handshakes srv 1.2 ECDHE-ECDSA-AES256-GCM-SHA384 kTLS kTLS
+    assert_output 2
+    run count_handshakes srv 1.2 ECDHE-ECDSA-CHACHA20-POLY1305 kTLS kTLS
+    assert_output 1
+    stop_srv srv
+    assert_equal "$status_of" 0
+    note
+    assert_equal "$(delta TlsTxSw)" 7
+    assert_equal "$(delta TlsRxSw)" 3
+    assert_equal "$(delta TlsCurrTxSw)" 0
+    sent=$((16384 + 16385 + 1048583 + 16385 + 1048583 + 16384))
+    run stats_check "$STATS" 'len(R) == 1 and R[0]["program"] == "nginx"' \
+        'S("connections.tls") == 7 and S("connections.tls1_3") == 4 and S("connections.tls1_2") == 3' \
+        'S("ktls.tx") == 7 and S("ktls.tx_sw") == 7 and S("ktls.tx_nic") == 0' "$NO_FALLBACK_TX" \
+        'S("ktls.rx") == 3 and S("ktls.rx_sw") == 3' \
+        'S("fallback_rx.libssl") == 4 and S("fallback_rx.no_kernel_tls") == 0' \
+        "S('bytes.sendfile') >= $sent" "S('bytes.ktls_tx') > S('bytes.sendfile')" \
+        'S("bytes.user_tx") == 0 and S("bytes.ktls_rx") > 0 and S("bytes.user_rx") > 0'
+    assert_output ok
+}
+
+@test "nginx SSL_sendfile: each byte is counted once in bytes.sendfile and bytes.ktls_tx" {
+    port=$(pick_port)
+    nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_STATS="$STATS" $(nginx_args)
+    wait_listen "$port"
+    run matrix "$port" ec 1.3 aes128 s1048583
+    assert_success
+    stop_srv srv
+    run stats_check "$STATS" 'S("ktls.tx") == 1' 'S("bytes.sendfile") == 1048583' \
+        '0 < S("bytes.ktls_tx") - S("bytes.sendfile") < 1024'
+    assert_output ok
+}
+
+@test "python http.server + ssl (strict): kTLS TX for 1.2 and 1.3, RX for 1.2, no strict line, bodies intact" {
+    port=$(pick_port)
+    snap
+    start srv env KTLSSHIM_KTLS=strict KTLSSHIM_STATS="$STATS" "$PY" "$(py_server)" \
+        --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
+    wait_listen "$port"
+    run matrix "$port" ec 1.3 chacha s1048583 s0
+    assert_success
+    run matrix "$port" ec 1.2 aes128 s16384
+    assert_success
+    run matrix "$port" ec 1.2 chacha s16385
+    assert_success
+    run count_handshakes srv 1.3 TLS_CHACHA20_POLY1305_SHA256 kTLS libssl
+    assert_output 2
+    run count_handshakes srv 1.2 "ECDHE-ECDSA-(AES128-GCM-SHA256|CHACHA20-POLY1305)" kTLS kTLS
+    assert_output 2
+    refute grep -q "strict:" srv.err
+    stop_srv srv 30
+    assert_equal "$status_of" 0
+    note
+    assert_equal "$(delta TlsTxSw)" 4
+    assert_equal "$(delta TlsRxSw)" 2
+    run stats_check "$STATS" 'len(R) == 1 and R[0]["program"] == "python3"' \
+        'S("connections.tls") == 4 and S("connections.tls1_2") == 2' \
+        'S("ktls.tx") == 4 and S("ktls.tx_sw") == 4' "$NO_FALLBACK_TX" \
+        'S("ktls.rx") == 2 and S("fallback_rx.libssl") == 2' \
+        'S("bytes.ktls_tx") >= 1048583 + 16384 + 16385 and S("bytes.user_tx") == 0' \
+        'S("bytes.ktls_rx") > 0 and S("bytes.user_rx") > 0 and S("bytes.sendfile") == 0'
+    assert_output ok
+}
+
+@test "openssl s_server -WWW: kTLS TX for curl and s_client, connections counted, bodies intact" {
+    port=$(pick_port)
+    cd "$WWW"
+    snap
+    start srv env KTLSSHIM_STATS="$STATS" openssl s_server -WWW -quiet -naccept 3 \
+        -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    cd "$BATS_TEST_TMPDIR"
+    wait_listen "$port"
+    run matrix "$port" ec 1.2 aes128 s16385
+    assert_success
+    run matrix "$port" ec 1.3 aes256 s16384
+    assert_success
+    got=$(printf 'GET /s1 HTTP/1.0\r\n\r\n' |
+        timeout 60 openssl s_client -quiet -connect "127.0.0.1:$port" -tls1_2 \
+            -cipher ECDHE-ECDSA-CHACHA20-POLY1305 2>/dev/null |
+        { while IFS= read -r l; do [ "$l" = $'\r' ] && break; done; sha256sum; } | cut -d' ' -f1)
+    assert_equal "$got" "$(sha "$WWW/s1")"
+    wait_gone "$(pid_of srv)" 20
+    wait_status srv
+    assert_equal "$status_of" 0
+    note
+    assert_equal "$(delta TlsTxSw)" 3
+    assert_equal "$(delta TlsRxSw)" 2
+    run stats_check "$STATS" 'S("connections.tls") == 3 and S("connections.tls1_2") == 2' \
+        'S("ktls.tx") == 3 and S("ktls.tx_sw") == 3' "$NO_FALLBACK_TX" \
+        'S("ktls.rx") == 2 and S("fallback_rx.libssl") == 1'
+    assert_output ok
+}
+
+@test "KTLSSHIM_KTLS=off: no kTLS at all (the kernel's counters stay), fallback reason disabled" {
+    port=$(pick_port)
+    cd "$WWW"
+    snap
+    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" openssl s_server -WWW -quiet -naccept 2 \
+        -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    cd "$BATS_TEST_TMPDIR"
+    wait_listen "$port"
+    run matrix "$port" ec "1.2 1.3" aes128 s16385
+    assert_success
+    wait_gone "$(pid_of srv)" 20
+    assert_equal "$(delta TlsTxSw)" 0
+    assert_equal "$(delta TlsRxSw)" 0
+    run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.tx") == 0 and S("ktls.rx") == 0' \
+        'S("fallback_tx.disabled") == 2 and S("fallback_rx.disabled") == 2'
+    assert_output ok
+}
+
+@test "sharded N=2, nginx: kTLS in both workers, the supervisor's sums equal the workers'" {
+    port=$(pick_port)
+    nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
+    snap
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$STATS" $(nginx_args)
+    wait_listen "$port"
+    for i in 1 2 3; do
+        run matrix "$port" ec "1.2 1.3" aes256 s16385
+        assert_success
+    done
+    stop_srv srv 20
+    assert_equal "$status_of" 0
+    note
+    assert_equal "$(delta TlsTxSw)" 6
+    run stats_check "$STATS" 'len([r for r in R if r["role"] == "worker"]) == 2' \
+        'SUP("connections.tls") == 6 and SUP("ktls.tx") == 6 and SUP("ktls.rx") == 3' \
+        'SUP("bytes.sendfile") >= 6 * 16385' "$NO_FALLBACK_TX" "$SUMS_ADD_UP"
+    assert_output ok
+}
+
+@test "nginx, TLS 1.2 with kernel RX: a forged record (bad tag), an oversized and a truncated one are cut off; it serves on" {
+    port=$(pick_port)
+    nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_STATS="$STATS" $(nginx_args)
+    wait_listen "$port"
+    snap
+    for m in "forged 1.2 ECDHE-ECDSA-AES128-GCM-SHA256" "forged 1.2 ECDHE-ECDSA-CHACHA20-POLY1305" \
+        "overflow 1.2" "truncated 1.2"; do
+        # shellcheck disable=SC2086
+        run bad_client "$port" $m
+        assert_success
+        sed 's/^/# /' <<<"$output" | grep -v '^# handshake' >&3 || true
+        alive srv
+    done
+    assert_equal "$(delta TlsRxSw)" 4
+    # The kernel itself rejected both forged records.
+    assert_equal "$(delta TlsDecryptError)" 2
+    run matrix "$port" ec 1.2 aes128 s16385
+    assert_success
+    run count_handshakes srv 1.2 "ECDHE-ECDSA-[A-Z0-9-]+" kTLS kTLS
+    assert_output 5
+    stop_srv srv
+    note
+    grep -E "SSL_read\(\) failed .*(bad record mac|decryption failed)" logs/error.log
+}
+
+@test "python, TLS 1.2 with kernel RX: a forged record is cut off; it serves on" {
+    port=$(pick_port)
+    start srv env KTLSSHIM_STATS="$STATS" "$PY" "$(py_server)" \
+        --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
+    wait_listen "$port"
+    snap
+    run bad_client "$port" forged 1.2 ECDHE-ECDSA-AES256-GCM-SHA384
+    assert_success
+    sed 's/^/# /' <<<"$output" | grep -v '^# handshake' >&3 || true
+    assert_equal "$(delta TlsDecryptError)" 1
+    alive srv
+    run matrix "$port" ec 1.2 aes128 s16385
+    assert_success
+    stop_srv srv 30
+    note
+    run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.rx") == 2'
+    assert_output ok
+}

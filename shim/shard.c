@@ -89,6 +89,27 @@ bool ks_shard_in_worker(void)
     return state() == SHARD_WORKER;
 }
 
+/* fds on which bind() set SO_REUSEPORT for us (not the program), so that a
+ * refusal takes back only what we set. */
+#define OURS_BITS 65536
+static uint64_t ours[OURS_BITS / 64];
+
+static void mark_ours(int fd, bool on)
+{
+    if (fd < 0 || fd >= OURS_BITS)
+        return;
+    if (on)
+        __atomic_fetch_or(&ours[fd / 64], 1ULL << (fd % 64), __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_and(&ours[fd / 64], ~(1ULL << (fd % 64)), __ATOMIC_RELAXED);
+}
+
+static bool is_ours(int fd)
+{
+    return fd >= 0 && fd < OURS_BITS &&
+           (__atomic_load_n(&ours[fd / 64], __ATOMIC_RELAXED) & (1ULL << (fd % 64)));
+}
+
 /* ---- hooks ---- */
 
 KS_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
@@ -97,9 +118,12 @@ KS_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
     if ((s == SHARD_PENDING || s == SHARD_WORKER) && addr &&
         (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)) {
         KS_SAVE_ERRNO;
-        int one = 1;
-        if (is_inet_tcp(fd, NULL))
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        int one = 1, had = 0;
+        socklen_t l = sizeof had;
+        if (is_inet_tcp(fd, NULL)) {
+            getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &had, &l);
+            mark_ours(fd, !had && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
+        }
         KS_RESTORE_ERRNO;
     }
     return ks_libc()->bind(fd, addr, len);
@@ -435,14 +459,27 @@ static void steer_by_cpu(struct ks_plan *p, int lt)
     }
 }
 
+static void clear_ours(int fd, void *arg)
+{
+    (void)arg;
+    int zero = 0;
+    if (is_ours(fd) && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero) == 0)
+        mark_ours(fd, false);
+}
+
+/* Unsharded after all: the sockets we gave SO_REUSEPORT lose it again, so
+ * that the program is as exposed as it would be without us. The program's
+ * own SO_REUSEPORT is left alone. */
+static void take_back_reuseport(void)
+{
+    for_each_fd(clear_ours, NULL);
+}
+
 static int refuse(int fd, int backlog, const char *msg)
 {
     ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: %s; running unsharded",
                  ks_config()->shards, msg);
-    /* Sockets we bound with SO_REUSEPORT lose it again, best effort, so that
-     * the unsharded program is as exposed as it would be without us. */
-    int zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero);
+    take_back_reuseport();
     __atomic_store_n(&shard_state, SHARD_OFF, __ATOMIC_RELEASE);
     return ks_libc()->listen(fd, backlog);
 }
@@ -509,8 +546,7 @@ static int shard_at_listen(int fd, int backlog)
         ready = false;
     }
     if (!ready) {
-        int zero = 0;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero);
+        take_back_reuseport();
         __atomic_store_n(&shard_state, SHARD_OFF, __ATOMIC_RELEASE);
         return 0;
     }

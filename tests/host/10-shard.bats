@@ -262,6 +262,16 @@ print('ok')"
     assert_output --partial "reuseport=0"
 }
 
+@test "a refusal takes back only the SO_REUSEPORT the library set, never the program's own" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --threads --reuseport
+    wait_port "$port"
+    run children_of "$(pid_of srv)"
+    assert_output ""
+    run ask "$port" info
+    assert_output --partial "reuseport=1"
+}
+
 @test "epoll before listen(): refused with one line, runs unsharded" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --epoll

@@ -13,6 +13,7 @@
  *                     O_NONBLOCK and FD_CLOEXEC on the listener
  *   --exit-at-start N exit(N) right after listen() returns
  *   --ignore-chld     set SIGCHLD to SIG_IGN before listen()
+ *   --reuseport       set SO_REUSEPORT itself before bind()
  * Each connection gets one request line:
  *   info    -> "pid=.. port=.. rcvbuf=.. nodelay=.. defer=.. nonblock=..
  *              cloexec=.. reuseport=.. waitpid=.. hups=.. fd=..\n"
@@ -39,12 +40,16 @@ static volatile sig_atomic_t hups;
 static void on_hup(int sig) { (void)sig; hups++; }
 static void *idle(void *arg) { (void)arg; for (;;) pause(); return NULL; }
 
+static int reuseport;
+
 static int make_socket(int six, int port)
 {
     int s = socket(six ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
     int one = 1;
     if (s < 0) { perror("socket"); exit(2); }
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport)
+        setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (six) {
         struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port),
                                  .sin6_addr = IN6ADDR_LOOPBACK_INIT};
@@ -112,6 +117,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--options")) opts = 1;
         else if (!strcmp(argv[i], "--exit-at-start") && i + 1 < argc) exit_at = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ignore-chld")) ign = 1;
+        else if (!strcmp(argv[i], "--reuseport")) reuseport = 1;
         else { fprintf(stderr, "tiny_server: bad argument %s\n", argv[i]); return 2; }
     }
     signal(SIGHUP, on_hup);

@@ -28,7 +28,7 @@ pick_port() {
 # wait_listen PORT [SECONDS]: until something listens there (default 15 s,
 # 90 s in the VM where Python takes seconds to start).
 wait_listen() {
-    local t=${2:-$([ "${KTLSSHIM_IN_VM:-0}" = 1 ] && echo 90 || echo 15)}
+    local t=${2:-$([ "${KTLSSHIM_VM_INSIDE:-0}" = 1 ] && echo 90 || echo 15)}
     for _ in $(seq $((t * 10))); do
         listening "$1" && return 0
         sleep 0.1

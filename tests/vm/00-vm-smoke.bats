@@ -8,7 +8,7 @@ load '/usr/lib/bats/bats-assert/load'
 ROOT="$(cd "$BATS_TEST_DIRNAME/../.." && pwd)"
 
 setup() {
-    if [ "${KTLSSHIM_IN_VM:-0}" != 1 ]; then
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
         fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
     fi
 }
@@ -17,7 +17,7 @@ setup() {
     run uname -r
     assert_success
     assert_output --regexp '^6\.(1|12)\.[0-9]+.*-amd64$'
-    refute_output "$KTLSSHIM_HOST_KERNEL"
+    refute_output "$KTLSSHIM_VM_HOST_KERNEL"
 }
 
 @test "vm: the tls ULP is registered" {

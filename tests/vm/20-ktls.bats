@@ -10,7 +10,7 @@ load '../helpers/common'
 load '../helpers/tls'
 
 setup() {
-    if [ "${KTLSSHIM_IN_VM:-0}" != 1 ]; then
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
         fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
     fi
     cd "$BATS_TEST_TMPDIR"

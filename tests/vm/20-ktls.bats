@@ -234,3 +234,22 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
     run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.rx") == 2'
     assert_output ok
 }
+
+@test "KTLSSHIM_ZEROCOPY=on: nginx's sendfile goes out with TLS_TX_ZEROCOPY_RO, bodies intact" {
+    port=$(pick_port)
+    nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
+    snap
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_ZEROCOPY=on KTLSSHIM_STATS="$STATS" $(nginx_args)
+    wait_listen "$port"
+    run matrix "$port" ec 1.3 aes256 s16385 s1048583
+    assert_success
+    run matrix "$port" ec 1.2 aes128 s1048583
+    assert_success
+    stop_srv srv
+    note
+    [ "$(delta TlsTxSw)" -ge 3 ]
+    run stats_check "$STATS" 'S("ktls.tx") == 3 and S("ktls.tx_zerocopy") == 3' \
+        "S('bytes.sendfile') == 16385 + 2 * 1048583"
+    assert_output ok
+}

@@ -80,6 +80,7 @@ static struct {
     long (*sess_get_timeout)(const SSL_SESSION *);
     int (*rand_bytes)(unsigned char *, int);
     const EVP_CIPHER *(*aes_256_cbc)(void);
+    int (*version)(const SSL *);
     int (*enc_init)(EVP_CIPHER_CTX *, const EVP_CIPHER *, ENGINE *, const unsigned char *,
                     const unsigned char *);
     int (*dec_init)(EVP_CIPHER_CTX *, const EVP_CIPHER *, ENGINE *, const unsigned char *,
@@ -102,7 +103,8 @@ static bool resolve(void)
               R(sess_get_id, "SSL_SESSION_get_id") && R(i2d, "i2d_SSL_SESSION") &&
               R(d2i, "d2i_SSL_SESSION") && R(sess_get_time, "SSL_SESSION_get_time") &&
               R(sess_get_timeout, "SSL_SESSION_get_timeout") && R(rand_bytes, "RAND_bytes") &&
-              R(aes_256_cbc, "EVP_aes_256_cbc") && R(enc_init, "EVP_EncryptInit_ex") &&
+              R(aes_256_cbc, "EVP_aes_256_cbc") && R(version, "SSL_version") &&
+              R(enc_init, "EVP_EncryptInit_ex") &&
               R(dec_init, "EVP_DecryptInit_ex") && R(mac_set_params, "EVP_MAC_CTX_set_params") &&
               R(cleanse, "OPENSSL_cleanse");
 #undef R
@@ -257,11 +259,15 @@ static int mac_init(EVP_MAC_CTX *hctx, uint8_t *hmac)
 
 /* libssl's ticket callback contract: on encrypt fill name and iv and return
  * 1; on decrypt return 1 (key found), 2 (found, renew the ticket) or 0
- * (unknown key: full handshake). -1 is an error. */
+ * (unknown key: full handshake). -1 is an error.
+ *
+ * TLS 1.3 always renews: libssl 3.0 sends a resumed TLS 1.3 client new
+ * tickets only if the callback asks for it, and clients that use each
+ * ticket once (wrk, browsers) would otherwise fall back to a full handshake
+ * every other connection. TLS 1.2 renews when the previous key was used. */
 static int ticket_cb(SSL *s, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *ectx,
                      EVP_MAC_CTX *hctx, int enc)
 {
-    (void)s;
     struct tkey k[2];
     int ret = 0;
     read_keys(k);
@@ -277,7 +283,7 @@ static int ticket_cb(SSL *s, unsigned char *name, unsigned char *iv, EVP_CIPHER_
             if (!k[i].made_ms || memcmp(name, k[i].name, 16) != 0)
                 continue;
             if (f.dec_init(ectx, f.aes_256_cbc(), NULL, k[i].aes, iv) && mac_init(hctx, k[i].hmac))
-                ret = i == 0 ? 1 : 2;
+                ret = i == 0 && f.version(s) != TLS1_3_VERSION ? 1 : 2;
             else
                 ret = -1;
             break;

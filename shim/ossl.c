@@ -96,6 +96,7 @@ static int ctx_idx = -1;      /* SSL_CTX: struct ks_ctx */
 struct ks_ctx {
     ks_info_cb_t cb;        /* the program's info callback */
     bool own_tickets;       /* the program set ticket keys or a callback */
+    bool shared_tickets;    /* we installed the workers' shared ticket keys */
     SSL_CTX *ctx;
     struct ks_ctx *prev, *next;
 };
@@ -401,34 +402,40 @@ static void info_cb(const SSL *s, int where, int ret)
 }
 
 /* A box per SSL whose program sets its own callback, reused when it sets
- * another, freed with the SSL. */
-static void store_ssl_cb(SSL *s, ks_info_cb_t cb)
+ * another, freed with the SSL. False if it cannot be kept (no memory). */
+static bool store_ssl_cb(SSL *s, ks_info_cb_t cb)
 {
     struct cb_box *b = api.get_ex_data(s, ssl_cb_idx);
     if (!b) {
-        if (!cb || !(b = calloc(1, sizeof *b)))
-            return;
+        if (!cb)
+            return true;
+        if (!(b = calloc(1, sizeof *b)))
+            return false;
         if (!api.set_ex_data(s, ssl_cb_idx, b)) {
             free(b);
-            return;
+            return false;
         }
     }
     b->cb = cb;
+    return true;
 }
 
 KS_EXPORT void SSL_CTX_set_info_callback(SSL_CTX *ctx, ks_info_cb_t cb)
 {
     need_api();
     if (!api_ok) {
-        ks_info_cb_t (*real)(SSL_CTX *, ks_info_cb_t) = ks_ossl_sym("SSL_CTX_set_info_callback");
+        void (*real)(SSL_CTX *, ks_info_cb_t) = ks_ossl_sym("SSL_CTX_set_info_callback");
         if (!real)
             missing("SSL_CTX_set_info_callback");
         real(ctx, cb);
         return;
     }
     struct ks_ctx *k = ctx_state(ctx);
-    if (k)
-        k->cb = cb;
+    if (!k) { /* no memory to chain: the program's callback, unchained */
+        api.CTX_set_info_callback(ctx, cb);
+        return;
+    }
+    k->cb = cb;
     api.CTX_set_info_callback(ctx, info_cb);
 }
 
@@ -455,9 +462,12 @@ KS_EXPORT void SSL_set_info_callback(SSL *s, ks_info_cb_t cb)
         real(s, cb);
         return;
     }
-    store_ssl_cb(s, cb);
-    /* NULL lets libssl fall back to the context's callback: ours. */
-    api.set_info_callback(s, cb ? info_cb : NULL);
+    /* NULL lets libssl fall back to the context's callback: ours. Without
+     * memory to chain, the program's own callback goes in unchained. */
+    if (store_ssl_cb(s, cb))
+        api.set_info_callback(s, cb ? info_cb : NULL);
+    else
+        api.set_info_callback(s, cb);
 }
 
 KS_EXPORT ks_info_cb_t SSL_get_info_callback(const SSL *s)
@@ -479,15 +489,14 @@ KS_EXPORT ks_info_cb_t SSL_get_info_callback(const SSL *s)
  * session resumption. Idempotent (SSL_CTX_new calls SSL_CTX_new_ex). */
 static SSL_CTX *ctx_created(SSL_CTX *ctx)
 {
-    if (!ctx || !api_ok || api.CTX_get_ex_data(ctx, ctx_idx))
-        return ctx;
-    if (!ctx_state(ctx))
+    struct ks_ctx *k;
+    if (!ctx || !api_ok || api.CTX_get_ex_data(ctx, ctx_idx) || !(k = ctx_state(ctx)))
         return ctx;
     if (ks_config()->ktls != KS_KTLS_OFF)
         api.CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
     api.CTX_set_info_callback(ctx, info_cb);
     if (ks_shard_in_worker())
-        ks_resume_install(ctx, false);
+        k->shared_tickets = ks_resume_install(ctx, false);
     return ctx;
 }
 
@@ -497,17 +506,35 @@ void ks_ossl_worker_started(void)
         return;
     pthread_mutex_lock(&ctx_list_lock);
     for (struct ks_ctx *k = ctx_list; k; k = k->next)
-        ks_resume_install(k->ctx, k->own_tickets);
+        k->shared_tickets = ks_resume_install(k->ctx, k->own_tickets);
     pthread_mutex_unlock(&ctx_list_lock);
 }
 
-/* The program chose its own ticket keys or callback for ctx. */
+/* The program chose its own ticket keys or callback for ctx: from now on
+ * ctx is the program's to manage (our callback comes off if it was on). */
 static void own_tickets(SSL_CTX *ctx)
 {
     struct ks_ctx *k = ctx && api_ok ? ctx_state(ctx) : NULL;
-    if (k)
-        k->own_tickets = true;
+    if (!k)
+        return;
+    k->own_tickets = true;
+    if (k->shared_tickets) {
+        ks_resume_drop_tickets(ctx);
+        k->shared_tickets = false;
+    }
 }
+
+/* The real function behind a hook that needs nothing else from libssl,
+ * looked up once (racing threads store the same value). */
+#define LAZY_REAL(var, name)                                               \
+    do {                                                                   \
+        if (!__atomic_load_n((void **)&var, __ATOMIC_ACQUIRE)) {           \
+            void *p_ = ks_ossl_sym(name);                                  \
+            if (!p_)                                                       \
+                missing(name);                                             \
+            __atomic_store_n((void **)&var, p_, __ATOMIC_RELEASE);         \
+        }                                                                  \
+    } while (0)
 
 KS_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(
     SSL_CTX *ctx, int (*cb)(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *,
@@ -516,17 +543,20 @@ KS_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(
     need_api();
     static int (*real)(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *,
                                            EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
-    if (!real && !(*(void **)&real = ks_ossl_sym("SSL_CTX_set_tlsext_ticket_key_evp_cb")))
-        missing("SSL_CTX_set_tlsext_ticket_key_evp_cb");
-    own_tickets(ctx);
-    return real(ctx, cb);
+    LAZY_REAL(real, "SSL_CTX_set_tlsext_ticket_key_evp_cb");
+    int r = real(ctx, cb); /* the program's callback replaces ours */
+    struct ks_ctx *k = ctx && api_ok ? ctx_state(ctx) : NULL;
+    if (k) {
+        k->own_tickets = true;
+        k->shared_tickets = false;
+    }
+    return r;
 }
 
 KS_EXPORT long SSL_CTX_ctrl(SSL_CTX *ctx, int cmd, long larg, void *parg)
 {
     static long (*real)(SSL_CTX *, int, long, void *);
-    if (!real && !(*(void **)&real = ks_ossl_sym("SSL_CTX_ctrl")))
-        missing("SSL_CTX_ctrl");
+    LAZY_REAL(real, "SSL_CTX_ctrl");
     if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEYS) {
         need_api();
         own_tickets(ctx);
@@ -537,8 +567,7 @@ KS_EXPORT long SSL_CTX_ctrl(SSL_CTX *ctx, int cmd, long larg, void *parg)
 KS_EXPORT long SSL_CTX_callback_ctrl(SSL_CTX *ctx, int cmd, void (*fp)(void))
 {
     static long (*real)(SSL_CTX *, int, void (*)(void));
-    if (!real && !(*(void **)&real = ks_ossl_sym("SSL_CTX_callback_ctrl")))
-        missing("SSL_CTX_callback_ctrl");
+    LAZY_REAL(real, "SSL_CTX_callback_ctrl");
     if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB) {
         need_api();
         own_tickets(ctx);

@@ -412,15 +412,20 @@ static void remove_cb(SSL_CTX *ctx, SSL_SESSION *sess)
     unlock();
 }
 
-void ks_resume_install(SSL_CTX *ctx, bool own_tickets)
+bool ks_resume_install(SSL_CTX *ctx, bool own_tickets)
 {
     if (!sh || !ctx || !resolve())
-        return;
-    if (!own_tickets)
-        f.set_ticket_cb(ctx, ticket_cb);
+        return false;
     if (!f.get_new_cb(ctx) && !f.get_get_cb(ctx)) {
         f.set_new_cb(ctx, new_cb);
         f.set_get_cb(ctx, get_cb);
         f.set_remove_cb(ctx, remove_cb);
     }
+    return !own_tickets && f.set_ticket_cb(ctx, ticket_cb);
+}
+
+void ks_resume_drop_tickets(SSL_CTX *ctx)
+{
+    if (resolve())
+        f.set_ticket_cb(ctx, NULL);
 }

@@ -20,7 +20,13 @@ void ks_resume_rotate_if_due(int64_t now_ms);
 
 /* Worker: make ctx use the shared ticket keys (unless own_tickets: the
  * program chose its own keys or callback) and the shared session cache
- * (unless the program set session-cache callbacks of its own). */
-void ks_resume_install(SSL_CTX *ctx, bool own_tickets);
+ * (unless the program set session-cache callbacks of its own). Returns
+ * whether the shared ticket keys were installed. */
+bool ks_resume_install(SSL_CTX *ctx, bool own_tickets);
+
+/* The program has just chosen its own ticket keys or callback for a ctx we
+ * had given the shared keys: take our callback off (libssl would prefer it
+ * to the program's keys or legacy callback). */
+void ks_resume_drop_tickets(SSL_CTX *ctx);
 
 #endif

@@ -111,6 +111,47 @@ PYEOF
     assert_output 2
 }
 
+@test "the program's choice wins: nginx's own ssl_session_ticket_key encrypts the tickets, sharded" {
+    head -c 80 /dev/urandom > nginx-ticket.key
+    mkdir -p www logs
+    echo body > www/index.html
+    conf() { # conf PORT FILE
+        cat > "$2" <<EOF2
+daemon off;
+master_process off;
+pid $BATS_TEST_TMPDIR/$2.pid;
+error_log $BATS_TEST_TMPDIR/logs/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $BATS_TEST_TMPDIR/logs;
+    server {
+        listen 127.0.0.1:$1 ssl;
+        ssl_certificate $CERTS/ec.pem; ssl_certificate_key $CERTS/ec.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_ticket_key $BATS_TEST_TMPDIR/nginx-ticket.key;
+        root $BATS_TEST_TMPDIR/www;
+    }
+}
+EOF2
+    }
+    port=$(free_port)
+    conf "$port" a.conf
+    start srv env KTLSSHIM_SHARDS=2 /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/a.conf"
+    wait_port "$port"
+    rm -f sess.pem
+    out=$(connect "$port" -sess_out sess.pem -tls1_2)
+    assert_equal "$out" New
+    # An nginx without the library, with the same key file, takes the
+    # ticket: it was made with the program's key, not the library's.
+    port2=$(free_port)
+    conf "$port2" b.conf
+    start_plain plain /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/b.conf"
+    wait_port "$port2"
+    out=$(connect "$port2" -sess_in sess.pem -tls1_2)
+    assert_equal "$out" Reused
+}
+
 @test "the program's choice wins: a server with its session cache off resumes no session ID, sharded" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug \

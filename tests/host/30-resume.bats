@@ -77,6 +77,34 @@ resume_across() {
     assert_output 24
 }
 
+@test "curl, one connection per URL: its sessions resume on both workers (TLS 1.3 and 1.2)" {
+    # TLS 1.3 against the Python server; TLS 1.2 against s_server, because
+    # Python closes without close_notify and curl then drops a TLS 1.2
+    # session (as it does unsharded and without the library).
+    for case in "py --tlsv1.3" "s_server --tlsv1.2 --tls-max 1.2"; do
+        set -- $case
+        server=$1; shift
+        port=$(free_port)
+        if [ "$server" = py ]; then
+            start "srv$port" env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug $(py_server "$port")
+        else
+            start "srv$port" env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug openssl s_server -WWW -quiet \
+                -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+        fi
+        wait_port "$port"
+        err="$BATS_TEST_TMPDIR/srv$port.err"
+        urls=$(for i in $(seq 16); do printf 'https://127.0.0.1:%s/index.html ' "$port"; done)
+        run sh -c "curl -sk $* -H 'Connection: close' $urls"
+        assert_equal "$(echo "$output" | grep -c resumed-body)" 16
+        run grep -c "handshake done" "$err"
+        assert_output 16
+        run grep -c "(resumed)" "$err"
+        assert_output 15
+        run sh -c "grep '(resumed)' '$err' | grep -o '^ktlsshim\[[0-9]*\]' | sort -u | wc -l"
+        assert_output 2
+    done
+}
+
 @test "TLS 1.3, a client that uses each ticket once (as wrk and browsers do): every reconnection resumes, on any worker" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug $(py_server "$port")

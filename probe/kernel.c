@@ -19,12 +19,6 @@
 #include <unistd.h>
 
 /* Fallbacks for older kernel headers. Values are the kernel's ABI. */
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
 #ifndef TLS_TX
 #define TLS_TX 1
 #endif

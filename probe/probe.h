@@ -14,6 +14,14 @@
 
 #define PROBE_VERSION "1"
 
+/* Kernel ABI values the probe needs everywhere, for older headers. */
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
 /* Exit statuses (documented in docs/probe.md). */
 #define EXIT_USABLE 0
 #define EXIT_UNUSABLE 1

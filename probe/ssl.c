@@ -23,12 +23,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
 #define KTLS_TX_OPT 1 /* TLS_TX in <linux/tls.h> */
 #define KTLS_RX_OPT 2 /* TLS_RX */
 

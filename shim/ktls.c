@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef SOL_TLS
@@ -39,9 +40,16 @@ static ssize_t read_small_file(const char *path, char *buf, size_t n)
 
 bool ks_ktls_kernel_has_tls(void)
 {
-    static int known_yes; /* once there, the ULP stays there */
+    static int known_yes;        /* once there, the ULP stays there */
+    static int64_t no_until_ms;  /* a "no" is trusted for a second: the
+                                    module may be loaded meanwhile */
     if (__atomic_load_n(&known_yes, __ATOMIC_RELAXED))
         return true;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (now < __atomic_load_n(&no_until_ms, __ATOMIC_RELAXED))
+        return false;
     KS_SAVE_ERRNO;
     char buf[256];
     bool yes = false;
@@ -52,6 +60,8 @@ bool ks_ktls_kernel_has_tls(void)
                 yes = true;
     if (yes)
         __atomic_store_n(&known_yes, 1, __ATOMIC_RELAXED);
+    else
+        __atomic_store_n(&no_until_ms, now + 1000, __ATOMIC_RELAXED);
     KS_RESTORE_ERRNO;
     return yes;
 }

@@ -1,4 +1,5 @@
 # ktlsshim build. `make` builds build/libktlsshim.so and build/ktls-probe.
+# make unit      unit tests (tests/unit), TAP output
 # make test      host suite, then the VM suite (kTLS kernel)
 # make asan      the library built with ASan+UBSan, host suite against it
 # make install   honours PREFIX and DESTDIR
@@ -17,6 +18,8 @@ LDLIBS_SHIM := -ldl -pthread
 SHIM_SRC := $(wildcard shim/*.c)
 SHIM_OBJ := $(patsubst shim/%.c,$(BUILD)/shim/%.o,$(SHIM_SRC))
 PROBE_SRC := $(wildcard probe/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 
 all: $(BUILD)/libktlsshim.so $(BUILD)/ktls-probe $(BUILD)/tests/tiny_server
 
@@ -33,7 +36,19 @@ $(BUILD)/ktls-probe: $(PROBE_SRC) $(wildcard probe/*.h) | $(BUILD)
 $(BUILD)/tests/%: tests/servers/%.c | $(BUILD)/tests
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $< -pthread $(EXTRA_LDFLAGS)
 
-$(BUILD) $(BUILD)/shim $(BUILD)/tests:
+# Unit tests (tests/unit/harness.h): each test_*.c is one program that
+# includes the shim sources it tests; it links OpenSSL itself, as the
+# programs the library runs in do.
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/harness.h $(wildcard shim/*.c shim/*.h) | $(BUILD)/unit
+	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -Ishim -o $@ $< -ldl -pthread -lssl -lcrypto $(EXTRA_LDFLAGS)
+
+unit-build: $(UNIT_BIN)
+
+# Runs every unit program; TAP on stdout, non-zero if any case failed.
+unit: unit-build
+	@rc=0; for t in $(UNIT_BIN); do $$t || rc=1; done; exit $$rc
+
+$(BUILD) $(BUILD)/shim $(BUILD)/tests $(BUILD)/unit:
 	mkdir -p $@
 
 install: all
@@ -60,4 +75,4 @@ asan: asan-build
 clean:
 	rm -rf build build-asan
 
-.PHONY: all install test test-host test-vm asan asan-build clean
+.PHONY: all install test test-host test-vm asan asan-build clean unit unit-build

@@ -27,6 +27,7 @@
 #include "config.h"
 #include "ktls.h"
 #include "log.h"
+#include "ossl_api.h"
 #include "real.h"
 #include "resume.h"
 #include "shard.h"
@@ -37,8 +38,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef void (*ks_info_cb_t)(const SSL *, int, int);
 
 enum ks_path {
     KS_PATH_USER = 0,       /* user-space TLS in libssl */
@@ -51,41 +50,8 @@ struct ks_conn {
     int fd;                 /* the socket with kTLS TX, -1 if none */
 };
 
-/* The libssl/libcrypto functions we call. */
-static struct {
-    SSL_CTX *(*CTX_new)(const SSL_METHOD *);
-    SSL_CTX *(*CTX_new_ex)(OSSL_LIB_CTX *, const char *, const SSL_METHOD *);
-    int (*accept)(SSL *);
-    int (*connect)(SSL *);
-    int (*do_handshake)(SSL *);
-    int (*read)(SSL *, void *, int);
-    int (*read_ex)(SSL *, void *, size_t, size_t *);
-    int (*write)(SSL *, const void *, int);
-    int (*write_ex)(SSL *, const void *, size_t, size_t *);
-    ossl_ssize_t (*sendfile)(SSL *, int, off_t, size_t, int);
-    uint64_t (*CTX_set_options)(SSL_CTX *, uint64_t);
-    uint64_t (*get_options)(const SSL *);
-    int (*is_init_finished)(const SSL *);
-    int (*version)(const SSL *);
-    const SSL_CIPHER *(*get_current_cipher)(const SSL *);
-    const char *(*CIPHER_get_name)(const SSL_CIPHER *);
-    BIO *(*get_wbio)(const SSL *);
-    BIO *(*get_rbio)(const SSL *);
-    int (*get_wfd)(const SSL *);
-    long (*BIO_ctrl)(BIO *, int, long, void *);
-    int (*BIO_method_type)(const BIO *);
-    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
-                            CRYPTO_EX_free *);
-    void *(*get_ex_data)(const SSL *, int);
-    int (*set_ex_data)(SSL *, int, void *);
-    unsigned long (*version_num)(void);
-    int (*session_reused)(const SSL *);
-    void (*CTX_set_info_callback)(SSL_CTX *, ks_info_cb_t);
-    void (*set_info_callback)(SSL *, ks_info_cb_t);
-    SSL_CTX *(*get_SSL_CTX)(const SSL *);
-    void *(*CTX_get_ex_data)(const SSL_CTX *, int);
-    int (*CTX_set_ex_data)(SSL_CTX *, int, void *);
-} api;
+/* The libssl/libcrypto functions we call: the one table (ossl_api.h). */
+#define api ks_ossl_api
 
 static int conn_idx = -1;     /* SSL: struct ks_conn */
 static int ssl_cb_idx = -1;   /* SSL: the program's info callback */
@@ -142,42 +108,9 @@ static void box_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
     free(ptr);
 }
 
-#define RESOLVE(field, name) (*(void **)&api.field = ks_ossl_sym(name))
-
 static void resolve(void)
 {
-    RESOLVE(CTX_new, "SSL_CTX_new");
-    RESOLVE(CTX_new_ex, "SSL_CTX_new_ex");
-    RESOLVE(accept, "SSL_accept");
-    RESOLVE(connect, "SSL_connect");
-    RESOLVE(do_handshake, "SSL_do_handshake");
-    RESOLVE(read, "SSL_read");
-    RESOLVE(read_ex, "SSL_read_ex");
-    RESOLVE(write, "SSL_write");
-    RESOLVE(write_ex, "SSL_write_ex");
-    RESOLVE(sendfile, "SSL_sendfile");
-    bool ok = true;
-    ok &= !!RESOLVE(CTX_set_options, "SSL_CTX_set_options");
-    ok &= !!RESOLVE(get_options, "SSL_get_options");
-    ok &= !!RESOLVE(is_init_finished, "SSL_is_init_finished");
-    ok &= !!RESOLVE(version, "SSL_version");
-    ok &= !!RESOLVE(get_current_cipher, "SSL_get_current_cipher");
-    ok &= !!RESOLVE(CIPHER_get_name, "SSL_CIPHER_get_name");
-    ok &= !!RESOLVE(get_wbio, "SSL_get_wbio");
-    ok &= !!RESOLVE(get_rbio, "SSL_get_rbio");
-    ok &= !!RESOLVE(get_wfd, "SSL_get_wfd");
-    ok &= !!RESOLVE(BIO_ctrl, "BIO_ctrl");
-    ok &= !!RESOLVE(BIO_method_type, "BIO_method_type");
-    ok &= !!RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
-    ok &= !!RESOLVE(get_ex_data, "SSL_get_ex_data");
-    ok &= !!RESOLVE(set_ex_data, "SSL_set_ex_data");
-    ok &= !!RESOLVE(version_num, "OpenSSL_version_num");
-    ok &= !!RESOLVE(session_reused, "SSL_session_reused");
-    ok &= !!RESOLVE(CTX_set_info_callback, "SSL_CTX_set_info_callback");
-    ok &= !!RESOLVE(set_info_callback, "SSL_set_info_callback");
-    ok &= !!RESOLVE(get_SSL_CTX, "SSL_get_SSL_CTX");
-    ok &= !!RESOLVE(CTX_get_ex_data, "SSL_CTX_get_ex_data");
-    ok &= !!RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
+    bool ok = ks_ossl_api_load();
     if (ok) {
         conn_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, conn_free);
         ssl_cb_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, box_free);
@@ -195,12 +128,16 @@ static inline void need_api(void)
     pthread_once(&api_once, resolve);
 }
 
+/* The program called an OpenSSL 3 function whose real definition cannot be
+ * found (no libssl.so.3 this library can see: it cannot happen when the
+ * program's libssl is loaded). Never abort in the program: the hook fails
+ * the call the way libssl fails it (an error return), and says so once. */
 static void missing(const char *name)
 {
-    /* The program called an OpenSSL 3 function that we cannot find: there
-     * is no safe way on. This cannot happen when libssl.so.3 is loaded. */
-    ks_log_error("fatal: cannot find the real %s in any loaded libssl.so.3", name);
-    abort();
+    static int said;
+    if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+        ks_log_error("cannot find the real %s in any loaded libssl.so.3; failing the call "
+                     "(further such calls fail silently)", name);
 }
 
 /* ---- what a completed handshake got ---- */
@@ -425,8 +362,10 @@ KS_EXPORT void SSL_CTX_set_info_callback(SSL_CTX *ctx, ks_info_cb_t cb)
     need_api();
     if (!api_ok) {
         void (*real)(SSL_CTX *, ks_info_cb_t) = ks_ossl_sym("SSL_CTX_set_info_callback");
-        if (!real)
+        if (!real) {
             missing("SSL_CTX_set_info_callback");
+            return;
+        }
         real(ctx, cb);
         return;
     }
@@ -444,8 +383,10 @@ KS_EXPORT ks_info_cb_t SSL_CTX_get_info_callback(SSL_CTX *ctx)
     need_api();
     if (!api_ok) {
         ks_info_cb_t (*real)(SSL_CTX *) = ks_ossl_sym("SSL_CTX_get_info_callback");
-        if (!real)
+        if (!real) {
             missing("SSL_CTX_get_info_callback");
+            return NULL;
+        }
         return real(ctx);
     }
     struct ks_ctx *k = api.CTX_get_ex_data(ctx, ctx_idx);
@@ -457,8 +398,10 @@ KS_EXPORT void SSL_set_info_callback(SSL *s, ks_info_cb_t cb)
     need_api();
     if (!api_ok) {
         void (*real)(SSL *, ks_info_cb_t) = ks_ossl_sym("SSL_set_info_callback");
-        if (!real)
+        if (!real) {
             missing("SSL_set_info_callback");
+            return;
+        }
         real(s, cb);
         return;
     }
@@ -475,8 +418,10 @@ KS_EXPORT ks_info_cb_t SSL_get_info_callback(const SSL *s)
     need_api();
     if (!api_ok) {
         ks_info_cb_t (*real)(const SSL *) = ks_ossl_sym("SSL_get_info_callback");
-        if (!real)
+        if (!real) {
             missing("SSL_get_info_callback");
+            return NULL;
+        }
         return real(s);
     }
     struct cb_box *b = api.get_ex_data(s, ssl_cb_idx);
@@ -525,13 +470,16 @@ static void own_tickets(SSL_CTX *ctx)
 }
 
 /* The real function behind a hook that needs nothing else from libssl,
- * looked up once (racing threads store the same value). */
-#define LAZY_REAL(var, name)                                               \
+ * looked up once (racing threads store the same value); when there is none
+ * the hook returns `fail` (libssl's error return for that call). */
+#define LAZY_REAL(var, name, fail)                                         \
     do {                                                                   \
         if (!__atomic_load_n((void **)&var, __ATOMIC_ACQUIRE)) {           \
             void *p_ = ks_ossl_sym(name);                                  \
-            if (!p_)                                                       \
+            if (!p_) {                                                     \
                 missing(name);                                             \
+                return fail;                                               \
+            }                                                              \
             __atomic_store_n((void **)&var, p_, __ATOMIC_RELEASE);         \
         }                                                                  \
     } while (0)
@@ -543,7 +491,7 @@ KS_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(
     need_api();
     static int (*real)(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *,
                                            EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
-    LAZY_REAL(real, "SSL_CTX_set_tlsext_ticket_key_evp_cb");
+    LAZY_REAL(real, "SSL_CTX_set_tlsext_ticket_key_evp_cb", 0);
     int r = real(ctx, cb); /* the program's callback replaces ours */
     struct ks_ctx *k = ctx && api_ok ? ctx_state(ctx) : NULL;
     if (k) {
@@ -556,7 +504,7 @@ KS_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(
 KS_EXPORT long SSL_CTX_ctrl(SSL_CTX *ctx, int cmd, long larg, void *parg)
 {
     static long (*real)(SSL_CTX *, int, long, void *);
-    LAZY_REAL(real, "SSL_CTX_ctrl");
+    LAZY_REAL(real, "SSL_CTX_ctrl", 0);
     if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEYS) {
         need_api();
         own_tickets(ctx);
@@ -567,7 +515,7 @@ KS_EXPORT long SSL_CTX_ctrl(SSL_CTX *ctx, int cmd, long larg, void *parg)
 KS_EXPORT long SSL_CTX_callback_ctrl(SSL_CTX *ctx, int cmd, void (*fp)(void))
 {
     static long (*real)(SSL_CTX *, int, void (*)(void));
-    LAZY_REAL(real, "SSL_CTX_callback_ctrl");
+    LAZY_REAL(real, "SSL_CTX_callback_ctrl", 0);
     if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB) {
         need_api();
         own_tickets(ctx);
@@ -578,8 +526,10 @@ KS_EXPORT long SSL_CTX_callback_ctrl(SSL_CTX *ctx, int cmd, void (*fp)(void))
 KS_EXPORT SSL_CTX *SSL_CTX_new(const SSL_METHOD *meth)
 {
     need_api();
-    if (!api.CTX_new)
+    if (!api.CTX_new) {
         missing("SSL_CTX_new");
+        return NULL;
+    }
     return ctx_created(api.CTX_new(meth));
 }
 
@@ -587,8 +537,10 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
                                   const SSL_METHOD *meth)
 {
     need_api();
-    if (!api.CTX_new_ex)
+    if (!api.CTX_new_ex) {
         missing("SSL_CTX_new_ex");
+        return NULL;
+    }
     /* SSL_CTX_new calls SSL_CTX_new_ex inside libssl: set the option once. */
     if (ks_hook_depth)
         return api.CTX_new_ex(libctx, propq, meth);
@@ -602,8 +554,10 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
     KS_EXPORT int fn(SSL *s)                       \
     {                                              \
         need_api();                                \
-        if (!api.field)                            \
+        if (!api.field) {                          \
             missing(#fn);                          \
+            return -1;                             \
+        }                                          \
         ks_hook_depth++;                           \
         int r = api.field(s);                      \
         ks_hook_depth--;                           \
@@ -628,8 +582,10 @@ static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
 KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
 {
     need_api();
-    if (!api.read)
+    if (!api.read) {
         missing("SSL_read");
+        return -1;
+    }
     if (ks_hook_depth)
         return api.read(s, buf, num);
     ks_hook_depth++;
@@ -644,8 +600,10 @@ KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
 KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 {
     need_api();
-    if (!api.read_ex)
+    if (!api.read_ex) {
         missing("SSL_read_ex");
+        return 0;
+    }
     if (ks_hook_depth)
         return api.read_ex(s, buf, num, readbytes);
     ks_hook_depth++;
@@ -660,8 +618,10 @@ KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
 {
     need_api();
-    if (!api.write)
+    if (!api.write) {
         missing("SSL_write");
+        return -1;
+    }
     if (ks_hook_depth)
         return api.write(s, buf, num);
     ks_hook_depth++;
@@ -676,8 +636,10 @@ KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
 KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
 {
     need_api();
-    if (!api.write_ex)
+    if (!api.write_ex) {
         missing("SSL_write_ex");
+        return 0;
+    }
     if (ks_hook_depth)
         return api.write_ex(s, buf, num, written);
     ks_hook_depth++;
@@ -692,8 +654,10 @@ KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
 KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, int flags)
 {
     need_api();
-    if (!api.sendfile)
+    if (!api.sendfile) {
         missing("SSL_sendfile");
+        return -1;
+    }
     if (ks_hook_depth)
         return api.sendfile(s, fd, offset, size, flags);
     ks_hook_depth++;

@@ -25,6 +25,7 @@
  * of keys of our own (for what libssl cannot do) only adds a path value. */
 #include "common.h"
 #include "config.h"
+#include "kswitch.h"
 #include "ktls.h"
 #include "log.h"
 #include "ossl_api.h"
@@ -42,12 +43,15 @@
 enum ks_path {
     KS_PATH_USER = 0,       /* user-space TLS in libssl */
     KS_PATH_KTLS_OPENSSL,   /* kTLS set up by libssl */
+    KS_PATH_KTLS_OWN,       /* kTLS set up by the library's own switch (kswitch.c) */
 };
 
 struct ks_conn {
     uint8_t tx, rx;         /* enum ks_path */
     uint8_t tx_reason, rx_reason; /* enum ks_fallback, when on KS_PATH_USER */
     int fd;                 /* the socket with kTLS TX, -1 if none */
+    bool rx_own_due;        /* RX is for the own switch to try when the
+                               handshake call returns (kswitch.c) */
 };
 
 /* The libssl/libcrypto functions we call: the one table (ossl_api.h). */
@@ -117,6 +121,8 @@ static void resolve(void)
         ctx_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, ctx_free);
     }
     api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_idx >= 0;
+    if (api_ok)
+        ks_switch_setup();
     if (!api_ok)
         ks_log_error("libssl.so.3 lacks functions the library needs; kTLS statistics are off "
                      "for this process (connections are untouched)");
@@ -127,6 +133,17 @@ static inline void need_api(void)
 {
     pthread_once(&api_once, resolve);
 }
+
+bool ks_ossl_ready(void)
+{
+    need_api();
+    return api_ok;
+}
+
+/* The SSL whose SSL_accept / SSL_do_handshake (called by the program) is
+ * running on this thread: its handshake completing there has read nothing
+ * past the peer's Finished (kswitch.c relies on it). */
+static __thread SSL *handshake_call;
 
 /* The program called an OpenSSL 3 function whose real definition cannot be
  * found (no libssl.so.3 this library can see: it cannot happen when the
@@ -162,7 +179,11 @@ static bool bio_is_socket(BIO *b)
 
 static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher)
 {
-    if (ks_config()->ktls == KS_KTLS_OFF || !(api.get_options(s) & SSL_OP_ENABLE_KTLS))
+    int mode = ks_config()->ktls;
+    /* KTLSSHIM_KTLS=own: libssl is not asked; the own switch does receive
+     * (its transmit side is not built: TX counts as disabled). */
+    if (mode == KS_KTLS_OFF || (mode == KS_KTLS_OWN && tx) ||
+        (mode != KS_KTLS_OWN && !(api.get_options(s) & SSL_OP_ENABLE_KTLS)))
         return KS_FB_DISABLED;
     if (!bio_is_socket(tx ? api.get_wbio(s) : api.get_rbio(s)))
         return KS_FB_NOT_SOCKET;
@@ -187,9 +208,16 @@ static const char *reason_text(enum ks_fallback r)
     case KS_FB_VERSION: return "a TLS version kTLS cannot carry";
     case KS_FB_CIPHER: return "a cipher kTLS cannot carry";
     case KS_FB_LIBSSL: return "this libssl cannot do it (TLS 1.3 receive needs OpenSSL 3.2)";
+    case KS_FB_CLIENT: return "a client connection (receive left to libssl)";
+    case KS_FB_UNREAD: return "libssl may hold received bytes (handshake not completed by "
+                              "SSL_accept/SSL_do_handshake, or read-ahead)";
+    case KS_FB_REFUSED: return "the kernel refused the keys";
     default: return "libssl did not enable it";
     }
 }
+
+static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, const char *cipher,
+                           enum ks_fallback r);
 
 static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version,
                              const char *cipher)
@@ -214,6 +242,24 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version,
         return;
     }
     enum ks_fallback r = why_not(s, tx, version, cipher);
+    /* What libssl leaves of the receive side, the own switch may take:
+     * decided (and counted) when the program's handshake call returns. */
+    if (!tx && (r == KS_FB_LIBSSL || r == KS_FB_OTHER) && ks_switch_ready()) {
+        if (handshake_call == s) {
+            c->rx_own_due = true;
+            return;
+        }
+        if (api.is_server(s))
+            r = KS_FB_UNREAD;
+        else if (ks_config()->ktls == KS_KTLS_OWN)
+            r = KS_FB_CLIENT;
+    }
+    count_fallback(s, c, tx, version, cipher, r);
+}
+
+static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, const char *cipher,
+                           enum ks_fallback r)
+{
     if (tx) {
         c->tx_reason = (uint8_t)r;
         ks_count((enum ks_counter)(KS_C_FB_TX_DISABLED + r), 1);
@@ -266,8 +312,39 @@ static struct ks_conn *handshake_done(SSL *s)
                  version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", cipher ? cipher : "?",
                  resumed ? " (resumed)" : "",
                  c->tx ? "kTLS" : ks_fallback_name(c->tx_reason),
-                 c->rx ? "kTLS" : ks_fallback_name(c->rx_reason));
+                 c->rx_own_due ? "own switch due" : c->rx ? "kTLS" : ks_fallback_name(c->rx_reason));
     return c;
+}
+
+/* The program's SSL_accept / SSL_do_handshake has returned 1: the own
+ * switch takes the receive side libssl left, or the reason is counted. */
+static void own_rx_due(SSL *s, struct ks_conn *c)
+{
+    c->rx_own_due = false;
+    int version = api.version(s);
+    const SSL_CIPHER *ciph = api.get_current_cipher(s);
+    const char *cipher = ciph ? api.CIPHER_get_name(ciph) : NULL;
+    enum ks_fallback why;
+    KS_SAVE_ERRNO;
+    bool on = ks_switch_rx(s, version, cipher, &why);
+    if (on) {
+        bool est;
+        enum ks_offload kind = ks_ktls_offload(api.get_rfd(s), false, &est);
+        c->rx = KS_PATH_KTLS_OWN;
+        ks_count(KS_C_KTLS_RX, 1);
+        ks_count(KS_C_KTLS_RX_OWN, 1);
+        ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_RX_NIC : KS_C_KTLS_RX_SW, 1);
+        if (est)
+            ks_count(KS_C_KTLS_OFFLOAD_ESTIMATED, 1);
+    } else {
+        /* The client side is libssl's by design: the reason stays libssl's
+         * own limit where there is one. */
+        if (why == KS_FB_CLIENT && ks_config()->ktls != KS_KTLS_OWN)
+            why = KS_FB_LIBSSL;
+        count_fallback(s, c, false, version, cipher, why);
+    }
+    ks_log_debug("fd %d: rx %s", api.get_rfd(s), on ? "kTLS (own switch)" : ks_fallback_name(why));
+    KS_RESTORE_ERRNO;
 }
 
 /* The connection's state, recording it first if its handshake has just
@@ -437,8 +514,9 @@ static SSL_CTX *ctx_created(SSL_CTX *ctx)
     struct ks_ctx *k;
     if (!ctx || !api_ok || api.CTX_get_ex_data(ctx, ctx_idx) || !(k = ctx_state(ctx)))
         return ctx;
-    if (ks_config()->ktls != KS_KTLS_OFF)
+    if (ks_config()->ktls != KS_KTLS_OFF && ks_config()->ktls != KS_KTLS_OWN)
         api.CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
+    ks_switch_ctx_created(ctx);
     api.CTX_set_info_callback(ctx, info_cb);
     if (ks_shard_in_worker())
         k->shared_tickets = ks_resume_install(ctx, false);
@@ -550,6 +628,9 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
     return ctx;
 }
 
+/* A handshake call by the program. If the handshake completes in it, the
+ * connection is recorded, and the own switch gets its turn (only here: see
+ * handshake_call). */
 #define HANDSHAKE_HOOK(fn, field)                  \
     KS_EXPORT int fn(SSL *s)                       \
     {                                              \
@@ -558,17 +639,34 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
             missing(#fn);                          \
             return -1;                             \
         }                                          \
+        bool top = !ks_hook_depth;                 \
+        if (top)                                   \
+            handshake_call = s;                    \
         ks_hook_depth++;                           \
         int r = api.field(s);                      \
         ks_hook_depth--;                           \
-        if (r == 1 && !ks_hook_depth)              \
-            conn_of(s);                            \
+        struct ks_conn *c_ = NULL;                 \
+        if (r == 1 && top)                         \
+            c_ = conn_of(s);                       \
+        if (top)                                   \
+            handshake_call = NULL;                 \
+        if (c_ && c_->rx_own_due)                  \
+            own_rx_due(s, c_);                     \
         return r;                                  \
     }
 
 HANDSHAKE_HOOK(SSL_accept, accept)
 HANDSHAKE_HOOK(SSL_connect, connect)
 HANDSHAKE_HOOK(SSL_do_handshake, do_handshake)
+
+/* A call libssl serves on a connection whose receive is the own switch's:
+ * SSL_get_error must then ask libssl. */
+static inline void forget_own_error(SSL *s)
+{
+    struct ks_own *o = ks_own_of(s);
+    if (KS_UNLIKELY(o != NULL))
+        ks_own_forget_error(o);
+}
 
 /* Counts n bytes moved on connection c in direction tx. */
 static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
@@ -588,9 +686,16 @@ KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
     }
     if (ks_hook_depth)
         return api.read(s, buf, num);
-    ks_hook_depth++;
-    int r = api.read(s, buf, num);
-    ks_hook_depth--;
+    struct ks_own *o = ks_own_of(s);
+    int r;
+    if (o) { /* receive is the own switch's */
+        size_t got;
+        r = ks_own_read(s, o, buf, num < 0 ? 0 : (size_t)num, &got, false);
+    } else {
+        ks_hook_depth++;
+        r = api.read(s, buf, num);
+        ks_hook_depth--;
+    }
     const struct ks_conn *c = conn_of(s);
     if (r > 0)
         count_bytes(c, false, (size_t)r);
@@ -606,9 +711,18 @@ KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
     }
     if (ks_hook_depth)
         return api.read_ex(s, buf, num, readbytes);
-    ks_hook_depth++;
-    int r = api.read_ex(s, buf, num, readbytes);
-    ks_hook_depth--;
+    struct ks_own *o = ks_own_of(s);
+    int r;
+    if (o) { /* receive is the own switch's */
+        size_t got;
+        r = ks_own_read(s, o, buf, num, &got, false) > 0;
+        if (readbytes)
+            *readbytes = r ? got : 0;
+    } else {
+        ks_hook_depth++;
+        r = api.read_ex(s, buf, num, readbytes);
+        ks_hook_depth--;
+    }
     const struct ks_conn *c = conn_of(s);
     if (r == 1 && readbytes)
         count_bytes(c, false, *readbytes);
@@ -624,6 +738,7 @@ KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
     }
     if (ks_hook_depth)
         return api.write(s, buf, num);
+    forget_own_error(s);
     ks_hook_depth++;
     int r = api.write(s, buf, num);
     ks_hook_depth--;
@@ -642,6 +757,7 @@ KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
     }
     if (ks_hook_depth)
         return api.write_ex(s, buf, num, written);
+    forget_own_error(s);
     ks_hook_depth++;
     int r = api.write_ex(s, buf, num, written);
     ks_hook_depth--;
@@ -660,6 +776,7 @@ KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, i
     }
     if (ks_hook_depth)
         return api.sendfile(s, fd, offset, size, flags);
+    forget_own_error(s);
     ks_hook_depth++;
     ossl_ssize_t r = api.sendfile(s, fd, offset, size, flags);
     ks_hook_depth--;

@@ -35,6 +35,7 @@ static void load_table(void)
     RESOLVE(has_pending, "SSL_has_pending");
     RESOLVE(get_error, "SSL_get_error");
     RESOLVE(shutdown, "SSL_shutdown");
+    RESOLVE(clear, "SSL_clear");
     RESOLVE(CTX_set_keylog_callback, "SSL_CTX_set_keylog_callback");
     RESOLVE(CTX_get_keylog_callback, "SSL_CTX_get_keylog_callback");
 
@@ -82,7 +83,7 @@ static void load_table(void)
      * must be there to fall back on. */
     sw &= ks_ossl_api.read && ks_ossl_api.read_ex && ks_ossl_api.peek &&
           ks_ossl_api.peek_ex && ks_ossl_api.pending && ks_ossl_api.has_pending &&
-          ks_ossl_api.get_error && ks_ossl_api.shutdown &&
+          ks_ossl_api.get_error && ks_ossl_api.shutdown && ks_ossl_api.clear &&
           ks_ossl_api.CTX_set_keylog_callback && ks_ossl_api.CTX_get_keylog_callback;
     switch_ok = ok && sw;
     if (ok && !sw)

@@ -34,6 +34,7 @@ struct ks_ossl_api {
     int (*has_pending)(const SSL *);
     int (*get_error)(const SSL *, int);
     int (*shutdown)(SSL *);
+    int (*clear)(SSL *);
     void (*CTX_set_keylog_callback)(SSL_CTX *, ks_keylog_cb_t);
     ks_keylog_cb_t (*CTX_get_keylog_callback)(const SSL_CTX *);
 
@@ -89,6 +90,10 @@ bool ks_ossl_api_load(void);
 /* The switch's functions (and kdf.c's) were all found. After
  * ks_ossl_api_load(). */
 bool ks_ossl_api_switch_ok(void);
+
+/* ossl.c: the table is loaded and the hooks' ex_data indexes exist (false:
+ * the hooks pass everything through). */
+bool ks_ossl_ready(void);
 
 /* Wipes n bytes of secret: OPENSSL_cleanse when found, else explicit_bzero. */
 void ks_cleanse(void *p, size_t n);

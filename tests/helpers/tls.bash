@@ -396,3 +396,10 @@ wait_file() {
     echo "no $1 after ${2:-60} s" >&2
     return 1
 }
+
+# sums_match_one SUMFILE FILE: one connection's "<sha256> <length>".
+sums_match_one() {
+    local want
+    want="$(sha "$2") $(stat -c %s "$2")"
+    [ "$(cat "$1" 2>/dev/null)" = "$want" ] || { echo "want $want, got $(cat "$1" 2>/dev/null)"; return 1; }
+}

@@ -22,7 +22,7 @@ rc = 0
 for path in sys.argv[5:]:
     try:
         data = open(path, "rb").read()
-        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=120))
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=60))
         if mode == "length":
             s.sendall(struct.pack(">Q", len(data)) + data)
             while s.recv(4096):

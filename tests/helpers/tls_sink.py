@@ -9,8 +9,9 @@ OUT/<n>.sum, then close with close_notify. --mode:
           then unwrap (our close_notify goes first, then we wait for the
           client's).
 --timeout puts the socket in Python's timeout mode (non-blocking at the
-OS level: SSL_read returns WANT_READ and Python polls). --slow sleeps
-between small reads. --serve N: connections to serve, then exit 0.
+OS level: SSL_read returns WANT_READ and Python polls). --slow reads 7
+bytes at a time (less than a record: the rest waits) and sleeps a
+millisecond every 1000 reads. --serve N: connections to serve, then exit 0.
 Errors on one connection are written to OUT/<n>.err; the server serves on."""
 import argparse, hashlib, os, socket, ssl, struct, sys, time
 
@@ -41,6 +42,16 @@ ls.bind(("127.0.0.1", a.port))
 ls.listen(16)
 
 
+reads = 0
+
+
+def pace():
+    global reads
+    reads += 1
+    if a.slow and reads % 1000 == 0:
+        time.sleep(0.001)
+
+
 def recv_exact(c, n, h):
     got = 0
     while got < n:
@@ -49,8 +60,7 @@ def recv_exact(c, n, h):
             raise EOFError("short upload: %d of %d" % (got, n))
         h.update(b)
         got += len(b)
-        if a.slow:
-            time.sleep(0.001)
+        pace()
     return got
 
 
@@ -58,6 +68,7 @@ for n in range(a.serve):
     raw, _ = ls.accept()
     if a.timeout:
         raw.settimeout(a.timeout)
+    c = None
     try:
         c = ctx.wrap_socket(raw, server_side=True)
         h = hashlib.sha256()
@@ -77,13 +88,12 @@ for n in range(a.serve):
                     break
                 h.update(b)
                 total += len(b)
-                if a.slow:
-                    time.sleep(0.001)
+                pace()
         with open(os.path.join(a.out, "%d.sum" % n), "w") as f:
             f.write("%s %d\n" % (h.hexdigest(), total))
         c.unwrap()
-        c.close()
     except Exception as e:  # one connection's failure; serve on
         with open(os.path.join(a.out, "%d.err" % n), "w") as f:
             f.write("%s: %s\n" % (type(e).__name__, e))
-        raw.close()
+    finally:
+        (c or raw).close()

@@ -316,17 +316,24 @@ static struct ks_conn *handshake_done(SSL *s)
     return c;
 }
 
-/* The program's SSL_accept / SSL_do_handshake has returned 1: the own
- * switch takes the receive side libssl left, or the reason is counted. */
-static void own_rx_due(SSL *s, struct ks_conn *c)
+/* The program's SSL_accept / SSL_do_handshake (called from caller) has
+ * returned 1 with the own switch due (the handshake completed while such a
+ * call ran: completed_here if in this one): the own switch takes the
+ * receive side libssl left, or the reason is counted. */
+static void own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool completed_here)
 {
     c->rx_own_due = false;
     int version = api.version(s);
     const SSL_CIPHER *ciph = api.get_current_cipher(s);
     const char *cipher = ciph ? api.CIPHER_get_name(ciph) : NULL;
-    enum ks_fallback why;
+    enum ks_fallback why = KS_FB_UNREAD;
     KS_SAVE_ERRNO;
-    bool on = ks_switch_rx(s, version, cipher, &why);
+    /* Only a handshake that completed in this very call proves that libssl
+     * read nothing past the Finished; and libssl calling its own
+     * SSL_do_handshake (BIO_f_ssl) will read past the hooks afterwards: then
+     * receive stays libssl's. */
+    bool on = completed_here && !ks_ossl_called_from_libssl(caller) &&
+              ks_switch_rx(s, version, cipher, &why);
     if (on) {
         bool est;
         enum ks_offload kind = ks_ktls_offload(api.get_rfd(s), false, &est);
@@ -642,6 +649,8 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
         bool top = !ks_hook_depth;                 \
         if (top)                                   \
             handshake_call = s;                    \
+        const void *caller_ = __builtin_return_address(0); \
+        bool seen_ = top && api_ok && api.get_ex_data(s, conn_idx); \
         ks_hook_depth++;                           \
         int r = api.field(s);                      \
         ks_hook_depth--;                           \
@@ -651,7 +660,7 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
         if (top)                                   \
             handshake_call = NULL;                 \
         if (c_ && c_->rx_own_due)                  \
-            own_rx_due(s, c_);                     \
+            own_rx_due(s, c_, caller_, !seen_);    \
         return r;                                  \
     }
 
@@ -696,7 +705,9 @@ KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
         r = api.read(s, buf, num);
         ks_hook_depth--;
     }
-    const struct ks_conn *c = conn_of(s);
+    struct ks_conn *c = conn_of(s);
+    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
+        own_rx_due(s, c, NULL, false);
     if (r > 0)
         count_bytes(c, false, (size_t)r);
     return r;
@@ -723,7 +734,9 @@ KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
         r = api.read_ex(s, buf, num, readbytes);
         ks_hook_depth--;
     }
-    const struct ks_conn *c = conn_of(s);
+    struct ks_conn *c = conn_of(s);
+    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
+        own_rx_due(s, c, NULL, false);
     if (r == 1 && readbytes)
         count_bytes(c, false, *readbytes);
     return r;

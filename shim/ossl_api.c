@@ -6,6 +6,7 @@
 #include "log.h"
 #include "real.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -102,6 +103,15 @@ bool ks_ossl_api_load(void)
 bool ks_ossl_api_switch_ok(void)
 {
     return switch_ok;
+}
+
+bool ks_ossl_called_from_libssl(const void *pc)
+{
+    Dl_info self, caller;
+    void *probe = *(void **)&ks_ossl_api.get_ex_data;
+    if (!probe || !pc || !dladdr(probe, &self) || !dladdr(pc, &caller))
+        return false;
+    return self.dli_fbase == caller.dli_fbase;
 }
 
 void ks_cleanse(void *p, size_t n)

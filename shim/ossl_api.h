@@ -95,6 +95,11 @@ bool ks_ossl_api_switch_ok(void);
  * the hooks pass everything through). */
 bool ks_ossl_ready(void);
 
+/* The code at address pc is inside the libssl whose functions the table
+ * holds (a call libssl made to one of its own exported functions, e.g.
+ * BIO_f_ssl's SSL_do_handshake), rather than the program's. */
+bool ks_ossl_called_from_libssl(const void *pc);
+
 /* Wipes n bytes of secret: OPENSSL_cleanse when found, else explicit_bzero. */
 void ks_cleanse(void *p, size_t n);
 

@@ -102,7 +102,7 @@ serve_uploads() {
 # (its K command), then another line, then stays until the server closes.
 keyupdate_client() {
     { printf 'before\n'; sleep 1; printf 'K\n'; sleep 1; printf 'after\n'; sleep 5; } |
-        env -u LD_PRELOAD timeout 60 openssl s_client -connect "127.0.0.1:$1" -tls1_3 -quiet \
+        env -u LD_PRELOAD timeout 60 openssl s_client -connect "127.0.0.1:$1" -tls1_3 \
             >"$BATS_TEST_TMPDIR/ku.out" 2>&1 || true
 }
 
@@ -154,7 +154,7 @@ keyupdate_client() {
     sink_start srv "$port" "$OUT" --serve 2 --max 1.2
     wait_listen "$port"
     { printf 'before\n'; sleep 1; printf 'R\n'; sleep 5; } |
-        env -u LD_PRELOAD timeout 60 openssl s_client -connect "127.0.0.1:$port" -tls1_2 -quiet \
+        env -u LD_PRELOAD timeout 60 openssl s_client -connect "127.0.0.1:$port" -tls1_2 \
             >"$BATS_TEST_TMPDIR/reneg.out" 2>&1 || true
     wait_file "$OUT/0.err"
     cat "$OUT/0.err"
@@ -166,4 +166,119 @@ keyupdate_client() {
     assert_success
     run stats_check "$KTLSSHIM_STATS" 'S("ktls.rx_renegotiation_refused") == 1'
     assert_output ok
+}
+
+@test "nginx, uploads with PUT (dav): TLS 1.3 receive by the own switch, TLS 1.2 by libssl, stored files identical" {
+    port=$(pick_port)
+    nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
+    up="$BATS_TEST_TMPDIR/up"
+    mkdir -p "$up"
+    sed -i "s|        root $WWW;|        root $WWW;\n        location /up/ { root $BATS_TEST_TMPDIR; dav_methods PUT; client_max_body_size 16m; }|" \
+        "$BATS_TEST_TMPDIR/nginx.conf"
+    snap
+    # shellcheck disable=SC2046
+    start srv $(nginx_args)
+    wait_listen "$port"
+    for f in "${FILES[@]}"; do
+        env -u LD_PRELOAD curl -skf --max-time 120 $(curl_tls 1.3 aes128) -T "$f" \
+            "https://127.0.0.1:$port/up/13-$(basename "$f")"
+    done
+    for f in "$WWW/s16385" "$WWW/s1048583"; do
+        env -u LD_PRELOAD curl -skf --max-time 120 $(curl_tls 1.2 aes256) -T "$f" \
+            "https://127.0.0.1:$port/up/12-$(basename "$f")"
+    done
+    stop_srv srv
+    for f in "${FILES[@]}"; do
+        [ "$(sha "$up/13-$(basename "$f")")" = "$(sha "$f")" ]
+    done
+    [ "$(sha "$up/12-s16385")" = "$(sha "$WWW/s16385")" ]
+    [ "$(sha "$up/12-s1048583")" = "$(sha "$WWW/s1048583")" ]
+    echo "# tls_stat: TlsRxSw+$(delta TlsRxSw) TlsTxSw+$(delta TlsTxSw)" >&3
+    assert_equal "$(delta TlsRxSw)" 8
+    run stats_check "$KTLSSHIM_STATS" 'S("connections.tls") == 8' \
+        'S("ktls.rx") == 8 and S("ktls.rx_own") == 6 and S("ktls.tx") == 8' \
+        'sum(S("fallback_rx." + k) for k in R[0]["fallback_rx"]) == 0'
+    assert_output ok
+}
+
+@test "the program's keylog callback (Python keylog_filename) still sees every secret while the own switch uses it" {
+    port=$(pick_port)
+    cat >"$BATS_TEST_TMPDIR/kl.py" <<'PYEOF'
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+ctx.keylog_filename = sys.argv[4]
+ls = socket.socket(); ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(1)
+c = ctx.wrap_socket(ls.accept()[0], server_side=True)
+n = 0
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    n += len(b)
+c.unwrap(); c.close()
+print(n)
+PYEOF
+    start srv "$PY" "$BATS_TEST_TMPDIR/kl.py" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$BATS_TEST_TMPDIR/keys.log"
+    wait_listen "$port"
+    run upload "$port" eof 1.3 aes128 "$WWW/s16384"
+    assert_success
+    wait_gone "$(pid_of srv)" 60
+    assert_equal "$(cat "$BATS_TEST_TMPDIR/srv.out")" 16384
+    run grep -c "^CLIENT_TRAFFIC_SECRET_0 \|^SERVER_TRAFFIC_SECRET_0 \|HANDSHAKE_TRAFFIC_SECRET" "$BATS_TEST_TMPDIR/keys.log"
+    assert_output 4
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.rx_own") == 1'
+    assert_output ok
+}
+
+# s_server_sink NAME PORT [WRAPPER...]: openssl s_server in its default mode
+# (the received bytes go to its stdout, nothing else with -quiet), one
+# connection, TLS 1.3 and 1.2 allowed.
+s_server_sink() {
+    local name=$1 port=$2
+    shift 2
+    start "$name" "$@" openssl s_server -quiet -naccept 1 -accept "127.0.0.1:$port" \
+        -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+}
+
+@test "openssl s_server (received bytes to stdout): 1 MiB + 7 up in TLS 1.3 (own switch) and 1.2 (libssl), identical" {
+    snap
+    port=$(pick_port)
+    s_server_sink srv "$port"
+    wait_listen "$port"
+    run upload "$port" eof 1.3 chacha "$WWW/s1048583"
+    assert_success
+    wait_gone "$(pid_of srv)" 60
+    assert_equal "$(sha "$BATS_TEST_TMPDIR/srv.out")" "$(sha "$WWW/s1048583")"
+    port=$(pick_port)
+    s_server_sink srv2 "$port"
+    wait_listen "$port"
+    run upload "$port" eof 1.2 aes128 "$WWW/s16385"
+    assert_success
+    wait_gone "$(pid_of srv2)" 60
+    assert_equal "$(sha "$BATS_TEST_TMPDIR/srv2.out")" "$(sha "$WWW/s16385")"
+    assert_equal "$(delta TlsRxSw)" 2
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.rx") == 2 and S("ktls.rx_own") == 1'
+    assert_output ok
+}
+
+@test "valgrind: openssl s_server with the own switch (TLS 1.3 upload): no invalid access, no leak through the library" {
+    command -v valgrind >/dev/null || skip "valgrind is not installed"
+    [ "${KTLSSHIM_TEST_ASAN:-0}" != 1 ] || skip "valgrind does not run ASan builds"
+    port=$(pick_port)
+    s_server_sink srv "$port" valgrind -q --error-exitcode=42 --leak-check=full \
+        --show-leak-kinds=definite --errors-for-leak-kinds=definite --log-file="$BATS_TEST_TMPDIR/vg.%p.log"
+    wait_listen "$port" 300
+    run upload "$port" eof 1.3 aes256 "$WWW/s16385"
+    assert_success
+    wait_gone "$(pid_of srv)" 300
+    wait_status srv
+    assert_equal "$status_of" 0
+    assert_equal "$(sha "$BATS_TEST_TMPDIR/srv.out")" "$(sha "$WWW/s16385")"
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.rx_own") == 1'
+    assert_output ok
+    run sh -c "cat $BATS_TEST_TMPDIR/vg.*.log | grep -E 'Invalid|uninitialised|definitely lost' -A 12 | grep -c ktlsshim"
+    assert_output 0
+    run sh -c "grep -l 'Invalid \\(read\\|write\\)\\|uninitialised' $BATS_TEST_TMPDIR/vg.*.log"
+    assert_output ""
 }

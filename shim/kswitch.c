@@ -305,6 +305,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         return false;
     }
     if (api.has_pending(s)) {
+        ks_log_debug("fd %d: libssl holds received bytes (SSL_has_pending)", api.get_rfd(s));
         *why = KS_FB_UNREAD;
         return false;
     }
@@ -403,8 +404,10 @@ static ssize_t recv_record(int fd, void *buf, size_t n, int flags, uint8_t *type
         .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
     ssize_t r = recvmsg(fd, &msg, flags);
     *type = 0;
-    if (r < 0)
+    if (r < 0) {
+        ks_log_debug("fd %d: recvmsg: %s", fd, strerror(errno));
         return r;
+    }
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
         if (c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE)
             *type = *CMSG_DATA(c);

@@ -350,7 +350,10 @@ static void own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool compl
             why = KS_FB_LIBSSL;
         count_fallback(s, c, false, version, cipher, why);
     }
-    ks_log_debug("fd %d: rx %s", api.get_rfd(s), on ? "kTLS (own switch)" : ks_fallback_name(why));
+    ks_log_debug("fd %d: rx %s%s", api.get_rfd(s), on ? "kTLS (own switch)" : ks_fallback_name(why),
+                 on ? "" : !completed_here ? " (handshake completed before this call)"
+                 : caller && ks_ossl_called_from_libssl(caller) ? " (called by libssl itself)"
+                 : "");
     KS_RESTORE_ERRNO;
 }
 

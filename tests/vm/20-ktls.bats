@@ -56,6 +56,11 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
     assert_success
     run count_handshakes srv 1.3 TLS_AES_128_GCM_SHA256 kTLS "own switch due"
     assert_output 4
+    # nginx sets read-ahead: when the request came in with the client's
+    # Finished, libssl holds it and the own switch must not take that
+    # connection (reason unread); typically the first, slow connection.
+    own=$(lib_lines srv | grep -c "rx kTLS (own switch)" || true)
+    [ "$own" -ge 2 ]
     run count_handshakes srv 1.2 ECDHE-ECDSA-AES256-GCM-SHA384 kTLS kTLS
     assert_output 2
     run count_handshakes srv 1.2 ECDHE-ECDSA-CHACHA20-POLY1305 kTLS kTLS
@@ -63,18 +68,17 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
     stop_srv srv
     assert_equal "$status_of" 0
     note
-    lib_lines srv | grep -E ": rx |refused|own switch" || true
     assert_equal "$(delta TlsTxSw)" 7
-    assert_equal "$(delta TlsRxSw)" 7
+    assert_equal "$(delta TlsRxSw)" $((3 + own))
     assert_equal "$(delta TlsCurrTxSw)" 0
     sent=$((16384 + 16385 + 1048583 + 16385 + 1048583 + 16384))
     run stats_check "$STATS" 'len(R) == 1 and R[0]["program"] == "nginx"' \
         'S("connections.tls") == 7 and S("connections.tls1_3") == 4 and S("connections.tls1_2") == 3' \
         'S("ktls.tx") == 7 and S("ktls.tx_sw") == 7 and S("ktls.tx_nic") == 0' "$NO_FALLBACK_TX" \
-        'S("ktls.rx") == 7 and S("ktls.rx_sw") == 7 and S("ktls.rx_own") == 4' \
-        'sum(S("fallback_rx." + k) for k in R[0]["fallback_rx"]) == 0' \
+        "S('ktls.rx') == 3 + $own and S('ktls.rx_sw') == 3 + $own and S('ktls.rx_own') == $own" \
+        "S('fallback_rx.unread') == 4 - $own and S('fallback_rx.libssl') == 0" \
         "S('bytes.sendfile') >= $sent" "S('bytes.ktls_tx') > S('bytes.sendfile')" \
-        'S("bytes.user_tx") == 0 and S("bytes.ktls_rx") > 0 and S("bytes.user_rx") == 0'
+        'S("bytes.user_tx") == 0 and S("bytes.ktls_rx") > 0'
     assert_output ok
 }
 

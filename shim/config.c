@@ -77,8 +77,10 @@ static void read_ktls(const char *v)
         cfg.ktls = KS_KTLS_OFF;
     else if (strcmp(v, "strict") == 0)
         cfg.ktls = KS_KTLS_STRICT;
+    else if (strcmp(v, "own") == 0)
+        cfg.ktls = KS_KTLS_OWN;
     else
-        bad("KTLSSHIM_KTLS", v, "expected auto, off or strict", "auto");
+        bad("KTLSSHIM_KTLS", v, "expected auto, off, strict or own", "auto");
 }
 
 static void read_log(const char *v)

@@ -7,7 +7,10 @@
 
 #define KS_MAX_SHARDS 1024
 
-enum ks_ktls_mode { KS_KTLS_OFF = 0, KS_KTLS_AUTO = 1, KS_KTLS_STRICT = 2 };
+/* OWN: libssl is not asked for kTLS; the library's own switch (kswitch.c)
+ * does every direction it can (receive, today), so that both paths can be
+ * compared. */
+enum ks_ktls_mode { KS_KTLS_OFF = 0, KS_KTLS_AUTO = 1, KS_KTLS_STRICT = 2, KS_KTLS_OWN = 3 };
 
 struct ks_config {
     int shards;          /* 1 = no sharding */

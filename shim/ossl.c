@@ -25,8 +25,10 @@
  * of keys of our own (for what libssl cannot do) only adds a path value. */
 #include "common.h"
 #include "config.h"
+#include "kswitch.h"
 #include "ktls.h"
 #include "log.h"
+#include "ossl_api.h"
 #include "real.h"
 #include "resume.h"
 #include "shard.h"
@@ -38,54 +40,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef void (*ks_info_cb_t)(const SSL *, int, int);
-
 enum ks_path {
     KS_PATH_USER = 0,       /* user-space TLS in libssl */
     KS_PATH_KTLS_OPENSSL,   /* kTLS set up by libssl */
+    KS_PATH_KTLS_OWN,       /* kTLS set up by the library's own switch (kswitch.c) */
 };
 
 struct ks_conn {
     uint8_t tx, rx;         /* enum ks_path */
     uint8_t tx_reason, rx_reason; /* enum ks_fallback, when on KS_PATH_USER */
     int fd;                 /* the socket with kTLS TX, -1 if none */
+    bool rx_own_due;        /* RX is for the own switch to try when the
+                               handshake call returns (kswitch.c) */
 };
 
-/* The libssl/libcrypto functions we call. */
-static struct {
-    SSL_CTX *(*CTX_new)(const SSL_METHOD *);
-    SSL_CTX *(*CTX_new_ex)(OSSL_LIB_CTX *, const char *, const SSL_METHOD *);
-    int (*accept)(SSL *);
-    int (*connect)(SSL *);
-    int (*do_handshake)(SSL *);
-    int (*read)(SSL *, void *, int);
-    int (*read_ex)(SSL *, void *, size_t, size_t *);
-    int (*write)(SSL *, const void *, int);
-    int (*write_ex)(SSL *, const void *, size_t, size_t *);
-    ossl_ssize_t (*sendfile)(SSL *, int, off_t, size_t, int);
-    uint64_t (*CTX_set_options)(SSL_CTX *, uint64_t);
-    uint64_t (*get_options)(const SSL *);
-    int (*is_init_finished)(const SSL *);
-    int (*version)(const SSL *);
-    const SSL_CIPHER *(*get_current_cipher)(const SSL *);
-    const char *(*CIPHER_get_name)(const SSL_CIPHER *);
-    BIO *(*get_wbio)(const SSL *);
-    BIO *(*get_rbio)(const SSL *);
-    int (*get_wfd)(const SSL *);
-    long (*BIO_ctrl)(BIO *, int, long, void *);
-    int (*BIO_method_type)(const BIO *);
-    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
-                            CRYPTO_EX_free *);
-    void *(*get_ex_data)(const SSL *, int);
-    int (*set_ex_data)(SSL *, int, void *);
-    unsigned long (*version_num)(void);
-    int (*session_reused)(const SSL *);
-    void (*CTX_set_info_callback)(SSL_CTX *, ks_info_cb_t);
-    void (*set_info_callback)(SSL *, ks_info_cb_t);
-    SSL_CTX *(*get_SSL_CTX)(const SSL *);
-    void *(*CTX_get_ex_data)(const SSL_CTX *, int);
-    int (*CTX_set_ex_data)(SSL_CTX *, int, void *);
-} api;
+/* The libssl/libcrypto functions we call: the one table (ossl_api.h). */
+#define api ks_ossl_api
 
 static int conn_idx = -1;     /* SSL: struct ks_conn */
 static int ssl_cb_idx = -1;   /* SSL: the program's info callback */
@@ -142,48 +112,17 @@ static void box_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
     free(ptr);
 }
 
-#define RESOLVE(field, name) (*(void **)&api.field = ks_ossl_sym(name))
-
 static void resolve(void)
 {
-    RESOLVE(CTX_new, "SSL_CTX_new");
-    RESOLVE(CTX_new_ex, "SSL_CTX_new_ex");
-    RESOLVE(accept, "SSL_accept");
-    RESOLVE(connect, "SSL_connect");
-    RESOLVE(do_handshake, "SSL_do_handshake");
-    RESOLVE(read, "SSL_read");
-    RESOLVE(read_ex, "SSL_read_ex");
-    RESOLVE(write, "SSL_write");
-    RESOLVE(write_ex, "SSL_write_ex");
-    RESOLVE(sendfile, "SSL_sendfile");
-    bool ok = true;
-    ok &= !!RESOLVE(CTX_set_options, "SSL_CTX_set_options");
-    ok &= !!RESOLVE(get_options, "SSL_get_options");
-    ok &= !!RESOLVE(is_init_finished, "SSL_is_init_finished");
-    ok &= !!RESOLVE(version, "SSL_version");
-    ok &= !!RESOLVE(get_current_cipher, "SSL_get_current_cipher");
-    ok &= !!RESOLVE(CIPHER_get_name, "SSL_CIPHER_get_name");
-    ok &= !!RESOLVE(get_wbio, "SSL_get_wbio");
-    ok &= !!RESOLVE(get_rbio, "SSL_get_rbio");
-    ok &= !!RESOLVE(get_wfd, "SSL_get_wfd");
-    ok &= !!RESOLVE(BIO_ctrl, "BIO_ctrl");
-    ok &= !!RESOLVE(BIO_method_type, "BIO_method_type");
-    ok &= !!RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
-    ok &= !!RESOLVE(get_ex_data, "SSL_get_ex_data");
-    ok &= !!RESOLVE(set_ex_data, "SSL_set_ex_data");
-    ok &= !!RESOLVE(version_num, "OpenSSL_version_num");
-    ok &= !!RESOLVE(session_reused, "SSL_session_reused");
-    ok &= !!RESOLVE(CTX_set_info_callback, "SSL_CTX_set_info_callback");
-    ok &= !!RESOLVE(set_info_callback, "SSL_set_info_callback");
-    ok &= !!RESOLVE(get_SSL_CTX, "SSL_get_SSL_CTX");
-    ok &= !!RESOLVE(CTX_get_ex_data, "SSL_CTX_get_ex_data");
-    ok &= !!RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
+    bool ok = ks_ossl_api_load();
     if (ok) {
         conn_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, conn_free);
         ssl_cb_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, box_free);
         ctx_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, ctx_free);
     }
     api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_idx >= 0;
+    if (api_ok)
+        ks_switch_setup();
     if (!api_ok)
         ks_log_error("libssl.so.3 lacks functions the library needs; kTLS statistics are off "
                      "for this process (connections are untouched)");
@@ -195,12 +134,27 @@ static inline void need_api(void)
     pthread_once(&api_once, resolve);
 }
 
+bool ks_ossl_ready(void)
+{
+    need_api();
+    return api_ok;
+}
+
+/* The SSL whose SSL_accept / SSL_do_handshake (called by the program) is
+ * running on this thread: its handshake completing there has read nothing
+ * past the peer's Finished (kswitch.c relies on it). */
+static __thread SSL *handshake_call;
+
+/* The program called an OpenSSL 3 function whose real definition cannot be
+ * found (no libssl.so.3 this library can see: it cannot happen when the
+ * program's libssl is loaded). Never abort in the program: the hook fails
+ * the call the way libssl fails it (an error return), and says so once. */
 static void missing(const char *name)
 {
-    /* The program called an OpenSSL 3 function that we cannot find: there
-     * is no safe way on. This cannot happen when libssl.so.3 is loaded. */
-    ks_log_error("fatal: cannot find the real %s in any loaded libssl.so.3", name);
-    abort();
+    static int said;
+    if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+        ks_log_error("cannot find the real %s in any loaded libssl.so.3; failing the call "
+                     "(further such calls fail silently)", name);
 }
 
 /* ---- what a completed handshake got ---- */
@@ -225,7 +179,11 @@ static bool bio_is_socket(BIO *b)
 
 static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher)
 {
-    if (ks_config()->ktls == KS_KTLS_OFF || !(api.get_options(s) & SSL_OP_ENABLE_KTLS))
+    int mode = ks_config()->ktls;
+    /* KTLSSHIM_KTLS=own: libssl is not asked; the own switch does receive
+     * (its transmit side is not built: TX counts as disabled). */
+    if (mode == KS_KTLS_OFF || (mode == KS_KTLS_OWN && tx) ||
+        (mode != KS_KTLS_OWN && !(api.get_options(s) & SSL_OP_ENABLE_KTLS)))
         return KS_FB_DISABLED;
     if (!bio_is_socket(tx ? api.get_wbio(s) : api.get_rbio(s)))
         return KS_FB_NOT_SOCKET;
@@ -250,9 +208,16 @@ static const char *reason_text(enum ks_fallback r)
     case KS_FB_VERSION: return "a TLS version kTLS cannot carry";
     case KS_FB_CIPHER: return "a cipher kTLS cannot carry";
     case KS_FB_LIBSSL: return "this libssl cannot do it (TLS 1.3 receive needs OpenSSL 3.2)";
+    case KS_FB_CLIENT: return "a client connection (receive left to libssl)";
+    case KS_FB_UNREAD: return "libssl may hold received bytes (handshake not completed by "
+                              "SSL_accept/SSL_do_handshake, or read-ahead)";
+    case KS_FB_REFUSED: return "the kernel refused the keys";
     default: return "libssl did not enable it";
     }
 }
+
+static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, const char *cipher,
+                           enum ks_fallback r);
 
 static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version,
                              const char *cipher)
@@ -277,6 +242,24 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version,
         return;
     }
     enum ks_fallback r = why_not(s, tx, version, cipher);
+    /* What libssl leaves of the receive side, the own switch may take:
+     * decided (and counted) when the program's handshake call returns. */
+    if (!tx && (r == KS_FB_LIBSSL || r == KS_FB_OTHER) && ks_switch_ready()) {
+        if (handshake_call == s) {
+            c->rx_own_due = true;
+            return;
+        }
+        if (api.is_server(s))
+            r = KS_FB_UNREAD;
+        else if (ks_config()->ktls == KS_KTLS_OWN)
+            r = KS_FB_CLIENT;
+    }
+    count_fallback(s, c, tx, version, cipher, r);
+}
+
+static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, const char *cipher,
+                           enum ks_fallback r)
+{
     if (tx) {
         c->tx_reason = (uint8_t)r;
         ks_count((enum ks_counter)(KS_C_FB_TX_DISABLED + r), 1);
@@ -329,8 +312,49 @@ static struct ks_conn *handshake_done(SSL *s)
                  version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", cipher ? cipher : "?",
                  resumed ? " (resumed)" : "",
                  c->tx ? "kTLS" : ks_fallback_name(c->tx_reason),
-                 c->rx ? "kTLS" : ks_fallback_name(c->rx_reason));
+                 c->rx_own_due ? "own switch due" : c->rx ? "kTLS" : ks_fallback_name(c->rx_reason));
     return c;
+}
+
+/* The program's SSL_accept / SSL_do_handshake (called from caller) has
+ * returned 1 with the own switch due (the handshake completed while such a
+ * call ran: completed_here if in this one): the own switch takes the
+ * receive side libssl left, or the reason is counted. */
+static void own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool completed_here)
+{
+    c->rx_own_due = false;
+    int version = api.version(s);
+    const SSL_CIPHER *ciph = api.get_current_cipher(s);
+    const char *cipher = ciph ? api.CIPHER_get_name(ciph) : NULL;
+    enum ks_fallback why = KS_FB_UNREAD;
+    KS_SAVE_ERRNO;
+    /* Only a handshake that completed in this very call proves that libssl
+     * read nothing past the Finished; and libssl calling its own
+     * SSL_do_handshake (BIO_f_ssl) will read past the hooks afterwards: then
+     * receive stays libssl's. */
+    bool on = completed_here && !ks_ossl_called_from_libssl(caller) &&
+              ks_switch_rx(s, version, cipher, &why);
+    if (on) {
+        bool est;
+        enum ks_offload kind = ks_ktls_offload(api.get_rfd(s), false, &est);
+        c->rx = KS_PATH_KTLS_OWN;
+        ks_count(KS_C_KTLS_RX, 1);
+        ks_count(KS_C_KTLS_RX_OWN, 1);
+        ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_RX_NIC : KS_C_KTLS_RX_SW, 1);
+        if (est)
+            ks_count(KS_C_KTLS_OFFLOAD_ESTIMATED, 1);
+    } else {
+        /* The client side is libssl's by design: the reason stays libssl's
+         * own limit where there is one. */
+        if (why == KS_FB_CLIENT && ks_config()->ktls != KS_KTLS_OWN)
+            why = KS_FB_LIBSSL;
+        count_fallback(s, c, false, version, cipher, why);
+    }
+    ks_log_debug("fd %d: rx %s%s", api.get_rfd(s), on ? "kTLS (own switch)" : ks_fallback_name(why),
+                 on ? "" : !completed_here ? " (handshake completed before this call)"
+                 : caller && ks_ossl_called_from_libssl(caller) ? " (called by libssl itself)"
+                 : "");
+    KS_RESTORE_ERRNO;
 }
 
 /* The connection's state, recording it first if its handshake has just
@@ -425,8 +449,10 @@ KS_EXPORT void SSL_CTX_set_info_callback(SSL_CTX *ctx, ks_info_cb_t cb)
     need_api();
     if (!api_ok) {
         void (*real)(SSL_CTX *, ks_info_cb_t) = ks_ossl_sym("SSL_CTX_set_info_callback");
-        if (!real)
+        if (!real) {
             missing("SSL_CTX_set_info_callback");
+            return;
+        }
         real(ctx, cb);
         return;
     }
@@ -444,8 +470,10 @@ KS_EXPORT ks_info_cb_t SSL_CTX_get_info_callback(SSL_CTX *ctx)
     need_api();
     if (!api_ok) {
         ks_info_cb_t (*real)(SSL_CTX *) = ks_ossl_sym("SSL_CTX_get_info_callback");
-        if (!real)
+        if (!real) {
             missing("SSL_CTX_get_info_callback");
+            return NULL;
+        }
         return real(ctx);
     }
     struct ks_ctx *k = api.CTX_get_ex_data(ctx, ctx_idx);
@@ -457,8 +485,10 @@ KS_EXPORT void SSL_set_info_callback(SSL *s, ks_info_cb_t cb)
     need_api();
     if (!api_ok) {
         void (*real)(SSL *, ks_info_cb_t) = ks_ossl_sym("SSL_set_info_callback");
-        if (!real)
+        if (!real) {
             missing("SSL_set_info_callback");
+            return;
+        }
         real(s, cb);
         return;
     }
@@ -475,8 +505,10 @@ KS_EXPORT ks_info_cb_t SSL_get_info_callback(const SSL *s)
     need_api();
     if (!api_ok) {
         ks_info_cb_t (*real)(const SSL *) = ks_ossl_sym("SSL_get_info_callback");
-        if (!real)
+        if (!real) {
             missing("SSL_get_info_callback");
+            return NULL;
+        }
         return real(s);
     }
     struct cb_box *b = api.get_ex_data(s, ssl_cb_idx);
@@ -492,8 +524,9 @@ static SSL_CTX *ctx_created(SSL_CTX *ctx)
     struct ks_ctx *k;
     if (!ctx || !api_ok || api.CTX_get_ex_data(ctx, ctx_idx) || !(k = ctx_state(ctx)))
         return ctx;
-    if (ks_config()->ktls != KS_KTLS_OFF)
+    if (ks_config()->ktls != KS_KTLS_OFF && ks_config()->ktls != KS_KTLS_OWN)
         api.CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
+    ks_switch_ctx_created(ctx);
     api.CTX_set_info_callback(ctx, info_cb);
     if (ks_shard_in_worker())
         k->shared_tickets = ks_resume_install(ctx, false);
@@ -525,13 +558,16 @@ static void own_tickets(SSL_CTX *ctx)
 }
 
 /* The real function behind a hook that needs nothing else from libssl,
- * looked up once (racing threads store the same value). */
-#define LAZY_REAL(var, name)                                               \
+ * looked up once (racing threads store the same value); when there is none
+ * the hook returns `fail` (libssl's error return for that call). */
+#define LAZY_REAL(var, name, fail)                                         \
     do {                                                                   \
         if (!__atomic_load_n((void **)&var, __ATOMIC_ACQUIRE)) {           \
             void *p_ = ks_ossl_sym(name);                                  \
-            if (!p_)                                                       \
+            if (!p_) {                                                     \
                 missing(name);                                             \
+                return fail;                                               \
+            }                                                              \
             __atomic_store_n((void **)&var, p_, __ATOMIC_RELEASE);         \
         }                                                                  \
     } while (0)
@@ -543,7 +579,7 @@ KS_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(
     need_api();
     static int (*real)(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *,
                                            EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
-    LAZY_REAL(real, "SSL_CTX_set_tlsext_ticket_key_evp_cb");
+    LAZY_REAL(real, "SSL_CTX_set_tlsext_ticket_key_evp_cb", 0);
     int r = real(ctx, cb); /* the program's callback replaces ours */
     struct ks_ctx *k = ctx && api_ok ? ctx_state(ctx) : NULL;
     if (k) {
@@ -556,7 +592,7 @@ KS_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(
 KS_EXPORT long SSL_CTX_ctrl(SSL_CTX *ctx, int cmd, long larg, void *parg)
 {
     static long (*real)(SSL_CTX *, int, long, void *);
-    LAZY_REAL(real, "SSL_CTX_ctrl");
+    LAZY_REAL(real, "SSL_CTX_ctrl", 0);
     if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEYS) {
         need_api();
         own_tickets(ctx);
@@ -567,7 +603,7 @@ KS_EXPORT long SSL_CTX_ctrl(SSL_CTX *ctx, int cmd, long larg, void *parg)
 KS_EXPORT long SSL_CTX_callback_ctrl(SSL_CTX *ctx, int cmd, void (*fp)(void))
 {
     static long (*real)(SSL_CTX *, int, void (*)(void));
-    LAZY_REAL(real, "SSL_CTX_callback_ctrl");
+    LAZY_REAL(real, "SSL_CTX_callback_ctrl", 0);
     if (cmd == SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB) {
         need_api();
         own_tickets(ctx);
@@ -578,8 +614,10 @@ KS_EXPORT long SSL_CTX_callback_ctrl(SSL_CTX *ctx, int cmd, void (*fp)(void))
 KS_EXPORT SSL_CTX *SSL_CTX_new(const SSL_METHOD *meth)
 {
     need_api();
-    if (!api.CTX_new)
+    if (!api.CTX_new) {
         missing("SSL_CTX_new");
+        return NULL;
+    }
     return ctx_created(api.CTX_new(meth));
 }
 
@@ -587,8 +625,10 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
                                   const SSL_METHOD *meth)
 {
     need_api();
-    if (!api.CTX_new_ex)
+    if (!api.CTX_new_ex) {
         missing("SSL_CTX_new_ex");
+        return NULL;
+    }
     /* SSL_CTX_new calls SSL_CTX_new_ex inside libssl: set the option once. */
     if (ks_hook_depth)
         return api.CTX_new_ex(libctx, propq, meth);
@@ -598,23 +638,47 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
     return ctx;
 }
 
+/* A handshake call by the program. If the handshake completes in it, the
+ * connection is recorded, and the own switch gets its turn (only here: see
+ * handshake_call). */
 #define HANDSHAKE_HOOK(fn, field)                  \
     KS_EXPORT int fn(SSL *s)                       \
     {                                              \
         need_api();                                \
-        if (!api.field)                            \
+        if (!api.field) {                          \
             missing(#fn);                          \
+            return -1;                             \
+        }                                          \
+        bool top = !ks_hook_depth;                 \
+        if (top)                                   \
+            handshake_call = s;                    \
+        const void *caller_ = __builtin_return_address(0); \
+        bool seen_ = top && api_ok && api.get_ex_data(s, conn_idx); \
         ks_hook_depth++;                           \
         int r = api.field(s);                      \
         ks_hook_depth--;                           \
-        if (r == 1 && !ks_hook_depth)              \
-            conn_of(s);                            \
+        struct ks_conn *c_ = NULL;                 \
+        if (r == 1 && top)                         \
+            c_ = conn_of(s);                       \
+        if (top)                                   \
+            handshake_call = NULL;                 \
+        if (c_ && c_->rx_own_due)                  \
+            own_rx_due(s, c_, caller_, !seen_);    \
         return r;                                  \
     }
 
 HANDSHAKE_HOOK(SSL_accept, accept)
 HANDSHAKE_HOOK(SSL_connect, connect)
 HANDSHAKE_HOOK(SSL_do_handshake, do_handshake)
+
+/* A call libssl serves on a connection whose receive is the own switch's:
+ * SSL_get_error must then ask libssl. */
+static inline void forget_own_error(SSL *s)
+{
+    struct ks_own *o = ks_own_of(s);
+    if (KS_UNLIKELY(o != NULL))
+        ks_own_forget_error(o);
+}
 
 /* Counts n bytes moved on connection c in direction tx. */
 static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
@@ -628,14 +692,25 @@ static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
 KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
 {
     need_api();
-    if (!api.read)
+    if (!api.read) {
         missing("SSL_read");
+        return -1;
+    }
     if (ks_hook_depth)
         return api.read(s, buf, num);
-    ks_hook_depth++;
-    int r = api.read(s, buf, num);
-    ks_hook_depth--;
-    const struct ks_conn *c = conn_of(s);
+    struct ks_own *o = ks_own_of(s);
+    int r;
+    if (o) { /* receive is the own switch's */
+        size_t got;
+        r = ks_own_read(s, o, buf, num < 0 ? 0 : (size_t)num, &got, false);
+    } else {
+        ks_hook_depth++;
+        r = api.read(s, buf, num);
+        ks_hook_depth--;
+    }
+    struct ks_conn *c = conn_of(s);
+    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
+        own_rx_due(s, c, NULL, false);
     if (r > 0)
         count_bytes(c, false, (size_t)r);
     return r;
@@ -644,14 +719,27 @@ KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
 KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 {
     need_api();
-    if (!api.read_ex)
+    if (!api.read_ex) {
         missing("SSL_read_ex");
+        return 0;
+    }
     if (ks_hook_depth)
         return api.read_ex(s, buf, num, readbytes);
-    ks_hook_depth++;
-    int r = api.read_ex(s, buf, num, readbytes);
-    ks_hook_depth--;
-    const struct ks_conn *c = conn_of(s);
+    struct ks_own *o = ks_own_of(s);
+    int r;
+    if (o) { /* receive is the own switch's */
+        size_t got;
+        r = ks_own_read(s, o, buf, num, &got, false) > 0;
+        if (readbytes)
+            *readbytes = r ? got : 0;
+    } else {
+        ks_hook_depth++;
+        r = api.read_ex(s, buf, num, readbytes);
+        ks_hook_depth--;
+    }
+    struct ks_conn *c = conn_of(s);
+    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
+        own_rx_due(s, c, NULL, false);
     if (r == 1 && readbytes)
         count_bytes(c, false, *readbytes);
     return r;
@@ -660,10 +748,13 @@ KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
 {
     need_api();
-    if (!api.write)
+    if (!api.write) {
         missing("SSL_write");
+        return -1;
+    }
     if (ks_hook_depth)
         return api.write(s, buf, num);
+    forget_own_error(s);
     ks_hook_depth++;
     int r = api.write(s, buf, num);
     ks_hook_depth--;
@@ -676,10 +767,13 @@ KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
 KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
 {
     need_api();
-    if (!api.write_ex)
+    if (!api.write_ex) {
         missing("SSL_write_ex");
+        return 0;
+    }
     if (ks_hook_depth)
         return api.write_ex(s, buf, num, written);
+    forget_own_error(s);
     ks_hook_depth++;
     int r = api.write_ex(s, buf, num, written);
     ks_hook_depth--;
@@ -692,10 +786,13 @@ KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
 KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, int flags)
 {
     need_api();
-    if (!api.sendfile)
+    if (!api.sendfile) {
         missing("SSL_sendfile");
+        return -1;
+    }
     if (ks_hook_depth)
         return api.sendfile(s, fd, offset, size, flags);
+    forget_own_error(s);
     ks_hook_depth++;
     ossl_ssize_t r = api.sendfile(s, fd, offset, size, flags);
     ks_hook_depth--;

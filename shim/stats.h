@@ -14,6 +14,9 @@
     X(VERSION, "version")             \
     X(CIPHER, "cipher")               \
     X(LIBSSL, "libssl")               \
+    X(CLIENT, "client")               \
+    X(UNREAD, "unread")               \
+    X(REFUSED, "refused")             \
     X(OTHER, "other")
 
 #define KS_COUNTERS(X)                                  \
@@ -31,12 +34,19 @@
     X(KTLS_RX_NIC, "ktls", "rx_nic")                    \
     X(KTLS_OFFLOAD_ESTIMATED, "ktls", "offload_estimated") \
     X(KTLS_TX_ZEROCOPY, "ktls", "tx_zerocopy")          \
+    X(KTLS_RX_OWN, "ktls", "rx_own")                    \
+    X(KTLS_RX_KEYUPDATE_REFUSED, "ktls", "rx_keyupdate_refused") \
+    X(KTLS_RX_RENEG_REFUSED, "ktls", "rx_renegotiation_refused") \
+    X(KTLS_RX_BAD_RECORD, "ktls", "rx_bad_record")      \
     X(FB_TX_DISABLED, "fallback_tx", "disabled")        \
     X(FB_TX_NO_KERNEL_TLS, "fallback_tx", "no_kernel_tls") \
     X(FB_TX_NOT_SOCKET, "fallback_tx", "not_socket")    \
     X(FB_TX_VERSION, "fallback_tx", "version")          \
     X(FB_TX_CIPHER, "fallback_tx", "cipher")            \
     X(FB_TX_LIBSSL, "fallback_tx", "libssl")            \
+    X(FB_TX_CLIENT, "fallback_tx", "client")            \
+    X(FB_TX_UNREAD, "fallback_tx", "unread")            \
+    X(FB_TX_REFUSED, "fallback_tx", "refused")          \
     X(FB_TX_OTHER, "fallback_tx", "other")              \
     X(FB_RX_DISABLED, "fallback_rx", "disabled")        \
     X(FB_RX_NO_KERNEL_TLS, "fallback_rx", "no_kernel_tls") \
@@ -44,6 +54,9 @@
     X(FB_RX_VERSION, "fallback_rx", "version")          \
     X(FB_RX_CIPHER, "fallback_rx", "cipher")            \
     X(FB_RX_LIBSSL, "fallback_rx", "libssl")            \
+    X(FB_RX_CLIENT, "fallback_rx", "client")            \
+    X(FB_RX_UNREAD, "fallback_rx", "unread")            \
+    X(FB_RX_REFUSED, "fallback_rx", "refused")          \
     X(FB_RX_OTHER, "fallback_rx", "other")              \
     X(B_KTLS_TX, "bytes", "ktls_tx")                    \
     X(B_KTLS_RX, "bytes", "ktls_rx")                    \

@@ -338,3 +338,68 @@ PYEOF
 tls_stat() {
     awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }' /proc/net/tls_stat 2>/dev/null || echo 0
 }
+
+# ---- uploads (the receive side): tests/vm/25-own-switch.bats ----
+
+HELPERS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# sink_start NAME PORT OUTDIR [tls_sink.py option...]: the Python upload
+# server (tests/helpers/tls_sink.py) with the library (and the exported
+# KTLSSHIM_* variables), started as NAME.
+sink_start() {
+    local name=$1 port=$2 out=$3
+    shift 3
+    mkdir -p "$out"
+    start "$name" "$PY" "$HELPERS_DIR/tls_sink.py" --port "$port" \
+        --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --out "$out" "$@"
+}
+
+# upload PORT MODE VERSION AEAD FILE...: tls_send.py without the library,
+# the cipher pinned (TLS 1.3 suites through a private OPENSSL_CONF).
+upload() {
+    local port=$1 mode=$2 ver=$3 aead=$4
+    shift 4
+    local conf="$BATS_TEST_TMPDIR/client-$ver-$aead.cnf" cipher=""
+    if [ "$ver" = 1.3 ]; then
+        printf '%s\n' 'openssl_conf = c' '[c]' 'ssl_conf = s' '[s]' 'system_default = d' '[d]' \
+            "Ciphersuites = $(cipher_name 1.3 "$aead" ec)" >"$conf"
+    else
+        printf '%s\n' 'openssl_conf = c' '[c]' >"$conf"
+        cipher=$(cipher_name 1.2 "$aead" ec)
+    fi
+    env -u LD_PRELOAD OPENSSL_CONF="$conf" "$PY" "$HELPERS_DIR/tls_send.py" "$port" "$mode" \
+        "$ver" "$cipher" "$@"
+}
+
+# sums_match OUTDIR FILE...: connection i's "<sha256> <length>" in
+# OUTDIR/i.sum equals FILE number i's; prints what differs.
+sums_match() {
+    local out=$1 i=0 f want got
+    shift
+    for f in "$@"; do
+        want="$(sha "$f") $(stat -c %s "$f")"
+        got=$(cat "$out/$i.sum" 2>/dev/null || echo "missing: $(cat "$out/$i.err" 2>/dev/null)")
+        if [ "$want" != "$got" ]; then
+            echo "connection $i ($f): want $want, got $got"
+            return 1
+        fi
+        i=$((i + 1))
+    done
+}
+
+# wait_file PATH [SECONDS]: until PATH exists (default 60).
+wait_file() {
+    for _ in $(seq $((${2:-60} * 10))); do
+        [ -e "$1" ] && return 0
+        sleep 0.1
+    done
+    echo "no $1 after ${2:-60} s" >&2
+    return 1
+}
+
+# sums_match_one SUMFILE FILE: one connection's "<sha256> <length>".
+sums_match_one() {
+    local want
+    want="$(sha "$2") $(stat -c %s "$2")"
+    [ "$(cat "$1" 2>/dev/null)" = "$want" ] || { echo "want $want, got $(cat "$1" 2>/dev/null)"; return 1; }
+}

@@ -38,7 +38,7 @@ bad_value() {
 }
 
 @test "bad KTLSSHIM_KTLS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY values are reported; sharding still happens" {
-    bad_value KTLSSHIM_KTLS=yes 'KTLSSHIM_KTLS="yes" is not valid: expected auto, off or strict; using auto$'
+    bad_value KTLSSHIM_KTLS=yes 'KTLSSHIM_KTLS="yes" is not valid: expected auto, off, strict or own; using auto$'
     bad_value KTLSSHIM_LOG=loud 'KTLSSHIM_LOG="loud" is not valid: expected quiet, info or debug; using info$'
     bad_value KTLSSHIM_ZEROCOPY=1 'KTLSSHIM_ZEROCOPY="1" is not valid: expected on or off; using off$'
     bad_value KTLSSHIM_PIN=yes 'KTLSSHIM_PIN="yes" is not valid: expected on or off; using off$'

@@ -45,3 +45,9 @@ TEST(ktls_modes)
     setenv("KTLSSHIM_KTLS", "strict", 1);
     EXPECT_EQ(ks_config()->ktls, KS_KTLS_STRICT);
 }
+
+TEST(ktls_own_mode)
+{
+    setenv("KTLSSHIM_KTLS", "own", 1);
+    EXPECT_EQ(ks_config()->ktls, KS_KTLS_OWN);
+}

@@ -1,0 +1,671 @@
+/* kswitch.c — the library's own kTLS switch, receive direction.
+ *
+ * Why: libssl moves keys into the kernel only where it can (OpenSSL 3.0
+ * and 3.1 never do for TLS 1.3 receive, the most common case). Where it
+ * leaves receive in user space, the library does it itself: at the end of
+ * a server handshake completed by SSL_accept / SSL_do_handshake it derives
+ * the client's write keys (kdf.c) — TLS 1.3 from the client application
+ * traffic secret, which the keylog callback hands over (chained to the
+ * program's own; the setter and getter are hooked so the program sees what
+ * it set), TLS 1.2 from the master secret and the hello randoms — and
+ * installs them with setsockopt(TLS_RX). Secrets are wiped as soon as the
+ * kernel has the keys.
+ *
+ * Sequence numbers: a server handshake completed by SSL_accept or
+ * SSL_do_handshake has read nothing past the client's Finished (libssl
+ * reads record by record; the switch refuses when SSL_has_pending says
+ * libssl holds bytes, e.g. with read-ahead). So the next record is the
+ * client's first under its application keys: sequence 0 in TLS 1.3 (the
+ * Finished went under the handshake keys), 1 in TLS 1.2 (the Finished was
+ * record 0 under the new keys). A handshake that completes anywhere else
+ * (inside SSL_read, through BIO_f_ssl) is not switched: libssl may have
+ * read past it.
+ *
+ * After the switch this file serves the connection's receiving calls:
+ * records come with recvmsg and the TLS_GET_RECORD_TYPE cmsg; application
+ * data is returned, close_notify gives SSL_ERROR_ZERO_RETURN and sets
+ * SSL_RECEIVED_SHUTDOWN (so libssl's SSL_shutdown agrees), a fatal alert,
+ * a record the kernel rejects (EBADMSG: forged or garbage), a TLS 1.3
+ * KeyUpdate (this code does not rekey), any other handshake message or a
+ * TLS 1.2 renegotiation attempt end the connection with an SSL error. The
+ * sending side stays libssl's (its kTLS TX or user space). */
+#include "kswitch.h"
+#include "config.h"
+#include "kdf.h"
+#include "ktls.h"
+#include "log.h"
+#include "ossl_api.h"
+
+#include <limits.h>
+#include <openssl/err.h>
+#include <linux/tls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
+#define api ks_ossl_api
+
+enum { REC_CCS = 20, REC_ALERT = 21, REC_HANDSHAKE = 22, REC_DATA = 23 };
+enum { HS_KEY_UPDATE = 24 };
+enum { ALERT_WARNING = 1, ALERT_CLOSE_NOTIFY = 0, ALERT_USER_CANCELED = 90 };
+
+#define SCRATCH 64 /* reads smaller than this go through our own buffer */
+
+enum own_state { OWN_OPEN = 0, OWN_CLOSED, OWN_FAILED };
+
+struct ks_own {
+    bool rx_on;               /* the kernel has our receive keys */
+    uint8_t state;            /* enum own_state */
+    int version;
+    int fd;
+    int last_err;             /* SSL_ERROR_* of the last call served here; -1: none */
+    uint8_t secret[KS_MAX_SECRET]; /* TLS 1.3 client traffic secret, until switched */
+    size_t secret_len;
+    uint8_t stash[SCRATCH];   /* data received for a short read, not yet returned */
+    size_t stash_off, stash_len;
+};
+
+static int own_idx = -1;       /* SSL: struct ks_own */
+static int keylog_idx = -1;    /* SSL_CTX: the program's keylog callback */
+static bool ready;             /* the switch can run in this process */
+static int any_switched;       /* a connection was switched (atomic): the
+                                  fast no on every hook until then */
+
+struct keylog_box {
+    ks_keylog_cb_t cb;
+};
+
+static void own_wipe(struct ks_own *o)
+{
+    ks_cleanse(o->secret, sizeof o->secret);
+    ks_cleanse(o->stash, sizeof o->stash);
+    o->secret_len = o->stash_len = o->stash_off = 0;
+}
+
+static void own_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    struct ks_own *o = ptr;
+    if (!o)
+        return;
+    own_wipe(o);
+    free(o);
+}
+
+static void box_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    free(ptr);
+}
+
+bool ks_switch_setup(void)
+{
+    if (!ks_ossl_api_switch_ok() || ks_config()->ktls == KS_KTLS_OFF)
+        return false;
+    own_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, own_free);
+    keylog_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, box_free);
+    ready = own_idx >= 0 && keylog_idx >= 0;
+    return ready;
+}
+
+bool ks_switch_ready(void)
+{
+    return ready;
+}
+
+static struct ks_own *own_make(SSL *s)
+{
+    struct ks_own *o = api.get_ex_data(s, own_idx);
+    if (o)
+        return o;
+    if (!(o = calloc(1, sizeof *o)))
+        return NULL;
+    o->fd = -1;
+    o->last_err = -1;
+    if (!api.set_ex_data(s, own_idx, o)) {
+        free(o);
+        return NULL;
+    }
+    return o;
+}
+
+struct ks_own *ks_own_of(const SSL *s)
+{
+    if (!__atomic_load_n(&any_switched, __ATOMIC_RELAXED) || !s)
+        return NULL;
+    struct ks_own *o = api.get_ex_data(s, own_idx);
+    return o && o->rx_on ? o : NULL;
+}
+
+void ks_own_forget_error(struct ks_own *o)
+{
+    o->last_err = -1;
+}
+
+/* ---- the keylog callback: the TLS 1.3 client traffic secret ---- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static void keylog_cb(const SSL *cs, const char *line)
+{
+    static const char label[] = "CLIENT_TRAFFIC_SECRET_0 ";
+    SSL *s = (SSL *)cs; /* ex_data wants a mutable SSL: the same object */
+    if (line && strncmp(line, label, sizeof label - 1) == 0 && api.is_server(s)) {
+        /* "<label> <client random hex> <secret hex>" */
+        const char *p = strchr(line + sizeof label - 1, ' ');
+        struct ks_own *o = p ? own_make(s) : NULL;
+        if (o) {
+            size_t n = 0;
+            for (p++; n < sizeof o->secret && hexval(p[0]) >= 0 && hexval(p[1]) >= 0; p += 2)
+                o->secret[n++] = (uint8_t)(hexval(p[0]) << 4 | hexval(p[1]));
+            o->secret_len = (*p == '\0' || *p == '\n') ? n : 0;
+            if (!o->secret_len)
+                ks_cleanse(o->secret, sizeof o->secret);
+        }
+    }
+    SSL_CTX *ctx = api.get_SSL_CTX(s);
+    struct keylog_box *b = ctx ? api.CTX_get_ex_data(ctx, keylog_idx) : NULL;
+    if (b && b->cb)
+        b->cb(cs, line);
+}
+
+static struct keylog_box *keylog_box_of(SSL_CTX *ctx, bool make)
+{
+    struct keylog_box *b = api.CTX_get_ex_data(ctx, keylog_idx);
+    if (b || !make || !(b = calloc(1, sizeof *b)))
+        return b;
+    if (!api.CTX_set_ex_data(ctx, keylog_idx, b)) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void ks_switch_ctx_created(SSL_CTX *ctx)
+{
+    if (!ready || !ctx || !ks_ktls_kernel_has_tls())
+        return;
+    struct keylog_box *b = keylog_box_of(ctx, true);
+    if (!b)
+        return;
+    b->cb = api.CTX_get_keylog_callback(ctx);
+    api.CTX_set_keylog_callback(ctx, keylog_cb);
+}
+
+KS_EXPORT void SSL_CTX_set_keylog_callback(SSL_CTX *ctx, ks_keylog_cb_t cb)
+{
+    struct keylog_box *b = NULL;
+    if (ks_ossl_ready() && ready && ctx)
+        b = keylog_box_of(ctx, false);
+    if (b) { /* ours stays installed and calls the program's */
+        b->cb = cb;
+        return;
+    }
+    if (api.CTX_set_keylog_callback)
+        api.CTX_set_keylog_callback(ctx, cb);
+}
+
+KS_EXPORT ks_keylog_cb_t SSL_CTX_get_keylog_callback(const SSL_CTX *ctx)
+{
+    struct keylog_box *b = NULL;
+    if (ks_ossl_ready() && ready && ctx)
+        b = api.CTX_get_ex_data(ctx, keylog_idx);
+    if (b)
+        return b->cb;
+    return api.CTX_get_keylog_callback ? api.CTX_get_keylog_callback(ctx) : NULL;
+}
+
+/* ---- the switch ---- */
+
+/* Puts k into fd's receive direction at record sequence seq. 0, or -1
+ * with errno. The crypto_info copy of the keys is wiped here. */
+static int install_rx(int fd, int version, const struct ks_keys *k, uint64_t seq)
+{
+    union {
+        struct tls_crypto_info info;
+        struct tls12_crypto_info_aes_gcm_128 g128;
+        struct tls12_crypto_info_aes_gcm_256 g256;
+        struct tls12_crypto_info_chacha20_poly1305 cc;
+    } ci;
+    memset(&ci, 0, sizeof ci);
+    uint8_t seq_be[8];
+    for (int i = 0; i < 8; i++)
+        seq_be[i] = (uint8_t)(seq >> (56 - 8 * i));
+    ci.info.version = version == TLS1_3_VERSION ? TLS_1_3_VERSION : TLS_1_2_VERSION;
+    size_t len;
+    switch (k->aead) {
+    case KS_AEAD_AES_128_GCM:
+        ci.info.cipher_type = TLS_CIPHER_AES_GCM_128;
+        memcpy(ci.g128.key, k->key, sizeof ci.g128.key);
+        memcpy(ci.g128.salt, k->iv, sizeof ci.g128.salt);
+        memcpy(ci.g128.iv, k->iv + 4, sizeof ci.g128.iv);
+        memcpy(ci.g128.rec_seq, seq_be, 8);
+        len = sizeof ci.g128;
+        break;
+    case KS_AEAD_AES_256_GCM:
+        ci.info.cipher_type = TLS_CIPHER_AES_GCM_256;
+        memcpy(ci.g256.key, k->key, sizeof ci.g256.key);
+        memcpy(ci.g256.salt, k->iv, sizeof ci.g256.salt);
+        memcpy(ci.g256.iv, k->iv + 4, sizeof ci.g256.iv);
+        memcpy(ci.g256.rec_seq, seq_be, 8);
+        len = sizeof ci.g256;
+        break;
+    case KS_AEAD_CHACHA20:
+        ci.info.cipher_type = TLS_CIPHER_CHACHA20_POLY1305;
+        memcpy(ci.cc.key, k->key, sizeof ci.cc.key);
+        memcpy(ci.cc.iv, k->iv, sizeof ci.cc.iv);
+        memcpy(ci.cc.rec_seq, seq_be, 8);
+        len = sizeof ci.cc;
+        break;
+    default:
+        errno = EINVAL;
+        return -1;
+    }
+    /* The tls ULP is there when libssl did TX; otherwise put it on. */
+    char ulp[16] = "";
+    socklen_t ulp_len = sizeof ulp - 1;
+    int rc = 0;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp, &ulp_len) != 0 || strcmp(ulp, "tls") != 0)
+        rc = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3);
+    if (rc == 0)
+        rc = setsockopt(fd, SOL_TLS, TLS_RX, &ci, (socklen_t)len);
+    int saved = errno;
+    ks_cleanse(&ci, sizeof ci);
+    errno = saved;
+    return rc;
+}
+
+bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why)
+{
+    *why = KS_FB_OTHER;
+    if (!ready)
+        return false;
+    if (!api.is_server(s)) {
+        /* A client receives NewSessionTickets under the application keys,
+         * which this switch does not handle: left to libssl. */
+        *why = KS_FB_CLIENT;
+        return false;
+    }
+    if (api.has_pending(s)) {
+        ks_log_debug("fd %d: libssl holds received bytes (SSL_has_pending)", api.get_rfd(s));
+        *why = KS_FB_UNREAD;
+        return false;
+    }
+    int fd = api.get_rfd(s);
+    if (fd < 0 || fd != api.get_wfd(s)) {
+        *why = KS_FB_NOT_SOCKET;
+        return false;
+    }
+    enum ks_hash hash = KS_HASH_SHA256;
+    enum ks_aead aead = ks_kdf_aead_of(cipher, &hash);
+    if (aead == KS_AEAD_NONE) {
+        *why = KS_FB_CIPHER;
+        return false;
+    }
+    struct ks_own *o = own_make(s);
+    if (!o)
+        return false;
+    struct ks_keys k;
+    uint64_t seq;
+    int rc;
+    if (version == TLS1_3_VERSION) {
+        if (o->secret_len != ks_kdf_hash_len(hash)) {
+            ks_log_debug("fd %d: no client traffic secret from the keylog callback; receive "
+                         "stays in user space", fd);
+            own_wipe(o);
+            return false;
+        }
+        rc = ks_kdf_tls13_keys(hash, aead, o->secret, o->secret_len, &k);
+        seq = 0;
+    } else if (version == TLS1_2_VERSION) {
+        uint8_t master[48], cr[32], sr[32];
+        SSL_SESSION *sess = api.get_session(s);
+        size_t mlen = sess ? api.SESSION_get_master_key(sess, master, sizeof master) : 0;
+        rc = mlen == sizeof master && api.get_client_random(s, cr, sizeof cr) == sizeof cr &&
+                     api.get_server_random(s, sr, sizeof sr) == sizeof sr
+                 ? ks_kdf_tls12_keys(hash, aead, master, mlen, cr, sr, true, &k)
+                 : -1;
+        ks_cleanse(master, sizeof master);
+        seq = 1;
+    } else {
+        *why = KS_FB_VERSION;
+        own_wipe(o);
+        return false;
+    }
+    own_wipe(o); /* the secret is no longer needed: keys derived */
+    if (rc != 0) {
+        ks_log_debug("fd %d: key derivation failed; receive stays in user space", fd);
+        return false;
+    }
+    rc = install_rx(fd, version, &k, seq);
+    int err = errno;
+    ks_cleanse(&k, sizeof k);
+    if (rc != 0) {
+        *why = KS_FB_REFUSED;
+        ks_log_info("fd %d: the kernel refused the receive keys (setsockopt TLS_RX: %s); the "
+                    "connection carries on in user space", fd, strerror(err));
+        return false;
+    }
+    o->fd = fd;
+    o->version = version;
+    o->state = OWN_OPEN;
+    o->last_err = -1;
+    o->rx_on = true;
+    __atomic_store_n(&any_switched, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* ---- serving the receive side ---- */
+
+static void push_error(int reason)
+{
+    api.ERR_new();
+    api.ERR_set_debug("ktlsshim", 0, "kTLS receive");
+    api.ERR_set_error(ERR_LIB_SSL, reason, NULL);
+}
+
+/* The connection cannot go on: an SSL error, as libssl gives. */
+static int fail_ssl(struct ks_own *o, int reason)
+{
+    o->state = OWN_FAILED;
+    o->last_err = SSL_ERROR_SSL;
+    push_error(reason);
+    return -1;
+}
+
+/* One recvmsg: *type is the record's content type (data when the kernel
+ * sent none). -1 with errno; 0 with *type 0 at end of stream. */
+static ssize_t recv_record(int fd, void *buf, size_t n, int flags, uint8_t *type)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(uint8_t))];
+        struct cmsghdr align;
+    } cbuf;
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
+    ssize_t r = recvmsg(fd, &msg, flags);
+    *type = 0;
+    if (r < 0) {
+        ks_log_debug("fd %d: recvmsg: %s", fd, strerror(errno));
+        return r;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE)
+            *type = *CMSG_DATA(c);
+    if (r > 0 && *type == 0)
+        *type = REC_DATA;
+    return r;
+}
+
+static int os_error(SSL *s, struct ks_own *o, int err)
+{
+    (void)s;
+    switch (err) {
+    case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK:
+#endif
+    case EINTR:
+        o->last_err = SSL_ERROR_WANT_READ;
+        errno = err;
+        return -1;
+    case EBADMSG:
+    case EMSGSIZE:
+    case EINVAL:
+    case EIO:
+    case EPROTO:
+        ks_count(KS_C_KTLS_RX_BAD_RECORD, 1);
+        ks_log_info("kTLS receive on fd %d: the kernel rejected a record (%s); the connection is "
+                    "ended with an SSL error", o->fd, strerror(err));
+        errno = err;
+        return fail_ssl(o, err == EMSGSIZE ? SSL_R_PACKET_LENGTH_TOO_LONG
+                                           : SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC);
+    default:
+        o->state = OWN_FAILED;
+        o->last_err = SSL_ERROR_SYSCALL;
+        errno = err;
+        return -1;
+    }
+}
+
+/* A non-data record (its first bytes in b, r of them). 1: ignored, read on;
+ * otherwise the return for the read call. */
+static int control_record(SSL *s, struct ks_own *o, uint8_t type, const uint8_t *b, ssize_t r)
+{
+    if (type == REC_ALERT) {
+        if (r != 2)
+            return fail_ssl(o, SSL_R_BAD_RECORD_TYPE);
+        if (b[1] == ALERT_CLOSE_NOTIFY) {
+            api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
+            o->state = OWN_CLOSED;
+            o->last_err = SSL_ERROR_ZERO_RETURN;
+            return 0;
+        }
+        /* TLS 1.2 warnings are ignored, as libssl does; TLS 1.3 knows only
+         * user_canceled as a warning. */
+        if (b[0] == ALERT_WARNING &&
+            (o->version == TLS1_2_VERSION || b[1] == ALERT_USER_CANCELED))
+            return 1;
+        api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
+        return fail_ssl(o, SSL_AD_REASON_OFFSET + b[1]);
+    }
+    if (type == REC_HANDSHAKE && o->version == TLS1_3_VERSION && r >= 1 && b[0] == HS_KEY_UPDATE) {
+        ks_count(KS_C_KTLS_RX_KEYUPDATE_REFUSED, 1);
+        ks_log_info("fd %d: the peer sent a TLS 1.3 KeyUpdate; the library's kTLS receive "
+                    "cannot rekey, so the connection is ended", o->fd);
+        return fail_ssl(o, SSL_R_BAD_KEY_UPDATE);
+    }
+    if (type == REC_HANDSHAKE && o->version == TLS1_2_VERSION) {
+        ks_count(KS_C_KTLS_RX_RENEG_REFUSED, 1);
+        ks_log_info("fd %d: TLS 1.2 renegotiation refused under kTLS receive; the connection "
+                    "is ended", o->fd);
+        return fail_ssl(o, SSL_R_NO_RENEGOTIATION);
+    }
+    return fail_ssl(o, SSL_R_UNEXPECTED_MESSAGE);
+}
+
+int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bool peek)
+{
+    *got = 0;
+    if (o->stash_len) {
+        size_t n = num < o->stash_len ? num : o->stash_len;
+        memcpy(buf, o->stash + o->stash_off, n);
+        if (!peek) {
+            o->stash_off += n;
+            o->stash_len -= n;
+            if (!o->stash_len)
+                ks_cleanse(o->stash, sizeof o->stash), o->stash_off = 0;
+        }
+        o->last_err = SSL_ERROR_NONE;
+        *got = n;
+        return (int)n;
+    }
+    if (o->state == OWN_CLOSED) {
+        o->last_err = SSL_ERROR_ZERO_RETURN;
+        return 0;
+    }
+    if (o->state == OWN_FAILED) {
+        o->last_err = SSL_ERROR_SSL;
+        push_error(SSL_R_PROTOCOL_IS_SHUTDOWN);
+        return -1;
+    }
+    if (num > INT_MAX)
+        num = INT_MAX;
+    for (;;) {
+        uint8_t scratch[SCRATCH];
+        bool small = num < sizeof scratch;
+        uint8_t *dst = small ? scratch : buf;
+        uint8_t type;
+        ssize_t r = recv_record(o->fd, dst, small ? sizeof scratch : num, peek ? MSG_PEEK : 0,
+                                &type);
+        if (r < 0)
+            return os_error(s, o, errno);
+        if (type == 0) { /* end of stream without close_notify */
+            if (api.get_options(s) & SSL_OP_IGNORE_UNEXPECTED_EOF) {
+                api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
+                o->state = OWN_CLOSED;
+                o->last_err = SSL_ERROR_ZERO_RETURN;
+                return 0;
+            }
+            return fail_ssl(o, SSL_R_UNEXPECTED_EOF_WHILE_READING);
+        }
+        if (type == REC_DATA) {
+            if (r == 0)
+                continue; /* an empty record */
+            size_t n = (size_t)r;
+            if (small) {
+                n = n < num ? n : num;
+                memcpy(buf, scratch, n);
+                if (!peek && (size_t)r > n) {
+                    o->stash_off = 0;
+                    o->stash_len = (size_t)r - n;
+                    memcpy(o->stash, scratch + n, o->stash_len);
+                }
+                ks_cleanse(scratch, sizeof scratch);
+            }
+            o->last_err = SSL_ERROR_NONE;
+            *got = n;
+            return (int)n;
+        }
+        /* A control record: consume it if it was only peeked at, and keep
+         * its bytes out of the caller's buffer. */
+        if (peek) {
+            r = recv_record(o->fd, scratch, sizeof scratch, 0, &type);
+            if (r < 0)
+                return os_error(s, o, errno);
+        } else if (!small) {
+            memcpy(scratch, buf, (size_t)r < sizeof scratch ? (size_t)r : sizeof scratch);
+            memset(buf, 0, (size_t)r);
+        }
+        int ret = control_record(s, o, type, scratch, r);
+        if (ret != 1)
+            return ret;
+    }
+}
+
+/* ---- hooks of calls that only own-RX connections need served ---- */
+
+KS_EXPORT int SSL_peek(SSL *s, void *buf, int num)
+{
+    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    if (!o)
+        return api.peek ? api.peek(s, buf, num) : -1;
+    size_t got;
+    return ks_own_read(s, o, buf, num < 0 ? 0 : (size_t)num, &got, true);
+}
+
+KS_EXPORT int SSL_peek_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
+{
+    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    if (!o)
+        return api.peek_ex ? api.peek_ex(s, buf, num, readbytes) : 0;
+    size_t got;
+    int r = ks_own_read(s, o, buf, num, &got, true);
+    if (readbytes)
+        *readbytes = r > 0 ? got : 0;
+    return r > 0;
+}
+
+KS_EXPORT int SSL_pending(const SSL *s)
+{
+    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    if (!o)
+        return api.pending ? api.pending(s) : 0;
+    /* Bytes the kernel holds make the socket readable; only what this
+     * file holds back is "pending" in libssl's sense. */
+    return (int)o->stash_len;
+}
+
+KS_EXPORT int SSL_has_pending(const SSL *s)
+{
+    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    if (!o)
+        return api.has_pending ? api.has_pending(s) : 0;
+    return o->stash_len > 0;
+}
+
+KS_EXPORT int SSL_get_error(const SSL *s, int ret)
+{
+    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    if (o && o->last_err >= 0)
+        return ret > 0 ? SSL_ERROR_NONE : o->last_err;
+    return api.get_error ? api.get_error(s, ret) : SSL_ERROR_SSL;
+}
+
+KS_EXPORT int SSL_shutdown(SSL *s)
+{
+    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    if (!api.shutdown)
+        return -1;
+    if (!o)
+        return api.shutdown(s);
+    o->last_err = -1;
+    if (o->state == OWN_FAILED) {
+        /* libssl refuses to shut down a connection that failed. */
+        o->last_err = SSL_ERROR_SSL;
+        push_error(SSL_R_SHUTDOWN_WHILE_IN_INIT);
+        return -1;
+    }
+    int sh = api.get_shutdown(s);
+    /* libssl reads only when its close_notify is out and the peer's is
+     * not in; then the reading is ours. */
+    if (!(sh & SSL_SENT_SHUTDOWN) || (sh & SSL_RECEIVED_SHUTDOWN))
+        return api.shutdown(s);
+    /* Let libssl finish sending (a pending alert on a non-blocking socket)
+     * without reading: it believes the peer's close_notify is in. */
+    api.set_shutdown(s, sh | SSL_RECEIVED_SHUTDOWN);
+    int r = api.shutdown(s);
+    api.set_shutdown(s, api.get_shutdown(s) & ~SSL_RECEIVED_SHUTDOWN);
+    if (r < 0)
+        return r;
+    /* Wait for the peer's close_notify, discarding data, as libssl does. */
+    for (;;) {
+        uint8_t sink[4096];
+        size_t got;
+        int rr = ks_own_read(s, o, sink, sizeof sink, &got, false);
+        ks_cleanse(sink, sizeof sink);
+        if (rr > 0)
+            continue;
+        if (o->state == OWN_CLOSED) {
+            o->last_err = -1;
+            return 1;
+        }
+        return -1;
+    }
+}
+
+KS_EXPORT int SSL_clear(SSL *s)
+{
+    /* A reused SSL starts a new connection: nothing of the old one's
+     * switch may apply to it. */
+    if (ks_ossl_ready() && ready && s) {
+        struct ks_own *o = api.get_ex_data(s, own_idx);
+        if (o) {
+            own_wipe(o);
+            o->rx_on = false;
+            o->state = OWN_OPEN;
+            o->fd = -1;
+            o->last_err = -1;
+        }
+    }
+    return api.clear ? api.clear(s) : 0;
+}

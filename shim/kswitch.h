@@ -1,0 +1,48 @@
+/* kswitch.h — the library's own kTLS switch: where libssl leaves a
+ * direction in user space (TLS 1.3 receive on OpenSSL < 3.2, a libssl built
+ * without kTLS) or KTLSSHIM_KTLS=own asks for it, the library moves the
+ * keys into the kernel itself and from then on serves that connection's
+ * receiving calls (SSL_read/_ex, SSL_peek/_ex, SSL_pending, SSL_has_pending,
+ * SSL_get_error, SSL_shutdown) with libssl's semantics. */
+#ifndef KTLSSHIM_KSWITCH_H
+#define KTLSSHIM_KSWITCH_H
+
+#include "common.h"
+#include "stats.h"
+
+#include <openssl/ssl.h>
+
+struct ks_own;
+
+/* After ossl_api.h's table is loaded: the switch's ex_data indexes. False
+ * when the switch cannot run in this process (then it never does). */
+bool ks_switch_setup(void);
+
+/* ks_switch_setup() said yes. */
+bool ks_switch_ready(void);
+
+/* A new SSL_CTX: installs the keylog callback that hands the switch each
+ * TLS 1.3 connection's client traffic secret (chained to the program's:
+ * SSL_CTX_set/get_keylog_callback are hooked). Only where the switch may
+ * run (kernel tls ULP, KTLSSHIM_KTLS not off). */
+void ks_switch_ctx_created(SSL_CTX *ctx);
+
+/* Switches s's receive direction to kTLS (s: a server connection whose
+ * handshake SSL_accept / SSL_do_handshake has just completed and whose
+ * receive libssl left in user space). True on success; otherwise *why says
+ * why and the connection is untouched (libssl carries on). */
+bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why);
+
+/* The switch's state for s when its receive is the library's own, or NULL
+ * (the caller then passes the call to libssl). */
+struct ks_own *ks_own_of(const SSL *s);
+
+/* Serves a read (peek: leave the data) on an own-RX connection. Returns
+ * libssl's return for SSL_read (bytes, or <= 0); *got is the byte count. */
+int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bool peek);
+
+/* Any call that libssl serves on this connection clears the error the
+ * switch recorded, so that SSL_get_error asks libssl about that call. */
+void ks_own_forget_error(struct ks_own *o);
+
+#endif

@@ -1,0 +1,123 @@
+/* ossl_api.c — fills the one table of OpenSSL functions (ossl_api.h) from
+ * the libssl.so.3 / libcrypto.so.3 the program uses (real.c's
+ * ks_ossl_sym: version OPENSSL_3.0.0, the global scope first, then a
+ * privately loaded copy). Resolved once per process, on the first hook. */
+#include "ossl_api.h"
+#include "log.h"
+#include "real.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <string.h>
+
+struct ks_ossl_api ks_ossl_api;
+
+static bool helpers_ok, switch_ok;
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+
+#define RESOLVE(field, name) (*(void **)&ks_ossl_api.field = ks_ossl_sym(name))
+
+static void load_table(void)
+{
+    /* The real functions behind hooks: each may be absent on its own. */
+    RESOLVE(CTX_new, "SSL_CTX_new");
+    RESOLVE(CTX_new_ex, "SSL_CTX_new_ex");
+    RESOLVE(accept, "SSL_accept");
+    RESOLVE(connect, "SSL_connect");
+    RESOLVE(do_handshake, "SSL_do_handshake");
+    RESOLVE(read, "SSL_read");
+    RESOLVE(read_ex, "SSL_read_ex");
+    RESOLVE(peek, "SSL_peek");
+    RESOLVE(peek_ex, "SSL_peek_ex");
+    RESOLVE(write, "SSL_write");
+    RESOLVE(write_ex, "SSL_write_ex");
+    RESOLVE(sendfile, "SSL_sendfile");
+    RESOLVE(pending, "SSL_pending");
+    RESOLVE(has_pending, "SSL_has_pending");
+    RESOLVE(get_error, "SSL_get_error");
+    RESOLVE(shutdown, "SSL_shutdown");
+    RESOLVE(clear, "SSL_clear");
+    RESOLVE(CTX_set_keylog_callback, "SSL_CTX_set_keylog_callback");
+    RESOLVE(CTX_get_keylog_callback, "SSL_CTX_get_keylog_callback");
+
+    bool ok = true;
+    ok &= !!RESOLVE(CTX_set_options, "SSL_CTX_set_options");
+    ok &= !!RESOLVE(get_options, "SSL_get_options");
+    ok &= !!RESOLVE(is_init_finished, "SSL_is_init_finished");
+    ok &= !!RESOLVE(version, "SSL_version");
+    ok &= !!RESOLVE(get_current_cipher, "SSL_get_current_cipher");
+    ok &= !!RESOLVE(CIPHER_get_name, "SSL_CIPHER_get_name");
+    ok &= !!RESOLVE(get_wbio, "SSL_get_wbio");
+    ok &= !!RESOLVE(get_rbio, "SSL_get_rbio");
+    ok &= !!RESOLVE(get_wfd, "SSL_get_wfd");
+    ok &= !!RESOLVE(get_rfd, "SSL_get_rfd");
+    ok &= !!RESOLVE(BIO_ctrl, "BIO_ctrl");
+    ok &= !!RESOLVE(BIO_method_type, "BIO_method_type");
+    ok &= !!RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
+    ok &= !!RESOLVE(get_ex_data, "SSL_get_ex_data");
+    ok &= !!RESOLVE(set_ex_data, "SSL_set_ex_data");
+    ok &= !!RESOLVE(version_num, "OpenSSL_version_num");
+    ok &= !!RESOLVE(session_reused, "SSL_session_reused");
+    ok &= !!RESOLVE(CTX_set_info_callback, "SSL_CTX_set_info_callback");
+    ok &= !!RESOLVE(set_info_callback, "SSL_set_info_callback");
+    ok &= !!RESOLVE(get_SSL_CTX, "SSL_get_SSL_CTX");
+    ok &= !!RESOLVE(CTX_get_ex_data, "SSL_CTX_get_ex_data");
+    ok &= !!RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
+    helpers_ok = ok;
+
+    bool sw = true;
+    sw &= !!RESOLVE(is_server, "SSL_is_server");
+    sw &= !!RESOLVE(get_shutdown, "SSL_get_shutdown");
+    sw &= !!RESOLVE(set_shutdown, "SSL_set_shutdown");
+    sw &= !!RESOLVE(get_session, "SSL_get_session");
+    sw &= !!RESOLVE(SESSION_get_master_key, "SSL_SESSION_get_master_key");
+    sw &= !!RESOLVE(get_client_random, "SSL_get_client_random");
+    sw &= !!RESOLVE(get_server_random, "SSL_get_server_random");
+    sw &= !!RESOLVE(ERR_new, "ERR_new");
+    sw &= !!RESOLVE(ERR_set_debug, "ERR_set_debug");
+    sw &= !!RESOLVE(ERR_set_error, "ERR_set_error");
+    sw &= !!RESOLVE(sha256, "EVP_sha256");
+    sw &= !!RESOLVE(sha384, "EVP_sha384");
+    sw &= !!RESOLVE(HMAC, "HMAC");
+    sw &= !!RESOLVE(cleanse, "OPENSSL_cleanse");
+    /* The switch also serves these calls itself, so their real functions
+     * must be there to fall back on. */
+    sw &= ks_ossl_api.read && ks_ossl_api.read_ex && ks_ossl_api.peek &&
+          ks_ossl_api.peek_ex && ks_ossl_api.pending && ks_ossl_api.has_pending &&
+          ks_ossl_api.get_error && ks_ossl_api.shutdown && ks_ossl_api.clear &&
+          ks_ossl_api.CTX_set_keylog_callback && ks_ossl_api.CTX_get_keylog_callback;
+    switch_ok = ok && sw;
+    if (ok && !sw)
+        ks_log_debug("libssl.so.3 lacks functions the library's own kTLS switch needs; "
+                     "it stays off");
+}
+
+#undef RESOLVE
+
+bool ks_ossl_api_load(void)
+{
+    pthread_once(&load_once, load_table);
+    return helpers_ok;
+}
+
+bool ks_ossl_api_switch_ok(void)
+{
+    return switch_ok;
+}
+
+bool ks_ossl_called_from_libssl(const void *pc)
+{
+    Dl_info self, caller;
+    void *probe = *(void **)&ks_ossl_api.get_ex_data;
+    if (!probe || !pc || !dladdr(probe, &self) || !dladdr(pc, &caller))
+        return false;
+    return self.dli_fbase == caller.dli_fbase;
+}
+
+void ks_cleanse(void *p, size_t n)
+{
+    if (ks_ossl_api.cleanse)
+        ks_ossl_api.cleanse(p, n);
+    else
+        explicit_bzero(p, n);
+}

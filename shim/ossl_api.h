@@ -1,0 +1,106 @@
+/* ossl_api.h — the one table of OpenSSL 3 functions the library calls
+ * (libssl.so.3 and libcrypto.so.3, resolved at run time: the library does
+ * not link OpenSSL). Hooks that need the real function behind themselves
+ * and the kTLS switch (kswitch.c, kdf.c) take them from here; new callers
+ * add a field and a line in ossl_api.c. */
+#ifndef KTLSSHIM_OSSL_API_H
+#define KTLSSHIM_OSSL_API_H
+
+#include "common.h"
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+
+typedef void (*ks_info_cb_t)(const SSL *, int, int);
+typedef void (*ks_keylog_cb_t)(const SSL *, const char *);
+
+struct ks_ossl_api {
+    /* The real functions behind hooks (NULL if absent: the hook then fails
+     * safely, see ossl.c). */
+    SSL_CTX *(*CTX_new)(const SSL_METHOD *);
+    SSL_CTX *(*CTX_new_ex)(OSSL_LIB_CTX *, const char *, const SSL_METHOD *);
+    int (*accept)(SSL *);
+    int (*connect)(SSL *);
+    int (*do_handshake)(SSL *);
+    int (*read)(SSL *, void *, int);
+    int (*read_ex)(SSL *, void *, size_t, size_t *);
+    int (*peek)(SSL *, void *, int);
+    int (*peek_ex)(SSL *, void *, size_t, size_t *);
+    int (*write)(SSL *, const void *, int);
+    int (*write_ex)(SSL *, const void *, size_t, size_t *);
+    ossl_ssize_t (*sendfile)(SSL *, int, off_t, size_t, int);
+    int (*pending)(const SSL *);
+    int (*has_pending)(const SSL *);
+    int (*get_error)(const SSL *, int);
+    int (*shutdown)(SSL *);
+    int (*clear)(SSL *);
+    void (*CTX_set_keylog_callback)(SSL_CTX *, ks_keylog_cb_t);
+    ks_keylog_cb_t (*CTX_get_keylog_callback)(const SSL_CTX *);
+
+    /* Helpers every hook needs (all found, or ks_ossl_api_load() fails). */
+    uint64_t (*CTX_set_options)(SSL_CTX *, uint64_t);
+    uint64_t (*get_options)(const SSL *);
+    int (*is_init_finished)(const SSL *);
+    int (*version)(const SSL *);
+    const SSL_CIPHER *(*get_current_cipher)(const SSL *);
+    const char *(*CIPHER_get_name)(const SSL_CIPHER *);
+    BIO *(*get_wbio)(const SSL *);
+    BIO *(*get_rbio)(const SSL *);
+    int (*get_wfd)(const SSL *);
+    int (*get_rfd)(const SSL *);
+    long (*BIO_ctrl)(BIO *, int, long, void *);
+    int (*BIO_method_type)(const BIO *);
+    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
+                            CRYPTO_EX_free *);
+    void *(*get_ex_data)(const SSL *, int);
+    int (*set_ex_data)(SSL *, int, void *);
+    unsigned long (*version_num)(void);
+    int (*session_reused)(const SSL *);
+    void (*CTX_set_info_callback)(SSL_CTX *, ks_info_cb_t);
+    void (*set_info_callback)(SSL *, ks_info_cb_t);
+    SSL_CTX *(*get_SSL_CTX)(const SSL *);
+    void *(*CTX_get_ex_data)(const SSL_CTX *, int);
+    int (*CTX_set_ex_data)(SSL_CTX *, int, void *);
+
+    /* The kTLS switch of the library's own (ks_ossl_api_switch_ok()). */
+    int (*is_server)(const SSL *);
+    int (*get_shutdown)(const SSL *);
+    void (*set_shutdown)(SSL *, int);
+    SSL_SESSION *(*get_session)(const SSL *);
+    size_t (*SESSION_get_master_key)(const SSL_SESSION *, unsigned char *, size_t);
+    size_t (*get_client_random)(const SSL *, unsigned char *, size_t);
+    size_t (*get_server_random)(const SSL *, unsigned char *, size_t);
+    void (*ERR_new)(void);
+    void (*ERR_set_debug)(const char *, int, const char *);
+    void (*ERR_set_error)(int, int, const char *, ...);
+    const EVP_MD *(*sha256)(void);
+    const EVP_MD *(*sha384)(void);
+    unsigned char *(*HMAC)(const EVP_MD *, const void *, int, const unsigned char *, size_t,
+                           unsigned char *, unsigned int *);
+    void (*cleanse)(void *, size_t);
+};
+
+extern struct ks_ossl_api ks_ossl_api;
+
+/* Resolves the table (once, thread-safe). True when every helper was found
+ * (a libssl.so.3 is loaded); the hooks' real functions may still be NULL. */
+bool ks_ossl_api_load(void);
+
+/* The switch's functions (and kdf.c's) were all found. After
+ * ks_ossl_api_load(). */
+bool ks_ossl_api_switch_ok(void);
+
+/* ossl.c: the table is loaded and the hooks' ex_data indexes exist (false:
+ * the hooks pass everything through). */
+bool ks_ossl_ready(void);
+
+/* The code at address pc is inside the libssl whose functions the table
+ * holds (a call libssl made to one of its own exported functions, e.g.
+ * BIO_f_ssl's SSL_do_handshake), rather than the program's. */
+bool ks_ossl_called_from_libssl(const void *pc);
+
+/* Wipes n bytes of secret: OPENSSL_cleanse when found, else explicit_bzero. */
+void ks_cleanse(void *p, size_t n);
+
+#endif

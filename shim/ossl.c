@@ -25,6 +25,7 @@
  * of keys of our own (for what libssl cannot do) only adds a path value. */
 #include "common.h"
 #include "config.h"
+#include "connlog.h"
 #include "ktls.h"
 #include "log.h"
 #include "real.h"
@@ -49,6 +50,8 @@ struct ks_conn {
     uint8_t tx, rx;         /* enum ks_path */
     uint8_t tx_reason, rx_reason; /* enum ks_fallback, when on KS_PATH_USER */
     int fd;                 /* the socket with kTLS TX, -1 if none */
+    bool tx_nic, rx_nic, offload_est; /* kTLS crypto on the NIC; a guess */
+    struct ks_connlog *log; /* KTLSSHIM_CONN_LOG entry, NULL when off */
 };
 
 /* The libssl/libcrypto functions we call. */
@@ -132,6 +135,8 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
         return;
     if (c->fd >= 0)
         ks_ktls_fd_mark(c->fd, false);
+    if (KS_UNLIKELY(c->log))
+        ks_connlog_end(c->log);
     free(c);
 }
 
@@ -263,6 +268,8 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version,
     if (on) {
         bool est;
         enum ks_offload kind = ks_ktls_offload(api.get_wfd(s), tx, &est);
+        *(tx ? &c->tx_nic : &c->rx_nic) = kind == KS_OFFLOAD_NIC;
+        c->offload_est |= est;
         if (tx) {
             c->tx = KS_PATH_KTLS_OPENSSL;
             ks_count(KS_C_KTLS_TX, 1);
@@ -324,6 +331,13 @@ static struct ks_conn *handshake_done(SSL *s)
             else
                 ks_log_debug("TLS_TX_ZEROCOPY_RO refused on fd %d: %s", c->fd, strerror(errno));
         }
+    }
+    if (ks_connlog_enabled()) {
+        struct ks_connlog_dir tx = { c->tx ? "ktls_libssl" : "user", c->tx_reason, c->tx_nic,
+                                     c->offload_est };
+        struct ks_connlog_dir rx = { c->rx ? "ktls_libssl" : "user", c->rx_reason, c->rx_nic,
+                                     c->offload_est };
+        c->log = ks_connlog_begin(s, api.get_wfd(s), version, cipher, resumed, &tx, &rx);
     }
     ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", api.get_wfd(s),
                  version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", cipher ? cipher : "?",
@@ -623,6 +637,8 @@ static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
         ks_count(c && c->tx ? KS_C_B_KTLS_TX : KS_C_B_USER_TX, n);
     else
         ks_count(c && c->rx ? KS_C_B_KTLS_RX : KS_C_B_USER_RX, n);
+    if (c && KS_UNLIKELY(c->log))
+        ks_connlog_bytes(c->log, tx, tx ? c->tx : c->rx, n);
 }
 
 KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
@@ -700,7 +716,9 @@ KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, i
     ossl_ssize_t r = api.sendfile(s, fd, offset, size, flags);
     ks_hook_depth--;
     if (r > 0) {
-        conn_of(s);
+        struct ks_conn *c = conn_of(s);
+        if (c && KS_UNLIKELY(c->log))
+            ks_connlog_sendfile(c->log, (uint64_t)r);
         ks_count(KS_C_B_KTLS_TX, (uint64_t)r);
         ks_count(KS_C_B_SENDFILE, (uint64_t)r);
     }

@@ -133,3 +133,28 @@ EOF
     rm -rf "$pub"
     assert_output 2
 }
+
+@test "a program that closes every fd at start: the log stops with one line, the program's own file is never written" {
+    port=$(pick_port)
+    # Like a daemon: close every inherited descriptor, then open a file of
+    # its own, which takes the lowest number (the log's).
+    cat > closer.py <<'EOF2'
+import os, runpy, sys
+os.closerange(3, 1024)
+mine = open("mine.txt", "w")
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+EOF2
+    start srv env KTLSSHIM_CONN_LOG="$CONN" "$PY" closer.py "$(py_server)" --port "$port" \
+        --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
+    wait_listen "$port"
+    get "$port" s16385
+    get "$port" s0
+    stop_srv srv
+    [ -f mine.txt ]
+    run cat mine.txt
+    assert_output ''
+    run grep -c 'closed by the program; KTLSSHIM_CONN_LOG is off' srv.err
+    assert_output 1
+    [ ! -s "$CONN" ]
+}

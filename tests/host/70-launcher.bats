@@ -189,7 +189,9 @@ args: -n 5 --stats y"
     check_usage '--ticket-rotate "59" is not valid' --ticket-rotate 59
     check_usage '--ticket-key-file "/nonexistent-key" is not valid' --ticket-key-file /nonexistent-key
     check_usage 'unknown option --bogus' --bogus 2
-    check_usage 'option --shards needs a value' --shards
+    run "$LAUNCHER" --shards
+    assert_equal "$status" 2
+    assert_output 'ktlsshim: option --shards needs a value'
     run "$LAUNCHER" -n 2
     assert_equal "$status" 2
     assert_output 'ktlsshim: no program to run'

@@ -84,7 +84,7 @@ static bool default_lib(char *out, size_t size)
     if (!slash)
         return false;
     *slash = '\0';
-    const char *tries[] = { KS_LIB_FROM_BINDIR, KS_LIB_NAME };
+    const char *tries[] = {KS_LIB_FROM_BINDIR, KS_LIB_NAME};
     for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
         char cand[PATH_MAX + 64];
         snprintf(cand, sizeof cand, "%s/%s", exe, tries[i]);
@@ -99,7 +99,8 @@ static void set_preload(const char *lib)
 {
     if (strpbrk(lib, " :\t\n"))
         usage_error("--lib \"%s\": the path contains a space or a colon, which LD_PRELOAD "
-                    "cannot carry", lib);
+                    "cannot carry",
+                    lib);
     const char *old = getenv("LD_PRELOAD");
     if (!old || !*old) {
         setenv("LD_PRELOAD", lib, 1);
@@ -129,23 +130,23 @@ enum { OPT_PIN = 256, OPT_ZEROCOPY, OPT_TICKET_ROTATE, OPT_TICKET_KEY_FILE, OPT_
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "shards", required_argument, NULL, 'n' },
-        { "ktls", required_argument, NULL, 'k' },
-        { "stats", required_argument, NULL, 's' },
-        { "conn-log", required_argument, NULL, 'c' },
-        { "log", required_argument, NULL, 'l' },
-        { "pin", no_argument, NULL, OPT_PIN },
-        { "zerocopy", no_argument, NULL, OPT_ZEROCOPY },
-        { "ticket-rotate", required_argument, NULL, OPT_TICKET_ROTATE },
-        { "ticket-key-file", required_argument, NULL, OPT_TICKET_KEY_FILE },
-        { "lib", required_argument, NULL, OPT_LIB },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
+        {"shards", required_argument, NULL, 'n'},
+        {"ktls", required_argument, NULL, 'k'},
+        {"stats", required_argument, NULL, 's'},
+        {"conn-log", required_argument, NULL, 'c'},
+        {"log", required_argument, NULL, 'l'},
+        {"pin", no_argument, NULL, OPT_PIN},
+        {"zerocopy", no_argument, NULL, OPT_ZEROCOPY},
+        {"ticket-rotate", required_argument, NULL, OPT_TICKET_ROTATE},
+        {"ticket-key-file", required_argument, NULL, OPT_TICKET_KEY_FILE},
+        {"lib", required_argument, NULL, OPT_LIB},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
     };
     /* Settings are collected first and put in the environment only once
      * every option is known good: a usage error changes nothing. */
-    struct ks_setting set[KS_OPT_COUNT] = { 0 };
+    struct ks_setting set[KS_OPT_COUNT] = {0};
     const char *lib = NULL;
     char err[512];
     int c;
@@ -155,15 +156,35 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "+:n:k:s:c:l:hV", longopts, NULL)) != -1) {
         enum ks_opt o;
         switch (c) {
-        case 'n': o = KS_OPT_SHARDS; break;
-        case 'k': o = KS_OPT_KTLS; break;
-        case 's': o = KS_OPT_STATS; break;
-        case 'c': o = KS_OPT_CONN_LOG; break;
-        case 'l': o = KS_OPT_LOG; break;
-        case OPT_PIN: o = KS_OPT_PIN; optarg = "on"; break;
-        case OPT_ZEROCOPY: o = KS_OPT_ZEROCOPY; optarg = "on"; break;
-        case OPT_TICKET_ROTATE: o = KS_OPT_TICKET_ROTATE; break;
-        case OPT_TICKET_KEY_FILE: o = KS_OPT_TICKET_KEY_FILE; break;
+        case 'n':
+            o = KS_OPT_SHARDS;
+            break;
+        case 'k':
+            o = KS_OPT_KTLS;
+            break;
+        case 's':
+            o = KS_OPT_STATS;
+            break;
+        case 'c':
+            o = KS_OPT_CONN_LOG;
+            break;
+        case 'l':
+            o = KS_OPT_LOG;
+            break;
+        case OPT_PIN:
+            o = KS_OPT_PIN;
+            optarg = "on";
+            break;
+        case OPT_ZEROCOPY:
+            o = KS_OPT_ZEROCOPY;
+            optarg = "on";
+            break;
+        case OPT_TICKET_ROTATE:
+            o = KS_OPT_TICKET_ROTATE;
+            break;
+        case OPT_TICKET_KEY_FILE:
+            o = KS_OPT_TICKET_KEY_FILE;
+            break;
         case OPT_LIB:
             lib = optarg;
             continue;
@@ -190,8 +211,7 @@ int main(int argc, char **argv)
     char libbuf[PATH_MAX];
     if (lib) {
         if (access(lib, R_OK) != 0) {
-            fprintf(stderr, "ktlsshim: --lib \"%s\" cannot be read: %s\n", lib,
-                    strerror(errno));
+            fprintf(stderr, "ktlsshim: --lib \"%s\" cannot be read: %s\n", lib, strerror(errno));
             return EXIT_NOT_FOUND;
         }
         /* ld.so needs a path it can find from any working directory. */
@@ -200,8 +220,10 @@ int main(int argc, char **argv)
             return EXIT_NOT_FOUND;
         }
     } else if (!default_lib(libbuf, sizeof libbuf)) {
-        fprintf(stderr, "ktlsshim: cannot find %s next to the launcher or in ../lib; "
-                "use --lib PATH\n", KS_LIB_NAME);
+        fprintf(stderr,
+                "ktlsshim: cannot find %s next to the launcher or in ../lib; "
+                "use --lib PATH\n",
+                KS_LIB_NAME);
         return EXIT_NOT_FOUND;
     }
 

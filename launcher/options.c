@@ -22,15 +22,15 @@ struct opt_desc {
 };
 
 static const struct opt_desc descs[KS_OPT_COUNT] = {
-    [KS_OPT_SHARDS] = { "--shards", "KTLSSHIM_SHARDS" },
-    [KS_OPT_KTLS] = { "--ktls", "KTLSSHIM_KTLS" },
-    [KS_OPT_STATS] = { "--stats", "KTLSSHIM_STATS" },
-    [KS_OPT_CONN_LOG] = { "--conn-log", "KTLSSHIM_CONN_LOG" },
-    [KS_OPT_LOG] = { "--log", "KTLSSHIM_LOG" },
-    [KS_OPT_PIN] = { "--pin", "KTLSSHIM_PIN" },
-    [KS_OPT_ZEROCOPY] = { "--zerocopy", "KTLSSHIM_ZEROCOPY" },
-    [KS_OPT_TICKET_ROTATE] = { "--ticket-rotate", "KTLSSHIM_TICKET_ROTATE" },
-    [KS_OPT_TICKET_KEY_FILE] = { "--ticket-key-file", "KTLSSHIM_TICKET_KEY_FILE" },
+    [KS_OPT_SHARDS] = {"--shards", "KTLSSHIM_SHARDS"},
+    [KS_OPT_KTLS] = {"--ktls", "KTLSSHIM_KTLS"},
+    [KS_OPT_STATS] = {"--stats", "KTLSSHIM_STATS"},
+    [KS_OPT_CONN_LOG] = {"--conn-log", "KTLSSHIM_CONN_LOG"},
+    [KS_OPT_LOG] = {"--log", "KTLSSHIM_LOG"},
+    [KS_OPT_PIN] = {"--pin", "KTLSSHIM_PIN"},
+    [KS_OPT_ZEROCOPY] = {"--zerocopy", "KTLSSHIM_ZEROCOPY"},
+    [KS_OPT_TICKET_ROTATE] = {"--ticket-rotate", "KTLSSHIM_TICKET_ROTATE"},
+    [KS_OPT_TICKET_KEY_FILE] = {"--ticket-key-file", "KTLSSHIM_TICKET_KEY_FILE"},
 };
 
 const char *ks_opt_variable(enum ks_opt o)
@@ -83,8 +83,7 @@ static const char *appendable(const char *v)
     strcpy(dir, v);
     const char *d = dirname(dir);
     if (access(d, W_OK | X_OK) != 0) {
-        snprintf(why, sizeof why, "cannot be created (directory %.200s: %s)", d,
-                 strerror(errno));
+        snprintf(why, sizeof why, "cannot be created (directory %.200s: %s)", d, strerror(errno));
         return why;
     }
     return NULL;
@@ -92,9 +91,9 @@ static const char *appendable(const char *v)
 
 bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
 {
-    static const char *const ktls_words[] = { "auto", "off", "strict", NULL };
-    static const char *const log_words[] = { "quiet", "info", "debug", NULL };
-    static const char *const on_off[] = { "on", "off", NULL };
+    static const char *const ktls_words[] = {"auto", "off", "strict", NULL};
+    static const char *const log_words[] = {"quiet", "info", "debug", NULL};
+    static const char *const on_off[] = {"on", "off", NULL};
     const char *why = NULL;
     long n;
 

@@ -52,7 +52,8 @@ __attribute__((constructor)) static void connlog_open(void)
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         ks_log_error("KTLSSHIM_CONN_LOG=\"%.200s\" cannot be opened for appending: %s; "
-                     "using no connection log", path, strerror(errno));
+                     "using no connection log",
+                     path, strerror(errno));
         if (fd >= 0)
             close(fd);
     } else {
@@ -163,16 +164,21 @@ static void put_string(struct line *o, const char *s)
 static const char *version_name(int v)
 {
     switch (v) {
-    case 0x0304: return "1.3";
-    case 0x0303: return "1.2";
-    case 0x0302: return "1.1";
-    case 0x0301: return "1.0";
-    default: return "other";
+    case 0x0304:
+        return "1.3";
+    case 0x0303:
+        return "1.2";
+    case 0x0302:
+        return "1.1";
+    case 0x0301:
+        return "1.0";
+    default:
+        return "other";
     }
 }
 
-static void put_dir(struct line *o, const char *name, const struct ks_connlog_dir *d,
-                    uint64_t ktls, uint64_t user, const uint64_t *sendfile)
+static void put_dir(struct line *o, const char *name, const struct ks_connlog_dir *d, uint64_t ktls,
+                    uint64_t user, const uint64_t *sendfile)
 {
     put(o, ",\"%s\":{\"path\":\"%s\"", name, d->path);
     if (strcmp(d->path, "user") == 0)
@@ -206,11 +212,12 @@ void ks_connlog_end(struct ks_connlog *l)
         if (__atomic_compare_exchange_n(&ks_connlog_fd, &fd, -1, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE))
             ks_log_error("the connection log's descriptor %d was closed by the program; "
-                         "KTLSSHIM_CONN_LOG is off for this process from now on", fd);
+                         "KTLSSHIM_CONN_LOG is off for this process from now on",
+                         fd);
         fd = -1;
     }
     if (fd >= 0) {
-        struct line o = { .len = 0 };
+        struct line o = {.len = 0};
         uint64_t us = (now_ns() - l->start_ns) / 1000;
         put(&o, "{\"ktlsshim_conn\":1,\"time\":%lld,\"pid\":%d,\"peer\":", (long long)time(NULL),
             (int)getpid());

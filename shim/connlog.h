@@ -10,21 +10,21 @@
 
 /* What one direction of a connection does, as ossl.c saw it at handshake. */
 struct ks_connlog_dir {
-    const char *path;    /* "user", "ktls_libssl", ... (a static string) */
-    int reason;          /* enum ks_fallback when path is "user" */
-    bool nic;            /* kTLS: crypto on the NIC (else software) */
-    bool estimated;      /* kTLS: software/NIC is a guess */
+    const char *path; /* "user", "ktls_libssl", ... (a static string) */
+    int reason;       /* enum ks_fallback when path is "user" */
+    bool nic;         /* kTLS: crypto on the NIC (else software) */
+    bool estimated;   /* kTLS: software/NIC is a guess */
 };
 
 /* One connection's entry, from its handshake to its end. */
 struct ks_connlog {
     uint64_t tx_ktls, tx_user, tx_sendfile, rx_ktls, rx_user; /* bytes */
-    uint64_t start_ns;            /* CLOCK_MONOTONIC at handshake done */
+    uint64_t start_ns; /* CLOCK_MONOTONIC at handshake done */
     struct ks_connlog_dir tx, rx;
-    int version;                  /* TLS1_2_VERSION, ... */
+    int version; /* TLS1_2_VERSION, ... */
     bool resumed;
-    char peer[64];                /* "addr:port", "[addr]:port", "" if none */
-    char sni[256];                /* "" if none */
+    char peer[64]; /* "addr:port", "[addr]:port", "" if none */
+    char sni[256]; /* "" if none */
     char cipher[64];
 };
 

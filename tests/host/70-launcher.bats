@@ -221,3 +221,16 @@ args: -n 5 --stats y"
     agree --ticket-key-file KTLSSHIM_TICKET_KEY_FILE /dev/null /nonexistent-key rel ""
     agree --conn-log KTLSSHIM_CONN_LOG "$BATS_TEST_TMPDIR/c.jsonl" rel.jsonl /nonexistent-dir/x ""
 }
+
+@test "every variable the library reads has a launcher option (shim/config.c's list against --help)" {
+    run "$PY" - "$ROOT/shim/config.c" "$LAUNCHER" <<'PYEOF'
+import re, subprocess, sys
+src = open(sys.argv[1]).read()
+known = re.search(r"known\[\] = \{(.*?)\};", src, re.S).group(1)
+names = set(re.findall(r'"(KTLSSHIM_[A-Z_]+)"', known)) - {"KTLSSHIM_WORKER"}
+helptext = subprocess.run([sys.argv[2], "--help"], capture_output=True, text=True).stdout
+missing = sorted(n for n in names if not re.search(r"\b%s\b" % n, helptext))
+print("missing:", " ".join(missing) if missing else "none")
+PYEOF
+    assert_output 'missing: none'
+}

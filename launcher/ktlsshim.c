@@ -106,14 +106,26 @@ static void set_preload(const char *lib)
         setenv("LD_PRELOAD", lib, 1);
         return;
     }
-    /* Already there (a nested launcher): keep the list as it is. */
+    /* A copy of the library is already preloaded (a nested launcher, or a
+     * unit that sets LD_PRELOAD too): the list stays as it is. Two copies
+     * in one process would both run their start-up and exit code. */
     size_t ll = strlen(lib);
-    for (const char *p = old; (p = strstr(p, lib)); p += ll) {
-        bool starts = p == old || strchr(" :", p[-1]);
-        bool ends = p[ll] == '\0' || strchr(" :", p[ll]);
-        if (starts && ends)
+    char *list = strdup(old), *save = NULL;
+    for (char *e = list ? strtok_r(list, " :", &save) : NULL; e; e = strtok_r(NULL, " :", &save)) {
+        const char *base = strrchr(e, '/') ? strrchr(e, '/') + 1 : e;
+        char real[PATH_MAX];
+        bool same = realpath(e, real) && strcmp(real, lib) == 0;
+        if (same || strcmp(base, KS_LIB_NAME) == 0) {
+            if (!same)
+                fprintf(stderr,
+                        "ktlsshim: LD_PRELOAD already has %s; not adding %s (one copy "
+                        "of the library per process)\n",
+                        e, lib);
+            free(list);
             return;
+        }
     }
+    free(list);
     size_t len = strlen(old) + 1 + ll + 1;
     char *v = malloc(len);
     if (!v) {

@@ -234,3 +234,19 @@ print("missing:", " ".join(missing) if missing else "none")
 PYEOF
     assert_output 'missing: none'
 }
+
+@test "a library already in LD_PRELOAD is not preloaded twice (same file silently, another copy with a note)" {
+    run env LD_PRELOAD="${PRE:+$PRE }$LIB" "$LAUNCHER" -- sh -c 'echo "$LD_PRELOAD"'
+    assert_success
+    assert_output "${PRE:+$PRE }$LIB"
+    mkdir other && cp "$LIB" other/libktlsshim.so
+    run env LD_PRELOAD="${PRE:+$PRE }$BATS_TEST_TMPDIR/other/libktlsshim.so" "$LAUNCHER" -- \
+        sh -c 'echo "$LD_PRELOAD"'
+    assert_success
+    assert_line --index 0 "ktlsshim: LD_PRELOAD already has $BATS_TEST_TMPDIR/other/libktlsshim.so; not adding $(readlink -f "$LIB") (one copy of the library per process)"
+    assert_line --index 1 "${PRE:+$PRE }$BATS_TEST_TMPDIR/other/libktlsshim.so"
+    # Only the one copy is mapped (its segments share one path).
+    run sh -c "env LD_PRELOAD='${PRE:+$PRE }$BATS_TEST_TMPDIR/other/libktlsshim.so' '$LAUNCHER' 2>/dev/null -- \
+        cat /proc/self/maps | grep libktlsshim.so | awk '{ print \$6 }' | sort -u"
+    assert_output "$BATS_TEST_TMPDIR/other/libktlsshim.so"
+}

@@ -158,3 +158,52 @@ EOF2
     assert_output 1
     [ ! -s "$CONN" ]
 }
+
+@test "nginx, master as root and its worker as nobody: the worker's connections are in the root-owned log" {
+    [ "$(id -u)" = 0 ] || skip "needs root to drop privileges"
+    port=$(pick_port)
+    pub=$(mktemp -d /tmp/ks-connlog-nginx.XXXXXX)
+    chmod 0755 "$pub"
+    cp "$WWW/s16385" "$pub/" && chmod 0644 "$pub/s16385"
+    mkdir -p logs
+    cat > nginx.conf <<EOF2
+daemon off;
+master_process on;
+user nobody nogroup;
+worker_processes 1;
+pid $BATS_TEST_TMPDIR/logs/nginx.pid;
+error_log $BATS_TEST_TMPDIR/logs/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $pub/body;
+    server {
+        listen 127.0.0.1:$port ssl;
+        ssl_certificate $CERTS/ec.pem;
+        ssl_certificate_key $CERTS/ec.key;
+        root $pub;
+    }
+}
+EOF2
+    : > "$CONN" && chmod 0600 "$CONN"
+    start srv env KTLSSHIM_CONN_LOG="$CONN" /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" \
+        -c "$BATS_TEST_TMPDIR/nginx.conf"
+    wait_listen "$port"
+    for i in 1 2 3; do get "$port" s16385; done
+    worker=$(pgrep -P "$(pid_of srv)" | head -1)
+    run stat -c %U "/proc/$worker"
+    assert_output nobody
+    stop_srv srv
+    rm -rf "$pub"
+    run stat -c '%U %a' "$CONN"
+    assert_output 'root 600'
+    run "$PY" - "$CONN" "$worker" <<'PYEOF'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert len(lines) == 3, lines
+assert all(l["pid"] == int(sys.argv[2]) for l in lines), lines
+assert all(l["tx"]["bytes_user"] > 16385 for l in lines), lines
+print("ok")
+PYEOF
+    assert_output ok
+}

@@ -2,12 +2,14 @@
 # make unit      unit tests (tests/unit), TAP output
 # make test      host suite, then the VM suite (kTLS kernel)
 # make asan      the library built with ASan+UBSan, host suite against it
-# make install   honours PREFIX and DESTDIR
+# make install   honours PREFIX and DESTDIR (library, probe, launcher, man pages)
+# make deb       a Debian package from a staged install (build/deb/)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BUILD   ?= build
 CC      ?= cc
+VERSION ?= 0.1.0
 
 CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Wshadow -Wformat=2 -O2 -g -fPIC \
                -fvisibility=hidden -D_GNU_SOURCE $(EXTRA_CFLAGS)
@@ -21,7 +23,7 @@ PROBE_SRC := $(wildcard probe/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 
-all: $(BUILD)/libktlsshim.so $(BUILD)/ktls-probe $(BUILD)/tests/tiny_server
+all: $(BUILD)/libktlsshim.so $(BUILD)/ktls-probe $(BUILD)/ktlsshim $(BUILD)/tests/tiny_server
 
 $(BUILD)/shim/%.o: shim/%.c $(wildcard shim/*.h) | $(BUILD)/shim
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -32,6 +34,13 @@ $(BUILD)/libktlsshim.so: $(SHIM_OBJ) shim/libktlsshim.map
 
 $(BUILD)/ktls-probe: $(PROBE_SRC) $(wildcard probe/*.h) | $(BUILD)
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $(PROBE_SRC) -ldl $(EXTRA_LDFLAGS)
+
+# The launcher (ktlsshim(1)); it finds the library in ../lib from its own
+# directory once installed, or next to itself in the build tree.
+LAUNCHER_SRC := $(wildcard launcher/*.c)
+$(BUILD)/ktlsshim: $(LAUNCHER_SRC) $(wildcard launcher/*.h) | $(BUILD)
+	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -DKS_VERSION='"$(VERSION)"' \
+	    -o $@ $(LAUNCHER_SRC) $(EXTRA_LDFLAGS)
 
 $(BUILD)/tests/%: tests/servers/%.c | $(BUILD)/tests
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $< -pthread $(EXTRA_LDFLAGS)
@@ -51,10 +60,27 @@ unit: unit-build
 $(BUILD) $(BUILD)/shim $(BUILD)/tests $(BUILD)/unit:
 	mkdir -p $@
 
+MANDIR ?= $(PREFIX)/share/man
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7
 	install -m 0644 $(BUILD)/libktlsshim.so $(DESTDIR)$(PREFIX)/lib/libktlsshim.so
 	install -m 0755 $(BUILD)/ktls-probe $(DESTDIR)$(PREFIX)/bin/ktls-probe
+	install -m 0755 $(BUILD)/ktlsshim $(DESTDIR)$(PREFIX)/bin/ktlsshim
+	install -m 0644 man/ktlsshim.1 man/ktls-probe.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/ktlsshim.7 $(DESTDIR)$(MANDIR)/man7/
+
+# Every man page renders without a warning.
+man-check:
+	@for m in man/*.[17]; do \
+	    out=$$(LC_ALL=C.UTF-8 groff -man -ww -z -t $$m 2>&1); \
+	    if [ -n "$$out" ]; then echo "$$m: $$out"; exit 1; fi; done
+
+# Debian package: scripts/make-deb stages `make install PREFIX=/usr` and runs
+# dpkg-deb (no network, no debhelper).
+deb: all
+	scripts/make-deb --build $(BUILD) --version $(VERSION)
 
 # Test entry points. KTLSSHIM_LIB tells the suites which build to preload.
 test: test-host test-vm
@@ -75,4 +101,4 @@ asan: asan-build
 clean:
 	rm -rf build build-asan
 
-.PHONY: all install test test-host test-vm asan asan-build clean unit unit-build
+.PHONY: all install test test-host test-vm asan asan-build clean unit unit-build man-check deb

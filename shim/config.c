@@ -23,7 +23,7 @@ static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 static const char *const known[] = {
     "KTLSSHIM_SHARDS", "KTLSSHIM_KTLS", "KTLSSHIM_STATS", "KTLSSHIM_LOG",
     "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER", "KTLSSHIM_TICKET_ROTATE",
-    "KTLSSHIM_TICKET_KEY_FILE", "KTLSSHIM_PIN",
+    "KTLSSHIM_TICKET_KEY_FILE", "KTLSSHIM_PIN", "KTLSSHIM_CONN_LOG",
 };
 static const char *const reserved_prefixes[] = {
     "KTLSSHIM_BUILD", "KTLSSHIM_TEST_", "KTLSSHIM_VM_",
@@ -128,6 +128,27 @@ static void read_stats(const char *v)
     strcpy(cfg.stats_path, v);
 }
 
+/* The per-connection log (connlog.c): checked as the stats file is; connlog.c
+ * opens it for good when the library loads. */
+static void read_conn_log(const char *v)
+{
+    if (v[0] != '/' || strlen(v) >= sizeof cfg.conn_log_path) {
+        bad("KTLSSHIM_CONN_LOG", v,
+            v[0] != '/' ? "expected an absolute path to a file to append JSON lines to"
+                        : "path too long",
+            "no connection log");
+        return;
+    }
+    int fd = open(v, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        ks_log_error("KTLSSHIM_CONN_LOG=\"%.200s\" cannot be opened for appending: %s; "
+                     "using no connection log", v, strerror(errno));
+        return;
+    }
+    close(fd);
+    strcpy(cfg.conn_log_path, v);
+}
+
 static void read_ticket_rotate(const char *v)
 {
     long n;
@@ -177,7 +198,8 @@ static void report_unknown(void)
         if (!ok)
             ks_log_error("unknown variable %.*s (ignored); known: KTLSSHIM_SHARDS, "
                          "KTLSSHIM_KTLS, KTLSSHIM_STATS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY, "
-                         "KTLSSHIM_TICKET_ROTATE, KTLSSHIM_TICKET_KEY_FILE, KTLSSHIM_PIN",
+                         "KTLSSHIM_TICKET_ROTATE, KTLSSHIM_TICKET_KEY_FILE, KTLSSHIM_PIN, "
+                         "KTLSSHIM_CONN_LOG",
                          (int)(len > 200 ? 200 : len), *e);
     }
 }
@@ -199,6 +221,8 @@ static void load(void)
         read_on_off("KTLSSHIM_PIN", v, &cfg.pin);
     if ((v = getenv("KTLSSHIM_STATS")))
         read_stats(v);
+    if ((v = getenv("KTLSSHIM_CONN_LOG")))
+        read_conn_log(v);
     if ((v = getenv("KTLSSHIM_TICKET_ROTATE")))
         read_ticket_rotate(v);
     if ((v = getenv("KTLSSHIM_TICKET_KEY_FILE")))

@@ -23,6 +23,7 @@ struct ks_config {
     int ticket_rotate;   /* KTLSSHIM_TICKET_ROTATE, seconds */
     char stats_path[4096]; /* KTLSSHIM_STATS, "" when unset */
     char ticket_key_file[4096]; /* KTLSSHIM_TICKET_KEY_FILE, "" when unset */
+    char conn_log_path[4096]; /* KTLSSHIM_CONN_LOG, "" when unset (connlog.c) */
 };
 
 /* Parses the environment on first use (thread-safe), reports every bad

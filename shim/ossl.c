@@ -25,6 +25,7 @@
  * of keys of our own (for what libssl cannot do) only adds a path value. */
 #include "common.h"
 #include "config.h"
+#include "connlog.h"
 #include "kswitch.h"
 #include "ktls.h"
 #include "log.h"
@@ -52,6 +53,8 @@ struct ks_conn {
     int fd;                 /* the socket with kTLS TX, -1 if none */
     bool rx_own_due;        /* RX is for the own switch to try when the
                                handshake call returns (kswitch.c) */
+    bool tx_nic, rx_nic, offload_est; /* kTLS crypto on the NIC; a guess */
+    struct ks_connlog *log; /* KTLSSHIM_CONN_LOG entry, NULL when off */
 };
 
 /* The libssl/libcrypto functions we call: the one table (ossl_api.h). */
@@ -102,6 +105,8 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
         return;
     if (c->fd >= 0)
         ks_ktls_fd_mark(c->fd, false);
+    if (KS_UNLIKELY(c->log))
+        ks_connlog_end(c->log);
     free(c);
 }
 
@@ -228,6 +233,8 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version,
     if (on) {
         bool est;
         enum ks_offload kind = ks_ktls_offload(api.get_wfd(s), tx, &est);
+        *(tx ? &c->tx_nic : &c->rx_nic) = kind == KS_OFFLOAD_NIC;
+        c->offload_est |= est;
         if (tx) {
             c->tx = KS_PATH_KTLS_OPENSSL;
             ks_count(KS_C_KTLS_TX, 1);
@@ -276,6 +283,16 @@ static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, cons
                      cipher ? cipher : "?", tx ? "TX" : "RX", reason_text(r));
 }
 
+/* A direction's path as the connection log names it. */
+static const char *path_name(uint8_t path)
+{
+    switch (path) {
+    case KS_PATH_KTLS_OPENSSL: return "ktls_libssl";
+    case KS_PATH_KTLS_OWN: return "ktls_own";
+    default: return "user";
+    }
+}
+
 static struct ks_conn *handshake_done(SSL *s)
 {
     struct ks_conn *c = calloc(1, sizeof *c);
@@ -308,6 +325,11 @@ static struct ks_conn *handshake_done(SSL *s)
                 ks_log_debug("TLS_TX_ZEROCOPY_RO refused on fd %d: %s", c->fd, strerror(errno));
         }
     }
+    if (ks_connlog_enabled()) {
+        struct ks_connlog_dir tx = {path_name(c->tx), c->tx_reason, c->tx_nic, c->offload_est};
+        struct ks_connlog_dir rx = {path_name(c->rx), c->rx_reason, c->rx_nic, c->offload_est};
+        c->log = ks_connlog_begin(s, api.get_wfd(s), version, cipher, resumed, &tx, &rx);
+    }
     ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", api.get_wfd(s),
                  version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", cipher ? cipher : "?",
                  resumed ? " (resumed)" : "",
@@ -338,6 +360,8 @@ static void own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool compl
         bool est;
         enum ks_offload kind = ks_ktls_offload(api.get_rfd(s), false, &est);
         c->rx = KS_PATH_KTLS_OWN;
+        c->rx_nic = kind == KS_OFFLOAD_NIC;
+        c->offload_est |= est;
         ks_count(KS_C_KTLS_RX, 1);
         ks_count(KS_C_KTLS_RX_OWN, 1);
         ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_RX_NIC : KS_C_KTLS_RX_SW, 1);
@@ -349,6 +373,12 @@ static void own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool compl
         if (why == KS_FB_CLIENT && ks_config()->ktls != KS_KTLS_OWN)
             why = KS_FB_LIBSSL;
         count_fallback(s, c, false, version, cipher, why);
+    }
+    if (KS_UNLIKELY(c->log)) { /* the log's entry was made at handshake done */
+        c->log->rx.path = path_name(c->rx);
+        c->log->rx.reason = c->rx_reason;
+        c->log->rx.nic = c->rx_nic;
+        c->log->rx.estimated = c->offload_est;
     }
     ks_log_debug("fd %d: rx %s%s", api.get_rfd(s), on ? "kTLS (own switch)" : ks_fallback_name(why),
                  on ? "" : !completed_here ? " (handshake completed before this call)"
@@ -687,6 +717,8 @@ static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
         ks_count(c && c->tx ? KS_C_B_KTLS_TX : KS_C_B_USER_TX, n);
     else
         ks_count(c && c->rx ? KS_C_B_KTLS_RX : KS_C_B_USER_RX, n);
+    if (c && KS_UNLIKELY(c->log))
+        ks_connlog_bytes(c->log, tx, tx ? c->tx : c->rx, n);
 }
 
 KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
@@ -797,7 +829,9 @@ KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, i
     ossl_ssize_t r = api.sendfile(s, fd, offset, size, flags);
     ks_hook_depth--;
     if (r > 0) {
-        conn_of(s);
+        struct ks_conn *c = conn_of(s);
+        if (c && KS_UNLIKELY(c->log))
+            ks_connlog_sendfile(c->log, (uint64_t)r);
         ks_count(KS_C_B_KTLS_TX, (uint64_t)r);
         ks_count(KS_C_B_SENDFILE, (uint64_t)r);
     }

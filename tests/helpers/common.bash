@@ -48,8 +48,45 @@ wait_port() {
 # env: start srv env KTLSSHIM_SHARDS=2 python3 ...
 start() {
     local name="$1"; shift
-    setsid env LD_PRELOAD="$PRELOAD" "$@" >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" &
+    if [ "${KTLSSHIM_TEST_LAUNCHER:-0}" = 1 ]; then
+        launcher_argv "$@"
+        setsid env ${PRELOAD_BEFORE_LIB:+LD_PRELOAD="$PRELOAD_BEFORE_LIB"} "${LAUNCHER_ARGV[@]}" \
+            >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" &
+    else
+        setsid env LD_PRELOAD="$PRELOAD" "$@" >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" &
+    fi
     echo $! >"$BATS_TEST_TMPDIR/$name.pid"
+}
+
+# With KTLSSHIM_TEST_LAUNCHER=1, start() runs the program through the
+# launcher (build/ktlsshim) instead of setting LD_PRELOAD, turning the
+# library's variables in "env VAR=VALUE... program" into the launcher's
+# options (KTLSSHIM_SHARDS=2 -> --shards 2): a suite such as 10-shard.bats
+# then checks the launcher does what the variables do. Sets LAUNCHER_ARGV.
+PRELOAD_BEFORE_LIB="${PRELOAD% *}"
+[ "$PRELOAD_BEFORE_LIB" = "$PRELOAD" ] && PRELOAD_BEFORE_LIB=""
+launcher_argv() {
+    local envs=() opts=() name value
+    if [ "$1" = env ]; then
+        shift
+        while [[ "${1:-}" == *=* && "${1%%=*}" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; do
+            name=${1%%=*} value=${1#*=}
+            case "$name=$value" in
+            KTLSSHIM_SHARDS=*) opts+=(--shards "$value") ;;
+            KTLSSHIM_KTLS=*) opts+=(--ktls "$value") ;;
+            KTLSSHIM_STATS=*) opts+=(--stats "$value") ;;
+            KTLSSHIM_CONN_LOG=*) opts+=(--conn-log "$value") ;;
+            KTLSSHIM_LOG=*) opts+=(--log "$value") ;;
+            KTLSSHIM_PIN=on) opts+=(--pin) ;;
+            KTLSSHIM_ZEROCOPY=on) opts+=(--zerocopy) ;;
+            KTLSSHIM_TICKET_ROTATE=*) opts+=(--ticket-rotate "$value") ;;
+            KTLSSHIM_TICKET_KEY_FILE=*) opts+=(--ticket-key-file "$value") ;;
+            *) envs+=("$1") ;;
+            esac
+            shift
+        done
+    fi
+    LAUNCHER_ARGV=(env "${envs[@]}" "$BUILD/ktlsshim" "${opts[@]}" -- "$@")
 }
 
 # start_plain NAME CMD...: the same without the library.

@@ -1,0 +1,141 @@
+/* options.c — checks each launcher option's value with the rules the
+ * library applies to its variable (shim/config.c), so that `ktlsshim` refuses
+ * at once, with the option's name, what the library would have replaced by
+ * a safe default. The words of "what is accepted" are the library's; the
+ * host test 70-launcher.bats checks both agree value by value. Nothing here
+ * creates or opens a file. */
+#include "options.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define KS_MAX_SHARDS 1024
+#define KS_PATH_MAX 4096 /* the library's buffer for a path, with its NUL */
+
+struct opt_desc {
+    const char *option;   /* as the user typed it */
+    const char *variable; /* what it sets */
+};
+
+static const struct opt_desc descs[KS_OPT_COUNT] = {
+    [KS_OPT_SHARDS] = {"--shards", "KTLSSHIM_SHARDS"},
+    [KS_OPT_KTLS] = {"--ktls", "KTLSSHIM_KTLS"},
+    [KS_OPT_STATS] = {"--stats", "KTLSSHIM_STATS"},
+    [KS_OPT_CONN_LOG] = {"--conn-log", "KTLSSHIM_CONN_LOG"},
+    [KS_OPT_LOG] = {"--log", "KTLSSHIM_LOG"},
+    [KS_OPT_PIN] = {"--pin", "KTLSSHIM_PIN"},
+    [KS_OPT_ZEROCOPY] = {"--zerocopy", "KTLSSHIM_ZEROCOPY"},
+    [KS_OPT_TICKET_ROTATE] = {"--ticket-rotate", "KTLSSHIM_TICKET_ROTATE"},
+    [KS_OPT_TICKET_KEY_FILE] = {"--ticket-key-file", "KTLSSHIM_TICKET_KEY_FILE"},
+};
+
+const char *ks_opt_variable(enum ks_opt o)
+{
+    return descs[o].variable;
+}
+
+/* Strict decimal, as config.c: digits only, no sign, no spaces, no overflow. */
+static bool parse_count(const char *s, long max, long *out)
+{
+    long v = 0;
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        v = v * 10 + (*s - '0');
+        if (v > max)
+            return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool one_of(const char *v, const char *const *words)
+{
+    for (; *words; words++)
+        if (strcmp(v, *words) == 0)
+            return true;
+    return false;
+}
+
+/* A file the library will append to: absolute, short enough, and either
+ * writable or creatable in an existing directory. Not created here. */
+static const char *appendable(const char *v)
+{
+    static char why[256];
+    if (v[0] != '/')
+        return "expected an absolute path to a file to append JSON lines to";
+    if (strlen(v) >= KS_PATH_MAX)
+        return "path too long";
+    if (access(v, F_OK) == 0) {
+        if (access(v, W_OK) != 0) {
+            snprintf(why, sizeof why, "cannot be opened for appending: %s", strerror(errno));
+            return why;
+        }
+        return NULL;
+    }
+    char dir[KS_PATH_MAX];
+    strcpy(dir, v);
+    const char *d = dirname(dir);
+    if (access(d, W_OK | X_OK) != 0) {
+        snprintf(why, sizeof why, "cannot be created (directory %.200s: %s)", d, strerror(errno));
+        return why;
+    }
+    return NULL;
+}
+
+bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
+{
+    static const char *const ktls_words[] = {"auto", "off", "strict", NULL};
+    static const char *const log_words[] = {"quiet", "info", "debug", NULL};
+    static const char *const on_off[] = {"on", "off", NULL};
+    const char *why = NULL;
+    long n;
+
+    switch (o) {
+    case KS_OPT_SHARDS:
+        if (strcmp(v, "auto") != 0 && !(parse_count(v, KS_MAX_SHARDS, &n) && n >= 1))
+            why = "expected a whole number from 1 to 1024, or \"auto\" (one per online CPU)";
+        break;
+    case KS_OPT_KTLS:
+        if (!one_of(v, ktls_words))
+            why = "expected auto, off or strict";
+        break;
+    case KS_OPT_LOG:
+        if (!one_of(v, log_words))
+            why = "expected quiet, info or debug";
+        break;
+    case KS_OPT_PIN:
+    case KS_OPT_ZEROCOPY:
+        if (!one_of(v, on_off))
+            why = "expected on or off";
+        break;
+    case KS_OPT_STATS:
+    case KS_OPT_CONN_LOG:
+        why = appendable(v);
+        break;
+    case KS_OPT_TICKET_ROTATE:
+        if (!(parse_count(v, 604800, &n) && n >= 60))
+            why = "expected a whole number of seconds from 60 to 604800";
+        break;
+    case KS_OPT_TICKET_KEY_FILE:
+        if (v[0] != '/' || strlen(v) >= KS_PATH_MAX)
+            why = "expected an absolute path to an 80-byte key file";
+        else if (access(v, R_OK) != 0)
+            why = strerror(errno);
+        break;
+    case KS_OPT_COUNT:
+        why = "no such option";
+        break;
+    }
+    if (!why)
+        return true;
+    snprintf(err, errlen, "%s \"%.200s\" is not valid (%s): %s", descs[o].option, v,
+             descs[o].variable, why);
+    return false;
+}

@@ -304,6 +304,13 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         *why = KS_FB_CLIENT;
         return false;
     }
+    if (version == TLS1_3_VERSION && (api.get_verify_mode(s) & SSL_VERIFY_POST_HANDSHAKE)) {
+        /* The client's post-handshake Certificate would come as handshake
+         * records under the application keys, which libssl must process. */
+        ks_log_debug("fd %d: post-handshake authentication is on; receive stays with libssl",
+                     api.get_rfd(s));
+        return false;
+    }
     if (api.has_pending(s)) {
         ks_log_debug("fd %d: libssl holds received bytes (SSL_has_pending)", api.get_rfd(s));
         *why = KS_FB_UNREAD;

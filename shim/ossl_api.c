@@ -67,6 +67,7 @@ static void load_table(void)
 
     bool sw = true;
     sw &= !!RESOLVE(is_server, "SSL_is_server");
+    sw &= !!RESOLVE(get_verify_mode, "SSL_get_verify_mode");
     sw &= !!RESOLVE(get_shutdown, "SSL_get_shutdown");
     sw &= !!RESOLVE(set_shutdown, "SSL_set_shutdown");
     sw &= !!RESOLVE(get_session, "SSL_get_session");

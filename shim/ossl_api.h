@@ -65,6 +65,7 @@ struct ks_ossl_api {
 
     /* The kTLS switch of the library's own (ks_ossl_api_switch_ok()). */
     int (*is_server)(const SSL *);
+    int (*get_verify_mode)(const SSL *);
     int (*get_shutdown)(const SSL *);
     void (*set_shutdown)(SSL *, int);
     SSL_SESSION *(*get_session)(const SSL *);

@@ -1,6 +1,9 @@
 /* exitpath.c — the ways a process ends or replaces itself that skip the
  * library's destructor, hooked so that an active process still writes its
  * record:
+ * - return from main: __libc_start_main is given a main that notes the
+ *   value main returns (glibc then calls exit internally), for the same
+ *   "exit N" in the destructor's record;
  * - exit(status): nothing written here; the status is noted so that the
  *   destructor's record says "exit N" (after the program's atexit handlers,
  *   which may still count);
@@ -19,6 +22,26 @@
 #include <unistd.h>
 
 extern char **environ;
+
+typedef int (*ks_main_fn)(int, char **, char **);
+static ks_main_fn program_main;
+
+static int noting_main(int argc, char **argv, char **envp)
+{
+    int r = program_main(argc, argv, envp);
+    ks_stats_note_exit_status(r);
+    return r;
+}
+
+/* Both symbol versions of glibc's __libc_start_main (2.2.5, 2.34) are one
+ * function, so forwarding to the default one is right for either. */
+KS_EXPORT int __libc_start_main(ks_main_fn main_fn, int argc, char **argv, void (*init)(void),
+                                void (*fini)(void), void (*rtld_fini)(void), void *stack_end)
+{
+    program_main = main_fn;
+    return ks_libc()->libc_start_main(main_fn ? noting_main : main_fn, argc, argv, init, fini,
+                                      rtld_fini, stack_end);
+}
 
 KS_EXPORT void exit(int status)
 {

@@ -54,6 +54,7 @@ const struct ks_libc *ks_libc(void)
     l.sysv_signal = need("sysv_signal");
     l.sigset = need("sigset");
     l.siginterrupt = need("siginterrupt");
+    l.libc_start_main = need("__libc_start_main");
     l.exit = need("exit");
     l._exit = need("_exit");
     l.execve = need("execve");

@@ -24,6 +24,8 @@ struct ks_libc {
     ks_sighandler_t (*sigset)(int, ks_sighandler_t);
     int (*siginterrupt)(int, int);
     /* the ways a process ends or replaces itself (exitpath.c) */
+    int (*libc_start_main)(int (*)(int, char **, char **), int, char **, void (*)(void),
+                           void (*)(void), void (*)(void), void *);
     void (*exit)(int);
     void (*_exit)(int);
     int (*execve)(const char *, char *const[], char *const[]);

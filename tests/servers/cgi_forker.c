@@ -3,9 +3,10 @@
  * (or when unsharded), forks and execs EXECS children (/bin/true), one at a
  * time, then forks COUNTERS children that each accept one connection on a
  * side listener and _exit(0); it then creates DONE_FILE and waits for a
- * signal.
+ * signal. The exec'd program is PROGRAM ARGS... (the test passes a static
+ * busybox: an exec that costs little, so 5000 of them stay quick).
  *
- * usage: cgi_forker PORT EXECS COUNTERS DONE_FILE */
+ * usage: cgi_forker PORT EXECS COUNTERS DONE_FILE PROGRAM [ARGS...] */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -32,10 +33,11 @@ static int tcp_listener(int port)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: cgi_forker PORT EXECS COUNTERS DONE_FILE\n");
+    if (argc < 6) {
+        fprintf(stderr, "usage: cgi_forker PORT EXECS COUNTERS DONE_FILE PROGRAM [ARGS...]\n");
         return 2;
     }
+    char **exec_argv = argv + 5;
     tcp_listener(atoi(argv[1]));
     const char *w = getenv("KTLSSHIM_WORKER");
     if (!w || strncmp(w, "0/", 2) == 0) {
@@ -43,7 +45,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < execs; i++) {
             pid_t pid = fork();
             if (pid == 0) {
-                execl("/bin/true", "true", (char *)NULL);
+                execv(exec_argv[0], exec_argv);
                 _exit(127);
             }
             int st;

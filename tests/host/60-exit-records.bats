@@ -184,6 +184,39 @@ while True:
     assert_equal "$(stat -c %U s.jsonl)" root
 }
 
+@test "h2o (threads, workers as nobody, an AF_UNIX privsep socket, ends with _exit from a thread): its record and exit line, TCP counted only" {
+    make_certs
+    port=$(free_port)
+    cat > h2o.conf <<EOF2
+user: nobody
+num-threads: 2
+listen:
+  host: 127.0.0.1
+  port: $port
+  ssl:
+    certificate-file: $CERTS/ec.pem
+    key-file: $CERTS/ec.key
+hosts:
+  default:
+    paths:
+      /:
+        status: ON
+EOF2
+    chmod 700 "$BATS_TEST_TMPDIR"
+    start srv env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" h2o -c "$BATS_TEST_TMPDIR/h2o.conf"
+    wait_port "$port"
+    for i in $(seq 20); do curl -skf --max-time 10 -o /dev/null "https://127.0.0.1:$port/"; done
+    kill -TERM "$(pid_of srv)"
+    wait_status srv
+    assert_equal "$status_of" 0
+    rec=$(record_of "$(pid_of srv)")
+    assert_equal "$(field "$rec" end)" "exit 0"
+    assert_equal "$(field "$rec" connections.accepted)" 21   # and the probe; not its AF_UNIX ones
+    assert_equal "$(field "$rec" connections.tls)" 20
+    run grep -c "ktlsshim\[$(pid_of srv)\]: exit 0: 21 accepted, 20 TLS" srv.err
+    assert_output 1
+}
+
 @test "the stats fd: high, close-on-exec, and a program that closes it and reuses the number gets its own file untouched" {
     port=$(free_port)
     start srv env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$PY" -c "

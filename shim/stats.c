@@ -20,6 +20,7 @@
 #include "config.h"
 #include "log.h"
 
+#include "live_abi.h"
 #include "sigcatch.h"
 
 #include <fcntl.h>
@@ -42,8 +43,20 @@ struct ks_pool {
     struct ks_record rec[POOL_RECORDS]; /* the last one is the overflow */
 };
 
-static struct ks_record own = {.shard = -1};
+/* The live area (live_abi.h): where `ktls-probe --stats` reads the records
+ * while the process runs. */
+struct ks_area {
+    struct ks_live_header h;
+    char names[KS_C_COUNT][KS_LIVE_NAME_LEN];
+    struct ks_record self;
+    struct ks_pool pool; /* sharded only: the unsharded area ends before it */
+};
+
+static struct ks_record own = {.shard = -1}; /* until the area exists */
+static struct ks_record *self_rec = &own;    /* own, or the area's copy */
 struct ks_record *ks_cur = &own;
+static struct ks_area *area;
+static size_t area_size;
 pid_t ks_self_pid;
 static struct ks_pool *pool;
 static bool active;          /* accessed with atomics */
@@ -72,10 +85,76 @@ static const struct { const char *group, *key; } counter_names[] = {
 #undef KS_C_NAME
 };
 
+/* Maps a live area: a memfd (the library keeps no fd: the mapping is
+ * enough), or anonymous shared memory where memfd_create is refused. */
+static struct ks_area *map_area(size_t size, bool *named)
+{
+    KS_SAVE_ERRNO;
+    void *p = MAP_FAILED;
+    int fd = memfd_create(KS_LIVE_MEMFD_NAME, MFD_CLOEXEC);
+    *named = false;
+    if (fd >= 0) {
+        if (ftruncate(fd, (off_t)size) == 0) {
+            p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            *named = p != MAP_FAILED;
+        }
+        close(fd);
+    }
+    if (p == MAP_FAILED)
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    KS_RESTORE_ERRNO;
+    if (p == MAP_FAILED)
+        return NULL;
+    struct ks_area *a = p;
+    for (int i = 0; i < KS_C_COUNT; i++) {
+        size_t g = strlen(counter_names[i].group), k = strlen(counter_names[i].key);
+        if (g + 1 + k < KS_LIVE_NAME_LEN) {
+            memcpy(a->names[i], counter_names[i].group, g);
+            a->names[i][g] = '.';
+            memcpy(a->names[i] + g + 1, counter_names[i].key, k);
+        }
+    }
+    a->h.version = KS_LIVE_VERSION;
+    a->h.ncounters = KS_C_COUNT;
+    a->h.record_size = sizeof(struct ks_record);
+    a->h.names_offset = offsetof(struct ks_area, names);
+    a->h.self_offset = offsetof(struct ks_area, self);
+    a->h.pid = (int32_t)getpid();
+    return a;
+}
+
+/* The process's own record moves into a new live area. */
+static void publish_self(size_t size)
+{
+    bool named;
+    struct ks_area *a = map_area(size, &named);
+    if (!a)
+        return; /* counts stay private: no live view */
+    a->self = *self_rec;
+    for (int i = 0; i < KS_C_COUNT; i++)
+        a->self.c[i] = 0;
+    a->self.pid = (int32_t)getpid();
+    area = a;
+    area_size = size;
+    struct ks_record *old = self_rec;
+    self_rec = &a->self;
+    struct ks_record *expect = old;
+    __atomic_compare_exchange_n(&ks_cur, &expect, self_rec, false, __ATOMIC_ACQ_REL,
+                                __ATOMIC_ACQUIRE);
+    /* what was counted before (and what a racing thread added meanwhile) */
+    for (int i = 0; i < KS_C_COUNT; i++)
+        __atomic_fetch_add(&self_rec->c[i], __atomic_exchange_n(&old->c[i], 0, __ATOMIC_RELAXED),
+                           __ATOMIC_RELAXED);
+    if (named)
+        __atomic_store_n(&a->h.magic, KS_LIVE_MAGIC, __ATOMIC_RELEASE);
+}
+
 static void activate(void)
 {
     if (__atomic_exchange_n(&active, true, __ATOMIC_ACQ_REL))
         return;
+    if (!pool && !area)
+        publish_self(offsetof(struct ks_area, pool));
     ks_signals_catch();
 }
 
@@ -98,7 +177,7 @@ void ks_stats_accepted(void)
 
 void ks_stats_set_shards(int shards)
 {
-    own.shards = shards;
+    self_rec->shards = shards;
 }
 
 /* ---- the stats file ---- */
@@ -170,14 +249,23 @@ static int stats_file(void)
 
 bool ks_stats_make_shared(void)
 {
-    void *p = mmap(NULL, sizeof(struct ks_pool), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    struct ks_area *old_area = area;
+    size_t old_size = area_size;
+    area = NULL;
+    publish_self(sizeof(struct ks_area));
+    if (!area) {
+        area = old_area;
         return false;
-    pool = p;
+    }
+    if (old_area)
+        munmap(old_area, old_size); /* its counts moved into the new one */
+    area->h.pool_nrec = POOL_RECORDS;
+    area->h.pool_records_offset = offsetof(struct ks_area, pool.rec);
+    area->h.pool_retired_offset = offsetof(struct ks_area, pool.retired);
+    pool = &area->pool;
     pool->nrec = POOL_RECORDS;
-    own.role = KS_ROLE_SUPERVISOR;
-    own.pid = (int32_t)getpid();
+    self_rec->role = KS_ROLE_SUPERVISOR;
+    self_rec->pid = (int32_t)getpid();
     activate();
     return true;
 }
@@ -250,7 +338,7 @@ static int claim(enum ks_role role, int shard, pid_t pid)
         r->pid = (int32_t)pid;
         __atomic_store_n(&r->written, 0, __ATOMIC_RELAXED);
     }
-    r->shards = own.shards;
+    r->shards = self_rec->shards;
     __atomic_store_n(&r->in_use, 1, __ATOMIC_RELEASE);
     return idx;
 }
@@ -308,6 +396,13 @@ void ks_stats_release(int idx)
 
 void ks_stats_after_fork_child(void)
 {
+    own.shards = self_rec->shards;
+    own.role = self_rec->role == KS_ROLE_SUPERVISOR ? KS_ROLE_WORKER_CHILD : self_rec->role;
+    self_rec = &own;
+    if (area && !pool) { /* the parent's live area is the parent's */
+        munmap(area, area_size);
+        area = NULL;
+    }
     memset(own.c, 0, sizeof own.c);
     own.pid = 0;
     own.written = 0;
@@ -672,7 +767,7 @@ void ks_stats_at_exec(void)
     /* From here the process is as if new: nothing counted, nothing caught. */
     ks_signals_release();
     __atomic_store_n(&active, false, __ATOMIC_RELEASE);
-    if (pool && r != &own) {
+    if (pool && r != self_rec) {
         int idx = (int)(r - pool->rec);
         if (r->role == KS_ROLE_WORKER_CHILD) {
             __atomic_store_n(&ks_cur, NULL, __ATOMIC_RELEASE);
@@ -685,8 +780,8 @@ void ks_stats_at_exec(void)
         }
     } else {
         for (int i = 0; i < KS_C_COUNT; i++)
-            __atomic_store_n(&own.c[i], 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&own.written, 0, __ATOMIC_RELEASE);
+            __atomic_store_n(&r->c[i], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->written, 0, __ATOMIC_RELEASE);
     }
 }
 
@@ -706,7 +801,7 @@ void ks_stats_write_supervisor(const char *end)
 {
     uint64_t sum[KS_C_COUNT], c[KS_C_COUNT];
     uint64_t summed = __atomic_load_n(&pool->retired_records, __ATOMIC_RELAXED);
-    snapshot(&own, sum);
+    snapshot(self_rec, sum);
     for (int k = 0; k < KS_C_COUNT; k++)
         sum[k] += __atomic_load_n(&pool->retired[k], __ATOMIC_RELAXED);
     for (uint32_t i = 0; i < pool->nrec; i++) {
@@ -717,5 +812,5 @@ void ks_stats_write_supervisor(const char *end)
             sum[k] += c[k];
         summed++;
     }
-    emit(&own, sum, summed, end);
+    emit(self_rec, sum, summed, end);
 }

@@ -45,6 +45,16 @@ teardown() { teardown_servers; }
     assert_output 0
     run grep -cE '[/"]s16384"' trace.txt   # the trace saw the server's opens: one per request
     assert_output 3
+    # live, in the Prometheus format, with the kernel's counters
+    "$BUILD/ktls-probe" --stats "$(pid_of srv)" --prometheus > m.prom
+    run promtool check metrics < m.prom
+    assert_success
+    run grep -c '^ktlsshim_kernel_tls_total{counter="TlsTxSw"} [1-9]' m.prom
+    assert_output 1
+    run grep -c '^ktlsshim_kernel_tls_current{counter="TlsCurrTxSw"} ' m.prom
+    assert_output 1
+    run grep "^ktlsshim_ktls_tx_sw_total{" m.prom
+    assert_output "ktlsshim_ktls_tx_sw_total{pid=\"$(pid_of srv)\",role=\"process\",shard=\"-1\"} 3"
     stop_srv srv
     assert_equal "$status_of" $((128 + 15))
     run stats_check "$STATS" 'len(R) == 1 and R[0]["end"] == "signal 15"' \

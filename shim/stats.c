@@ -85,13 +85,37 @@ static const struct { const char *group, *key; } counter_names[] = {
 #undef KS_C_NAME
 };
 
+/* Under a seccomp filter, a syscall the filter does not expect may kill the
+ * process (memfd_create is newer than many filters): no memfd then. Also
+ * when it cannot be told (no /proc). */
+static bool under_seccomp_filter(void)
+{
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof buf - 1 && (r = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fd);
+    buf[got] = '\0';
+    const char *p = strstr(buf, "\nSeccomp:");
+    if (!p)
+        return false; /* a kernel without seccomp */
+    p += strlen("\nSeccomp:");
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return *p != '0';
+}
+
 /* Maps a live area: a memfd (the library keeps no fd: the mapping is
- * enough), or anonymous shared memory where memfd_create is refused. */
+ * enough), or anonymous shared memory where there can be no memfd. */
 static struct ks_area *map_area(size_t size, bool *named)
 {
     KS_SAVE_ERRNO;
     void *p = MAP_FAILED;
-    int fd = memfd_create(KS_LIVE_MEMFD_NAME, MFD_CLOEXEC);
+    int fd = under_seccomp_filter() ? -1 : memfd_create(KS_LIVE_MEMFD_NAME, MFD_CLOEXEC);
     *named = false;
     if (fd >= 0) {
         if (ftruncate(fd, (off_t)size) == 0) {

@@ -149,7 +149,7 @@ static struct ks_area *map_area(size_t size, bool *named)
 
 /* The process's own record moves into a new live area. */
 static void publish_self(size_t size)
-{ if (size < sizeof(struct ks_area)) return;
+{
     bool named;
     struct ks_area *a = map_area(size, &named);
     if (!a)

@@ -23,7 +23,8 @@ PROBE_SRC := $(wildcard probe/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 
-all: $(BUILD)/libktlsshim.so $(BUILD)/ktls-probe $(BUILD)/ktlsshim $(BUILD)/tests/tiny_server
+all: $(BUILD)/libktlsshim.so $(BUILD)/ktls-probe $(BUILD)/ktlsshim $(BUILD)/tests/tiny_server \
+     $(BUILD)/tests/cgi_forker
 
 $(BUILD)/shim/%.o: shim/%.c $(wildcard shim/*.h) | $(BUILD)/shim
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<

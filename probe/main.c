@@ -12,6 +12,7 @@
 
 static const char usage_text[] =
     "usage: ktls-probe [--json] [--program PATH]\n"
+    "       ktls-probe --stats PID [--prometheus]\n"
     "\n"
     "Tells what this machine and a libssl can do for kernel TLS (kTLS),\n"
     "trying everything for real on loopback connections of its own.\n"
@@ -19,6 +20,10 @@ static const char usage_text[] =
     "  --program PATH  probe the libssl that PATH would load (a name without\n"
     "                  a slash is looked up in $PATH); default: libssl.so.3\n"
     "  --json          print one JSON object instead of text\n"
+    "  --stats PID     the live counters of a process under ktlsshim (root);\n"
+    "                  a supervisor's: every worker and their sum\n"
+    "  --prometheus    with --stats: Prometheus text format (node_exporter's\n"
+    "                  textfile collector), the kernel's tls_stat included\n"
     "  -h, --help      print this help and exit\n"
     "\n"
     "Exit status: 0 kTLS usable (tls ULP available and AES-GCM-128 TX\n"
@@ -105,8 +110,9 @@ static void decide(struct verdict *v, const struct kernel_info *k, const struct 
 
 int main(int argc, char **argv)
 {
-    bool json = false;
+    bool json = false, prometheus = false;
     const char *program = NULL;
+    long stats_pid = 0;
     struct kernel_info *k;
     struct netif_list nl;
     struct ssl_info *si;
@@ -127,12 +133,26 @@ int main(int argc, char **argv)
             program = argv[++i];
         } else if (!strncmp(a, "--program=", 10)) {
             program = a + 10;
+        } else if (!strcmp(a, "--stats")) {
+            char *end;
+            if (i + 1 >= argc)
+                return usage_error("%s needs a process id", a);
+            errno = 0;
+            stats_pid = strtol(argv[++i], &end, 10);
+            if (errno || *end || end == argv[i] || stats_pid <= 0 || stats_pid > 4194304)
+                return usage_error("--stats %s: not a process id", argv[i]);
+        } else if (!strcmp(a, "--prometheus")) {
+            prometheus = true;
         } else {
             return usage_error("unknown argument: %s", a);
         }
     }
     if (program && !*program)
         return usage_error("%s", "--program needs a non-empty path");
+    if (prometheus && !stats_pid)
+        return usage_error("%s", "--prometheus goes with --stats PID");
+    if (stats_pid)
+        return live_stats_main((pid_t)stats_pid, prometheus);
 
     si = calloc(1, sizeof(*si));
     k = calloc(1, sizeof(*k));

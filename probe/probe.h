@@ -214,4 +214,7 @@ int bprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(
 void trim(char *s);
 void fill_random(void *buf, size_t len);
 
+/* livestats.c: `--stats PID [--prometheus]`; returns the exit status. */
+int live_stats_main(pid_t pid, bool prometheus);
+
 #endif

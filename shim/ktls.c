@@ -1,19 +1,30 @@
 /* ktls.c — the kernel side of kTLS, read-only except for one option:
  * - whether the tls ULP exists (/proc/sys/net/ipv4/tcp_available_ulp);
- * - software or NIC crypto per connection, from /proc/net/tls_stat: with no
- *   device-offloaded connection in the namespace (TlsCurrTxDevice = 0) a
- *   kTLS connection is certainly software, with no software one it is
- *   certainly NIC; otherwise the answer is a guess and says so. (inet_diag's
- *   TLS_INFO_TXCONF would be exact but needs CAP_NET_ADMIN.)
+ * - software or NIC crypto per connection. Without a NIC that does TLS in
+ *   the network namespace every kTLS connection is software, exactly: the
+ *   interfaces' ethtool features (tls-hw-tx-offload, tls-hw-rx-offload, as
+ *   ktls-probe reads them) are checked once and again at most once a second
+ *   while connections come (an offload switched on in the last second is the
+ *   only thing that can be missed), with no syscall per connection. Only
+ *   where some interface has TLS offload is /proc/net/tls_stat read per
+ *   connection: with no device-offloaded connection in the namespace
+ *   (TlsCurrTxDevice = 0) the connection is certainly software, with no
+ *   software one certainly NIC; otherwise the answer is a guess and says so.
+ *   (inet_diag's TLS_INFO_TXCONF would be exact but needs CAP_NET_ADMIN on
+ *   the kernels this runs on.)
  * - TLS_TX_ZEROCOPY_RO;
  * - a bitmap of fds with kTLS TX, for counting plain sendfile(). */
 #include "ktls.h"
 
 #include <fcntl.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
 #include <linux/tls.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,9 +86,133 @@ static long stat_value(const char *text, const char *name)
     return -1;
 }
 
+static int64_t coarse_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int ethtool(int sock, const char *ifname, void *data)
+{
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    size_t n = strnlen(ifname, sizeof ifr.ifr_name - 1);
+    memcpy(ifr.ifr_name, ifname, n);
+    ifr.ifr_data = data;
+    return ioctl(sock, SIOCETHTOOL, &ifr);
+}
+
+#define MAX_FEATURES 256 /* the kernel has about 70 feature names */
+
+/* The bit numbers of tls-hw-tx-offload and tls-hw-rx-offload in the
+ * ETH_SS_FEATURES string set (the same for every device). */
+static bool tls_feature_bits(int sock, const char *ifname, int bit[2], uint32_t *count)
+{
+    struct {
+        struct ethtool_sset_info hdr;
+        uint32_t data[1];
+    } ss;
+    memset(&ss, 0, sizeof ss);
+    ss.hdr.cmd = ETHTOOL_GSSET_INFO;
+    ss.hdr.sset_mask = 1ULL << ETH_SS_FEATURES;
+    if (ethtool(sock, ifname, &ss) != 0 || !(ss.hdr.sset_mask & (1ULL << ETH_SS_FEATURES)))
+        return false;
+    uint32_t n = ss.data[0];
+    if (n == 0 || n > MAX_FEATURES)
+        return false;
+    struct ethtool_gstrings *gs = calloc(1, sizeof *gs + (size_t)n * ETH_GSTRING_LEN);
+    if (!gs)
+        return false;
+    gs->cmd = ETHTOOL_GSTRINGS;
+    gs->string_set = ETH_SS_FEATURES;
+    gs->len = n;
+    bool ok = ethtool(sock, ifname, gs) == 0;
+    bit[0] = bit[1] = -1;
+    for (uint32_t i = 0; ok && i < gs->len && i < n; i++) {
+        const char *name = (const char *)gs->data + (size_t)i * ETH_GSTRING_LEN;
+        if (strncmp(name, "tls-hw-tx-offload", ETH_GSTRING_LEN) == 0)
+            bit[0] = (int)i;
+        else if (strncmp(name, "tls-hw-rx-offload", ETH_GSTRING_LEN) == 0)
+            bit[1] = (int)i;
+    }
+    free(gs);
+    *count = n;
+    return ok;
+}
+
+/* Does any interface of this network namespace do TLS in hardware (either
+ * direction active)? Unknown (an interface whose features cannot be read,
+ * or no interface list) counts as yes: the caller then falls back to
+ * /proc/net/tls_stat, as before. */
+static bool any_interface_offloads_tls(void)
+{
+    struct if_nameindex *ifs = if_nameindex();
+    if (!ifs)
+        return true;
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    bool any = sock < 0;
+    int bit[2] = {-1, -1};
+    uint32_t nfeat = 0;
+    bool have_bits = false;
+    for (struct if_nameindex *i = ifs; !any && i->if_index; i++) {
+        if (!have_bits) {
+            if (!tls_feature_bits(sock, i->if_name, bit, &nfeat)) {
+                any = true; /* cannot tell */
+                break;
+            }
+            have_bits = true;
+            if (bit[0] < 0 && bit[1] < 0)
+                break; /* a kernel without TLS offload features at all */
+        }
+        struct {
+            struct ethtool_gfeatures hdr;
+            struct ethtool_get_features_block blk[MAX_FEATURES / 32];
+        } gf;
+        memset(&gf, 0, sizeof gf);
+        gf.hdr.cmd = ETHTOOL_GFEATURES;
+        gf.hdr.size = (nfeat + 31) / 32;
+        if (ethtool(sock, i->if_name, &gf) != 0) {
+            any = true;
+            break;
+        }
+        for (int d = 0; d < 2; d++)
+            if (bit[d] >= 0 && (uint32_t)bit[d] / 32 < gf.hdr.size &&
+                (gf.blk[bit[d] / 32].active & (1U << (bit[d] % 32))))
+                any = true;
+    }
+    if (sock >= 0)
+        close(sock);
+    if_freenameindex(ifs);
+    return any;
+}
+
+#define NIC_RECHECK_MS 1000
+
+/* Cached answer of any_interface_offloads_tls(): 0 unknown, 1 no, 2 yes. */
+static int nic_tls_state;
+static int64_t nic_checked_ms;
+
+static bool namespace_has_tls_nic(void)
+{
+    int64_t now = coarse_now_ms();
+    int st = __atomic_load_n(&nic_tls_state, __ATOMIC_ACQUIRE);
+    if (st && now - __atomic_load_n(&nic_checked_ms, __ATOMIC_RELAXED) < NIC_RECHECK_MS)
+        return st == 2;
+    KS_SAVE_ERRNO;
+    bool yes = any_interface_offloads_tls();
+    KS_RESTORE_ERRNO;
+    __atomic_store_n(&nic_checked_ms, now, __ATOMIC_RELAXED);
+    __atomic_store_n(&nic_tls_state, yes ? 2 : 1, __ATOMIC_RELEASE);
+    return yes;
+}
+
 enum ks_offload ks_ktls_offload(int fd, bool tx, bool *estimated)
 {
     (void)fd;
+    *estimated = false;
+    if (!namespace_has_tls_nic())
+        return KS_OFFLOAD_SW; /* no NIC can have it: certain */
     KS_SAVE_ERRNO;
     char buf[2048];
     *estimated = true;

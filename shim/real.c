@@ -47,6 +47,22 @@ const struct ks_libc *ks_libc(void)
     l.accept4 = need("accept4");
     l.sendfile = need("sendfile");
     l.sendfile64 = need("sendfile64");
+    l.sigaction = need("sigaction");
+    l.signal = need("signal");
+    l.bsd_signal = need("bsd_signal");
+    l.ssignal = need("ssignal");
+    l.sysv_signal = need("sysv_signal");
+    l.sigset = need("sigset");
+    l.siginterrupt = need("siginterrupt");
+    l.libc_start_main = need("__libc_start_main");
+    l.exit = need("exit");
+    l._exit = need("_exit");
+    l.execve = need("execve");
+    l.execv = need("execv");
+    l.execvp = need("execvp");
+    l.execvpe = need("execvpe");
+    l.fexecve = need("fexecve");
+    l.execveat = dlsym(RTLD_NEXT, "execveat"); /* glibc 2.34+ */
     libc_fns = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
     KS_RESTORE_ERRNO;

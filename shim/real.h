@@ -3,7 +3,10 @@
 #define KTLSSHIM_REAL_H
 
 #include "common.h"
+#include <signal.h>
 #include <sys/socket.h>
+
+typedef void (*ks_sighandler_t)(int);
 
 struct ks_libc {
     int (*bind)(int, const struct sockaddr *, socklen_t);
@@ -12,10 +15,30 @@ struct ks_libc {
     int (*accept4)(int, struct sockaddr *, socklen_t *, int);
     ssize_t (*sendfile)(int, int, off_t *, size_t);
     ssize_t (*sendfile64)(int, int, off_t *, size_t);
+    /* signal dispositions (sigcatch.c) */
+    int (*sigaction)(int, const struct sigaction *, struct sigaction *);
+    ks_sighandler_t (*signal)(int, ks_sighandler_t);
+    ks_sighandler_t (*bsd_signal)(int, ks_sighandler_t);
+    ks_sighandler_t (*ssignal)(int, ks_sighandler_t);
+    ks_sighandler_t (*sysv_signal)(int, ks_sighandler_t);
+    ks_sighandler_t (*sigset)(int, ks_sighandler_t);
+    int (*siginterrupt)(int, int);
+    /* the ways a process ends or replaces itself (exitpath.c) */
+    int (*libc_start_main)(int (*)(int, char **, char **), int, char **, void (*)(void),
+                           void (*)(void), void (*)(void), void *);
+    void (*exit)(int);
+    void (*_exit)(int);
+    int (*execve)(const char *, char *const[], char *const[]);
+    int (*execv)(const char *, char *const[]);
+    int (*execvp)(const char *, char *const[]);
+    int (*execvpe)(const char *, char *const[], char *const[]);
+    int (*fexecve)(int, char *const[], char *const[]);
+    int (*execveat)(int, const char *, char *const[], char *const[], int); /* or NULL */
 };
 
-/* libc's functions (the next definition after this library). Resolved on
- * first use; never NULL afterwards (abort with a message otherwise: a libc
+/* libc's functions (the next definition after this library). Resolved at
+ * load (init.c), so that a signal handler never resolves anything; never NULL
+ * afterwards except where marked (abort with a message otherwise: a libc
  * without bind() cannot run the program anyway). */
 const struct ks_libc *ks_libc(void);
 

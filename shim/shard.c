@@ -129,19 +129,43 @@ KS_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
     return ks_libc()->bind(fd, addr, len);
 }
 
+/* accept()ed a TCP connection? The family comes free in the address the
+ * caller asked for; only a caller that asked for none costs a getsockopt().
+ * (Not AF_UNIX: h2o's privilege-separation socket is no connection.) */
+static void count_if_tcp(int cfd, const struct sockaddr *addr, socklen_t asked,
+                         const socklen_t *len)
+{
+    sa_family_t family;
+    if (addr && len && asked >= sizeof family && *len >= sizeof family) {
+        family = addr->sa_family;
+    } else {
+        KS_SAVE_ERRNO;
+        int domain = 0;
+        socklen_t l = sizeof domain;
+        if (getsockopt(cfd, SOL_SOCKET, SO_DOMAIN, &domain, &l) != 0)
+            domain = AF_UNSPEC;
+        family = (sa_family_t)domain;
+        KS_RESTORE_ERRNO;
+    }
+    if (family == AF_INET || family == AF_INET6)
+        ks_stats_accepted();
+}
+
 KS_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
+    socklen_t asked = addr && len ? *len : 0;
     int r = ks_libc()->accept(fd, addr, len);
     if (r >= 0)
-        ks_count(KS_C_ACCEPTED, 1);
+        count_if_tcp(r, addr, asked, len);
     return r;
 }
 
 KS_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
+    socklen_t asked = addr && len ? *len : 0;
     int r = ks_libc()->accept4(fd, addr, len, flags);
     if (r >= 0)
-        ks_count(KS_C_ACCEPTED, 1);
+        count_if_tcp(r, addr, asked, len);
     return r;
 }
 

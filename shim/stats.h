@@ -93,30 +93,53 @@ struct ks_record {
     int32_t shard;           /* worker index, -1 when none */
     int32_t shards;
     int32_t written;         /* the exit record has been written (atomic) */
-    int32_t in_use;
+    int32_t in_use;          /* pool: 0 free, 1 in use, 2 being claimed (atomic) */
 };
 
+/* NULL in a process forked by a sharded worker until it first counts
+ * something: only then does it claim a record of the shared pool. */
 extern struct ks_record *ks_cur;
+struct ks_record *ks_stats_claim_lazily(void);
 
 static inline void ks_count(enum ks_counter c, uint64_t n)
 {
-    __atomic_fetch_add(&ks_cur->c[c], n, __ATOMIC_RELAXED);
+    struct ks_record *r = __atomic_load_n(&ks_cur, __ATOMIC_ACQUIRE);
+    if (KS_UNLIKELY(!r))
+        r = ks_stats_claim_lazily();
+    __atomic_fetch_add(&r->c[c], n, __ATOMIC_RELAXED);
 }
 
 /* Marks that the library did something in this process, so that it writes
- * an exit record (processes where it did nothing stay silent). */
+ * a record however it ends (processes where it did nothing stay silent and
+ * untouched): from now on, signals the program left at their default action
+ * are caught to write it (sigcatch.c). */
 void ks_stats_mark_active(void);
+/* The program accepted a TCP connection: counted; with KTLSSHIM_STATS set,
+ * that makes the process active. */
+void ks_stats_accepted(void);
+
+/* At load: opens KTLSSHIM_STATS while the process still has the privileges
+ * it started with (close-on-exec, at a high fd number). */
+void ks_stats_open_file(void);
+
+/* The pid whose records this copy of the library keeps: differs from
+ * getpid() in a vfork() child, which shares our memory and must not touch
+ * it. Set at load and in every fork child. */
+extern pid_t ks_self_pid;
 
 /* Sharding: makes a shared pool of records that survives the workers; the
  * supervisor sums it at the end. */
 bool ks_stats_make_shared(void);
 void ks_stats_set_shards(int shards);
 /* Claims a fresh record in the shared pool (supervisor, before forking a
- * worker); returns its index, or -1 if the pool is full (the overflow
- * record is used then). */
+ * worker); returns its index, or the overflow record's if the pool is
+ * full. */
 int ks_stats_claim(enum ks_role role, int shard);
 /* In the new worker: make record `idx` the process's own. */
 void ks_stats_adopt(int idx, pid_t pid);
+/* The supervisor, once a worker's record is written: its counts move to
+ * the pool's retired sum and the record is free again. */
+void ks_stats_release(int idx);
 /* After fork() in the program: the child starts with a fresh record. */
 void ks_stats_after_fork_child(void);
 
@@ -125,7 +148,20 @@ void ks_stats_after_fork_child(void);
 void ks_stats_write_for(int idx, const char *end);
 /* The supervisor's record: the sum over the whole pool. */
 void ks_stats_write_supervisor(const char *end);
-/* The process's own record, at exit. */
+/* The process's own record; async-signal-safe (no stdio, no malloc), so
+ * that a signal handler may call it. Written once. */
 void ks_stats_write_own(const char *end);
+/* The end of the process, by the paths the library sees (exitpath.c,
+ * sigcatch.c, the destructor). Each writes the own record if the process is
+ * active and this is the process that owns it (not a vfork child). */
+void ks_stats_note_exit_status(int status); /* exit(status): for the destructor */
+void ks_stats_at_destructor(void);
+void ks_stats_at_exit(int status);          /* _exit, _Exit, quick_exit */
+void ks_stats_at_signal(int sig);           /* async-signal-safe */
+/* Before exec: writes the record ("exec"), moves its counts out (to the
+ * pool's retired sum when shared) and makes the process inactive, so that if
+ * the exec fails the process starts over with a fresh record and sums stay
+ * exact. */
+void ks_stats_at_exec(void);
 
 #endif

@@ -124,6 +124,7 @@ static void worker_ended(struct slot *s, int i, int status)
     char how[32];
     describe(status, how, sizeof how);
     ks_stats_write_for(s->rec, how); /* no-op if the worker wrote its own */
+    ks_stats_release(s->rec);        /* its counts stay in the sum; the record is free */
     s->last_status = status;
     pid_t pid = s->pid;
     s->pid = 0;

@@ -47,6 +47,11 @@ const struct ks_libc *ks_libc(void)
     l.accept4 = need("accept4");
     l.sendfile = need("sendfile");
     l.sendfile64 = need("sendfile64");
+    l.write = need("write");
+    l.writev = need("writev");
+    l.send = need("send");
+    l.sendto = need("sendto");
+    l.sendmsg = need("sendmsg");
     libc_fns = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
     KS_RESTORE_ERRNO;

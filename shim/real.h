@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 struct ks_libc {
     int (*bind)(int, const struct sockaddr *, socklen_t);
@@ -12,6 +13,12 @@ struct ks_libc {
     int (*accept4)(int, struct sockaddr *, socklen_t *, int);
     ssize_t (*sendfile)(int, int, off_t *, size_t);
     ssize_t (*sendfile64)(int, int, off_t *, size_t);
+    /* biosock.c: the writes of programs whose TLS goes through their BIO */
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*writev)(int, const struct iovec *, int);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
 };
 
 /* libc's functions (the next definition after this library). Resolved on

@@ -14,6 +14,9 @@
     X(VERSION, "version")             \
     X(CIPHER, "cipher")               \
     X(LIBSSL, "libssl")               \
+    X(BIO_NO_FD, "bio_no_fd")         \
+    X(BIO_BUSY, "bio_busy")           \
+    X(BIO_RX, "bio_rx")               \
     X(OTHER, "other")
 
 #define KS_COUNTERS(X)                                  \
@@ -31,12 +34,17 @@
     X(KTLS_RX_NIC, "ktls", "rx_nic")                    \
     X(KTLS_OFFLOAD_ESTIMATED, "ktls", "offload_estimated") \
     X(KTLS_TX_ZEROCOPY, "ktls", "tx_zerocopy")          \
+    X(KTLS_TX_BIO, "ktls", "tx_bio")                    \
+    X(KTLS_REASSERTED, "ktls", "reasserted")            \
     X(FB_TX_DISABLED, "fallback_tx", "disabled")        \
     X(FB_TX_NO_KERNEL_TLS, "fallback_tx", "no_kernel_tls") \
     X(FB_TX_NOT_SOCKET, "fallback_tx", "not_socket")    \
     X(FB_TX_VERSION, "fallback_tx", "version")          \
     X(FB_TX_CIPHER, "fallback_tx", "cipher")            \
     X(FB_TX_LIBSSL, "fallback_tx", "libssl")            \
+    X(FB_TX_BIO_NO_FD, "fallback_tx", "bio_no_fd")      \
+    X(FB_TX_BIO_BUSY, "fallback_tx", "bio_busy")        \
+    X(FB_TX_BIO_RX, "fallback_tx", "bio_rx")            \
     X(FB_TX_OTHER, "fallback_tx", "other")              \
     X(FB_RX_DISABLED, "fallback_rx", "disabled")        \
     X(FB_RX_NO_KERNEL_TLS, "fallback_rx", "no_kernel_tls") \
@@ -44,6 +52,9 @@
     X(FB_RX_VERSION, "fallback_rx", "version")          \
     X(FB_RX_CIPHER, "fallback_rx", "cipher")            \
     X(FB_RX_LIBSSL, "fallback_rx", "libssl")            \
+    X(FB_RX_BIO_NO_FD, "fallback_rx", "bio_no_fd")      \
+    X(FB_RX_BIO_BUSY, "fallback_rx", "bio_busy")        \
+    X(FB_RX_BIO_RX, "fallback_rx", "bio_rx")            \
     X(FB_RX_OTHER, "fallback_rx", "other")              \
     X(B_KTLS_TX, "bytes", "ktls_tx")                    \
     X(B_KTLS_RX, "bytes", "ktls_rx")                    \

@@ -11,7 +11,10 @@
  *   all) is a choice: the mark comes off and the choice is kept.
  * - SSL_new on a marked context whose options lack SSL_OP_ENABLE_KTLS: the
  *   option is set on that SSL only (the context keeps exactly what the
- *   program set, as it reads it back), counted in ktls.reasserted.
+ *   program set, as it reads it back), counted in ktls.reasserted. Unless
+ *   the program set back exactly the options it had but SSL_OP_ENABLE_KTLS
+ *   (Ruby's `ctx.options &= ~OP_ENABLE_KTLS` clears all, then sets that):
+ *   that is a choice too.
  * Nothing happens with KTLSSHIM_KTLS=off. */
 #include "common.h"
 #include "config.h"
@@ -35,7 +38,18 @@ static struct {
                             CRYPTO_EX_free *);
 } or_api;
 static bool or_ok;
-static int wiped_idx = -1; /* SSL_CTX ex_data: non-NULL when wiped wholesale */
+static int wiped_idx = -1; /* SSL_CTX ex_data: struct wiped, when wiped wholesale */
+
+struct wiped {
+    uint64_t before; /* the options the context had just before */
+};
+
+static void wiped_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                       void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    free(ptr);
+}
 static pthread_once_t or_once = PTHREAD_ONCE_INIT;
 
 #define OR_RESOLVE(field, name) (*(void **)&or_api.field = ks_ossl_sym(name))
@@ -52,7 +66,8 @@ static void resolve(void)
     ok &= !!OR_RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
     ok &= !!OR_RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
     if (ok)
-        wiped_idx = or_api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, NULL);
+        wiped_idx = or_api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL,
+                                                wiped_free);
     or_ok = ok && wiped_idx >= 0;
 }
 
@@ -81,7 +96,18 @@ KS_EXPORT uint64_t SSL_CTX_clear_options(SSL_CTX *ctx, uint64_t op)
     if (before & SSL_OP_ENABLE_KTLS) {
         KS_SAVE_ERRNO;
         bool reset = wholesale(before, op);
-        or_api.CTX_set_ex_data(ctx, wiped_idx, reset ? (void *)ctx : NULL);
+        struct wiped *w = or_api.CTX_get_ex_data(ctx, wiped_idx);
+        if (reset && !w && (w = calloc(1, sizeof *w)) &&
+            !or_api.CTX_set_ex_data(ctx, wiped_idx, w)) {
+            free(w);
+            w = NULL;
+        }
+        if (reset && w) {
+            w->before = before;
+        } else if (!reset && w) {
+            or_api.CTX_set_ex_data(ctx, wiped_idx, NULL);
+            free(w);
+        }
         ks_log_debug("the program cleared %s of a context's options, SSL_OP_ENABLE_KTLS "
                      "with them: %s", reset ? "all" : "some",
                      reset ? "kTLS is set again on each of its connections"
@@ -97,9 +123,12 @@ KS_EXPORT SSL *SSL_new(SSL_CTX *ctx)
     if (!or_api.new_ssl)
         missing("SSL_new");
     SSL *s = or_api.new_ssl(ctx);
-    if (!s || !or_ok || !ctx || !or_api.CTX_get_ex_data(ctx, wiped_idx) ||
+    struct wiped *w;
+    if (!s || !or_ok || !ctx || !(w = or_api.CTX_get_ex_data(ctx, wiped_idx)) ||
         ks_config()->ktls == KS_KTLS_OFF)
         return s;
+    if (or_api.CTX_get_options(ctx) == (w->before & ~(uint64_t)SSL_OP_ENABLE_KTLS))
+        return s; /* all it had but kTLS: the program's choice */
     if (!(or_api.get_options(s) & SSL_OP_ENABLE_KTLS)) {
         or_api.set_options(s, SSL_OP_ENABLE_KTLS);
         ks_count(KS_C_KTLS_REASSERTED, 1);

@@ -72,42 +72,28 @@ haproxy_conf() {
 }
 haproxy_args() { echo "haproxy -db -f $BATS_TEST_TMPDIR/haproxy/haproxy.cfg"; }
 
-# ruby_server: writes a Ruby HTTPS file server (OpenSSL::SSL::SSLServer over
-# TCPServer, one thread per connection, keep-alive not offered) and prints
-# its path: ruby_https.rb PORT CERT KEY DIR.
+# ruby_server: writes a WEBrick HTTPS file server (Ruby's openssl; WEBrick
+# sets its context's options with `ctx.options = nil`, which clears every
+# bit and sets OP_ALL) and prints its path: webrick_https.rb PORT CERT KEY DIR.
+# SIGTERM stops it normally. WEBRICK_KTLS=off: the server sets, the same way,
+# every option it had but SSL_OP_ENABLE_KTLS (a choice the library keeps).
 ruby_server() {
-    local f="$BATS_TEST_TMPDIR/ruby_https.rb"
+    local f="$BATS_TEST_TMPDIR/webrick_https.rb"
     cat >"$f" <<'RUBY'
-require "socket"
+require "webrick"
+require "webrick/https"
 require "openssl"
 port, cert, key, dir = ARGV
-ctx = OpenSSL::SSL::SSLContext.new
-ctx.cert = OpenSSL::X509::Certificate.new(File.read(cert))
-ctx.key = OpenSSL::PKey.read(File.read(key))
-ctx.min_version = OpenSSL::SSL::TLS1_2_VERSION
-server = OpenSSL::SSL::SSLServer.new(TCPServer.new("127.0.0.1", port.to_i), ctx)
-trap("TERM") { exit 0 }
-loop do
-  conn = begin
-    server.accept
-  rescue OpenSSL::SSL::SSLError, Errno::ECONNRESET
-    next
-  end
-  Thread.new(conn) do |c|
-    begin
-      line = c.gets
-      while (h = c.gets) && h != "\r\n"; end
-      path = File.join(dir, File.basename(line.split[1]))
-      body = File.binread(path)
-      c.write("HTTP/1.1 200 OK\r\nContent-Length: #{body.bytesize}\r\nConnection: close\r\n\r\n")
-      c.write(body)
-    rescue StandardError => e
-      warn "ruby_https: #{e.class}: #{e.message}"
-    ensure
-      c.close rescue nil
-    end
-  end
-end
+opts = nil
+opts = OpenSSL::SSL::SSLContext.new.options & ~8 if ENV["WEBRICK_KTLS"] == "off"
+server = WEBrick::HTTPServer.new(
+  SSLOptions: opts, BindAddress: "127.0.0.1", Port: port.to_i, DocumentRoot: dir,
+  SSLEnable: true,
+  SSLCertificate: OpenSSL::X509::Certificate.new(File.read(cert)),
+  SSLPrivateKey: OpenSSL::PKey.read(File.read(key)),
+  Logger: WEBrick::Log.new($stderr, WEBrick::Log::WARN), AccessLog: [])
+trap("TERM") { server.shutdown }
+server.start
 RUBY
     echo "$f"
 }

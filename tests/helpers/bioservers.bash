@@ -12,6 +12,11 @@ apache_conf() {
     mkdir -p "$d/logs" "$d/run"
     chmod 711 "$BATS_TEST_TMPDIR" "$BATS_RUN_TMPDIR" 2>/dev/null || true
     chmod -R a+rX "$WWW"
+    # Its children (as nobody) append their exit records to $STATS.
+    if [ -n "${STATS:-}" ]; then
+        touch "$STATS"
+        chmod 666 "$STATS"
+    fi
     cat >"$d/httpd.conf" <<CONF
 ServerRoot "$d"
 ServerName localhost
@@ -47,23 +52,24 @@ CONF
 }
 apache_args() { echo "apache2 -f $BATS_TEST_TMPDIR/apache/httpd.conf -DFOREGROUND"; }
 
-# haproxy_conf PORT BACKEND_PORT CERTKEY_PEM [NBTHREAD]: HAProxy terminating
+# haproxy_conf PORT BACKEND_PORT CERT KEY [NBTHREAD]: HAProxy terminating
 # TLS on 127.0.0.1:PORT in front of a plain HTTP server on BACKEND_PORT,
 # with keep-alive on both sides. NBTHREAD empty: HAProxy's default threads.
 haproxy_conf() {
     local d="$BATS_TEST_TMPDIR/haproxy"
     mkdir -p "$d"
+    cat "$3" "$4" >"$d/crt.pem"
     {
         echo "global"
         echo "    pidfile $d/haproxy.pid"
-        [ -n "${4:-}" ] && echo "    nbthread $4"
+        [ -n "${5:-}" ] && echo "    nbthread $5"
         echo "defaults"
         echo "    mode http"
         echo "    timeout connect 10s"
         echo "    timeout client 120s"
         echo "    timeout server 120s"
         echo "frontend tls"
-        echo "    bind 127.0.0.1:$1 ssl crt $3"
+        echo "    bind 127.0.0.1:$1 ssl crt $d/crt.pem"
         echo "    default_backend plain"
         echo "backend plain"
         echo "    http-reuse always"
@@ -96,4 +102,57 @@ trap("TERM") { server.shutdown }
 server.start
 RUBY
     echo "$f"
+}
+
+# plain_backend PORT: starts (as NAME "be") Python's http.server over $WWW,
+# speaking HTTP/1.1 with keep-alive, as HAProxy's backend. No library.
+plain_backend() {
+    start_plain be "$PY" -c '
+import functools, http.server, sys
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+h = functools.partial(H, directory=sys.argv[2])
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), h).serve_forever()
+' "$1" "$WWW"
+}
+
+# stop_sig NAME SIGNAL [SECONDS]: like stop_srv with another signal (HAProxy
+# writes its exit record after SIGUSR1, its soft stop).
+stop_sig() {
+    local pid
+    pid=$(pid_of "$1")
+    kill "-$2" "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" "${3:-20}"; then
+        echo "$1 (pid $pid) did not exit after SIG$2" >&2
+        return 1
+    fi
+    wait_status "$1"
+}
+
+# keepalive PORT CURL-TLS-OPTIONS FILE...: fetches every FILE of $WWW over
+# one curl run (one connection, kept alive); prints "connects N" then one
+# line per body that differs. Fails if curl does or a body differs.
+keepalive() {
+    local port=$1 opts=$2 f urls=() outs=() i=0 bad=0 n
+    shift 2
+    for f in "$@"; do
+        urls+=("https://127.0.0.1:$port/$f")
+        outs+=(-o "$BATS_TEST_TMPDIR/ka.$i")
+        i=$((i + 1))
+    done
+    # shellcheck disable=SC2086 # the options are words
+    n=$(curl -sSkf --max-time "${FETCH_TIMEOUT:-30}" $opts -w '%{num_connects}\n' \
+        "${outs[@]}" "${urls[@]}" | awk '{ s += $1 } END { print s }') || return 1
+    echo "connects $n"
+    i=0
+    for f in "$@"; do
+        if [ "$(sha "$BATS_TEST_TMPDIR/ka.$i")" != "$(sha "$WWW/$f")" ]; then
+            echo "BAD: $f"
+            bad=1
+        fi
+        i=$((i + 1))
+    done
+    return "$bad"
 }

@@ -414,7 +414,8 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
 
 /* A control record is announced: its payload is the next BIO_write. */
 static __thread struct {
-    int fd; /* -1 none */
+    BIO *bio; /* the BIO libssl announced it on (its next BIO_write is the record) */
+    int fd;
     uint8_t type;
     bool armed;
 } ctrl_next __attribute__((tls_model("initial-exec")));
@@ -440,6 +441,7 @@ static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
     case KS_BIO_CTRL_SET_KTLS_TX_SEND_CTRL_MSG:
         if (!(st = bio_state(end)) || !st->tx_on)
             return false;
+        ctrl_next.bio = b;
         ctrl_next.fd = st->fd;
         ctrl_next.type = (uint8_t)num;
         ctrl_next.armed = true;
@@ -501,10 +503,12 @@ KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
     if (KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
         return bs_api.write(b, data, dlen);
     if (ctrl_next.armed) {
-        /* The payload of the announced control record. */
+        /* The payload of the announced control record: libssl writes it to
+         * the BIO it announced it on, right after. Anything else means the
+         * announcement was abandoned (an error path): forget it. */
         ctrl_next.armed = false;
         int fd = ctrl_next.fd;
-        if (dlen <= 0)
+        if (dlen <= 0 || b != ctrl_next.bio)
             return bs_api.write(b, data, dlen);
         int e = errno;
         ctrl_note(fd, ctrl_next.type, (size_t)dlen);

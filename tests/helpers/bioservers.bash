@@ -4,12 +4,13 @@
 # and tls.
 
 # apache_conf PORT CERT KEY: an httpd.conf entirely in $BATS_TEST_TMPDIR/apache
-# (pid file, logs, mutexes), serving $WWW over TLS on 127.0.0.1:PORT with the
+# (pid file, mutexes; the error log, where its children's stderr goes, in
+# $BATS_TEST_TMPDIR/logs/error.log as for nginx), serving $WWW over TLS on 127.0.0.1:PORT with the
 # event MPM. Apache run as root serves as nobody: the files are made
 # readable to it. Prints nothing; apache_args prints the command.
 apache_conf() {
     local d="$BATS_TEST_TMPDIR/apache" m=/usr/lib/apache2/modules
-    mkdir -p "$d/logs" "$d/run"
+    mkdir -p "$d/run" "$BATS_TEST_TMPDIR/logs"
     chmod 711 "$BATS_TEST_TMPDIR" "$BATS_RUN_TMPDIR" 2>/dev/null || true
     chmod -R a+rX "$WWW"
     # Its children (as nobody) append their exit records to $STATS.
@@ -24,7 +25,7 @@ Listen 127.0.0.1:$1
 PidFile "$d/run/httpd.pid"
 Mutex file:$d/run default
 DefaultRuntimeDir "$d/run"
-ErrorLog "$d/logs/error.log"
+ErrorLog "$BATS_TEST_TMPDIR/logs/error.log"
 LogLevel warn
 LoadModule mpm_event_module $m/mod_mpm_event.so
 LoadModule authz_core_module $m/mod_authz_core.so
@@ -49,6 +50,11 @@ SSLCertificateKeyFile "$3"
 SSLProtocol -all +TLSv1.2 +TLSv1.3
 SSLSessionCache "shmcb:$d/run/ssl_scache(512000)"
 CONF
+}
+# apache_generations: how many times Apache has started serving (1, then
+# one more per graceful restart), from its error log.
+apache_generations() {
+    grep -c 'resuming normal operations' "$BATS_TEST_TMPDIR/logs/error.log" 2>/dev/null || true
 }
 apache_args() { echo "apache2 -f $BATS_TEST_TMPDIR/apache/httpd.conf -DFOREGROUND"; }
 

@@ -11,6 +11,10 @@
  *    use are noted on that BIO (ex_data). One TCP socket: found. None (a
  *    memory BIO, or a program that writes later from its event loop, like
  *    h2o), two, or not TCP: not found, the connection stays in user space.
+ *    A BIO call that reported everything taken while its last write on the
+ *    socket was short (or EAGAIN) means the program keeps bytes of its own
+ *    to send later: no kTLS under it either (bio_busy), since those bytes
+ *    would reach a kernel that encrypts them.
  * 2. Switching TX: libssl flushes the BIO and then asks BIO_CTRL_SET_KTLS
  *    with the kernel's crypto info. If their flush left nothing pending
  *    (BIO_CTRL_WPENDING), the library attaches the tls ULP and TLS_TX on
@@ -223,6 +227,8 @@ static void ctrl_sent(struct bs_fd *f, int fd, size_t n)
 struct bs_bio {
     int fd;               /* the socket seen under it, -1 none */
     bool ambiguous;       /* more than one socket, or not TCP */
+    bool queued;          /* it said "all written" after a short write: the
+                             program keeps bytes of its own to send later */
     bool tx_on;           /* kTLS TX installed by us on fd */
     uint8_t reason;       /* enum ks_fallback, when SET_KTLS was refused */
 };
@@ -301,6 +307,8 @@ static __thread struct {
     BIO *target; /* the chain end being watched, NULL when none */
     int fd;
     bool multi;
+    bool last_short; /* the last write on fd sent less than asked (or EAGAIN) */
+    bool queued;
 } watch __attribute__((tls_model("initial-exec")));
 
 /* Starts watching the chain under b for this call; false if already
@@ -318,7 +326,17 @@ static bool watch_begin(BIO *b)
     watch.target = end;
     watch.fd = -1;
     watch.multi = false;
+    watch.last_short = false;
+    watch.queued = false;
     return true;
+}
+
+/* The watched call returned: success after its last socket write was short
+ * means the program kept the rest to send later, from its own buffers. */
+static inline void watch_returned(bool all_taken)
+{
+    if (all_taken && watch.last_short)
+        watch.queued = true;
 }
 
 static void watch_end(void)
@@ -329,6 +347,11 @@ static void watch_end(void)
         return;
     KS_SAVE_ERRNO;
     struct bs_bio *st = bio_state_make(end);
+    if (st && watch.queued && !st->queued) {
+        ks_log_debug("fd %d: the program's BIO took bytes its socket did not: it buffers "
+                     "output of its own, no kTLS under it", watch.fd);
+        st->queued = true;
+    }
     if (st) {
         if (watch.multi || (st->fd >= 0 && st->fd != watch.fd) || !is_tcp(watch.fd)) {
             if (!st->ambiguous)
@@ -349,6 +372,14 @@ static inline void watch_saw(int fd)
         watch.fd = fd;
     else if (watch.fd != fd)
         watch.multi = true;
+}
+
+/* A write on fd during the watch returned r for n bytes asked. */
+static void watch_wrote(int fd, ssize_t r, size_t n, int err)
+{
+    if (fd == watch.fd)
+        watch.last_short = r < 0 ? (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
+                                 : (size_t)r < n;
 }
 
 /* ---- answering libssl's kTLS controls ---- */
@@ -384,6 +415,10 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
     }
     if (st->tx_on) /* renegotiation: libssl refuses it under kTLS itself */
         return 0;
+    if (st->queued) {
+        st->reason = KS_FB_BIO_BUSY;
+        return 0;
+    }
     long pending = bs_api.ctrl(end, BIO_CTRL_WPENDING, 0, NULL);
     if (pending > 0) {
         ks_log_debug("fd %d: the program's BIO still holds %ld bytes: no kTLS TX", st->fd,
@@ -475,6 +510,7 @@ KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
     case BIO_CTRL_FLUSH:
         if (ks_biosock_handshaking && watch_begin(b)) {
             r = bs_api.ctrl(b, cmd, larg, parg);
+            watch_returned(r > 0);
             watch_end();
             return r;
         }
@@ -524,6 +560,7 @@ KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
     if (!watch_begin(b))
         return bs_api.write(b, data, dlen);
     int r = bs_api.write(b, data, dlen);
+    watch_returned(r == dlen);
     watch_end();
     return r;
 }
@@ -648,6 +685,21 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
 
 #define WRITE_FAST(fd) (KS_LIKELY(!watch.target && !fd_pending(fd)))
 
+static size_t iov_total(const struct iovec *iov, size_t cnt)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+/* After the real call on the slow path: what the watch needs to know. */
+#define WATCH_AFTER(fd, r, n)                                    \
+    do {                                                         \
+        if (watch.target)                                        \
+            watch_wrote((fd), (r), (n), errno);                  \
+    } while (0)
+
 KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
     if (WRITE_FAST(fd))
@@ -655,7 +707,11 @@ KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
-    return write_slow(fd, &m, 0, &r) ? r : ks_libc()->write(fd, buf, n);
+    if (write_slow(fd, &m, 0, &r))
+        return r;
+    r = ks_libc()->write(fd, buf, n);
+    WATCH_AFTER(fd, r, n);
+    return r;
 }
 
 KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
@@ -664,7 +720,11 @@ KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
         return ks_libc()->writev(fd, iov, cnt);
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
     ssize_t r;
-    return write_slow(fd, &m, 0, &r) ? r : ks_libc()->writev(fd, iov, cnt);
+    if (write_slow(fd, &m, 0, &r))
+        return r;
+    r = ks_libc()->writev(fd, iov, cnt);
+    WATCH_AFTER(fd, r, iov_total(iov, (size_t)cnt));
+    return r;
 }
 
 KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
@@ -674,7 +734,11 @@ KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
-    return write_slow(fd, &m, flags, &r) ? r : ks_libc()->send(fd, buf, n, flags);
+    if (write_slow(fd, &m, flags, &r))
+        return r;
+    r = ks_libc()->send(fd, buf, n, flags);
+    WATCH_AFTER(fd, r, n);
+    return r;
 }
 
 KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
@@ -686,7 +750,11 @@ KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
     struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov,
                        .msg_iovlen = 1};
     ssize_t r;
-    return write_slow(fd, &m, flags, &r) ? r : ks_libc()->sendto(fd, buf, n, flags, to, tolen);
+    if (write_slow(fd, &m, flags, &r))
+        return r;
+    r = ks_libc()->sendto(fd, buf, n, flags, to, tolen);
+    WATCH_AFTER(fd, r, n);
+    return r;
 }
 
 KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
@@ -694,5 +762,9 @@ KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     if (WRITE_FAST(fd) || !msg)
         return ks_libc()->sendmsg(fd, msg, flags);
     ssize_t r;
-    return write_slow(fd, msg, flags, &r) ? r : ks_libc()->sendmsg(fd, msg, flags);
+    if (write_slow(fd, msg, flags, &r))
+        return r;
+    r = ks_libc()->sendmsg(fd, msg, flags);
+    WATCH_AFTER(fd, r, iov_total(msg->msg_iov, msg->msg_iovlen));
+    return r;
 }

@@ -23,6 +23,7 @@
  * Per-connection state hangs off the SSL object (ex_data), freed by libssl
  * with the SSL; per-context state likewise off the SSL_CTX. Each direction records its path, so that a later installer
  * of keys of our own (for what libssl cannot do) only adds a path value. */
+#include "biosock.h"
 #include "common.h"
 #include "config.h"
 #include "connlog.h"
@@ -45,6 +46,7 @@ enum ks_path {
     KS_PATH_USER = 0,       /* user-space TLS in libssl */
     KS_PATH_KTLS_OPENSSL,   /* kTLS set up by libssl */
     KS_PATH_KTLS_OWN,       /* kTLS set up by the library's own switch (kswitch.c) */
+    KS_PATH_KTLS_BIO,       /* kTLS by libssl through the program's own BIO (biosock.c) */
 };
 
 struct ks_conn {
@@ -190,14 +192,18 @@ static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher
     if (mode == KS_KTLS_OFF || (mode == KS_KTLS_OWN && tx) ||
         (mode != KS_KTLS_OWN && !(api.get_options(s) & SSL_OP_ENABLE_KTLS)))
         return KS_FB_DISABLED;
-    if (!bio_is_socket(tx ? api.get_wbio(s) : api.get_rbio(s)))
-        return KS_FB_NOT_SOCKET;
+    BIO *b = tx ? api.get_wbio(s) : api.get_rbio(s);
+    bool own_bio = !bio_is_socket(b), found = own_bio && ks_biosock_found(b, tx);
+    if (own_bio && !found)
+        return ks_biosock_reason(b, tx, false);
     if (!ks_ktls_kernel_has_tls())
         return KS_FB_NO_KERNEL_TLS;
     if (version != TLS1_2_VERSION && version != TLS1_3_VERSION)
         return KS_FB_VERSION;
     if (!cipher_ktls_capable(cipher, version))
         return KS_FB_CIPHER;
+    if (own_bio)
+        return ks_biosock_reason(b, tx, true);
     /* OpenSSL before 3.2 has no TLS 1.3 receive offload. */
     if (!tx && version == TLS1_3_VERSION && api.version_num() < 0x30200000UL)
         return KS_FB_LIBSSL;
@@ -217,6 +223,9 @@ static const char *reason_text(enum ks_fallback r)
     case KS_FB_UNREAD: return "libssl may hold received bytes (handshake not completed by "
                               "SSL_accept/SSL_do_handshake, or read-ahead)";
     case KS_FB_REFUSED: return "the kernel refused the keys";
+    case KS_FB_BIO_NO_FD: return "the program's own BIO, with no single TCP socket found under it";
+    case KS_FB_BIO_BUSY: return "the program's own BIO still held output when libssl switched";
+    case KS_FB_BIO_RX: return "receiving through the program's own BIO stays in user space";
     default: return "libssl did not enable it";
     }
 }
@@ -230,12 +239,19 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version,
     BIO *b = tx ? api.get_wbio(s) : api.get_rbio(s);
     bool on = b && api.BIO_ctrl(b, tx ? BIO_CTRL_GET_KTLS_SEND : BIO_CTRL_GET_KTLS_RECV, 0,
                                 NULL) == 1;
-    if (on) {
+    int bio_fd = on || !tx ? -1 : ks_biosock_tx_fd(b); /* biosock.c's switch */
+    if (on || bio_fd >= 0) {
         bool est;
         enum ks_offload kind = ks_ktls_offload(api.get_wfd(s), tx, &est);
         *(tx ? &c->tx_nic : &c->rx_nic) = kind == KS_OFFLOAD_NIC;
         c->offload_est |= est;
-        if (tx) {
+        if (tx && bio_fd >= 0) {
+            c->tx = KS_PATH_KTLS_BIO;
+            c->fd = bio_fd;
+            ks_count(KS_C_KTLS_TX, 1);
+            ks_count(KS_C_KTLS_TX_BIO, 1);
+            ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_TX_NIC : KS_C_KTLS_TX_SW, 1);
+        } else if (tx) {
             c->tx = KS_PATH_KTLS_OPENSSL;
             ks_count(KS_C_KTLS_TX, 1);
             ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_TX_NIC : KS_C_KTLS_TX_SW, 1);
@@ -289,6 +305,7 @@ static const char *path_name(uint8_t path)
     switch (path) {
     case KS_PATH_KTLS_OPENSSL: return "ktls_libssl";
     case KS_PATH_KTLS_OWN: return "ktls_own";
+    case KS_PATH_KTLS_BIO: return "ktls_bio";
     default: return "user";
     }
 }
@@ -315,8 +332,9 @@ static struct ks_conn *handshake_done(SSL *s)
         ks_count(KS_C_TLS_RESUMED, 1);
     record_direction(s, c, true, version, cipher);
     record_direction(s, c, false, version, cipher);
-    if (c->tx == KS_PATH_KTLS_OPENSSL) {
-        c->fd = api.get_wfd(s);
+    if (c->tx != KS_PATH_USER) {
+        if (c->fd < 0)
+            c->fd = api.get_wfd(s);
         ks_ktls_fd_mark(c->fd, true);
         if (ks_config()->zerocopy) {
             if (ks_ktls_set_zerocopy(c->fd) == 0)
@@ -325,16 +343,21 @@ static struct ks_conn *handshake_done(SSL *s)
                 ks_log_debug("TLS_TX_ZEROCOPY_RO refused on fd %d: %s", c->fd, strerror(errno));
         }
     }
+    int log_fd = c->fd >= 0 ? c->fd : api.get_wfd(s);
     if (ks_connlog_enabled()) {
         struct ks_connlog_dir tx = {path_name(c->tx), c->tx_reason, c->tx_nic, c->offload_est};
         struct ks_connlog_dir rx = {path_name(c->rx), c->rx_reason, c->rx_nic, c->offload_est};
-        c->log = ks_connlog_begin(s, api.get_wfd(s), version, cipher, resumed, &tx, &rx);
+        c->log = ks_connlog_begin(s, log_fd, version, cipher, resumed, &tx, &rx);
     }
-    ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", api.get_wfd(s),
+    ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", log_fd,
                  version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", cipher ? cipher : "?",
                  resumed ? " (resumed)" : "",
-                 c->tx ? "kTLS" : ks_fallback_name(c->tx_reason),
-                 c->rx_own_due ? "own switch due" : c->rx ? "kTLS" : ks_fallback_name(c->rx_reason));
+                 c->tx == KS_PATH_KTLS_BIO ? "kTLS-bio"
+                 : c->tx                   ? "kTLS"
+                                           : ks_fallback_name(c->tx_reason),
+                 c->rx_own_due ? "own switch due"
+                 : c->rx       ? "kTLS"
+                               : ks_fallback_name(c->rx_reason));
     return c;
 }
 
@@ -685,7 +708,9 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
         const void *caller_ = __builtin_return_address(0); \
         bool seen_ = top && api_ok && api.get_ex_data(s, conn_idx); \
         ks_hook_depth++;                           \
+        ks_biosock_handshake_enter();              \
         int r = api.field(s);                      \
+        ks_biosock_handshake_leave();              \
         ks_hook_depth--;                           \
         struct ks_conn *c_ = NULL;                 \
         if (r == 1 && top)                         \

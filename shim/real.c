@@ -63,6 +63,11 @@ const struct ks_libc *ks_libc(void)
     l.execvpe = need("execvpe");
     l.fexecve = need("fexecve");
     l.execveat = dlsym(RTLD_NEXT, "execveat"); /* glibc 2.34+ */
+    l.write = need("write");
+    l.writev = need("writev");
+    l.send = need("send");
+    l.sendto = need("sendto");
+    l.sendmsg = need("sendmsg");
     libc_fns = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
     KS_RESTORE_ERRNO;

@@ -5,6 +5,7 @@
 #include "common.h"
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 typedef void (*ks_sighandler_t)(int);
 
@@ -34,6 +35,12 @@ struct ks_libc {
     int (*execvpe)(const char *, char *const[], char *const[]);
     int (*fexecve)(int, char *const[], char *const[]);
     int (*execveat)(int, const char *, char *const[], char *const[], int); /* or NULL */
+    /* biosock.c: the writes of programs whose TLS goes through their BIO */
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*writev)(int, const struct iovec *, int);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
 };
 
 /* libc's functions (the next definition after this library). Resolved at

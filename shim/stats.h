@@ -17,6 +17,9 @@
     X(CLIENT, "client")               \
     X(UNREAD, "unread")               \
     X(REFUSED, "refused")             \
+    X(BIO_NO_FD, "bio_no_fd")         \
+    X(BIO_BUSY, "bio_busy")           \
+    X(BIO_RX, "bio_rx")               \
     X(OTHER, "other")
 
 #define KS_COUNTERS(X)                                  \
@@ -38,6 +41,8 @@
     X(KTLS_RX_KEYUPDATE_REFUSED, "ktls", "rx_keyupdate_refused") \
     X(KTLS_RX_RENEG_REFUSED, "ktls", "rx_renegotiation_refused") \
     X(KTLS_RX_BAD_RECORD, "ktls", "rx_bad_record")      \
+    X(KTLS_TX_BIO, "ktls", "tx_bio")                    \
+    X(KTLS_REASSERTED, "ktls", "reasserted")            \
     X(FB_TX_DISABLED, "fallback_tx", "disabled")        \
     X(FB_TX_NO_KERNEL_TLS, "fallback_tx", "no_kernel_tls") \
     X(FB_TX_NOT_SOCKET, "fallback_tx", "not_socket")    \
@@ -47,6 +52,9 @@
     X(FB_TX_CLIENT, "fallback_tx", "client")            \
     X(FB_TX_UNREAD, "fallback_tx", "unread")            \
     X(FB_TX_REFUSED, "fallback_tx", "refused")          \
+    X(FB_TX_BIO_NO_FD, "fallback_tx", "bio_no_fd")      \
+    X(FB_TX_BIO_BUSY, "fallback_tx", "bio_busy")        \
+    X(FB_TX_BIO_RX, "fallback_tx", "bio_rx")            \
     X(FB_TX_OTHER, "fallback_tx", "other")              \
     X(FB_RX_DISABLED, "fallback_rx", "disabled")        \
     X(FB_RX_NO_KERNEL_TLS, "fallback_rx", "no_kernel_tls") \
@@ -57,6 +65,9 @@
     X(FB_RX_CLIENT, "fallback_rx", "client")            \
     X(FB_RX_UNREAD, "fallback_rx", "unread")            \
     X(FB_RX_REFUSED, "fallback_rx", "refused")          \
+    X(FB_RX_BIO_NO_FD, "fallback_rx", "bio_no_fd")      \
+    X(FB_RX_BIO_BUSY, "fallback_rx", "bio_busy")        \
+    X(FB_RX_BIO_RX, "fallback_rx", "bio_rx")            \
     X(FB_RX_OTHER, "fallback_rx", "other")              \
     X(B_KTLS_TX, "bytes", "ktls_tx")                    \
     X(B_KTLS_RX, "bytes", "ktls_rx")                    \

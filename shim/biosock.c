@@ -1,0 +1,770 @@
+/* biosock.c — kTLS TX for programs whose TLS I/O goes through a BIO of their
+ * own (Apache mod_ssl, HAProxy, h2o): their BIO feeds their own buffers and
+ * event loop, which write to an ordinary TCP socket, so libssl's kTLS
+ * controls (BIO_CTRL_SET_KTLS, GET_KTLS_SEND, SET_KTLS_TX_SEND_CTRL_MSG) get
+ * "no" and libssl stays in user space. Their bytes must keep going through
+ * their code, in order, for their buffering and EAGAIN bookkeeping.
+ *
+ * 1. Finding the socket: while a thread is in a handshake call and inside
+ *    BIO_write / BIO_flush on a BIO chain that does not end in a socket BIO,
+ *    the descriptors its write calls (write, writev, send, sendto, sendmsg)
+ *    use are noted on that BIO (ex_data). One TCP socket: found. None (a
+ *    memory BIO, or a program that writes later from its event loop, like
+ *    h2o), two, or not TCP: not found, the connection stays in user space.
+ *    A BIO call that reported everything taken while its last write on the
+ *    socket was short (or EAGAIN) means the program keeps bytes of its own
+ *    to send later: no kTLS under it either (bio_busy), since those bytes
+ *    would reach a kernel that encrypts them.
+ * 2. Switching TX: libssl flushes the BIO and then asks BIO_CTRL_SET_KTLS
+ *    with the kernel's crypto info. If their flush left nothing pending
+ *    (BIO_CTRL_WPENDING), the library attaches the tls ULP and TLS_TX on
+ *    that socket, and answers yes, then GET_KTLS_SEND yes: libssl then
+ *    writes plaintext through their BIO and the kernel encrypts it.
+ * 3. Control records (TLS 1.2 Finished, TLS 1.3 tickets, alerts such as
+ *    close_notify): libssl flushes, sets SET_KTLS_TX_SEND_CTRL_MSG and
+ *    writes the record's payload with BIO_write. The length of that write is
+ *    noted on the socket as "the next n bytes are a record of type t"; their
+ *    next write calls on it send those n bytes (no more: a short write,
+ *    which their code handles like any other) with sendmsg and a
+ *    TLS_SET_RECORD_TYPE cmsg. The socket's identity (st_dev, st_ino) is
+ *    checked, so a pending note never touches a reused descriptor.
+ * 4. RX is not done: their BIOs read ahead into their own buffers (Apache's
+ *    brigades, HAProxy's channel buffer), so at the switch point bytes of
+ *    the next records may already be in user space where the kernel cannot
+ *    see them; and after TLS_RX their plain read()/recv() would fail with
+ *    EIO on every control record (close_notify, tickets, key updates).
+ *    Reason bio_rx.
+ *
+ * Cost when none of this is in use: one thread-local test and one bitmap
+ * test per write call; BIO_ctrl adds a switch on the command. */
+#include "biosock.h"
+#include "config.h"
+#include "ktls.h"
+#include "log.h"
+#include "real.h"
+
+#include <linux/tls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#define KS_LIKELY(x) __builtin_expect(!!(x), 1)
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
+/* libcrypto's internal controls (include/internal/bio.h in OpenSSL 3). */
+#define KS_BIO_CTRL_SET_KTLS 72
+#define KS_BIO_CTRL_SET_KTLS_TX_SEND_CTRL_MSG 74
+#define KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG 75
+
+__thread int ks_biosock_handshaking __attribute__((tls_model("initial-exec")));
+
+/* ---- libcrypto, resolved here (the lead folds it into the one table) ---- */
+
+static struct {
+    long (*ctrl)(BIO *, int, long, void *);
+    int (*write)(BIO *, const void *, int);
+    BIO *(*next)(BIO *);
+    int (*method_type)(const BIO *);
+    const char *(*method_name)(const BIO *);
+    void *(*get_ex_data)(const BIO *, int);
+    int (*set_ex_data)(BIO *, int, void *);
+    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
+                            CRYPTO_EX_free *);
+} bs_api;
+static int bs_api_state; /* atomic: 0 unknown, 1 ready, -1 incomplete */
+static int bs_bio_idx = -1; /* BIO ex_data: struct bs_bio */
+static pthread_once_t bs_idx_once = PTHREAD_ONCE_INIT;
+static int bs_any_tx; /* atomic: some BIO got kTLS TX from us */
+
+#define BS_RESOLVE(field, name) (*(void **)&bs_api.field = ks_ossl_sym(name))
+
+/* Function pointers only: no OpenSSL call here, so that a BIO_ctrl made
+ * while libcrypto initialises itself cannot come back into this. */
+static bool api_ready(void)
+{
+    int st = __atomic_load_n(&bs_api_state, __ATOMIC_ACQUIRE);
+    if (KS_LIKELY(st))
+        return st > 0;
+    bool ok = true;
+    ok &= !!BS_RESOLVE(ctrl, "BIO_ctrl");
+    ok &= !!BS_RESOLVE(write, "BIO_write");
+    ok &= !!BS_RESOLVE(next, "BIO_next");
+    ok &= !!BS_RESOLVE(method_type, "BIO_method_type");
+    ok &= !!BS_RESOLVE(method_name, "BIO_method_name");
+    ok &= !!BS_RESOLVE(get_ex_data, "BIO_get_ex_data");
+    ok &= !!BS_RESOLVE(set_ex_data, "BIO_set_ex_data");
+    ok &= !!BS_RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
+    __atomic_store_n(&bs_api_state, ok ? 1 : -1, __ATOMIC_RELEASE);
+    return ok;
+}
+
+/* ---- per-socket notes: pending control records ---- */
+
+#define BS_FD_MAX 65536
+#define BS_SEGS 4
+
+struct bs_fd {
+    dev_t dev;
+    ino_t ino;
+    uint8_t nseg;
+    struct {
+        uint8_t type;
+        uint32_t left;
+    } seg[BS_SEGS]; /* in stream order */
+};
+static struct bs_fd *bs_fds;     /* BS_FD_MAX entries, made on first use */
+static uint64_t bs_pending[BS_FD_MAX / 64]; /* bit: bs_fds[fd] has segments */
+
+static inline bool fd_pending(int fd)
+{
+    return (unsigned)fd < BS_FD_MAX &&
+           (__atomic_load_n(&bs_pending[fd / 64], __ATOMIC_RELAXED) & (1ULL << (fd % 64)));
+}
+
+static void fd_set_pending(int fd, bool on)
+{
+    uint64_t bit = 1ULL << (fd % 64);
+    if (on)
+        __atomic_fetch_or(&bs_pending[fd / 64], bit, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_and(&bs_pending[fd / 64], ~bit, __ATOMIC_RELAXED);
+}
+
+static struct bs_fd *fd_table(void)
+{
+    struct bs_fd *t = __atomic_load_n(&bs_fds, __ATOMIC_ACQUIRE);
+    if (t)
+        return t;
+    t = calloc(BS_FD_MAX, sizeof *t); /* untouched pages stay unmapped */
+    if (!t)
+        return NULL;
+    struct bs_fd *expected = NULL;
+    if (!__atomic_compare_exchange_n(&bs_fds, &expected, t, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        free(t);
+        t = expected;
+    }
+    return t;
+}
+
+static bool same_socket(int fd, const struct bs_fd *f)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino;
+}
+
+/* The next n bytes written to fd (after those already noted) are the
+ * payload of one record of type `type`. */
+static void ctrl_note(int fd, uint8_t type, size_t n)
+{
+    struct bs_fd *t = fd_table();
+    struct stat st;
+    if (!t || (unsigned)fd >= BS_FD_MAX || n == 0 || fstat(fd, &st) != 0)
+        return;
+    struct bs_fd *f = &t[fd];
+    if (!fd_pending(fd) || f->dev != st.st_dev || f->ino != st.st_ino) {
+        f->nseg = 0;
+        f->dev = st.st_dev;
+        f->ino = st.st_ino;
+    }
+    if (f->nseg && f->seg[f->nseg - 1].type == type) {
+        f->seg[f->nseg - 1].left += (uint32_t)n;
+    } else if (f->nseg < BS_SEGS) {
+        f->seg[f->nseg].type = type;
+        f->seg[f->nseg].left = (uint32_t)n;
+        f->nseg++;
+    } else {
+        /* libssl flushes before each control record: cannot happen. */
+        ks_log_error("fd %d: more than %d control records queued in the program's buffers; "
+                     "merged into the last one", fd, BS_SEGS);
+        f->seg[f->nseg - 1].left += (uint32_t)n;
+    }
+    fd_set_pending(fd, true);
+}
+
+/* n bytes noted last were not taken by the program's BIO after all. */
+static void ctrl_unnote(int fd, size_t n)
+{
+    if (!fd_pending(fd) || !bs_fds)
+        return;
+    struct bs_fd *f = &bs_fds[fd];
+    while (n && f->nseg) {
+        uint32_t *left = &f->seg[f->nseg - 1].left;
+        size_t d = n < *left ? n : *left;
+        *left -= (uint32_t)d;
+        n -= d;
+        if (!*left)
+            f->nseg--;
+    }
+    if (!f->nseg)
+        fd_set_pending(fd, false);
+}
+
+/* n bytes of the first segment went out. */
+static void ctrl_sent(struct bs_fd *f, int fd, size_t n)
+{
+    f->seg[0].left -= (uint32_t)n;
+    if (f->seg[0].left)
+        return;
+    memmove(&f->seg[0], &f->seg[1], sizeof f->seg[0] * (BS_SEGS - 1));
+    if (!--f->nseg)
+        fd_set_pending(fd, false);
+}
+
+/* ---- per-BIO state ---- */
+
+struct bs_bio {
+    int fd;               /* the socket seen under it, -1 none */
+    bool ambiguous;       /* more than one socket, or not TCP */
+    bool queued;          /* it said "all written" after a short write: the
+                             program keeps bytes of its own to send later */
+    bool tx_on;           /* kTLS TX installed by us on fd */
+    uint8_t reason;       /* enum ks_fallback, when SET_KTLS was refused */
+};
+
+static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    struct bs_bio *st = ptr;
+    if (!st)
+        return;
+    if (st->tx_on && fd_pending(st->fd) && bs_fds && same_socket(st->fd, &bs_fds[st->fd]))
+        ctrl_unnote(st->fd, SIZE_MAX); /* never flushed: nothing left to mark */
+    free(st);
+}
+
+static void make_index(void)
+{
+    bs_bio_idx = bs_api.get_ex_new_index(CRYPTO_EX_INDEX_BIO, 0, NULL, NULL, NULL,
+                                         bio_state_free);
+}
+
+static struct bs_bio *bio_state(const BIO *b)
+{
+    if (__atomic_load_n(&bs_bio_idx, __ATOMIC_ACQUIRE) < 0 || !b)
+        return NULL;
+    return bs_api.get_ex_data(b, bs_bio_idx);
+}
+
+static struct bs_bio *bio_state_make(BIO *b)
+{
+    pthread_once(&bs_idx_once, make_index);
+    struct bs_bio *st = bio_state(b);
+    if (st || bs_bio_idx < 0 || !(st = calloc(1, sizeof *st)))
+        return st;
+    st->fd = -1;
+    if (!bs_api.set_ex_data(b, bs_bio_idx, st)) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+static bool type_is_socket(int t)
+{
+    return t == BIO_TYPE_SOCKET || t == BIO_TYPE_CONNECT || t == BIO_TYPE_ACCEPT ||
+           t == BIO_TYPE_FD || t == BIO_TYPE_DGRAM;
+}
+
+/* The BIO at the end of the chain (libssl puts a buffering BIO on top of
+ * the program's during the handshake). */
+static BIO *chain_end(BIO *b)
+{
+    for (int i = 0; b && i < 16; i++) {
+        BIO *n = bs_api.next(b);
+        if (!n)
+            return b;
+        b = n;
+    }
+    return b;
+}
+
+static bool is_tcp(int fd)
+{
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) != 0 || v != SOCK_STREAM)
+        return false;
+    len = sizeof v;
+    return getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &len) == 0 && v == IPPROTO_TCP;
+}
+
+/* ---- the watch: which descriptor a BIO call writes to ---- */
+
+static __thread struct {
+    BIO *target; /* the chain end being watched, NULL when none */
+    int fd;
+    bool multi;
+    bool last_short; /* the last write on fd sent less than asked (or EAGAIN) */
+    bool queued;
+} watch __attribute__((tls_model("initial-exec")));
+
+/* Starts watching the chain under b for this call; false if already
+ * watching (a nested call) or nothing to watch. */
+static bool watch_begin(BIO *b)
+{
+    if (watch.target || !b || !api_ready())
+        return false;
+    BIO *end = chain_end(b);
+    if (!end || type_is_socket(bs_api.method_type(end)))
+        return false;
+    struct bs_bio *st = bio_state(end);
+    if (st && (st->ambiguous || st->tx_on))
+        return false;
+    watch.target = end;
+    watch.fd = -1;
+    watch.multi = false;
+    watch.last_short = false;
+    watch.queued = false;
+    return true;
+}
+
+/* The watched call returned: success after its last socket write was short
+ * means the program kept the rest to send later, from its own buffers. */
+static inline void watch_returned(bool all_taken)
+{
+    if (all_taken && watch.last_short)
+        watch.queued = true;
+}
+
+static void watch_end(void)
+{
+    BIO *end = watch.target;
+    watch.target = NULL;
+    if (watch.fd < 0 && !watch.multi)
+        return;
+    KS_SAVE_ERRNO;
+    struct bs_bio *st = bio_state_make(end);
+    if (st && watch.queued && !st->queued) {
+        ks_log_debug("fd %d: the program's BIO took bytes its socket did not: it buffers "
+                     "output of its own, no kTLS under it", watch.fd);
+        st->queued = true;
+    }
+    if (st) {
+        if (watch.multi || (st->fd >= 0 && st->fd != watch.fd) || !is_tcp(watch.fd)) {
+            if (!st->ambiguous)
+                ks_log_debug("the program's BIO writes to %s: no kTLS under it",
+                             watch.multi || st->fd >= 0 ? "more than one descriptor"
+                                                        : "a descriptor that is not TCP");
+            st->ambiguous = true;
+        } else {
+            st->fd = watch.fd;
+        }
+    }
+    KS_RESTORE_ERRNO;
+}
+
+static inline void watch_saw(int fd)
+{
+    if (watch.fd < 0)
+        watch.fd = fd;
+    else if (watch.fd != fd)
+        watch.multi = true;
+}
+
+/* A write on fd during the watch returned r for n bytes asked. */
+static void watch_wrote(int fd, ssize_t r, size_t n, int err)
+{
+    if (fd == watch.fd)
+        watch.last_short = r < 0 ? (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
+                                 : (size_t)r < n;
+}
+
+/* ---- answering libssl's kTLS controls ---- */
+
+/* The kernel's size of the crypto info libssl made (libssl's own struct
+ * wraps it with a length whose offset depends on how it was built). */
+static socklen_t crypto_info_len(const void *p)
+{
+    const struct tls_crypto_info *ci = p;
+    if (ci->version != TLS_1_2_VERSION && ci->version != TLS_1_3_VERSION)
+        return 0;
+    switch (ci->cipher_type) {
+    case TLS_CIPHER_AES_GCM_128: return sizeof(struct tls12_crypto_info_aes_gcm_128);
+    case TLS_CIPHER_AES_GCM_256: return sizeof(struct tls12_crypto_info_aes_gcm_256);
+    case TLS_CIPHER_AES_CCM_128: return sizeof(struct tls12_crypto_info_aes_ccm_128);
+#ifdef TLS_CIPHER_CHACHA20_POLY1305
+    case TLS_CIPHER_CHACHA20_POLY1305:
+        return sizeof(struct tls12_crypto_info_chacha20_poly1305);
+#endif
+    default: return 0;
+    }
+}
+
+/* BIO_CTRL_SET_KTLS for TX on the program's BIO `end`: 1 if the kernel now
+ * encrypts what is written to its socket. */
+static long set_ktls_tx(BIO *end, void *crypto_info)
+{
+    struct bs_bio *st = bio_state(end);
+    if (!st || st->fd < 0 || st->ambiguous) {
+        if ((st = bio_state_make(end)))
+            st->reason = KS_FB_BIO_NO_FD;
+        return 0;
+    }
+    if (st->tx_on) /* renegotiation: libssl refuses it under kTLS itself */
+        return 0;
+    if (st->queued) {
+        st->reason = KS_FB_BIO_BUSY;
+        return 0;
+    }
+    long pending = bs_api.ctrl(end, BIO_CTRL_WPENDING, 0, NULL);
+    if (pending > 0) {
+        ks_log_debug("fd %d: the program's BIO still holds %ld bytes: no kTLS TX", st->fd,
+                     pending);
+        st->reason = KS_FB_BIO_BUSY;
+        return 0;
+    }
+    socklen_t len = crypto_info ? crypto_info_len(crypto_info) : 0;
+    if (!len) {
+        st->reason = KS_FB_CIPHER;
+        return 0;
+    }
+    if (setsockopt(st->fd, SOL_TCP, TCP_ULP, "tls", sizeof "tls") != 0 && errno != EEXIST) {
+        st->reason = errno == ENOENT ? KS_FB_NO_KERNEL_TLS : KS_FB_OTHER;
+        if (errno != ENOENT)
+            ks_log_error("fd %d: setsockopt(TCP_ULP, tls) failed: %s", st->fd, strerror(errno));
+        return 0;
+    }
+    if (setsockopt(st->fd, SOL_TLS, TLS_TX, crypto_info, len) != 0) {
+        ks_log_error("fd %d: setsockopt(SOL_TLS, TLS_TX) failed: %s", st->fd, strerror(errno));
+        st->reason = KS_FB_OTHER;
+        return 0;
+    }
+    st->tx_on = true;
+    __atomic_store_n(&bs_any_tx, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
+/* A control record is announced: its payload is the next BIO_write. */
+static __thread struct {
+    BIO *bio; /* the BIO libssl announced it on (its next BIO_write is the record) */
+    int fd;
+    uint8_t type;
+    bool armed;
+} ctrl_next __attribute__((tls_model("initial-exec")));
+
+static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
+{
+    if (!api_ready())
+        return false;
+    BIO *end = chain_end(b);
+    if (!end || type_is_socket(bs_api.method_type(end)))
+        return false;
+    struct bs_bio *st;
+    switch (cmd) {
+    case KS_BIO_CTRL_SET_KTLS:
+        if (!num) /* RX: not done under the program's BIO (see the top) */
+            return false;
+        if (ks_config()->ktls == KS_KTLS_OFF)
+            return false;
+        KS_SAVE_ERRNO;
+        *ret = set_ktls_tx(end, ptr);
+        KS_RESTORE_ERRNO;
+        return true;
+    case KS_BIO_CTRL_SET_KTLS_TX_SEND_CTRL_MSG:
+        if (!(st = bio_state(end)) || !st->tx_on)
+            return false;
+        ctrl_next.bio = b;
+        ctrl_next.fd = st->fd;
+        ctrl_next.type = (uint8_t)num;
+        ctrl_next.armed = true;
+        *ret = 0;
+        return true;
+    case KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG:
+        if (!(st = bio_state(end)) || !st->tx_on)
+            return false;
+        ctrl_next.armed = false;
+        *ret = 0;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* ---- hooks: libcrypto ---- */
+
+static void missing(const char *name)
+{
+    ks_log_error("fatal: cannot find the real %s in any loaded libcrypto.so.3", name);
+    abort();
+}
+
+KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
+{
+    if (KS_UNLIKELY(!api_ready()) && !bs_api.ctrl)
+        missing("BIO_ctrl");
+    long r;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        if (ks_biosock_handshaking && watch_begin(b)) {
+            r = bs_api.ctrl(b, cmd, larg, parg);
+            watch_returned(r > 0);
+            watch_end();
+            return r;
+        }
+        break;
+    case BIO_CTRL_GET_KTLS_SEND:
+        r = bs_api.ctrl(b, cmd, larg, parg);
+        if (r > 0 || !__atomic_load_n(&bs_any_tx, __ATOMIC_RELAXED) || !b)
+            return r;
+        return ks_biosock_tx_fd(b) >= 0 ? 1 : r;
+    case KS_BIO_CTRL_SET_KTLS:
+    case KS_BIO_CTRL_SET_KTLS_TX_SEND_CTRL_MSG:
+    case KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG:
+        if (b && biosock_ctrl(b, cmd, larg, parg, &r))
+            return r;
+        break;
+    default:
+        break;
+    }
+    return bs_api.ctrl(b, cmd, larg, parg);
+}
+
+KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
+{
+    if (KS_UNLIKELY(!api_ready()) && !bs_api.write)
+        missing("BIO_write");
+    if (KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
+        return bs_api.write(b, data, dlen);
+    if (ctrl_next.armed) {
+        /* The payload of the announced control record: libssl writes it to
+         * the BIO it announced it on, right after. Anything else means the
+         * announcement was abandoned (an error path): forget it. */
+        ctrl_next.armed = false;
+        int fd = ctrl_next.fd;
+        if (dlen <= 0 || b != ctrl_next.bio)
+            return bs_api.write(b, data, dlen);
+        int e = errno;
+        ctrl_note(fd, ctrl_next.type, (size_t)dlen);
+        errno = e;
+        int r = bs_api.write(b, data, dlen);
+        if (r < dlen) {
+            e = errno;
+            ctrl_unnote(fd, (size_t)(dlen - (r > 0 ? r : 0)));
+            errno = e;
+        }
+        return r;
+    }
+    if (!watch_begin(b))
+        return bs_api.write(b, data, dlen);
+    int r = bs_api.write(b, data, dlen);
+    watch_returned(r == dlen);
+    watch_end();
+    return r;
+}
+
+/* ---- what ossl.c asks ---- */
+
+int ks_biosock_tx_fd(BIO *b)
+{
+    if (!b || __atomic_load_n(&bs_api_state, __ATOMIC_ACQUIRE) <= 0)
+        return -1;
+    struct bs_bio *st = bio_state(chain_end(b));
+    return st && st->tx_on ? st->fd : -1;
+}
+
+/* A BIO with no socket behind it by design: a memory BIO (asyncio,
+ * uvicorn) or a BIO pair. */
+static bool memory_bio(BIO *b)
+{
+    BIO *end = b && api_ready() ? chain_end(b) : NULL;
+    if (!end)
+        return true;
+    const char *name = bs_api.method_name(end);
+    return bs_api.method_type(end) == BIO_TYPE_BIO || (name && strcmp(name, "memory buffer") == 0);
+}
+
+bool ks_biosock_found(BIO *b, bool tx)
+{
+    if (!b || __atomic_load_n(&bs_api_state, __ATOMIC_ACQUIRE) <= 0)
+        return false;
+    if (!tx) /* not tried (see the top): the reason is the general one, or bio_rx */
+        return !memory_bio(b);
+    struct bs_bio *st = bio_state(chain_end(b));
+    return st && st->fd >= 0 && !st->ambiguous;
+}
+
+enum ks_fallback ks_biosock_reason(BIO *b, bool tx, bool found)
+{
+    if (!found)
+        return memory_bio(b) ? KS_FB_NOT_SOCKET : KS_FB_BIO_NO_FD;
+    if (!tx)
+        return KS_FB_BIO_RX;
+    struct bs_bio *st = bio_state(chain_end(b));
+    return st && st->reason ? (enum ks_fallback)st->reason : KS_FB_OTHER;
+}
+
+/* ---- hooks: libc writes ---- */
+
+/* Sends what the caller asked, limited to the first pending control record
+ * on fd, as that record type. -1 with errno like the real call. */
+static ssize_t send_ctrl(int fd, struct bs_fd *f, const struct msghdr *theirs, int flags)
+{
+    size_t want = f->seg[0].left, took = 0;
+    struct iovec iov[64];
+    int n = 0;
+    for (size_t i = 0; i < theirs->msg_iovlen && took < want && n < 64; i++) {
+        size_t l = theirs->msg_iov[i].iov_len;
+        if (!l)
+            continue;
+        if (l > want - took)
+            l = want - took;
+        iov[n].iov_base = theirs->msg_iov[i].iov_base;
+        iov[n].iov_len = l;
+        took += l;
+        n++;
+    }
+    if (!took) /* a zero-length write: nothing to mark */
+        return ks_libc()->sendmsg(fd, theirs, flags);
+    union {
+        char buf[CMSG_SPACE(sizeof(unsigned char))];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr m = {
+        .msg_name = theirs->msg_name,
+        .msg_namelen = theirs->msg_namelen,
+        .msg_iov = iov,
+        .msg_iovlen = (size_t)n,
+        .msg_control = u.buf,
+        .msg_controllen = sizeof u.buf,
+    };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_TLS;
+    c->cmsg_type = TLS_SET_RECORD_TYPE;
+    c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
+    *CMSG_DATA(c) = f->seg[0].type;
+    /* The kernel takes no MSG_MORE with a record type. */
+    ssize_t r = ks_libc()->sendmsg(fd, &m, flags & ~MSG_MORE);
+    if (r > 0) {
+        KS_SAVE_ERRNO;
+        ctrl_sent(f, fd, (size_t)r);
+        KS_RESTORE_ERRNO;
+    }
+    return r;
+}
+
+/* The slow path of every write hook: noting the descriptor for the watch,
+ * or sending a pending control record. NULL result: call the real one. */
+static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
+{
+    if (watch.target)
+        watch_saw(fd);
+    if (!fd_pending(fd) || !bs_fds)
+        return false;
+    struct bs_fd *f = &bs_fds[fd];
+    KS_SAVE_ERRNO;
+    bool same = f->nseg && same_socket(fd, f);
+    KS_RESTORE_ERRNO;
+    if (!same) {
+        fd_set_pending(fd, false); /* a stale note of a closed socket */
+        return false;
+    }
+    if (m->msg_controllen) {
+        /* Their own cmsg on a kTLS socket with a control record due: no
+         * program known does this; keep their call as it is. */
+        ks_log_error("fd %d: sendmsg with ancillary data while a TLS control record is due; "
+                     "sent as application data", fd);
+        return false;
+    }
+    *ret = send_ctrl(fd, f, m, flags);
+    return true;
+}
+
+#define WRITE_FAST(fd) (KS_LIKELY(!watch.target && !fd_pending(fd)))
+
+static size_t iov_total(const struct iovec *iov, size_t cnt)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+/* After the real call on the slow path: what the watch needs to know. */
+#define WATCH_AFTER(fd, r, n)                                    \
+    do {                                                         \
+        if (watch.target)                                        \
+            watch_wrote((fd), (r), (n), errno);                  \
+    } while (0)
+
+KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    if (WRITE_FAST(fd))
+        return ks_libc()->write(fd, buf, n);
+    struct iovec iov = {(void *)buf, n};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t r;
+    if (write_slow(fd, &m, 0, &r))
+        return r;
+    r = ks_libc()->write(fd, buf, n);
+    WATCH_AFTER(fd, r, n);
+    return r;
+}
+
+KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    if (WRITE_FAST(fd) || cnt < 0)
+        return ks_libc()->writev(fd, iov, cnt);
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
+    ssize_t r;
+    if (write_slow(fd, &m, 0, &r))
+        return r;
+    r = ks_libc()->writev(fd, iov, cnt);
+    WATCH_AFTER(fd, r, iov_total(iov, (size_t)cnt));
+    return r;
+}
+
+KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    if (WRITE_FAST(fd))
+        return ks_libc()->send(fd, buf, n, flags);
+    struct iovec iov = {(void *)buf, n};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t r;
+    if (write_slow(fd, &m, flags, &r))
+        return r;
+    r = ks_libc()->send(fd, buf, n, flags);
+    WATCH_AFTER(fd, r, n);
+    return r;
+}
+
+KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+                         const struct sockaddr *to, socklen_t tolen)
+{
+    if (WRITE_FAST(fd))
+        return ks_libc()->sendto(fd, buf, n, flags, to, tolen);
+    struct iovec iov = {(void *)buf, n};
+    struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov,
+                       .msg_iovlen = 1};
+    ssize_t r;
+    if (write_slow(fd, &m, flags, &r))
+        return r;
+    r = ks_libc()->sendto(fd, buf, n, flags, to, tolen);
+    WATCH_AFTER(fd, r, n);
+    return r;
+}
+
+KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    if (WRITE_FAST(fd) || !msg)
+        return ks_libc()->sendmsg(fd, msg, flags);
+    ssize_t r;
+    if (write_slow(fd, msg, flags, &r))
+        return r;
+    r = ks_libc()->sendmsg(fd, msg, flags);
+    WATCH_AFTER(fd, r, iov_total(msg->msg_iov, msg->msg_iovlen));
+    return r;
+}

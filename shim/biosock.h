@@ -1,0 +1,39 @@
+/* biosock.h — kTLS TX for programs whose TLS I/O goes through a BIO of their
+ * own over a TCP socket (Apache mod_ssl, HAProxy, h2o): the library answers
+ * libssl's kTLS controls for their BIO, on the socket found under it. */
+#ifndef KTLSSHIM_BIOSOCK_H
+#define KTLSSHIM_BIOSOCK_H
+
+#include "common.h"
+#include "stats.h"
+
+#include <openssl/bio.h>
+
+/* While a thread runs a handshake call (SSL_accept, SSL_connect,
+ * SSL_do_handshake), the descriptors their BIO writes to are noted. */
+extern __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exec")));
+static inline void ks_biosock_handshake_enter(void)
+{
+    ks_biosock_handshaking++;
+}
+static inline void ks_biosock_handshake_leave(void)
+{
+    ks_biosock_handshaking--;
+}
+
+/* The socket whose kTLS TX the library installed under the BIO chain b (the
+ * program's own BIO), or -1. */
+int ks_biosock_tx_fd(BIO *b);
+
+/* For a BIO chain that does not end in a socket BIO: kTLS could be tried
+ * under it. TX: one TCP socket was seen under it during the handshake. RX:
+ * it is not a memory BIO (RX is never done under the program's BIO, but the
+ * general reasons come first). */
+bool ks_biosock_found(BIO *b, bool tx);
+
+/* Why the program's BIO b got no kTLS in direction tx. found: what
+ * ks_biosock_found said. When found, the general reasons (kernel, version,
+ * cipher) come first and this answers what is left. */
+enum ks_fallback ks_biosock_reason(BIO *b, bool tx, bool found);
+
+#endif

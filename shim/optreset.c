@@ -1,0 +1,137 @@
+/* optreset.c — kTLS back on for programs that reset their options
+ * wholesale. Ruby's openssl, for one, sets a context's options by clearing
+ * every bit (SSL_CTX_clear_options(ctx, SSL_CTX_get_options(ctx))) and then
+ * setting its own set: that wipes the SSL_OP_ENABLE_KTLS the library set at
+ * SSL_CTX_new, and every connection would fall back with `disabled`.
+ *
+ * - SSL_CTX_clear_options: a mask that takes SSL_OP_ENABLE_KTLS together
+ *   with every other bit the context had is a wholesale reset: the context
+ *   is marked. A mask that clears SSL_OP_ENABLE_KTLS but leaves some other
+ *   option standing (SSL_CTX_clear_options(ctx, SSL_OP_ENABLE_KTLS) above
+ *   all) is a choice: the mark comes off and the choice is kept.
+ * - SSL_new on a marked context whose options lack SSL_OP_ENABLE_KTLS: the
+ *   option is set on that SSL only (the context keeps exactly what the
+ *   program set, as it reads it back), counted in ktls.reasserted. Unless
+ *   the program set back exactly the options it had but SSL_OP_ENABLE_KTLS
+ *   (Ruby's `ctx.options &= ~OP_ENABLE_KTLS` clears all, then sets that):
+ *   that is a choice too.
+ * Nothing happens with KTLSSHIM_KTLS=off. */
+#include "common.h"
+#include "config.h"
+#include "log.h"
+#include "real.h"
+#include "stats.h"
+
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+static struct {
+    uint64_t (*CTX_clear_options)(SSL_CTX *, uint64_t);
+    SSL *(*new_ssl)(SSL_CTX *);
+    uint64_t (*CTX_get_options)(const SSL_CTX *);
+    uint64_t (*set_options)(SSL *, uint64_t);
+    uint64_t (*get_options)(const SSL *);
+    void *(*CTX_get_ex_data)(const SSL_CTX *, int);
+    int (*CTX_set_ex_data)(SSL_CTX *, int, void *);
+    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
+                            CRYPTO_EX_free *);
+} or_api;
+static bool or_ok;
+static int wiped_idx = -1; /* SSL_CTX ex_data: struct wiped, when wiped wholesale */
+
+struct wiped {
+    uint64_t before; /* the options the context had just before */
+};
+
+static void wiped_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                       void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    free(ptr);
+}
+static pthread_once_t or_once = PTHREAD_ONCE_INIT;
+
+#define OR_RESOLVE(field, name) (*(void **)&or_api.field = ks_ossl_sym(name))
+
+static void resolve(void)
+{
+    OR_RESOLVE(CTX_clear_options, "SSL_CTX_clear_options");
+    OR_RESOLVE(new_ssl, "SSL_new");
+    bool ok = true;
+    ok &= !!OR_RESOLVE(CTX_get_options, "SSL_CTX_get_options");
+    ok &= !!OR_RESOLVE(set_options, "SSL_set_options");
+    ok &= !!OR_RESOLVE(get_options, "SSL_get_options");
+    ok &= !!OR_RESOLVE(CTX_get_ex_data, "SSL_CTX_get_ex_data");
+    ok &= !!OR_RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
+    ok &= !!OR_RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
+    if (ok)
+        wiped_idx = or_api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL,
+                                                wiped_free);
+    or_ok = ok && wiped_idx >= 0;
+}
+
+static void missing(const char *name)
+{
+    ks_log_error("fatal: cannot find the real %s in any loaded libssl.so.3", name);
+    abort();
+}
+
+/* A wholesale reset: SSL_OP_ENABLE_KTLS and every other bit that was set. */
+static bool wholesale(uint64_t before, uint64_t mask)
+{
+    uint64_t others = before & ~(uint64_t)SSL_OP_ENABLE_KTLS;
+    return (mask & SSL_OP_ENABLE_KTLS) && others && (mask & others) == others;
+}
+
+KS_EXPORT uint64_t SSL_CTX_clear_options(SSL_CTX *ctx, uint64_t op)
+{
+    pthread_once(&or_once, resolve);
+    if (!or_api.CTX_clear_options)
+        missing("SSL_CTX_clear_options");
+    if (!or_ok || !ctx || !(op & SSL_OP_ENABLE_KTLS))
+        return or_api.CTX_clear_options(ctx, op);
+    uint64_t before = or_api.CTX_get_options(ctx);
+    uint64_t r = or_api.CTX_clear_options(ctx, op);
+    if (before & SSL_OP_ENABLE_KTLS) {
+        KS_SAVE_ERRNO;
+        bool reset = wholesale(before, op);
+        struct wiped *w = or_api.CTX_get_ex_data(ctx, wiped_idx);
+        if (reset && !w && (w = calloc(1, sizeof *w)) &&
+            !or_api.CTX_set_ex_data(ctx, wiped_idx, w)) {
+            free(w);
+            w = NULL;
+        }
+        if (reset && w) {
+            w->before = before;
+        } else if (!reset && w) {
+            or_api.CTX_set_ex_data(ctx, wiped_idx, NULL);
+            free(w);
+        }
+        ks_log_debug("the program cleared %s of a context's options, SSL_OP_ENABLE_KTLS "
+                     "with them: %s", reset ? "all" : "some",
+                     reset ? "kTLS is set again on each of its connections"
+                           : "kept as the program's choice");
+        KS_RESTORE_ERRNO;
+    }
+    return r;
+}
+
+KS_EXPORT SSL *SSL_new(SSL_CTX *ctx)
+{
+    pthread_once(&or_once, resolve);
+    if (!or_api.new_ssl)
+        missing("SSL_new");
+    SSL *s = or_api.new_ssl(ctx);
+    struct wiped *w;
+    if (!s || !or_ok || !ctx || !(w = or_api.CTX_get_ex_data(ctx, wiped_idx)) ||
+        ks_config()->ktls == KS_KTLS_OFF)
+        return s;
+    if (or_api.CTX_get_options(ctx) == (w->before & ~(uint64_t)SSL_OP_ENABLE_KTLS))
+        return s; /* all it had but kTLS: the program's choice */
+    if (!(or_api.get_options(s) & SSL_OP_ENABLE_KTLS)) {
+        or_api.set_options(s, SSL_OP_ENABLE_KTLS);
+        ks_count(KS_C_KTLS_REASSERTED, 1);
+    }
+    return s;
+}

@@ -1,0 +1,164 @@
+# Helpers for tests/*/30-bio-servers.bats: servers whose TLS I/O goes through
+# a BIO of their own (Apache httpd with mod_ssl, HAProxy), and a Ruby TLS
+# server (Ruby resets its context's options wholesale). Load after common
+# and tls.
+
+# apache_conf PORT CERT KEY: an httpd.conf entirely in $BATS_TEST_TMPDIR/apache
+# (pid file, mutexes; the error log, where its children's stderr goes, in
+# $BATS_TEST_TMPDIR/logs/error.log as for nginx), serving $WWW over TLS on 127.0.0.1:PORT with the
+# event MPM. Apache run as root serves as nobody: the files are made
+# readable to it. Prints nothing; apache_args prints the command.
+apache_conf() {
+    local d="$BATS_TEST_TMPDIR/apache" m=/usr/lib/apache2/modules
+    mkdir -p "$d/run" "$BATS_TEST_TMPDIR/logs"
+    chmod 711 "$BATS_TEST_TMPDIR" "$BATS_RUN_TMPDIR" 2>/dev/null || true
+    chmod -R a+rX "$WWW"
+    # Its children (as nobody) append their exit records to $STATS.
+    if [ -n "${STATS:-}" ]; then
+        touch "$STATS"
+        chmod 666 "$STATS"
+    fi
+    cat >"$d/httpd.conf" <<CONF
+ServerRoot "$d"
+ServerName localhost
+Listen 127.0.0.1:$1
+PidFile "$d/run/httpd.pid"
+Mutex file:$d/run default
+DefaultRuntimeDir "$d/run"
+ErrorLog "$BATS_TEST_TMPDIR/logs/error.log"
+LogLevel warn
+LoadModule mpm_event_module $m/mod_mpm_event.so
+LoadModule authz_core_module $m/mod_authz_core.so
+LoadModule mime_module $m/mod_mime.so
+LoadModule socache_shmcb_module $m/mod_socache_shmcb.so
+LoadModule ssl_module $m/mod_ssl.so
+User nobody
+Group nogroup
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 8
+MaxRequestWorkers 8
+KeepAlive On
+TypesConfig /dev/null
+DocumentRoot "$WWW"
+<Directory "$WWW">
+    Require all granted
+</Directory>
+SSLEngine on
+SSLCertificateFile "$2"
+SSLCertificateKeyFile "$3"
+SSLProtocol -all +TLSv1.2 +TLSv1.3
+SSLSessionCache "shmcb:$d/run/ssl_scache(512000)"
+CONF
+}
+# apache_generations: how many times Apache has started serving (1, then
+# one more per graceful restart), from its error log.
+apache_generations() {
+    grep -c 'resuming normal operations' "$BATS_TEST_TMPDIR/logs/error.log" 2>/dev/null || true
+}
+apache_args() { echo "apache2 -f $BATS_TEST_TMPDIR/apache/httpd.conf -DFOREGROUND"; }
+
+# haproxy_conf PORT BACKEND_PORT CERT KEY [NBTHREAD]: HAProxy terminating
+# TLS on 127.0.0.1:PORT in front of a plain HTTP server on BACKEND_PORT,
+# with keep-alive on both sides. NBTHREAD empty: HAProxy's default threads.
+haproxy_conf() {
+    local d="$BATS_TEST_TMPDIR/haproxy"
+    mkdir -p "$d"
+    cat "$3" "$4" >"$d/crt.pem"
+    {
+        echo "global"
+        echo "    pidfile $d/haproxy.pid"
+        [ -n "${5:-}" ] && echo "    nbthread $5"
+        echo "defaults"
+        echo "    mode http"
+        echo "    timeout connect 10s"
+        echo "    timeout client 120s"
+        echo "    timeout server 120s"
+        echo "frontend tls"
+        echo "    bind 127.0.0.1:$1 ssl crt $d/crt.pem"
+        echo "    default_backend plain"
+        echo "backend plain"
+        echo "    http-reuse always"
+        echo "    server s1 127.0.0.1:$2"
+    } >"$d/haproxy.cfg"
+}
+haproxy_args() { echo "haproxy -db -f $BATS_TEST_TMPDIR/haproxy/haproxy.cfg"; }
+
+# ruby_server: writes a WEBrick HTTPS file server (Ruby's openssl; WEBrick
+# sets its context's options with `ctx.options = nil`, which clears every
+# bit and sets OP_ALL) and prints its path: webrick_https.rb PORT CERT KEY DIR.
+# SIGTERM stops it normally. WEBRICK_KTLS=off: the server sets, the same way,
+# every option it had but SSL_OP_ENABLE_KTLS (a choice the library keeps).
+ruby_server() {
+    local f="$BATS_TEST_TMPDIR/webrick_https.rb"
+    cat >"$f" <<'RUBY'
+require "webrick"
+require "webrick/https"
+require "openssl"
+port, cert, key, dir = ARGV
+opts = nil
+opts = OpenSSL::SSL::SSLContext.new.options & ~8 if ENV["WEBRICK_KTLS"] == "off"
+server = WEBrick::HTTPServer.new(
+  SSLOptions: opts, BindAddress: "127.0.0.1", Port: port.to_i, DocumentRoot: dir,
+  SSLEnable: true,
+  SSLCertificate: OpenSSL::X509::Certificate.new(File.read(cert)),
+  SSLPrivateKey: OpenSSL::PKey.read(File.read(key)),
+  Logger: WEBrick::Log.new($stderr, WEBrick::Log::WARN), AccessLog: [])
+trap("TERM") { server.shutdown }
+server.start
+RUBY
+    echo "$f"
+}
+
+# plain_backend PORT: starts (as NAME "be") Python's http.server over $WWW,
+# speaking HTTP/1.1 with keep-alive, as HAProxy's backend. No library.
+plain_backend() {
+    start_plain be "$PY" -c '
+import functools, http.server, sys
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+h = functools.partial(H, directory=sys.argv[2])
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), h).serve_forever()
+' "$1" "$WWW"
+}
+
+# stop_sig NAME SIGNAL [SECONDS]: like stop_srv with another signal (HAProxy
+# writes its exit record after SIGUSR1, its soft stop).
+stop_sig() {
+    local pid
+    pid=$(pid_of "$1")
+    kill "-$2" "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" "${3:-20}"; then
+        echo "$1 (pid $pid) did not exit after SIG$2" >&2
+        return 1
+    fi
+    wait_status "$1"
+}
+
+# keepalive PORT CURL-TLS-OPTIONS FILE...: fetches every FILE of $WWW over
+# one curl run (one connection, kept alive); prints "connects N" then one
+# line per body that differs. Fails if curl does or a body differs.
+keepalive() {
+    local port=$1 opts=$2 f urls=() outs=() i=0 bad=0 n
+    shift 2
+    for f in "$@"; do
+        urls+=("https://127.0.0.1:$port/$f")
+        outs+=(-o "$BATS_TEST_TMPDIR/ka.$i")
+        i=$((i + 1))
+    done
+    # shellcheck disable=SC2086 # the options are words
+    n=$(curl -sSkf --max-time "${FETCH_TIMEOUT:-30}" $opts -w '%{num_connects}\n' \
+        "${outs[@]}" "${urls[@]}" | awk '{ s += $1 } END { print s }') || return 1
+    echo "connects $n"
+    i=0
+    for f in "$@"; do
+        if [ "$(sha "$BATS_TEST_TMPDIR/ka.$i")" != "$(sha "$WWW/$f")" ]; then
+            echo "BAD: $f"
+            bad=1
+        fi
+        i=$((i + 1))
+    done
+    return "$bad"
+}

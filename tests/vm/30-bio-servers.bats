@@ -1,0 +1,178 @@
+#!/usr/bin/env bats
+# Kernel TLS for servers whose TLS I/O goes through a BIO of their own
+# (Apache httpd with mod_ssl, HAProxy: shim/biosock.c) and for a Ruby server
+# that resets its options wholesale (WEBrick: shim/optreset.c), in the VM.
+# TX must be kTLS on every connection (the kernel's TlsTxSw moves by one per
+# connection, the library counts ktls.tx_bio), RX stays in user space with
+# the reason bio_rx (see biosock.c), bodies arrive intact, also for slow
+# clients, a client that leaves mid-transfer, and across a reload.
+
+load '../helpers/common'
+load '../helpers/tls'
+load '../helpers/bioservers'
+
+setup() {
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
+        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
+    fi
+    cd "$BATS_TEST_TMPDIR"
+    make_certs
+    make_files 0 1 16385 1048583
+    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
+    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
+    STATS="$BATS_TEST_TMPDIR/s.jsonl"
+}
+teardown() { teardown_servers; }
+
+snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
+delta() {
+    local b
+    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
+    echo $(($(tls_stat "$1") - ${b:-0}))
+}
+note() {
+    local n out=""
+    for n in TlsTxSw TlsRxSw TlsDecryptError TlsCurrTxSw; do
+        out="$out $n+$(delta "$n")"
+    done
+    echo "# $BATS_TEST_NUMBER tls_stat:$out" >&3
+}
+
+NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
+
+# slow_fetch PORT FILE RATE: a client reading at RATE (curl --limit-rate);
+# prints the body's hash.
+slow_fetch() {
+    fetch "$1" "$2" --limit-rate "$3" $(curl_tls 1.3 aes128)
+}
+
+@test "Apache mod_ssl: kTLS TX through its BIO on every connection (1.2, 1.3, AES-GCM, ChaCha20), a slow client, a client gone mid-transfer, a graceful restart; bodies intact" {
+    port=$(pick_port)
+    apache_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key"
+    snap
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_STATS="$STATS" $(apache_args)
+    wait_listen "$port"
+    run matrix "$port" ec 1.3 aes128 s0 s1 s16385 s1048583
+    assert_success
+    run matrix "$port" ec 1.2 chacha s0 s1 s16385 s1048583
+    assert_success
+    run matrix "$port" ec 1.2 aes256 s16385
+    assert_success
+    run matrix "$port" ec 1.3 chacha s1048583
+    assert_success
+    # A slow reader: Apache's writes hit EAGAIN and wait for the socket.
+    run slow_fetch "$port" s1048583 400k
+    assert_output "$(sha "$WWW/s1048583")"
+    # A client that leaves mid-transfer; Apache serves on.
+    run curl -sSk --max-time 2 --limit-rate 64k -o /dev/null $(curl_tls 1.2 aes128) \
+        "https://127.0.0.1:$port/s1048583"
+    assert_failure 28
+    run matrix "$port" ec 1.3 aes256 s16385
+    assert_success
+    # Graceful restart: new children, kTLS again.
+    kill -USR1 "$(pid_of srv)"
+    for _ in $(seq 300); do
+        [ "$(apache_generations)" -ge 2 ] && break
+        sleep 0.1
+    done
+    assert_equal "$(apache_generations)" 2
+    run matrix "$port" ec 1.2 chacha s1048583
+    assert_success
+    run count_handshakes srv 1.3 TLS_AES_128_GCM_SHA256 kTLS-bio bio_rx
+    assert_output 5
+    run count_handshakes srv 1.2 ECDHE-ECDSA-CHACHA20-POLY1305 kTLS-bio bio_rx
+    assert_output 5
+    stop_srv srv 30
+    note
+    assert_equal "$(delta TlsTxSw)" 14
+    assert_equal "$(delta TlsRxSw)" 0
+    assert_equal "$(delta TlsCurrTxSw)" 0
+    sent=$((2 * (1 + 16385 + 1048583) + 16385 + 1048583 + 1048583 + 16385 + 1048583))
+    run stats_check "$STATS" 'S("connections.tls") == 14' \
+        'S("ktls.tx") == 14 and S("ktls.tx_bio") == 14 and S("ktls.tx_sw") == 14' \
+        "$NO_FALLBACK_TX" 'S("ktls.rx") == 0 and S("fallback_rx.bio_rx") == 14' \
+        "S('bytes.ktls_tx') >= $sent" 'S("bytes.user_tx") == 0 and S("bytes.user_rx") > 0'
+    assert_output ok
+}
+
+@test "Apache mod_ssl: the same bytes without the library and with KTLSSHIM_KTLS=off (no kTLS then)" {
+    port=$(pick_port)
+    apache_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key"
+    snap
+    # shellcheck disable=SC2046
+    start_plain srv $(apache_args)
+    wait_listen "$port"
+    run matrix "$port" ec "1.3 1.2" chacha s1 s16385 s1048583
+    assert_success
+    stop_srv srv 30
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(apache_args)
+    wait_listen "$port"
+    run matrix "$port" ec "1.3 1.2" aes128 s1 s16385 s1048583
+    assert_success
+    stop_srv srv 30
+    assert_equal "$(delta TlsTxSw)" 0
+    run stats_check "$STATS" 'S("connections.tls") == 6 and S("ktls.tx") == 0' \
+        'S("fallback_tx.disabled") == 6'
+    assert_output ok
+}
+
+@test "HAProxy (nbthread 1, then its default threads, then -sf): kTLS TX through its BIO on keep-alive connections carrying several requests; a slow client; bodies intact" {
+    port=$(pick_port)
+    bport=$(pick_port)
+    plain_backend "$bport"
+    wait_listen "$bport"
+    snap
+    for nbt in 1 ""; do
+        haproxy_conf "$port" "$bport" "$CERTS/ec.pem" "$CERTS/ec.key" "$nbt"
+        # shellcheck disable=SC2046
+        start srv env KTLSSHIM_STATS="$STATS" $(haproxy_args)
+        wait_listen "$port"
+        run keepalive "$port" "$(curl_tls 1.3 aes128)" s1048583 s16385 s0 s1
+        assert_success
+        assert_output "connects 1"
+        run keepalive "$port" "$(curl_tls 1.2 chacha)" s1 s1048583 s16385
+        assert_success
+        assert_output "connects 1"
+        run slow_fetch "$port" s1048583 400k
+        assert_output "$(sha "$WWW/s1048583")"
+        [ -n "$nbt" ] && stop_sig srv USR1
+    done
+    # A reload: a new HAProxy takes over (-sf), the old one finishes.
+    old=$(pid_of srv)
+    # shellcheck disable=SC2046
+    start srv2 env KTLSSHIM_STATS="$STATS" $(haproxy_args) -sf "$old"
+    wait_gone "$old" 30
+    run keepalive "$port" "$(curl_tls 1.2 aes256)" s16385 s1
+    assert_success
+    assert_output "connects 1"
+    stop_sig srv2 USR1
+    note
+    assert_equal "$(delta TlsTxSw)" 7
+    assert_equal "$(delta TlsRxSw)" 0
+    run stats_check "$STATS" 'len(R) == 3 and S("connections.tls") == 7' \
+        'S("ktls.tx") == 7 and S("ktls.tx_bio") == 7' "$NO_FALLBACK_TX" \
+        'S("fallback_rx.bio_rx") == 7 and S("bytes.user_tx") == 0' \
+        "S('bytes.ktls_tx') >= 4 * 1048583"
+    assert_output ok
+}
+
+@test "WEBrick (Ruby wipes its options): kTLS set again on each connection, TX on both, RX on 1.2; bodies intact" {
+    port=$(pick_port)
+    snap
+    start srv env KTLSSHIM_STATS="$STATS" ruby "$(ruby_server)" "$port" "$CERTS/ec.pem" \
+        "$CERTS/ec.key" "$WWW"
+    wait_listen "$port"
+    run matrix "$port" ec 1.3 chacha s1048583
+    assert_success
+    run matrix "$port" ec 1.2 aes128 s16385
+    assert_success
+    stop_srv srv 30
+    note
+    assert_equal "$(delta TlsTxSw)" 2
+    assert_equal "$(delta TlsRxSw)" 1
+    run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.reasserted") == 2' \
+        'S("ktls.tx") == 2 and S("ktls.tx_bio") == 0 and S("ktls.rx") == 1' "$NO_FALLBACK_TX"
+    assert_output ok
+}

@@ -12,6 +12,8 @@ struct ks_libc {
     int (*accept4)(int, struct sockaddr *, socklen_t *, int);
     ssize_t (*sendfile)(int, int, off_t *, size_t);
     ssize_t (*sendfile64)(int, int, off_t *, size_t);
+    pid_t (*setsid)(void);
+    int (*daemon)(int, int);
 };
 
 /* libc's functions (the next definition after this library). Resolved on

@@ -13,9 +13,10 @@ setup() {
 teardown() {
     teardown_servers
     # A daemon escapes the process group teardown_servers kills: end what
-    # runs with this test's own nginx.conf (and its children), if anything.
+    # runs with this test's own files on its command line (and its
+    # children), if anything.
     local p
-    for p in $(pids_with_arg "$BATS_TEST_TMPDIR/nginx.conf"); do
+    for p in $(pids_with_arg "$BATS_TEST_TMPDIR/"); do
         pkill -KILL -P "$p" 2>/dev/null || true
         kill -KILL "$p" 2>/dev/null || true
     done
@@ -184,6 +185,24 @@ EOF2
     run sh -c "ss -Hltn 'sport = :$port' | wc -l"
     assert_output 0
     refute grep -q 'unlink() .* failed' logs/error.log
+}
+
+@test "a program that calls daemon() after listen(): refused, started again unsharded, one daemon serves" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$PY" "$PIDSRV" --port "$port" --daemon "$BATS_TEST_TMPDIR/d.pid"
+    wait_status srv
+    assert_equal "$status_of" 0
+    run grep -c 'not sharding: the program daemonized' "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 1
+    wait_port "$port"
+    for _ in $(seq 100); do [ -s d.pid ] && break; sleep 0.1; done
+    daemon=$(cat d.pid)
+    run pids_with_arg "$BATS_TEST_TMPDIR/d.pid"
+    assert_output "$daemon"
+    run connect_many "$port" 10 5
+    assert_equal "$(grep -c "^pid=$daemon\$" <<<"$output")" 10
+    kill -TERM "$daemon"
+    wait_gone "$daemon" 10
 }
 
 @test "a stop ends: a worker that ignores TERM gets SIGKILL after KTLSSHIM_STOP_TIMEOUT" {

@@ -6,6 +6,8 @@ Replies "pid=<pid> worker=<KTLSSHIM_WORKER>\\n" to each connection and closes.
   --exit-worker I CODE  in worker I (KTLSSHIM_WORKER=I/N), exit(CODE) right
                         after listen() returns
   --ignore-term         ignore SIGTERM (set before listen, so every worker does)
+  --daemon PIDFILE      after listen(), daemon(1, 1) (libc's, through ctypes)
+                        and write the daemon's pid to PIDFILE
 """
 import ctypes
 import os
@@ -25,7 +27,7 @@ def worker_env():
 
 def main():
     args = sys.argv[1:]
-    port, exit_worker, exit_code, ignore_term = 0, None, 0, False
+    port, exit_worker, exit_code, ignore_term, pidfile = 0, None, 0, False, None
     while args:
         a = args.pop(0)
         if a == "--port":
@@ -34,6 +36,8 @@ def main():
             exit_worker, exit_code = args.pop(0), int(args.pop(0))
         elif a == "--ignore-term":
             ignore_term = True
+        elif a == "--daemon":
+            pidfile = args.pop(0)
         else:
             sys.exit("pid_server: bad argument " + a)
     if ignore_term:
@@ -45,6 +49,12 @@ def main():
     w = worker_env()
     if exit_worker is not None and w.split("/")[0] == exit_worker:
         os._exit(exit_code)
+    if pidfile:
+        if ctypes.CDLL(None).daemon(1, 1) != 0:
+            sys.exit("pid_server: daemon() failed")
+        with open(pidfile + ".tmp", "w") as f:
+            f.write("%d\n" % os.getpid())
+        os.rename(pidfile + ".tmp", pidfile)
     while True:
         c, _ = s.accept()
         try:

@@ -157,9 +157,12 @@ static void report_setsid(void)
     KS_RESTORE_ERRNO;
 }
 
+/* The system call itself (all libc's setsid() is): a child between fork()
+ * and exec() (Python's subprocess with start_new_session) may call this,
+ * and must not resolve symbols there (dlsym is not async-signal-safe). */
 KS_EXPORT pid_t setsid(void)
 {
-    pid_t r = ks_libc()->setsid();
+    pid_t r = (pid_t)syscall(SYS_setsid);
     if (r >= 0 && watch_page && ks_shard_in_worker())
         report_setsid();
     return r;

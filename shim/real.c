@@ -47,7 +47,6 @@ const struct ks_libc *ks_libc(void)
     l.accept4 = need("accept4");
     l.sendfile = need("sendfile");
     l.sendfile64 = need("sendfile64");
-    l.setsid = need("setsid");
     l.daemon = need("daemon");
     libc_fns = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);

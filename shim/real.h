@@ -12,7 +12,6 @@ struct ks_libc {
     int (*accept4)(int, struct sockaddr *, socklen_t *, int);
     ssize_t (*sendfile)(int, int, off_t *, size_t);
     ssize_t (*sendfile64)(int, int, off_t *, size_t);
-    pid_t (*setsid)(void);
     int (*daemon)(int, int);
 };
 

@@ -216,7 +216,7 @@ static pid_t parent_of(pid_t pid)
     return ppid;
 }
 
-bool ks_daemon_detected(const pid_t *exited0, int n, pid_t self)
+bool ks_daemon_detected(const pid_t *exited0, int n, pid_t self, bool (*have_adopted)(void))
 {
     if (!watch_page)
         return false;
@@ -225,14 +225,19 @@ bool ks_daemon_detected(const pid_t *exited0, int n, pid_t self)
         pid_t pid = __atomic_load_n(&watch_page->r[i].pid, __ATOMIC_ACQUIRE);
         if (pid <= 0)
             continue;
-        pid_t now_parent = parent_of(pid);
-        if (now_parent < 0)
-            continue; /* gone */
-        if (now_parent == self)
-            return true; /* orphaned and adopted by us: it outlived its worker */
-        for (int k = 0; k < n; k++)
-            if (watch_page->r[i].ppid == exited0[k])
-                return true;
+        /* Made by a worker that then exited 0, or already orphaned when it
+         * called setsid(): a daemonizing fork. A session of its own made
+         * by a worker that goes on serving (or that crashed) is not. */
+        pid_t made_by = watch_page->r[i].ppid;
+        bool daemon_like = made_by == self;
+        for (int k = 0; k < n && !daemon_like; k++)
+            daemon_like = made_by == exited0[k];
+        if (!daemon_like)
+            continue;
+        /* Still running, or gone after forking again (double fork): what it
+         * left is ours now (subreaper). */
+        if (parent_of(pid) == self || have_adopted())
+            return true;
     }
     return false;
 }

@@ -10,11 +10,12 @@
  * children) report a setsid(). False if it cannot be made. */
 bool ks_daemon_watch_prepare(pid_t supervisor);
 
-/* Supervisor: whether a process that called setsid() in the group is still
- * alive and either was a child of one of the `n` worker pids in `exited0`
- * (workers that ended with exit 0, as a daemonizing parent does) or has been
- * adopted by the supervisor. */
-bool ks_daemon_detected(const pid_t *exited0, int n, pid_t self);
+/* Supervisor: whether the group daemonized: a process that called setsid()
+ * as the child of one of the `n` worker pids in `exited0` (workers that
+ * ended with exit 0, as a daemonizing parent does), or already orphaned,
+ * is still running as the supervisor's adopted child, or has left adopted
+ * children (have_adopted) after forking again. */
+bool ks_daemon_detected(const pid_t *exited0, int n, pid_t self, bool (*have_adopted)(void));
 
 /* The setsid() callers recorded so far (to kill their process groups). */
 int ks_daemon_reported(pid_t *out, int max);

@@ -434,7 +434,7 @@ void ks_supervise(struct ks_plan *plan)
 
     int64_t all_done_ms = -1;
     for (;;) {
-        if (!sup.stopping && ks_daemon_detected(sup.exited0, sup.nexited0, sup.self))
+        if (!sup.stopping && ks_daemon_detected(sup.exited0, sup.nexited0, sup.self, have_adopted))
             restart_unsharded();
         bool alive;
         int64_t next = next_deadline(&alive);

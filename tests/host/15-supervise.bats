@@ -205,6 +205,36 @@ EOF2
     wait_gone "$daemon" 10
 }
 
+@test "a worker's child in a session of its own (setsid) is not a daemon, even once its worker is killed" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$PY" "$PIDSRV" --port "$port" --session-child "$BATS_TEST_TMPDIR/mark"
+    wait_port "$port"
+    sup=$(pid_of srv)
+    for _ in $(seq 100); do
+        [ "$(pids_with_arg "$BATS_TEST_TMPDIR/mark.child" | wc -l)" -eq 2 ] && break
+        sleep 0.1
+    done
+    assert_equal "$(pids_with_arg "$BATS_TEST_TMPDIR/mark.child" | wc -l)" 2
+    run connect_many "$port" 30 5
+    refute_line fail
+    assert_equal "$(sort -u <<<"$output" | wc -l)" 2
+    # Its worker killed: the child is the supervisor's now, the worker is
+    # respawned, and nothing is restarted.
+    victim=$(children_of "$sup" | head -1)
+    kill -KILL "$victim"
+    wait_for_line "$BATS_TEST_TMPDIR/srv.err" 'ended with signal 9; respawning' 10
+    for _ in $(seq 100); do
+        [ "$(pids_with_arg "$BATS_TEST_TMPDIR/mark.child" | wc -l)" -eq 3 ] && break
+        sleep 0.1
+    done
+    assert_equal "$(pids_with_arg "$BATS_TEST_TMPDIR/mark.child" | wc -l)" 3
+    run connect_many "$port" 30 5
+    refute_line fail
+    assert_equal "$(sort -u <<<"$output" | wc -l)" 2
+    kill -0 "$sup"
+    refute grep -q 'daemonized' "$BATS_TEST_TMPDIR/srv.err"
+}
+
 @test "a stop ends: a worker that ignores TERM gets SIGKILL after KTLSSHIM_STOP_TIMEOUT" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STOP_TIMEOUT=2 "$PY" "$PIDSRV" --port "$port" --ignore-term

@@ -6,6 +6,9 @@ Replies "pid=<pid> worker=<KTLSSHIM_WORKER>\\n" to each connection and closes.
   --exit-worker I CODE  in worker I (KTLSSHIM_WORKER=I/N), exit(CODE) right
                         after listen() returns
   --ignore-term         ignore SIGTERM (set before listen, so every worker does)
+  --session-child MARK  after listen(), start a child in a session of its own
+                        (subprocess start_new_session: setsid() in the child),
+                        sleeping 60 s, with MARK.child on its command line
   --daemon PIDFILE      after listen(), daemon(1, 1) (libc's, through ctypes)
                         and write the daemon's pid to PIDFILE
 """
@@ -13,6 +16,7 @@ import ctypes
 import os
 import signal
 import socket
+import subprocess
 import sys
 
 
@@ -27,7 +31,7 @@ def worker_env():
 
 def main():
     args = sys.argv[1:]
-    port, exit_worker, exit_code, ignore_term, pidfile = 0, None, 0, False, None
+    port, exit_worker, exit_code, ignore_term, pidfile, mark = 0, None, 0, False, None, None
     while args:
         a = args.pop(0)
         if a == "--port":
@@ -36,6 +40,8 @@ def main():
             exit_worker, exit_code = args.pop(0), int(args.pop(0))
         elif a == "--ignore-term":
             ignore_term = True
+        elif a == "--session-child":
+            mark = args.pop(0)
         elif a == "--daemon":
             pidfile = args.pop(0)
         else:
@@ -49,6 +55,9 @@ def main():
     w = worker_env()
     if exit_worker is not None and w.split("/")[0] == exit_worker:
         os._exit(exit_code)
+    if mark:
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", mark + ".child"],
+                         start_new_session=True)
     if pidfile:
         if ctypes.CDLL(None).daemon(1, 1) != 0:
             sys.exit("pid_server: daemon() failed")

@@ -40,9 +40,9 @@ extern char **environ;
 
 struct watch {
     pid_t supervisor;
-    uint32_t n;             /* reports made (may exceed REPORTS_MAX) */
+    uint32_t n; /* reports made (may exceed REPORTS_MAX) */
     struct {
-        pid_t pid, ppid;    /* the setsid() caller, its parent at the time */
+        pid_t pid, ppid; /* the setsid() caller, its parent at the time */
     } r[REPORTS_MAX];
 };
 
@@ -136,8 +136,8 @@ __attribute__((constructor)) static void ks_daemon_snapshot(void)
 
 bool ks_daemon_watch_prepare(pid_t supervisor)
 {
-    void *p = mmap(NULL, sizeof(struct watch), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void *p =
+        mmap(NULL, sizeof(struct watch), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return false;
     watch_page = p;

@@ -15,6 +15,7 @@ extern char **environ;
 
 static struct ks_config cfg = {
     .shards = 1, .ktls = KS_KTLS_AUTO, .log_level = KS_LOG_INFO, .ticket_rotate = 3600,
+    .stop_timeout = 90,
 };
 static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 
@@ -23,7 +24,7 @@ static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 static const char *const known[] = {
     "KTLSSHIM_SHARDS", "KTLSSHIM_KTLS", "KTLSSHIM_STATS", "KTLSSHIM_LOG",
     "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER", "KTLSSHIM_TICKET_ROTATE",
-    "KTLSSHIM_TICKET_KEY_FILE", "KTLSSHIM_PIN", "KTLSSHIM_CONN_LOG",
+    "KTLSSHIM_TICKET_KEY_FILE", "KTLSSHIM_PIN", "KTLSSHIM_CONN_LOG", "KTLSSHIM_STOP_TIMEOUT",
 };
 static const char *const reserved_prefixes[] = {
     "KTLSSHIM_BUILD", "KTLSSHIM_TEST_", "KTLSSHIM_VM_",
@@ -159,6 +160,18 @@ static void read_ticket_rotate(const char *v)
             "expected a whole number of seconds from 60 to 604800", "3600");
 }
 
+/* systemd's TimeoutStopSec default is 90 s; 0 would kill at once, so the
+ * smallest is 1 s. A day is more than any graceful stop should take. */
+static void read_stop_timeout(const char *v)
+{
+    long n;
+    if (parse_count(v, 86400, &n) && n >= 1)
+        cfg.stop_timeout = (int)n;
+    else
+        bad("KTLSSHIM_STOP_TIMEOUT", v,
+            "expected a whole number of seconds from 1 to 86400", "90");
+}
+
 /* Checked for readability now; read (and wiped) by the supervisor. */
 static void read_ticket_key_file(const char *v)
 {
@@ -199,7 +212,7 @@ static void report_unknown(void)
             ks_log_error("unknown variable %.*s (ignored); known: KTLSSHIM_SHARDS, "
                          "KTLSSHIM_KTLS, KTLSSHIM_STATS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY, "
                          "KTLSSHIM_TICKET_ROTATE, KTLSSHIM_TICKET_KEY_FILE, KTLSSHIM_PIN, "
-                         "KTLSSHIM_CONN_LOG",
+                         "KTLSSHIM_CONN_LOG, KTLSSHIM_STOP_TIMEOUT",
                          (int)(len > 200 ? 200 : len), *e);
     }
 }
@@ -225,6 +238,8 @@ static void load(void)
         read_conn_log(v);
     if ((v = getenv("KTLSSHIM_TICKET_ROTATE")))
         read_ticket_rotate(v);
+    if ((v = getenv("KTLSSHIM_STOP_TIMEOUT")))
+        read_stop_timeout(v);
     if ((v = getenv("KTLSSHIM_TICKET_KEY_FILE")))
         read_ticket_key_file(v);
     /* Set by the library in its workers: a program started from inside a

@@ -13,9 +13,16 @@
  *
  * Session IDs (TLS 1.2): a fixed-size table in shared memory, keyed by
  * session ID, holding each session's DER (which holds its master secret:
- * wiped when replaced or removed), behind a robust process-shared mutex so
- * that a worker dying while it holds the lock cannot wedge the others (the
- * table is wiped then, since an entry may be half written).
+ * wiped when replaced or removed). An ID may sit in any of SESS_PROBE slots
+ * from its hash; a new one takes a free slot there, else the one that
+ * expires first (the oldest on a tie). The table is behind a robust
+ * process-shared mutex, so that a worker dying while it holds the lock
+ * cannot wedge the others (the table is wiped then, since an entry may be
+ * half written), and the lock fails open: a worker that cannot have it
+ * within LOCK_WAIT_NS (its holder stopped, SIGSTOP or a debugger) resumes
+ * nothing from the table and stores nothing in it, and, until the lock is
+ * free again, only tries it without waiting. A full handshake is the cost,
+ * never a stall.
  *
  * The program's choices win: a context whose program set its own ticket
  * keys or callback, or its own session-cache callbacks, is left alone, and
@@ -39,6 +46,7 @@
 #define SESS_SLOTS 4096
 #define SESS_DER_MAX 2000
 #define SESS_PROBE 8
+#define LOCK_WAIT_NS 2000000 /* 2 ms: the critical sections copy 2 KB at most */
 
 struct tkey {
     uint8_t name[16], hmac[32], aes[32];
@@ -50,6 +58,7 @@ struct sess_slot {
     uint8_t id[SSL_MAX_SSL_SESSION_ID_LENGTH];
     uint16_t der_len;
     int64_t expires; /* wall-clock seconds */
+    uint64_t stored; /* insertion order (shared->stores), for ties */
     uint8_t der[SESS_DER_MAX];
 };
 
@@ -57,7 +66,9 @@ struct shared {
     uint32_t seq;          /* sequence lock over keys[] (odd: being written) */
     struct tkey keys[2];   /* [0] current, [1] previous */
     int fixed;             /* keys from a file: no rotation */
-    pthread_mutex_t lock;  /* robust, process-shared: guards slots[] */
+    pthread_mutex_t lock;  /* robust, process-shared: guards slots[] and stores */
+    int lock_stuck;        /* atomic: a wait for the lock timed out; try only */
+    uint64_t stores;
     struct sess_slot slots[SESS_SLOTS];
 };
 
@@ -295,14 +306,46 @@ static int ticket_cb(SSL *s, unsigned char *name, unsigned char *iv, EVP_CIPHER_
 
 /* ---- the shared session-ID cache ---- */
 
-static void lock(void)
+/* True if we hold the lock. Fails open (see the top of the file). */
+static bool lock(void)
 {
-    int r = pthread_mutex_lock(&sh->lock);
+    int r;
+    if (__atomic_load_n(&sh->lock_stuck, __ATOMIC_RELAXED)) {
+        r = pthread_mutex_trylock(&sh->lock);
+    } else {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += LOCK_WAIT_NS;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        r = pthread_mutex_clocklock(&sh->lock, CLOCK_MONOTONIC, &until);
+    }
     if (r == EOWNERDEAD) {
         /* A worker died holding the lock: an entry may be half written. */
         explicit_bzero(sh->slots, sizeof sh->slots);
         pthread_mutex_consistent(&sh->lock);
+        r = 0;
     }
+    if (r == 0) {
+        if (__atomic_load_n(&sh->lock_stuck, __ATOMIC_RELAXED))
+            __atomic_store_n(&sh->lock_stuck, 0, __ATOMIC_RELAXED);
+        return true;
+    }
+    if (r == ETIMEDOUT || r == EBUSY) {
+        static int said; /* once per process */
+        if (!__atomic_load_n(&sh->lock_stuck, __ATOMIC_RELAXED))
+            __atomic_store_n(&sh->lock_stuck, 1, __ATOMIC_RELAXED);
+        if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+            ks_log_info("the shared TLS session cache is locked by a worker that does not "
+                        "release it (stopped?): this worker resumes nothing from it until it "
+                        "is free (full handshakes instead)");
+    } else {
+        ks_log_error("the shared TLS session cache lock: %s; not using it for this "
+                     "connection", strerror(r));
+    }
+    return false;
 }
 
 static void unlock(void)
@@ -357,18 +400,30 @@ static int new_cb(SSL *s, SSL_SESSION *sess)
     }
     int64_t expires = (int64_t)f.sess_get_time(sess) + f.sess_get_timeout(sess);
     uint32_t h = hash_id(id, len);
-    lock();
+    if (!lock()) {
+        f.cleanse(der, sizeof der);
+        return 0;
+    }
     struct sess_slot *victim = find(id, len);
-    for (unsigned i = 0; !victim && i < SESS_PROBE; i++) {
-        struct sess_slot *sl = &sh->slots[(h + i) % SESS_SLOTS];
-        if (!victim || sl->expires < victim->expires)
-            victim = sl; /* the emptiest or soonest to expire */
+    if (!victim) {
+        /* A free slot, else the one that expires first, else the oldest. */
+        for (unsigned i = 0; i < SESS_PROBE; i++) {
+            struct sess_slot *sl = &sh->slots[(h + i) % SESS_SLOTS];
+            if (sl->id_len == 0) {
+                victim = sl;
+                break;
+            }
+            if (!victim || sl->expires < victim->expires ||
+                (sl->expires == victim->expires && sl->stored < victim->stored))
+                victim = sl;
+        }
     }
     explicit_bzero(victim, sizeof *victim);
     victim->id_len = (uint8_t)len;
     memcpy(victim->id, id, len);
     victim->der_len = (uint16_t)der_len;
     victim->expires = expires;
+    victim->stored = ++sh->stores;
     memcpy(victim->der, der, (size_t)der_len);
     unlock();
     f.cleanse(der, sizeof der);
@@ -382,7 +437,8 @@ static SSL_SESSION *get_cb(SSL *s, const unsigned char *id, int len, int *copy)
         return NULL;
     uint8_t der[SESS_DER_MAX];
     int der_len = 0;
-    lock();
+    if (!lock())
+        return NULL; /* resume nothing rather than wait */
     struct sess_slot *sl = find(id, (unsigned)len);
     if (sl && sl->expires > (int64_t)time(NULL)) {
         der_len = sl->der_len;
@@ -403,9 +459,8 @@ static void remove_cb(SSL_CTX *ctx, SSL_SESSION *sess)
     (void)ctx;
     unsigned len = 0;
     const unsigned char *id = f.sess_get_id(sess, &len);
-    if (len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH)
+    if (len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH || !lock())
         return;
-    lock();
     struct sess_slot *sl = find(id, len);
     if (sl)
         explicit_bzero(sl, sizeof *sl);

@@ -7,13 +7,25 @@
  *
  * Signals are taken synchronously (blocked, then sigtimedwait), so nothing
  * runs in signal context. Workers get PR_SET_PDEATHSIG and check getppid(),
- * so they never outlive the supervisor. */
+ * so they never outlive the supervisor.
+ *
+ * A slot that is done while others run (given up, exit 0, ended by a
+ * forwarded signal) has its sockets closed here, so that the kernel stops
+ * giving it new connections (with net.ipv4.tcp_migrate_req=1 it also moves
+ * the ones already queued to the others). A stop (TERM, INT, QUIT) ends:
+ * the workers still running after KTLSSHIM_STOP_TIMEOUT seconds get
+ * SIGKILL. The supervisor is a child subreaper, so a worker's children that
+ * outlive it are its own; a worker that daemonizes is detected
+ * (daemonize.c), the group stopped and the program started again unsharded. */
 #include "shard.h"
 #include "config.h"
+#include "daemonize.h"
 #include "log.h"
 #include "resume.h"
 #include "stats.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +40,9 @@
 #define HEALTHY_AFTER_MS 10000  /* a worker that ran this long resets its count */
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
+#define DAEMON_GRACE_MS 1000    /* all workers exited 0 with children left: wait for a
+                                   setsid() report this long before exiting */
+#define EXITED0_MAX 64
 
 bool ks_supervisor_forking;
 
@@ -70,7 +85,39 @@ static struct {
     struct sigaction app_chld; /* the program's SIGCHLD action, likewise */
     pid_t self;
     bool stopping;
+    int64_t stop_deadline_ms;  /* SIGKILL to the workers left at this time */
+    bool stop_killed;
+    pid_t exited0[EXITED0_MAX]; /* workers that ended with exit 0 (daemon parents?) */
+    int nexited0;
 } sup;
+
+/* Closes the sockets the supervisor holds for slot i: once no worker will
+ * serve it, its listener must leave the reuseport group, or the kernel keeps
+ * giving it connections that nobody accepts. */
+static void close_slot_sockets(int i)
+{
+    for (int t = 0; t < sup.plan->nsock; t++) {
+        int *fd = ks_plan_fd(sup.plan, i, t);
+        if (*fd >= 0) {
+            close(*fd);
+            *fd = -1;
+        }
+    }
+}
+
+static void slot_done(struct slot *s, int i)
+{
+    s->state = SLOT_DONE;
+    close_slot_sockets(i);
+}
+
+static void begin_stop(void)
+{
+    if (sup.stopping)
+        return;
+    sup.stopping = true;
+    sup.stop_deadline_ms = now_ms() + (int64_t)ks_config()->stop_timeout * 1000;
+}
 
 /* Forks the worker of slot i. Returns 0 in the supervisor, 1 in the child. */
 static int spawn(int i)
@@ -130,8 +177,10 @@ static void worker_ended(struct slot *s, int i, int status)
     s->pid = 0;
     bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     bool asked = WIFSIGNALED(status) && WTERMSIG(status) == s->forwarded;
+    if (clean && sup.nexited0 < EXITED0_MAX)
+        sup.exited0[sup.nexited0++] = pid;
     if (clean || asked || sup.stopping) {
-        s->state = SLOT_DONE;
+        slot_done(s, i);
         return;
     }
     int64_t now = now_ms();
@@ -142,7 +191,7 @@ static void worker_ended(struct slot *s, int i, int status)
         ks_log_error("worker %d/%d (pid %d) ended with %s, %d failures in a row: "
                      "crash loop, not respawning it", i, sup.plan->nslots, (int)pid, how,
                      s->fails);
-        s->state = SLOT_DONE;
+        slot_done(s, i);
         s->gave_up = true;
         ks_count(KS_C_W_GAVE_UP, 1);
         return;
@@ -170,7 +219,7 @@ static void reap(void)
 static void forward(int sig, const siginfo_t *info)
 {
     if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT)
-        sup.stopping = true;
+        begin_stop();
     /* A terminal's ^C or ^\ reaches the whole foreground process group, the
      * workers included: forwarding it would deliver it twice. */
     bool from_tty = info->si_code == SI_KERNEL;
@@ -181,7 +230,7 @@ static void forward(int sig, const siginfo_t *info)
             if (!from_tty)
                 kill(s->pid, sig);
         } else if (s->state == SLOT_WAITING && sup.stopping) {
-            s->state = SLOT_DONE;
+            slot_done(s, i);
         }
     }
 }
@@ -230,6 +279,112 @@ static void finish(void)
     _exit(sig ? 128 + sig : 0);
 }
 
+/* The supervisor's children (workers, and what it adopted as subreaper),
+ * from /proc/self/task/<pid>/children; -1 if that file cannot be read. */
+static int list_children(pid_t *out, int max)
+{
+    char path[64], buf[8192];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)sup.self);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    int k = 0;
+    for (char *p = buf; *p && k < max;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        out[k++] = (pid_t)v;
+        p = end;
+    }
+    return k;
+}
+
+static bool is_worker_pid(pid_t pid)
+{
+    for (int i = 0; i < sup.plan->nslots; i++)
+        if (sup.slots[i].pid == pid && sup.slots[i].state == SLOT_RUNNING)
+            return true;
+    return false;
+}
+
+/* Children that are not workers: a worker's children that outlived it. */
+static bool have_adopted(void)
+{
+    pid_t kids[256];
+    int n = list_children(kids, 256);
+    for (int k = 0; k < n; k++)
+        if (!is_worker_pid(kids[k]))
+            return true;
+    return false;
+}
+
+/* The program daemonized in its workers. Stop every process of the group
+ * (each is ours: a worker, or adopted once its worker exited), close every
+ * socket, and exec the program again without sharding, so that the user's
+ * command does what it does without the library. */
+static void restart_unsharded(void)
+{
+    ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: the program daemonized (fork and setsid() "
+                 "in a worker), which would leave %d copies that nobody supervises; stopping "
+                 "them and starting it again unsharded. To shard it, run it in the foreground "
+                 "(nginx: \"daemon off;\", Apache: -DFOREGROUND, redis: --daemonize no)",
+                 sup.plan->nslots, sup.plan->nslots);
+    sup.stopping = true;
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    int64_t until = now_ms() + 10000;
+    for (;;) {
+        pid_t kids[256];
+        int n = list_children(kids, 256);
+        for (int k = 0; k < n; k++)
+            kill(kids[k], SIGKILL); /* our children: unreaped, so never a reused pid */
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+            for (int i = 0; i < sup.plan->nslots; i++)
+                if (sup.slots[i].pid == pid)
+                    sup.slots[i].pid = 0;
+        if (pid < 0 && errno == ECHILD)
+            break;
+        if (now_ms() > until) {
+            ks_log_error("processes of the group are still running after 10 s; starting "
+                         "the program again anyway");
+            break;
+        }
+        struct timespec ts = {0, 20 * 1000000};
+        sigtimedwait(&chld, NULL, &ts);
+    }
+    for (int i = 0; i < sup.plan->nslots; i++)
+        close_slot_sockets(i);
+    ks_daemon_reexec_unsharded(&sup.app_mask, sup.app_chld.sa_handler == SIG_IGN);
+    _exit(1); /* it said why */
+}
+
+/* KTLSSHIM_STOP_TIMEOUT: a stop must end. */
+static void kill_if_stop_overdue(int64_t now)
+{
+    if (!sup.stopping || sup.stop_killed || now < sup.stop_deadline_ms)
+        return;
+    sup.stop_killed = true;
+    for (int i = 0; i < sup.plan->nslots; i++) {
+        struct slot *s = &sup.slots[i];
+        if (s->state != SLOT_RUNNING)
+            continue;
+        ks_log_error("worker %d/%d (pid %d) still running %d s after the stop signal "
+                     "(KTLSSHIM_STOP_TIMEOUT): sending SIGKILL", i, sup.plan->nslots,
+                     (int)s->pid, ks_config()->stop_timeout);
+        s->forwarded = SIGKILL;
+        kill(s->pid, SIGKILL);
+    }
+}
+
 static int64_t next_deadline(bool *any_alive)
 {
     int64_t next = -1;
@@ -267,16 +422,36 @@ void ks_supervise(struct ks_plan *plan)
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     sigaction(SIGCHLD, &dfl, &sup.app_chld);
     fflush(NULL); /* or buffered output would be written once per worker */
+    /* Orphans of the group (a daemonizing worker's child) become ours. */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+        ks_log_error("prctl(PR_SET_CHILD_SUBREAPER): %s; a daemonizing program would "
+                     "escape supervision", strerror(errno));
+    if (!ks_daemon_watch_prepare(sup.self))
+        ks_log_error("no shared memory to watch for daemonization: %s", strerror(errno));
 
     for (int i = 0; i < plan->nslots; i++)
         if (spawn(i))
             return; /* in the new worker */
 
+    int64_t all_done_ms = -1;
     for (;;) {
+        if (!sup.stopping && ks_daemon_detected(sup.exited0, sup.nexited0, sup.self, have_adopted))
+            restart_unsharded();
         bool alive;
         int64_t next = next_deadline(&alive);
-        if (!alive)
-            finish();
+        if (!alive) {
+            /* Every worker has ended. If one left a child behind after
+             * exiting 0, it may be daemonizing with its setsid() not seen
+             * yet: give it a moment to say so. */
+            int64_t t = now_ms();
+            if (all_done_ms < 0)
+                all_done_ms = t;
+            if (sup.nexited0 == 0 || t - all_done_ms >= DAEMON_GRACE_MS || !have_adopted())
+                finish();
+            next = t + 50;
+        }
+        if (sup.stopping && !sup.stop_killed && (next < 0 || sup.stop_deadline_ms < next))
+            next = sup.stop_deadline_ms;
         int64_t rot = ks_resume_next_rotation_ms();
         if (rot >= 0 && (next < 0 || rot < next))
             next = rot;
@@ -291,6 +466,7 @@ void ks_supervise(struct ks_plan *plan)
         else if (sig > 0)
             forward(sig, &info);
         int64_t now = now_ms();
+        kill_if_stop_overdue(now);
         ks_resume_rotate_if_due(now);
         for (int i = 0; i < plan->nslots; i++) {
             struct slot *s = &slots[i];

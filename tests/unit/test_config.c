@@ -51,3 +51,21 @@ TEST(ktls_own_mode)
     setenv("KTLSSHIM_KTLS", "own", 1);
     EXPECT_EQ(ks_config()->ktls, KS_KTLS_OWN);
 }
+
+TEST(stop_timeout_default_range_and_bad_values)
+{
+    static const struct { const char *v; int want; } cases[] = {
+        {NULL, 90}, {"1", 1}, {"86400", 86400}, {"0", 90}, {"86401", 90}, {"5s", 90}, {"", 90},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        pid_t p = fork();
+        if (p == 0) {
+            if (cases[i].v)
+                setenv("KTLSSHIM_STOP_TIMEOUT", cases[i].v, 1);
+            _exit(ks_config()->stop_timeout == cases[i].want ? 0 : 1);
+        }
+        int st;
+        waitpid(p, &st, 0);
+        EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+}

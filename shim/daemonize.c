@@ -1,0 +1,330 @@
+/* daemonize.c — following a sharded program that daemonizes.
+ *
+ * A daemonizing server (nginx with its default `daemon on`, apachectl,
+ * redis with daemonize yes) forks, lets the parent exit 0, and calls
+ * setsid() in the child. Under sharding each worker would do that, and the
+ * daemons would be reparented away from the supervisor: N unsupervised
+ * copies, a pid file naming one of them. We cannot know before listen()
+ * that a program will daemonize, so we watch for it: setsid() (and daemon(),
+ * whose internal setsid libc does not route through us) in a worker or a
+ * worker's child is reported in a shared page. The supervisor, a child
+ * subreaper, sees the reporting process outlive its exited worker, stops the
+ * whole group and execs the program again unsharded, after one line telling
+ * the user to run it in the foreground to shard it. The user's command then
+ * behaves as it does without the library: it daemonizes once, and its pid
+ * file names the one daemon.
+ *
+ * For that exec, the library keeps what the program was started with: its
+ * command line (read from /proc/self/cmdline when the library loads, before
+ * a program such as nginx rewrites its argv for ps) and the set of fds it
+ * inherited; every fd the program made itself is closed at exec. */
+#include "daemonize.h"
+#include "config.h"
+#include "log.h"
+#include "real.h"
+#include "shard.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define REPORTS_MAX 256
+
+struct watch {
+    pid_t supervisor;
+    uint32_t n; /* reports made (may exceed REPORTS_MAX) */
+    struct {
+        pid_t pid, ppid; /* the setsid() caller, its parent at the time */
+    } r[REPORTS_MAX];
+};
+
+static struct watch *watch_page; /* shared; NULL when not sharded */
+
+/* ---- what the program was started with (read at load, sharding only) ---- */
+
+#define INHERITED_BITS 4096
+static uint64_t inherited[INHERITED_BITS / 64];
+static bool inherited_known;
+static char *start_cmdline; /* NUL-separated, mmap'd */
+static size_t start_cmdline_len;
+
+bool ks_fd_was_inherited(int fd)
+{
+    if (!inherited_known)
+        return true; /* unknown: leave it as it is */
+    if (fd < 0)
+        return false;
+    if (fd >= INHERITED_BITS)
+        return false;
+    return inherited[fd / 64] & (1ULL << (fd % 64));
+}
+
+struct linux_dirent64_ {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+static void snapshot_fds(void)
+{
+    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    char buf[4096];
+    long n;
+    while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < n;) {
+            struct linux_dirent64_ *d = (void *)(buf + off);
+            off += d->d_reclen;
+            if (d->d_name[0] < '0' || d->d_name[0] > '9')
+                continue;
+            int fd = atoi(d->d_name);
+            if (fd != dfd && fd < INHERITED_BITS)
+                inherited[fd / 64] |= 1ULL << (fd % 64);
+        }
+    }
+    close(dfd);
+    inherited_known = true;
+}
+
+static void snapshot_cmdline(void)
+{
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    size_t cap = 1 << 16;
+    char *buf = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t len = 0;
+    if (buf != MAP_FAILED) {
+        ssize_t r;
+        while (len < cap && (r = read(fd, buf + len, cap - len)) > 0)
+            len += (size_t)r;
+        if (len == 0 || len >= cap) { /* empty, or too long to keep whole */
+            munmap(buf, cap);
+            buf = NULL;
+        }
+    } else {
+        buf = NULL;
+    }
+    close(fd);
+    start_cmdline = buf;
+    start_cmdline_len = buf ? len : 0;
+}
+
+__attribute__((constructor)) static void ks_daemon_snapshot(void)
+{
+    KS_SAVE_ERRNO;
+    const struct ks_config *cfg = ks_config();
+    if (cfg->shards > 1 && !cfg->in_worker) {
+        snapshot_fds();
+        snapshot_cmdline();
+    }
+    KS_RESTORE_ERRNO;
+}
+
+/* ---- the watch ---- */
+
+bool ks_daemon_watch_prepare(pid_t supervisor)
+{
+    void *p =
+        mmap(NULL, sizeof(struct watch), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return false;
+    watch_page = p;
+    watch_page->supervisor = supervisor;
+    return true;
+}
+
+static void report_setsid(void)
+{
+    KS_SAVE_ERRNO;
+    uint32_t i = __atomic_fetch_add(&watch_page->n, 1, __ATOMIC_ACQ_REL);
+    if (i < REPORTS_MAX) {
+        watch_page->r[i].ppid = getppid();
+        __atomic_store_n(&watch_page->r[i].pid, getpid(), __ATOMIC_RELEASE);
+    }
+    kill(watch_page->supervisor, SIGCHLD); /* wakes it; it reaps nothing extra */
+    KS_RESTORE_ERRNO;
+}
+
+/* The system call itself (all libc's setsid() is): a child between fork()
+ * and exec() (Python's subprocess with start_new_session) may call this,
+ * and must not resolve symbols there (dlsym is not async-signal-safe). */
+KS_EXPORT pid_t setsid(void)
+{
+    pid_t r = (pid_t)syscall(SYS_setsid);
+    if (r >= 0 && watch_page && ks_shard_in_worker())
+        report_setsid();
+    return r;
+}
+
+/* glibc's daemon() calls its internal setsid, which we do not see: in a
+ * worker, do what it does with our setsid(). Elsewhere it is untouched. */
+KS_EXPORT int daemon(int nochdir, int noclose)
+{
+    if (!watch_page || !ks_shard_in_worker())
+        return ks_libc()->daemon(nochdir, noclose);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0)
+        _exit(0);
+    if (setsid() < 0)
+        return -1;
+    if (!nochdir && chdir("/") != 0)
+        return -1;
+    if (!noclose) {
+        int fd = open("/dev/null", O_RDWR);
+        if (fd < 0)
+            return -1;
+        dup2(fd, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
+    }
+    return 0;
+}
+
+static pid_t parent_of(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces and ')' */
+    char st;
+    int ppid;
+    if (!p || sscanf(p + 1, " %c %d", &st, &ppid) != 2 || st == 'Z')
+        return -1;
+    return ppid;
+}
+
+bool ks_daemon_detected(const pid_t *exited0, int n, pid_t self, bool (*have_adopted)(void))
+{
+    if (!watch_page)
+        return false;
+    uint32_t count = __atomic_load_n(&watch_page->n, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i < count && i < REPORTS_MAX; i++) {
+        pid_t pid = __atomic_load_n(&watch_page->r[i].pid, __ATOMIC_ACQUIRE);
+        if (pid <= 0)
+            continue;
+        /* Made by a worker that then exited 0, or already orphaned when it
+         * called setsid(): a daemonizing fork. A session of its own made
+         * by a worker that goes on serving (or that crashed) is not. */
+        pid_t made_by = watch_page->r[i].ppid;
+        bool daemon_like = made_by == self;
+        for (int k = 0; k < n && !daemon_like; k++)
+            daemon_like = made_by == exited0[k];
+        if (!daemon_like)
+            continue;
+        /* Still running, or gone after forking again (double fork): what it
+         * left is ours now (subreaper). */
+        if (parent_of(pid) == self || have_adopted())
+            return true;
+    }
+    return false;
+}
+
+int ks_daemon_reported(pid_t *out, int max)
+{
+    int k = 0;
+    if (!watch_page)
+        return 0;
+    uint32_t count = __atomic_load_n(&watch_page->n, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i < count && i < REPORTS_MAX && k < max; i++) {
+        pid_t pid = __atomic_load_n(&watch_page->r[i].pid, __ATOMIC_ACQUIRE);
+        if (pid > 0)
+            out[k++] = pid;
+    }
+    return k;
+}
+
+static void cloexec_if_made(int fd)
+{
+    if (fd > 2 && !ks_fd_was_inherited(fd)) {
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0 && !(fl & FD_CLOEXEC))
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+}
+
+void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored)
+{
+    if (!start_cmdline) {
+        ks_log_error("cannot start the program again: its command line was not kept "
+                     "(unreadable or longer than 64 KiB)");
+        return;
+    }
+    /* argv: the NUL-separated command line. */
+    size_t argc = 0;
+    for (size_t i = 0; i < start_cmdline_len; i++)
+        argc += start_cmdline[i] == '\0';
+    if (start_cmdline[start_cmdline_len - 1] != '\0')
+        argc++;
+    size_t envc = 0;
+    for (char **e = environ; e && *e; e++)
+        envc++;
+    char **argv = calloc(argc + 1, sizeof *argv);
+    char **envp = calloc(envc + 1, sizeof *envp);
+    if (!argv || !envp) {
+        ks_log_error("cannot start the program again: out of memory");
+        free(argv);
+        free(envp);
+        return;
+    }
+    size_t a = 0;
+    for (size_t i = 0; i < start_cmdline_len && a < argc; a++) {
+        argv[a] = start_cmdline + i;
+        i += strnlen(start_cmdline + i, start_cmdline_len - i) + 1;
+    }
+    size_t k = 0;
+    for (char **e = environ; e && *e; e++)
+        if (strncmp(*e, "KTLSSHIM_SHARDS=", 16) != 0 && strncmp(*e, "KTLSSHIM_WORKER=", 16) != 0)
+            envp[k++] = *e;
+
+    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        char buf[4096];
+        long n;
+        while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+            for (long off = 0; off < n;) {
+                struct linux_dirent64_ *d = (void *)(buf + off);
+                off += d->d_reclen;
+                if (d->d_name[0] >= '0' && d->d_name[0] <= '9')
+                    cloexec_if_made(atoi(d->d_name));
+            }
+        }
+        close(dfd);
+    }
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+    /* exec resets handlers but keeps SIG_IGN: as the program had it. */
+    struct sigaction chld = {.sa_handler = chld_ignored ? SIG_IGN : SIG_DFL};
+    sigaction(SIGCHLD, &chld, NULL);
+    sigprocmask(SIG_SETMASK, (const sigset_t *)app_mask, NULL);
+    execve("/proc/self/exe", argv, envp);
+    int err = errno;
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL);
+    ks_log_error("cannot start the program again (execve /proc/self/exe %s): %s", argv[0],
+                 strerror(err));
+    free(argv);
+    free(envp);
+}

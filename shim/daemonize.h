@@ -1,0 +1,34 @@
+/* daemonize.h — a sharded program that daemonizes (fork + setsid) would
+ * leave copies of itself that nobody supervises. The workers report it; the
+ * supervisor stops the group and starts the program again, unsharded. */
+#ifndef KTLSSHIM_DAEMONIZE_H
+#define KTLSSHIM_DAEMONIZE_H
+
+#include "common.h"
+
+/* Supervisor, before forking: the shared page where workers (and their
+ * children) report a setsid(). False if it cannot be made. */
+bool ks_daemon_watch_prepare(pid_t supervisor);
+
+/* Supervisor: whether the group daemonized: a process that called setsid()
+ * as the child of one of the `n` worker pids in `exited0` (workers that
+ * ended with exit 0, as a daemonizing parent does), or already orphaned,
+ * is still running as the supervisor's adopted child, or has left adopted
+ * children (have_adopted) after forking again. */
+bool ks_daemon_detected(const pid_t *exited0, int n, pid_t self, bool (*have_adopted)(void));
+
+/* The setsid() callers recorded so far (to kill their process groups). */
+int ks_daemon_reported(pid_t *out, int max);
+
+/* Supervisor, once every other process of the group is gone: exec the
+ * program again from its own command line (read when the library loaded),
+ * without KTLSSHIM_SHARDS, with the fds the program made since it started
+ * closed at exec. `app_mask` is the program's signal mask (a sigset_t),
+ * `chld_ignored` whether it had SIGCHLD ignored. Returns only if the exec
+ * failed (it says why). */
+void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored);
+
+/* The fds open when the library loaded (inherited from the parent). */
+bool ks_fd_was_inherited(int fd);
+
+#endif

@@ -138,3 +138,24 @@ make_certs() {
     fi
     CERTS="$d"
 }
+
+# wait_until SECONDS CMD...: runs CMD every 0.1 s until it succeeds (bounded:
+# a loaded machine gets time, a broken library still fails).
+wait_until() {
+    local t=$(( $1 * 10 )); shift
+    for _ in $(seq "$t"); do
+        "$@" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "timed out after $((t / 10)) s waiting for: $*" >&2
+    return 1
+}
+
+# n_children PID N: true when PID has exactly N children.
+n_children() { [ "$(pgrep -P "$1" | wc -l)" -eq "$2" ]; }
+
+# procs_py ARGS...: a Python script (on stdin) that can `from procs import *`
+# (tests/helpers/procs.py: death by signal vs exit 128+N, terminal signals).
+procs_py() {
+    env PRELOAD="$PRELOAD" TINY="$TINY" PYTHONPATH="$ROOT/tests/helpers" "$PY" - "$@"
+}

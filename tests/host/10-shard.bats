@@ -137,9 +137,8 @@ print('ok')"
         (r=$(ask "$port" info) && echo "$r" >> replies.$i) &
         clients+=($!)
     done
-    sleep 1
-    queued=$(ss -Hltn "sport = :$port" | awk '{print $2}' | sort -n | tail -1)
-    [ "$queued" -gt 0 ]
+    queued_on_victim() { [ "$(ss -Hltn "sport = :$port" | awk '{print $2}' | sort -n | tail -1)" -gt 0 ]; }
+    wait_until 20 queued_on_victim
     kill -KILL "$victim"
     for c in "${clients[@]}"; do wait "$c" || true; done
     run sh -c "cat replies.* | grep -c '^pid='"
@@ -173,17 +172,103 @@ print('ok')"
     for w in $workers; do wait_gone "$w" 5; done
 }
 
-@test "SIGHUP and SIGUSR1 are forwarded to every worker" {
+# Python's returncode tells death by signal N (-N) from exit(128+N), which
+# a shell's `wait` cannot.
+@test "SIGTERM, SIGINT, SIGQUIT are forwarded; the supervisor dies of the signal its workers died of" {
+    run procs_py <<'PYEOF'
+import os, signal, resource
+from procs import *
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+    port = free_port()
+    p, _ = start([os.environ["TINY"], "--port", str(port)],
+                 env={"LD_PRELOAD": os.environ["PRELOAD"], "KTLSSHIM_SHARDS": "2"})
+    poll(lambda: info(port), what="the server")
+    workers = poll(lambda: len(children(p.pid)) == 2 and children(p.pid), what="2 workers")
+    os.kill(p.pid, sig)
+    rc = returncode(p)
+    gone = poll(lambda: not any(os.path.exists("/proc/%d" % w) for w in workers), what="workers gone")
+    print(sig.name, rc)
+PYEOF
+    assert_success
+    assert_output "SIGTERM -15
+SIGINT -2
+SIGQUIT -3"
+}
+
+@test "SIGHUP, SIGUSR1 and SIGUSR2 reach every worker exactly once" {
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port"
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --count-signals
     wait_port "$port"
-    kill -HUP "$(pid_of srv)"
-    sleep 0.5
-    for i in $(seq 30); do ask "$port" info; done > replies
-    run sh -c "grep -o '^pid=[0-9]* .*hups=[0-9]*' replies | sed 's/ port.*hups=/ /' | sort -u"
-    assert_equal "${#lines[@]}" 2
-    assert_line --regexp '^pid=[0-9]+ 1$'
-    refute_line --regexp ' 0$'
+    sup=$(pid_of srv)
+    wait_until 10 n_children "$sup" 2
+    kill -HUP "$sup"
+    kill -USR1 "$sup"
+    kill -USR2 "$sup"
+    run procs_py "$port" "$sup" <<'PYEOF'
+import sys
+from procs import *
+port, sup = int(sys.argv[1]), int(sys.argv[2])
+workers = children(sup)
+assert len(workers) == 2, workers
+seen = per_worker(port, workers, lambda r: r["usr2"] == "1" and r["usr1"] == "1" and r["hups"] == "1")
+for pid in sorted(seen):
+    r = seen[pid]
+    print(r["hups"], r["usr1"], r["usr2"], r["int"], r["quit"])
+PYEOF
+    assert_success
+    assert_output "1 1 1 0 0
+1 1 1 0 0"
+}
+
+@test "a terminal's ^C reaches each worker once: the supervisor does not forward it" {
+    run procs_py <<'PYEOF'
+import os, signal
+from procs import *
+port = free_port()
+p, master = start([os.environ["TINY"], "--port", str(port), "--count-signals"],
+                  env={"LD_PRELOAD": os.environ["PRELOAD"], "KTLSSHIM_SHARDS": "2"}, tty=True)
+poll(lambda: info(port), what="the server")
+workers = poll(lambda: len(children(p.pid)) == 2 and children(p.pid), what="2 workers")
+os.write(master, b"\x03")          # ^C: SIGINT to the terminal's foreground group
+# A USR1 sent after it is forwarded after it (the supervisor takes its
+# signals in order): once every worker has it, a forwarded ^C would be there.
+seen = per_worker(port, workers, lambda r: r["int"] != "0")
+os.kill(p.pid, signal.SIGUSR1)
+seen = per_worker(port, workers, lambda r: r["usr1"] == "1")
+print(sorted(r["int"] for r in seen.values()))
+os.kill(p.pid, signal.SIGTERM)
+print(returncode(p))
+PYEOF
+    assert_success
+    assert_output "['1', '1']
+-15"
+}
+
+@test "workers ending differently (one exit 0, one SIGTERM): the supervisor exits 128+15, and says so" {
+    port=$(free_port)
+    run procs_py "$port" "$BATS_TEST_TMPDIR/s.jsonl" <<'PYEOF'
+import json, os, signal, sys
+from procs import *
+port, stats = int(sys.argv[1]), sys.argv[2]
+p, _ = start([os.environ["TINY"], "--port", str(port)],
+             env={"LD_PRELOAD": os.environ["PRELOAD"], "KTLSSHIM_SHARDS": "2", "KTLSSHIM_STATS": stats})
+poll(lambda: info(port), what="the server")
+poll(lambda: len(children(p.pid)) == 2, what="2 workers")
+ask(port, "exit 0")
+poll(lambda: len(children(p.pid)) == 1, what="one worker left")
+os.kill(p.pid, signal.SIGTERM)
+print(returncode(p))
+R = [json.loads(l) for l in open(stats)]
+sup = [r for r in R if r["role"] == "supervisor"]
+print(sup[0]["end"], sup[0]["summed_records"], sup[0]["workers"])
+print(sorted(r["end"] for r in R if r["role"] == "worker"))
+PYEOF
+    assert_success
+    assert_output "143
+exit 143 2 {'started': 2, 'respawned': 0, 'gave_up': 0}
+['exit', 'signal 15']"
+    grep -qE "^ktlsshim\[[0-9]+\]: supervisor of 2 workers, exit 143, sum of 2 records: [0-9]+ accepted, no TLS connections; workers started 2, respawned 0, given up 0$" "$BATS_TEST_TMPDIR/srv.err"
 }
 
 @test "workers exit when the supervisor dies" {
@@ -191,6 +276,7 @@ print('ok')"
     start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port"
     wait_port "$port"
     sup=$(pid_of srv)
+    wait_until 10 n_children "$sup" 2
     workers=$(children_of "$sup")
     kill -KILL "$sup"
     for w in $workers; do wait_gone "$w" 5; done
@@ -207,10 +293,17 @@ print('ok')"
 
 @test "workers exiting 0 are not respawned and the supervisor exits 0" {
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --exit-at-start 0
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$TINY" --port "$port" --exit-at-start 0
     wait_status srv
     assert_equal "$status_of" 0
     refute grep -q respawning "$BATS_TEST_TMPDIR/srv.err"
+    # Two workers did start (two records), and none was started again.
+    run json_get s.jsonl supervisor workers.started
+    assert_output 2
+    run json_get s.jsonl supervisor workers.respawned
+    assert_output 0
+    run sh -c "grep -c '\"role\":\"worker\"' s.jsonl"
+    assert_output 2
 }
 
 @test "port 0, options and fd flags are the program's in every worker" {
@@ -223,7 +316,7 @@ print('ok')"
     run sh -c "grep -o '^pid=[0-9]*' replies | sort -u | wc -l"
     assert_output 2
     run sh -c "sed 's/pid=[0-9]* //' replies | sort -u"
-    assert_output --regexp "^port=$port rcvbuf=131072 nodelay=1 defer=[1-9][0-9]* nonblock=1 cloexec=1 reuseport=1 waitpid=ECHILD hups=0 fd=[0-9]+$"
+    assert_output --regexp "^port=$port rcvbuf=131072 nodelay=1 defer=[1-9][0-9]* nonblock=1 cloexec=1 reuseport=1 waitpid=ECHILD hups=0 fd=[0-9]+ int=0 quit=0 usr1=0 usr2=0$"
 }
 
 @test "a second socket bound before listen() is replicated; IPv6 works" {
@@ -241,11 +334,11 @@ print('ok')"
     start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --ignore-chld
     wait_port "$port"
     sup=$(pid_of srv)
+    wait_until 10 n_children "$sup" 2
     victim=$(children_of "$sup" | head -1)
     kill -KILL "$victim"
-    sleep 1
-    run children_of "$sup"
-    assert_equal "${#lines[@]}" 2
+    respawned() { n_children "$sup" 2 && ! children_of "$sup" | grep -qx "$victim"; }
+    wait_until 20 respawned
     run ask "$port" info
     assert_output --partial "waitpid=ECHILD"
 }

@@ -94,7 +94,11 @@ error_log $BATS_TEST_TMPDIR/logs/error.log;
 events { worker_connections 256; }
 http {
     access_log off;
-    client_body_temp_path $BATS_TEST_TMPDIR/logs;
+    client_body_temp_path $BATS_TEST_TMPDIR/logs/body;
+    proxy_temp_path $BATS_TEST_TMPDIR/logs/proxy;
+    fastcgi_temp_path $BATS_TEST_TMPDIR/logs/fastcgi;
+    uwsgi_temp_path $BATS_TEST_TMPDIR/logs/uwsgi;
+    scgi_temp_path $BATS_TEST_TMPDIR/logs/scgi;
     server { listen 127.0.0.1:$port; root $BATS_TEST_TMPDIR/www; }
 }
 EOF2
@@ -284,11 +288,24 @@ exit 143 2 {'started': 2, 'respawned': 0, 'gave_up': 0}
 
 @test "a worker that crash-loops is given up on, and the supervisor exits with its status" {
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --exit-at-start 3
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$TINY" --port "$port" --exit-at-start 3
     wait_status srv
     assert_equal "$status_of" 3
     run grep -c "crash loop, not respawning" "$BATS_TEST_TMPDIR/srv.err"
     assert_output 2
+    # 5 failures in a row per slot: 4 respawns each, after 0.1, 0.2, 0.4, 0.8 s.
+    for ms in 100 200 400 800; do
+        run grep -c "ended with exit 3; respawning in $ms ms" "$BATS_TEST_TMPDIR/srv.err"
+        assert_output 2
+    done
+    run grep -c "respawning in" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 8
+    run procs_py "$BATS_TEST_TMPDIR/s.jsonl" <<'PYEOF'
+import json, sys
+sup = [json.loads(l) for l in open(sys.argv[1]) if '"supervisor"' in l][0]
+print(sup["end"], sup["workers"])
+PYEOF
+    assert_output "exit 3 {'started': 10, 'respawned': 8, 'gave_up': 2}"
 }
 
 @test "workers exiting 0 are not respawned and the supervisor exits 0" {

@@ -159,3 +159,15 @@ n_children() { [ "$(pgrep -P "$1" | wc -l)" -eq "$2" ]; }
 procs_py() {
     env PRELOAD="$PRELOAD" TINY="$TINY" PYTHONPATH="$ROOT/tests/helpers" "$PY" - "$@"
 }
+
+# fresh_install CMD...: runs CMD in a private mount namespace where
+# /var/lib/nginx is as on a fresh Debian install (root-owned temp dirs) and
+# read-only (as the VM's root): an nginx that would chown its default temp
+# dirs fails there. Needs root (callers skip otherwise).
+fresh_install() {
+    unshare -m sh -c '
+        mount -t tmpfs -o mode=755 fresh-install /var/lib/nginx || exit 97
+        for d in body proxy fastcgi uwsgi scgi; do mkdir -m 700 "/var/lib/nginx/$d"; done
+        mount -o remount,ro /var/lib/nginx || exit 97
+        exec "$@"' fresh_install "$@"
+}

@@ -12,7 +12,8 @@ setup() {
 }
 
 @test "vm: scripts/demo: 2 workers, 40 downloads intact, kTLS TX on every TLS connection" {
-    run env KTLSSHIM_BUILD="$BUILD" "$ROOT/scripts/demo" --inside-vm
+    [ "$(id -u)" = 0 ] || skip "needs root (a private mount namespace for the fresh-install state)"
+    run fresh_install env KTLSSHIM_BUILD="$BUILD" "$ROOT/scripts/demo" --inside-vm
     assert_success
     assert_line --regexp '^supervisor [0-9]+, workers: [0-9]+ [0-9]+ $'
     assert_line "40 downloads of 1 MiB + 7 bytes over TLS 1.2 and 1.3: 40 intact"

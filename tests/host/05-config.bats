@@ -123,7 +123,7 @@ except OSError as e:
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port"
     wait_port "$port"
-    wait_until 10 n_children "$(pid_of srv)" 2
+    wait_until 30 n_children "$(pid_of srv)" 2
     for w in $(children_of "$(pid_of srv)"); do
         assert_equal "$(ls "/proc/$w/fd" | wc -l)" "$plain_fds"
     done
@@ -137,11 +137,11 @@ except OSError as e:
             KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.$level.jsonl" "$TINY" --port "$port"
         wait_port "$port"
         sup=$(pid_of "srv$level")
-        wait_until 10 n_children "$sup" 2
+        wait_until 30 n_children "$sup" 2
         victim=$(children_of "$sup" | head -1)
         kill -KILL "$victim"
         respawned() { n_children "$sup" 2 && ! children_of "$sup" | grep -qx "$victim"; }
-        wait_until 20 respawned
+        wait_until 30 respawned
         kill -TERM "$sup"
         wait_gone "$sup" 10
         # every process wrote its record: the supervisor, the killed worker

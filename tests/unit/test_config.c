@@ -26,8 +26,8 @@ TEST(shards_accepts_range_and_auto)
 TEST(shards_rejects_bad_values)
 {
     /* Each value in its own process: the configuration is read once. */
-    static const char *const bad_values[] = {"0", "1025", "-2", "2x", " 2", "", "+3",
-                                             "99999999999999999999"};
+    static const char *const bad_values[] = {"0",  "1025", "-2", "2x",
+                                             " 2", "",     "+3", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad_values / sizeof *bad_values; i++) {
         pid_t p = fork();
         if (p == 0) {

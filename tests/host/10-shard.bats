@@ -466,3 +466,31 @@ os.execv(sys.executable, [sys.executable, 'activated.py', '$port2'])"
     run sh -c "sed 's/pid=//' pids | sort -n"
     assert_output "$(children_of "$sup")"
 }
+
+@test "respawn backoff doubles on failures in a row and starts again at 0.1 s after a worker ran 10 s" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug "$TINY" --port "$port"
+    wait_port "$port"
+    sup=$(pid_of srv)
+    wait_until 30 n_children "$sup" 2
+    # kill_one N: kills worker 0's current process, waits for its
+    # successor; the Nth "respawning" line is then there
+    kill_one() {
+        local victim
+        victim=$(grep -oE 'worker 0/2 started, pid [0-9]+' "$BATS_TEST_TMPDIR/srv.err" | tail -1 | grep -oE '[0-9]+$')
+        kill -KILL "$victim"
+        respawned() { n_children "$sup" 2 && ! children_of "$sup" | grep -qx "$victim"; }
+        wait_until 30 respawned
+        [ "$(grep -c 'respawning in' "$BATS_TEST_TMPDIR/srv.err")" -eq "$1" ]
+    }
+    kill_one 1
+    kill_one 2
+    # 10 s of health is the point of this test: time itself, not a state
+    sleep 11
+    kill_one 3
+    run grep -oE 'worker 0/2 \(pid [0-9]+\) ended with signal 9; respawning in [0-9]+ ms' "$BATS_TEST_TMPDIR/srv.err"
+    assert_equal "${#lines[@]}" 3
+    [[ "${lines[0]}" == *"in 100 ms" ]]
+    [[ "${lines[1]}" == *"in 200 ms" ]]
+    [[ "${lines[2]}" == *"in 100 ms" ]]
+}

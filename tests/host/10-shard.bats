@@ -234,10 +234,19 @@ p, master = start([os.environ["TINY"], "--port", str(port), "--count-signals"],
                   env={"LD_PRELOAD": os.environ["PRELOAD"], "KTLSSHIM_SHARDS": "2"}, tty=True)
 poll(lambda: info(port), what="the server")
 workers = poll(lambda: len(children(p.pid)) == 2 and children(p.pid), what="2 workers")
+# Signals do not queue: a forwarded ^C arriving while the terminal's is
+# still pending would merge with it. So the supervisor is stopped while the
+# workers take the terminal's ^C, and continued after: only then would it
+# forward its own copy.
+os.kill(p.pid, signal.SIGSTOP)
+poll(lambda: open("/proc/%d/stat" % p.pid).read().rsplit(")", 1)[1].split()[0] == "T",
+     what="the supervisor stopped")
 os.write(master, b"\x03")          # ^C: SIGINT to the terminal's foreground group
-# A USR1 sent after it is forwarded after it (the supervisor takes its
-# signals in order): once every worker has it, a forwarded ^C would be there.
-seen = per_worker(port, workers, lambda r: r["int"] != "0")
+seen = per_worker(port, workers, lambda r: r["int"] == "1")
+os.kill(p.pid, signal.SIGCONT)
+# A USR1 sent after it is forwarded after it (the supervisor takes SIGINT,
+# the lower number, first): once every worker has it, a forwarded ^C would
+# have been handled too.
 os.kill(p.pid, signal.SIGUSR1)
 seen = per_worker(port, workers, lambda r: r["usr1"] == "1")
 print(sorted(r["int"] for r in seen.values()))

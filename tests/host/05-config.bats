@@ -157,3 +157,14 @@ except OSError as e:
     run cat srvquiet.err
     assert_output --regexp '^ktlsshim\[[0-9]+\]: KTLSSHIM_ZEROCOPY="1" is not valid: expected on or off; using off$'
 }
+
+@test "KTLSSHIM_WORKER set (a program exec'd by a worker): it never shards again" {
+    port=$(free_port)
+    start srv env KTLSSHIM_WORKER=0/2 KTLSSHIM_SHARDS=2 "$TINY" --port "$port"
+    wait_port "$port"
+    # listen() has returned (the port answers): sharding would have forked
+    run children_of "$(pid_of srv)"
+    assert_output ""
+    run ask "$port" info
+    assert_output --partial "reuseport=0"
+}

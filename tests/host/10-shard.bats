@@ -276,6 +276,14 @@ R = [json.loads(l) for l in open(stats)]
 sup = [r for r in R if r["role"] == "supervisor"]
 print(sup[0]["end"], sup[0]["summed_records"], sup[0]["workers"])
 print(sorted(r["end"] for r in R if r["role"] == "worker"))
+# the documented header of every record
+import time
+for r in R:
+    w = r["role"] == "worker"
+    assert r["ktlsshim"] == 1 and abs(r["time"] - time.time()) < 600, r
+    assert r["program"] == "tiny_server" and r["shards"] == 2, r
+    assert (r["shard"] in (0, 1)) if w else (r["shard"] == -1 and r["pid"] == p.pid), r
+assert sorted(r["shard"] for r in R if r["role"] == "worker") == [0, 1]
 PYEOF
     assert_success
     assert_output "143

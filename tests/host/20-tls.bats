@@ -203,7 +203,7 @@ s_client_fetch() {
     assert_output ok
 }
 
-@test "KTLSSHIM_KTLS=strict: one line on stderr for each connection without kTLS TX, bodies intact" {
+@test "KTLSSHIM_KTLS=strict: one line on stderr for each connection without kTLS TX, and for each without RX, bodies intact" {
     need_no_tls
     port=$(free_port)
     nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off

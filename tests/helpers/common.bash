@@ -96,7 +96,7 @@ teardown_servers() {
 ask() {
     "$PY" - "$1" "$2" <<'PYEOF'
 import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=90)
 s.sendall(sys.argv[2].encode() + b"\n")
 out = b""
 while True:

@@ -132,7 +132,11 @@ print('ok')"
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$TINY" --port "$port"
     wait_port "$port"
     sup=$(pid_of srv)
+    wait_until 30 n_children "$sup" 2
     victim=$(children_of "$sup" | head -1)
+    # The victim counts something first (its counts must survive SIGKILL).
+    victim_served() { ask "$port" info | grep -q "^pid=$victim "; }
+    wait_until 60 victim_served
     # Stop the victim so that connections queue on its listener, load, then
     # kill it: its successor must take the queued connections.
     kill -STOP "$victim"
@@ -154,6 +158,16 @@ print('ok')"
     kill -TERM "$sup"; wait_gone "$sup" 5
     run json_get s.jsonl supervisor workers.respawned
     assert_output 1
+    # the killed worker's record, written for it, kept what it had counted
+    run "$PY" -c "
+import json
+R = [json.loads(l) for l in open('s.jsonl')]
+k = [r for r in R if r['end'] == 'signal 9']
+assert len(k) == 1 and k[0]['pid'] == $victim and k[0]['connections']['accepted'] >= 1, R
+sup = [r for r in R if r['role'] == 'supervisor'][0]
+assert sup['connections']['accepted'] == sum(r['connections']['accepted'] for r in R if r['role'] == 'worker'), R
+print('ok')"
+    assert_output ok
 }
 
 @test "SIGTERM to the supervisor ends every process within seconds, with the program's own status" {

@@ -399,6 +399,8 @@ PYEOF
     assert_output ""
     run cat "$BATS_TEST_TMPDIR/srv.err"
     assert_output --regexp "KTLSSHIM_SHARDS=2: not sharding: the program has 2 threads .*; running unsharded"
+    run grep -c . "$BATS_TEST_TMPDIR/srv.err"   # one line, not one per attempt
+    assert_output 1
     run ask "$port" info
     assert_output --partial "reuseport=0"
 }
@@ -421,6 +423,8 @@ PYEOF
     assert_output ""
     run cat "$BATS_TEST_TMPDIR/srv.err"
     assert_output --regexp "not sharding: the program made an epoll instance \(fd [0-9]+\) before its first listen\(\)"
+    run grep -c . "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 1
 }
 
 @test "KTLSSHIM_SHARDS=auto makes one worker per online CPU" {

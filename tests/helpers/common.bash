@@ -133,7 +133,7 @@ teardown_servers() {
 ask() {
     "$PY" - "$1" "$2" <<'PYEOF'
 import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=90)
 s.sendall(sys.argv[2].encode() + b"\n")
 out = b""
 while True:
@@ -174,4 +174,37 @@ make_certs() {
             -keyout "$d/ec.key" -out "$d/ec.pem" -days 2 -subj /CN=localhost 2>/dev/null
     fi
     CERTS="$d"
+}
+
+# wait_until SECONDS CMD...: runs CMD every 0.1 s until it succeeds (bounded:
+# a loaded machine gets time, a broken library still fails).
+wait_until() {
+    local t=$(( $1 * 10 )); shift
+    for _ in $(seq "$t"); do
+        "$@" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "timed out after $((t / 10)) s waiting for: $*" >&2
+    return 1
+}
+
+# n_children PID N: true when PID has exactly N children.
+n_children() { [ "$(pgrep -P "$1" | wc -l)" -eq "$2" ]; }
+
+# procs_py ARGS...: a Python script (on stdin) that can `from procs import *`
+# (tests/helpers/procs.py: death by signal vs exit 128+N, terminal signals).
+procs_py() {
+    env PRELOAD="$PRELOAD" TINY="$TINY" PYTHONPATH="$ROOT/tests/helpers" "$PY" - "$@"
+}
+
+# fresh_install CMD...: runs CMD in a private mount namespace where
+# /var/lib/nginx is as on a fresh Debian install (root-owned temp dirs) and
+# read-only (as the VM's root): an nginx that would chown its default temp
+# dirs fails there. Needs root (callers skip otherwise).
+fresh_install() {
+    unshare -m sh -c '
+        mount -t tmpfs -o mode=755 fresh-install /var/lib/nginx || exit 97
+        for d in body proxy fastcgi uwsgi scgi; do mkdir -m 700 "/var/lib/nginx/$d"; done
+        mount -o remount,ro /var/lib/nginx || exit 97
+        exec "$@"' fresh_install "$@"
 }

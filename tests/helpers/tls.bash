@@ -118,7 +118,7 @@ matrix() {
 # nginx moves its stderr to its error log once started: both are read.
 count_handshakes() {
     cat "$BATS_TEST_TMPDIR/$1.err" "$BATS_TEST_TMPDIR/logs/error.log" 2>/dev/null |
-        grep -cE "handshake done on fd [0-9]+: TLS $2 $3, tx $4, rx $5$" || true
+        grep -cE "handshake done on fd -?[0-9]+: TLS $2 $3, tx $4, rx $5$" || true
 }
 
 # lib_lines NAME: the library's lines of the server started as NAME (its
@@ -192,9 +192,13 @@ ap.add_argument("--key", required=True)
 ap.add_argument("--dir", default=".")
 ap.add_argument("--max", choices=["1.2", "1.3"])
 ap.add_argument("--ciphers")
+ap.add_argument("--clear-ktls", action="store_true")
 a = ap.parse_args()
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(a.cert, a.key)
+if a.clear_ktls:
+    # the program opts out: SSL_CTX_clear_options(SSL_OP_ENABLE_KTLS = 1 << 3)
+    ctx.options = int(ctx.options) & ~8
 if a.max:
     ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[a.max]
 if a.ciphers:

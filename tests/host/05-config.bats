@@ -123,7 +123,48 @@ except OSError as e:
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port"
     wait_port "$port"
+    wait_until 30 n_children "$(pid_of srv)" 2
     for w in $(children_of "$(pid_of srv)"); do
         assert_equal "$(ls "/proc/$w/fd" | wc -l)" "$plain_fds"
     done
+}
+
+@test "KTLSSHIM_LOG=quiet: no respawn line, no exit line, errors still; the stats file is still written" {
+    for level in info quiet; do
+        port=$(free_port)
+        rm -f "s.$level.jsonl"
+        start "srv$level" env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=$level KTLSSHIM_ZEROCOPY=1 \
+            KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.$level.jsonl" "$TINY" --port "$port"
+        wait_port "$port"
+        sup=$(pid_of "srv$level")
+        wait_until 30 n_children "$sup" 2
+        victim=$(children_of "$sup" | head -1)
+        kill -KILL "$victim"
+        respawned() { n_children "$sup" 2 && ! children_of "$sup" | grep -qx "$victim"; }
+        wait_until 30 respawned
+        kill -TERM "$sup"
+        wait_gone "$sup" 10
+        # every process wrote its record: the supervisor, the killed worker
+        # (written for it), its successor and the other worker
+        run sh -c "wc -l < s.$level.jsonl"
+        assert_output 4
+    done
+    # info: the bad value, "sharding ...", the killed worker's record, the
+    # respawn, the two workers' records and the supervisor's
+    run grep -c '^ktlsshim\[' srvinfo.err
+    assert_output 7
+    # quiet: only the error
+    run cat srvquiet.err
+    assert_output --regexp '^ktlsshim\[[0-9]+\]: KTLSSHIM_ZEROCOPY="1" is not valid: expected on or off; using off$'
+}
+
+@test "KTLSSHIM_WORKER set (a program exec'd by a worker): it never shards again" {
+    port=$(free_port)
+    start srv env KTLSSHIM_WORKER=0/2 KTLSSHIM_SHARDS=2 "$TINY" --port "$port"
+    wait_port "$port"
+    # listen() has returned (the port answers): sharding would have forked
+    run children_of "$(pid_of srv)"
+    assert_output ""
+    run ask "$port" info
+    assert_output --partial "reuseport=0"
 }

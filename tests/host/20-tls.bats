@@ -203,7 +203,7 @@ s_client_fetch() {
     assert_output ok
 }
 
-@test "KTLSSHIM_KTLS=strict: one line on stderr for each connection without kTLS TX, bodies intact" {
+@test "KTLSSHIM_KTLS=strict: one line on stderr for each connection without kTLS TX, and for each without RX, bodies intact" {
     need_no_tls
     port=$(free_port)
     nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
@@ -216,6 +216,11 @@ s_client_fetch() {
     lib_lines srv > lib.lines
     run grep -cE '^ktlsshim\[[0-9]+\]: strict: connection on fd [0-9]+ \(TLS 1\.[23], [A-Z0-9_-]+\) has no kTLS TX: the kernel has no tls ULP$' lib.lines
     assert_output 6
+    # RX fallbacks are reported too (here: no tls ULP, for 1.2 and 1.3 alike)
+    run grep -cE '^ktlsshim\[[0-9]+\]: strict: connection on fd [0-9]+ \(TLS 1\.[23], [A-Z0-9_-]+\) has no kTLS RX: the kernel has no tls ULP$' lib.lines
+    assert_output 6
+    run grep -c 'strict:' lib.lines
+    assert_output 12
     for v in 1.2 1.3; do for a in $AEADS; do
         grep -q "(TLS $v, $(cipher_name "$v" "$a")) has no kTLS TX" lib.lines
     done; done
@@ -320,4 +325,62 @@ bad_inputs() {
     run bad_inputs srv "$port"
     assert_success
     stop_srv srv
+    # the library saw the 6 bad handshakes that completed and the 8 good ones
+    run count_handshakes srv "1\.[23]" "[A-Z0-9_-]+" "[a-z_]+" "[a-z_]+"
+    assert_output 14
+}
+
+@test "a program that clears SSL_OP_ENABLE_KTLS: fallback reason disabled (not no_kernel_tls), bodies intact" {
+    port=$(free_port)
+    start srv env KTLSSHIM_STATS="$STATS" "$PY" "$(py_server)" --port "$port" --clear-ktls \
+        --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
+    wait_listen "$port"
+    run matrix "$port" ec "1.2 1.3" aes128 s16385
+    assert_success
+    run count_handshakes srv "1\.[23]" "[A-Z0-9_-]+" disabled disabled
+    assert_output 2
+    stop_srv srv
+    run stats_check "$STATS" 'S("connections.tls") == 2' \
+        'S("fallback_tx.disabled") == 2 and S("fallback_rx.disabled") == 2' \
+        'S("fallback_tx.no_kernel_tls") == 0'
+    assert_output ok
+}
+
+@test "asyncio TLS (memory BIOs): fallback reason not_socket for tx and rx, bodies intact" {
+    cat > aio.py <<'PYEOF'
+import asyncio, ssl, sys
+port, cert, key, body = int(sys.argv[1]), sys.argv[2], sys.argv[3], open(sys.argv[4], "rb").read()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+served = 0
+async def main():
+    done = asyncio.Event()
+    async def handle(r, w):
+        global served
+        while (await r.readline()) not in (b"\r\n", b""):
+            pass
+        w.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await w.drain()
+        w.close()
+        served += 1
+        if served == 2:
+            done.set()
+    srv = await asyncio.start_server(handle, "127.0.0.1", port, ssl=ctx)
+    await done.wait()
+    srv.close()
+asyncio.run(main())
+PYEOF
+    port=$(free_port)
+    start srv env KTLSSHIM_STATS="$STATS" "$PY" aio.py "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW/s16385"
+    wait_listen "$port"
+    for v in 1.2 1.3; do
+        run fetch "$port" s16385 "--tlsv$v" --tls-max "$v"
+        assert_output "$(sha "$WWW/s16385")"
+    done
+    wait_gone "$(pid_of srv)" 20
+    run count_handshakes srv "1\.[23]" "[A-Z0-9_-]+" not_socket not_socket
+    assert_output 2
+    run stats_check "$STATS" 'S("connections.tls") == 2' \
+        'S("fallback_tx.not_socket") == 2 and S("fallback_rx.not_socket") == 2'
+    assert_output ok
 }

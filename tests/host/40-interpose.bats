@@ -50,7 +50,11 @@ error_log $BATS_TEST_TMPDIR/logs/error.log;
 events { worker_connections 64; }
 http {
     access_log off;
-    client_body_temp_path $BATS_TEST_TMPDIR/logs;
+    client_body_temp_path $BATS_TEST_TMPDIR/logs/body;
+    proxy_temp_path $BATS_TEST_TMPDIR/logs/proxy;
+    fastcgi_temp_path $BATS_TEST_TMPDIR/logs/fastcgi;
+    uwsgi_temp_path $BATS_TEST_TMPDIR/logs/uwsgi;
+    scgi_temp_path $BATS_TEST_TMPDIR/logs/scgi;
     server {
         listen 127.0.0.1:$port ssl;
         ssl_certificate $CERTS/ec.pem; ssl_certificate_key $CERTS/ec.key;
@@ -72,4 +76,54 @@ EOF2
     assert_output 10
     run sh -c "grep -c '\"role\":\"process\"' s.jsonl"
     [ "$output" -ge 1 ]
+}
+
+@test "nginx with master_process on, sharded: the processes a worker forks write worker_child records, summed by the supervisor" {
+    port=$(free_port)
+    mkdir -p www logs
+    echo hi > www/index.html
+    cat > nginx.conf <<EOF2
+daemon off;
+master_process on;
+user root;
+worker_processes 1;
+pid $BATS_TEST_TMPDIR/nginx.pid;
+error_log $BATS_TEST_TMPDIR/logs/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $BATS_TEST_TMPDIR/logs/body;
+    proxy_temp_path $BATS_TEST_TMPDIR/logs/proxy;
+    fastcgi_temp_path $BATS_TEST_TMPDIR/logs/fastcgi;
+    uwsgi_temp_path $BATS_TEST_TMPDIR/logs/uwsgi;
+    scgi_temp_path $BATS_TEST_TMPDIR/logs/scgi;
+    server {
+        listen 127.0.0.1:$port ssl;
+        ssl_certificate $CERTS/ec.pem; ssl_certificate_key $CERTS/ec.key;
+        root $BATS_TEST_TMPDIR/www;
+    }
+}
+EOF2
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/nginx.conf"
+    wait_port "$port"
+    wait_until 30 n_children "$(pid_of srv)" 2
+    for i in $(seq 10); do
+        run curl -sk --max-time 20 "https://127.0.0.1:$port/index.html"
+        assert_output hi
+    done
+    kill -QUIT "$(pid_of srv)"   # forwarded: each nginx master stops gracefully
+    wait_gone "$(pid_of srv)" 30
+    run "$PY" - <<'PYEOF'
+import json
+R = [json.loads(l) for l in open("s.jsonl")]
+kids = [r for r in R if r["role"] == "worker_child"]
+sup = [r for r in R if r["role"] == "supervisor"][0]
+assert len([r for r in R if r["role"] == "worker"]) == 2, R
+assert kids and sum(r["connections"]["tls"] for r in kids) == 10, kids
+assert sorted({r["shard"] for r in kids}) <= [0, 1], kids
+assert sup["connections"]["tls"] == 10, sup
+print("ok")
+PYEOF
+    assert_output ok
 }

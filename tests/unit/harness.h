@@ -25,44 +25,44 @@ struct ut_case {
 static struct ut_case ut_cases[UT_MAX_CASES];
 static int ut_ncases;
 
-#define TEST(name)                                                            \
-    static void ut_##name(int *ut_failed);                                    \
-    __attribute__((constructor)) static void ut_reg_##name(void)              \
-    {                                                                         \
-        if (ut_ncases < UT_MAX_CASES)                                         \
-            ut_cases[ut_ncases++] = (struct ut_case){#name, ut_##name};       \
-    }                                                                         \
+#define TEST(name)                                                                                 \
+    static void ut_##name(int *ut_failed);                                                         \
+    __attribute__((constructor)) static void ut_reg_##name(void)                                   \
+    {                                                                                              \
+        if (ut_ncases < UT_MAX_CASES)                                                              \
+            ut_cases[ut_ncases++] = (struct ut_case){#name, ut_##name};                            \
+    }                                                                                              \
     static void ut_##name(int *ut_failed)
 
-#define UT_REPORT(kind, fmt, ...)                                             \
+#define UT_REPORT(kind, fmt, ...)                                                                  \
     fprintf(stderr, "# %s:%d: %s: " fmt "\n", __FILE__, __LINE__, kind, __VA_ARGS__)
 
 /* EXPECT_*: note the failure, carry on. ASSERT_*: note it, end the case. */
-#define UT_CHECK(cond, fatal, fmt, ...)                                       \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            UT_REPORT(fatal ? "ASSERT" : "EXPECT", fmt, __VA_ARGS__);         \
-            *ut_failed = 1;                                                   \
-            if (fatal)                                                        \
-                return;                                                       \
-        }                                                                     \
+#define UT_CHECK(cond, fatal, fmt, ...)                                                            \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            UT_REPORT(fatal ? "ASSERT" : "EXPECT", fmt, __VA_ARGS__);                              \
+            *ut_failed = 1;                                                                        \
+            if (fatal)                                                                             \
+                return;                                                                            \
+        }                                                                                          \
     } while (0)
 
 #define EXPECT_TRUE(c) UT_CHECK((c), 0, "%s", #c)
 #define ASSERT_TRUE(c) UT_CHECK((c), 1, "%s", #c)
-#define EXPECT_EQ(a, b)                                                       \
-    UT_CHECK((long long)(a) == (long long)(b), 0, "%s == %s (%lld vs %lld)", #a, #b, \
+#define EXPECT_EQ(a, b)                                                                            \
+    UT_CHECK((long long)(a) == (long long)(b), 0, "%s == %s (%lld vs %lld)", #a, #b,               \
              (long long)(a), (long long)(b))
-#define ASSERT_EQ(a, b)                                                       \
-    UT_CHECK((long long)(a) == (long long)(b), 1, "%s == %s (%lld vs %lld)", #a, #b, \
+#define ASSERT_EQ(a, b)                                                                            \
+    UT_CHECK((long long)(a) == (long long)(b), 1, "%s == %s (%lld vs %lld)", #a, #b,               \
              (long long)(a), (long long)(b))
-#define EXPECT_STREQ(a, b)                                                    \
+#define EXPECT_STREQ(a, b)                                                                         \
     UT_CHECK(strcmp((a), (b)) == 0, 0, "%s == %s (\"%s\" vs \"%s\")", #a, #b, (a), (b))
-#define ASSERT_STREQ(a, b)                                                    \
+#define ASSERT_STREQ(a, b)                                                                         \
     UT_CHECK(strcmp((a), (b)) == 0, 1, "%s == %s (\"%s\" vs \"%s\")", #a, #b, (a), (b))
-#define EXPECT_MEMEQ(a, b, n)                                                 \
+#define EXPECT_MEMEQ(a, b, n)                                                                      \
     UT_CHECK(memcmp((a), (b), (n)) == 0, 0, "%s == %s (%zu bytes)", #a, #b, (size_t)(n))
-#define ASSERT_MEMEQ(a, b, n)                                                 \
+#define ASSERT_MEMEQ(a, b, n)                                                                      \
     UT_CHECK(memcmp((a), (b), (n)) == 0, 1, "%s == %s (%zu bytes)", #a, #b, (size_t)(n))
 
 #ifdef TEST_MAIN

@@ -26,8 +26,8 @@ TEST(shards_accepts_range_and_auto)
 TEST(shards_rejects_bad_values)
 {
     /* Each value in its own process: the configuration is read once. */
-    static const char *const bad_values[] = {"0", "1025", "-2", "2x", " 2", "", "+3",
-                                             "99999999999999999999"};
+    static const char *const bad_values[] = {"0",  "1025", "-2", "2x",
+                                             " 2", "",     "+3", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad_values / sizeof *bad_values; i++) {
         pid_t p = fork();
         if (p == 0) {
@@ -68,4 +68,187 @@ TEST(stop_timeout_default_range_and_bad_values)
         waitpid(p, &st, 0);
         EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
+}
+
+/* ---- every variable, every bad value: one line, the safe default ---- */
+
+struct parsed {
+    struct ks_config cfg;
+    char err[4096]; /* what the library wrote on stderr */
+    int lines;
+};
+
+static size_t read_all(int fd, void *buf, size_t cap)
+{
+    size_t got = 0;
+    ssize_t n;
+    while (got < cap && (n = read(fd, (char *)buf + got, cap - got)) > 0)
+        got += (size_t)n;
+    return got;
+}
+
+/* Parses NAME=VALUE (VALUE NULL: unset) in a child process, so that each
+ * case parses afresh; returns the settings and the stderr text. */
+static void parse_one(const char *name, const char *value, struct parsed *out)
+{
+    int cfgp[2], errp[2];
+    memset(out, 0, sizeof *out);
+    if (pipe(cfgp) || pipe(errp))
+        abort();
+    pid_t p = fork();
+    if (p == 0) {
+        close(cfgp[0]);
+        close(errp[0]);
+        dup2(errp[1], 2);
+        if (value)
+            setenv(name, value, 1);
+        const struct ks_config *c = ks_config();
+        if (write(cfgp[1], c, sizeof *c) != (ssize_t)sizeof *c)
+            _exit(1);
+        _exit(0);
+    }
+    close(cfgp[1]);
+    close(errp[1]);
+    read_all(cfgp[0], &out->cfg, sizeof out->cfg);
+    read_all(errp[0], out->err, sizeof out->err - 1);
+    close(cfgp[0]);
+    close(errp[0]);
+    waitpid(p, NULL, 0);
+    for (const char *s = out->err; *s; s++)
+        out->lines += *s == '\n';
+}
+
+/* A bad value: exactly one line, naming the variable and the value. */
+static int one_clear_line(const struct parsed *r, const char *name, const char *value)
+{
+    char want[512];
+    snprintf(want, sizeof want, "%s=\"%s\" ", name, value);
+    return r->lines == 1 && strstr(r->err, want) != NULL;
+}
+
+TEST(every_good_value_is_taken_silently)
+{
+    struct parsed r;
+    static const struct {
+        const char *name, *value;
+        size_t off;
+        int want;
+    } cases[] = {
+        {"KTLSSHIM_SHARDS", "2", offsetof(struct ks_config, shards), 2},
+        {"KTLSSHIM_SHARDS", "1", offsetof(struct ks_config, shards), 1},
+        {"KTLSSHIM_KTLS", "off", offsetof(struct ks_config, ktls), KS_KTLS_OFF},
+        {"KTLSSHIM_KTLS", "auto", offsetof(struct ks_config, ktls), KS_KTLS_AUTO},
+        {"KTLSSHIM_KTLS", "strict", offsetof(struct ks_config, ktls), KS_KTLS_STRICT},
+        {"KTLSSHIM_LOG", "quiet", offsetof(struct ks_config, log_level), KS_LOG_QUIET},
+        {"KTLSSHIM_LOG", "info", offsetof(struct ks_config, log_level), KS_LOG_INFO},
+        {"KTLSSHIM_LOG", "debug", offsetof(struct ks_config, log_level), KS_LOG_DEBUG},
+        {"KTLSSHIM_TICKET_ROTATE", "60", offsetof(struct ks_config, ticket_rotate), 60},
+        {"KTLSSHIM_TICKET_ROTATE", "604800", offsetof(struct ks_config, ticket_rotate), 604800},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        parse_one(cases[i].name, cases[i].value, &r);
+        int got;
+        memcpy(&got, (const char *)&r.cfg + cases[i].off, sizeof got);
+        EXPECT_EQ(got, cases[i].want);
+        EXPECT_EQ(r.lines, 0);
+    }
+    parse_one("KTLSSHIM_ZEROCOPY", "on", &r);
+    EXPECT_TRUE(r.cfg.zerocopy && r.lines == 0);
+    parse_one("KTLSSHIM_ZEROCOPY", "off", &r);
+    EXPECT_TRUE(!r.cfg.zerocopy && r.lines == 0);
+    parse_one("KTLSSHIM_PIN", "on", &r);
+    EXPECT_TRUE(r.cfg.pin && r.lines == 0);
+    parse_one("KTLSSHIM_PIN", "off", &r);
+    EXPECT_TRUE(!r.cfg.pin && r.lines == 0);
+    parse_one("KTLSSHIM_SHARDS", "auto", &r);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    EXPECT_TRUE(r.cfg.shards_auto && r.cfg.shards == (cpus > 1024 ? 1024 : cpus));
+    EXPECT_EQ(r.lines, 0);
+    parse_one("KTLSSHIM_STATS", "/tmp/ktlsshim-unit-stats.jsonl", &r);
+    EXPECT_STREQ(r.cfg.stats_path, "/tmp/ktlsshim-unit-stats.jsonl");
+    EXPECT_EQ(r.lines, 0);
+    unlink("/tmp/ktlsshim-unit-stats.jsonl");
+    parse_one("KTLSSHIM_TICKET_KEY_FILE", "/etc/hostname", &r);
+    EXPECT_STREQ(r.cfg.ticket_key_file, "/etc/hostname");
+    EXPECT_EQ(r.lines, 0);
+    parse_one("KTLSSHIM_WORKER", "1/2", &r);
+    EXPECT_TRUE(r.cfg.in_worker && r.lines == 0);
+}
+
+TEST(every_bad_value_gets_one_line_and_the_safe_default)
+{
+    struct parsed r;
+    static const char *const shards[] = {"0", "1025", "-1", "abc", "2.0", "", " 2", "0x2"};
+    for (size_t i = 0; i < sizeof shards / sizeof *shards; i++) {
+        parse_one("KTLSSHIM_SHARDS", shards[i], &r);
+        EXPECT_EQ(r.cfg.shards, 1);
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_SHARDS", shards[i]));
+        EXPECT_TRUE(strstr(r.err, "using 1 (unsharded)") != NULL);
+    }
+    static const char *const ktls[] = {"yes", "AUTO", "", "on"};
+    for (size_t i = 0; i < sizeof ktls / sizeof *ktls; i++) {
+        parse_one("KTLSSHIM_KTLS", ktls[i], &r);
+        EXPECT_EQ(r.cfg.ktls, KS_KTLS_AUTO);
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_KTLS", ktls[i]));
+    }
+    static const char *const logs[] = {"loud", "", "QUIET", "2"};
+    for (size_t i = 0; i < sizeof logs / sizeof *logs; i++) {
+        parse_one("KTLSSHIM_LOG", logs[i], &r);
+        EXPECT_EQ(r.cfg.log_level, KS_LOG_INFO);
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_LOG", logs[i]));
+    }
+    static const char *const onoff[] = {"1", "yes", "", "ON"};
+    for (size_t i = 0; i < sizeof onoff / sizeof *onoff; i++) {
+        parse_one("KTLSSHIM_ZEROCOPY", onoff[i], &r);
+        EXPECT_TRUE(!r.cfg.zerocopy && one_clear_line(&r, "KTLSSHIM_ZEROCOPY", onoff[i]));
+        parse_one("KTLSSHIM_PIN", onoff[i], &r);
+        EXPECT_TRUE(!r.cfg.pin && one_clear_line(&r, "KTLSSHIM_PIN", onoff[i]));
+    }
+    static const char *const rotate[] = {"59", "604801", "abc", "", "60s", "-60"};
+    for (size_t i = 0; i < sizeof rotate / sizeof *rotate; i++) {
+        parse_one("KTLSSHIM_TICKET_ROTATE", rotate[i], &r);
+        EXPECT_EQ(r.cfg.ticket_rotate, 3600);
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_TICKET_ROTATE", rotate[i]));
+    }
+    static const char *const stats[] = {"rel.jsonl", "/nonexistent-dir/s.jsonl", ""};
+    for (size_t i = 0; i < sizeof stats / sizeof *stats; i++) {
+        parse_one("KTLSSHIM_STATS", stats[i], &r);
+        EXPECT_EQ(r.cfg.stats_path[0], '\0');
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_STATS", stats[i]));
+        EXPECT_TRUE(strstr(r.err, "using no stats file") != NULL);
+    }
+    static const char *const keys[] = {"rel.key", "/nonexistent-dir/k", ""};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        parse_one("KTLSSHIM_TICKET_KEY_FILE", keys[i], &r);
+        EXPECT_EQ(r.cfg.ticket_key_file[0], '\0');
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_TICKET_KEY_FILE", keys[i]));
+        EXPECT_TRUE(strstr(r.err, "using random keys") != NULL);
+    }
+}
+
+TEST(unknown_names_are_reported_reserved_ones_are_not)
+{
+    struct parsed r;
+    parse_one("KTLSSHIM_SHARD", "4", &r);
+    EXPECT_EQ(r.lines, 1);
+    EXPECT_TRUE(strstr(r.err, "unknown variable KTLSSHIM_SHARD (ignored)") != NULL);
+    EXPECT_EQ(r.cfg.shards, 1);
+    static const char *const reserved[] = {"KTLSSHIM_TEST_ASAN", "KTLSSHIM_VM_INSIDE",
+                                           "KTLSSHIM_BUILD"};
+    for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++) {
+        parse_one(reserved[i], "1", &r);
+        EXPECT_EQ(r.lines, 0);
+    }
+}
+
+TEST(quiet_still_reports_bad_values)
+{
+    /* KTLSSHIM_LOG is read first: a bad value elsewhere is an error, and
+     * errors are printed even when quiet. */
+    struct parsed r;
+    setenv("KTLSSHIM_LOG", "quiet", 1);
+    parse_one("KTLSSHIM_PIN", "maybe", &r);
+    unsetenv("KTLSSHIM_LOG");
+    EXPECT_EQ(r.cfg.log_level, KS_LOG_QUIET);
+    EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_PIN", "maybe"));
 }

@@ -302,7 +302,7 @@ PYEOF
     assert_success
     assert_output "143
 exit 143 2 {'started': 2, 'respawned': 0, 'gave_up': 0}
-['exit', 'signal 15']"
+['exit 0', 'signal 15']"
     grep -qE "^ktlsshim\[[0-9]+\]: supervisor of 2 workers, exit 143, sum of 2 records: [0-9]+ accepted, no TLS connections; workers started 2, respawned 0, given up 0$" "$BATS_TEST_TMPDIR/srv.err"
 }
 

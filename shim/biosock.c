@@ -495,16 +495,22 @@ static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
 
 /* ---- hooks: libcrypto ---- */
 
+/* The real function cannot be found in any loaded libcrypto.so.3 (a caller
+ * reached this hook, so one should be there): the call fails as libcrypto's
+ * would on a bad BIO, said once; never an abort in the program. */
 static void missing(const char *name)
 {
-    ks_log_error("fatal: cannot find the real %s in any loaded libcrypto.so.3", name);
-    abort();
+    static int said;
+    if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+        ks_log_error("cannot find the real %s in any loaded libcrypto.so.3; the call fails", name);
 }
 
 KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
 {
-    if (KS_UNLIKELY(!api_ready()) && !bs_api.ctrl)
+    if (KS_UNLIKELY(!api_ready()) && !bs_api.ctrl && !BS_RESOLVE(ctrl, "BIO_ctrl")) {
         missing("BIO_ctrl");
+        return 0;
+    }
     long r;
     switch (cmd) {
     case BIO_CTRL_FLUSH:
@@ -534,8 +540,10 @@ KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
 
 KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
 {
-    if (KS_UNLIKELY(!api_ready()) && !bs_api.write)
+    if (KS_UNLIKELY(!api_ready()) && !bs_api.write && !BS_RESOLVE(write, "BIO_write")) {
         missing("BIO_write");
+        return -1;
+    }
     if (KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
         return bs_api.write(b, data, dlen);
     if (ctrl_next.armed) {

@@ -71,10 +71,14 @@ static void resolve(void)
     or_ok = ok && wiped_idx >= 0;
 }
 
+/* The real function cannot be found in any loaded libssl.so.3 (a caller
+ * reached this hook, so one should be there): the call fails as libssl's
+ * does when it cannot allocate, said once; never an abort in the program. */
 static void missing(const char *name)
 {
-    ks_log_error("fatal: cannot find the real %s in any loaded libssl.so.3", name);
-    abort();
+    static int said;
+    if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+        ks_log_error("cannot find the real %s in any loaded libssl.so.3; the call fails", name);
 }
 
 /* A wholesale reset: SSL_OP_ENABLE_KTLS and every other bit that was set. */
@@ -87,8 +91,10 @@ static bool wholesale(uint64_t before, uint64_t mask)
 KS_EXPORT uint64_t SSL_CTX_clear_options(SSL_CTX *ctx, uint64_t op)
 {
     pthread_once(&or_once, resolve);
-    if (!or_api.CTX_clear_options)
+    if (!or_api.CTX_clear_options) {
         missing("SSL_CTX_clear_options");
+        return 0;
+    }
     if (!or_ok || !ctx || !(op & SSL_OP_ENABLE_KTLS))
         return or_api.CTX_clear_options(ctx, op);
     uint64_t before = or_api.CTX_get_options(ctx);
@@ -120,8 +126,10 @@ KS_EXPORT uint64_t SSL_CTX_clear_options(SSL_CTX *ctx, uint64_t op)
 KS_EXPORT SSL *SSL_new(SSL_CTX *ctx)
 {
     pthread_once(&or_once, resolve);
-    if (!or_api.new_ssl)
+    if (!or_api.new_ssl) {
         missing("SSL_new");
+        return NULL;
+    }
     SSL *s = or_api.new_ssl(ctx);
     struct wiped *w;
     if (!s || !or_ok || !ctx || !(w = or_api.CTX_get_ex_data(ctx, wiped_idx)) ||

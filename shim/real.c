@@ -76,10 +76,11 @@ const struct ks_libc *ks_libc(void)
 }
 
 struct find_ctx {
+    const char *base; /* the file name looked for */
     char path[4096];
 };
 
-static int find_libssl(struct dl_phdr_info *info, size_t size, void *data)
+static int find_lib(struct dl_phdr_info *info, size_t size, void *data)
 {
     (void)size;
     struct find_ctx *ctx = data;
@@ -88,7 +89,7 @@ static int find_libssl(struct dl_phdr_info *info, size_t size, void *data)
         return 0;
     const char *base = strrchr(name, '/');
     base = base ? base + 1 : name;
-    if (strcmp(base, "libssl.so.3") != 0)
+    if (strcmp(base, ctx->base) != 0)
         return 0;
     size_t len = strlen(name);
     if (len >= sizeof ctx->path)
@@ -97,35 +98,44 @@ static int find_libssl(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
-static void *private_libssl(void)
+/* A handle on the loaded library whose file name is `base` (never loads
+ * anything: RTLD_NOLOAD), cached in *slot once found. */
+static void *private_lib(void **slot, const char *base)
 {
-    static void *handle; /* atomic; a handle, once found, stays valid:
-                            we hold a reference to it */
-    void *h = __atomic_load_n(&handle, __ATOMIC_ACQUIRE);
+    void *h = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
     if (h)
         return h;
-    struct find_ctx ctx = {{0}};
-    if (!dl_iterate_phdr(find_libssl, &ctx))
+    struct find_ctx ctx = {.base = base};
+    if (!dl_iterate_phdr(find_lib, &ctx))
         return NULL;
     h = dlopen(ctx.path, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
     if (!h)
         return NULL;
     void *expected = NULL;
-    if (!__atomic_compare_exchange_n(&handle, &expected, h, false,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    if (!__atomic_compare_exchange_n(slot, &expected, h, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
         dlclose(h); /* another thread won; drop our extra reference */
     else
-        ks_log_debug("libssl.so.3 is not in the global scope (loaded with RTLD_LOCAL); "
-                     "using %s directly", ctx.path);
-    return __atomic_load_n(&handle, __ATOMIC_ACQUIRE);
+        ks_log_debug("%s is not in the global scope (loaded with RTLD_LOCAL); using %s directly",
+                     base, ctx.path);
+    return __atomic_load_n(slot, __ATOMIC_ACQUIRE);
 }
 
 void *ks_ossl_sym(const char *name)
 {
     KS_SAVE_ERRNO;
+    /* libssl's handle also finds libcrypto's symbols (its dependency); a
+     * libcrypto loaded alone (Python's _hashlib before any _ssl) is asked
+     * directly, for the libcrypto hooks (BIO_ctrl, BIO_write). */
+    static void *libssl_handle, *libcrypto_handle; /* held references */
     void *p = dlvsym(RTLD_NEXT, name, OSSL_VERSION);
     if (!p) {
-        void *h = private_libssl();
+        void *h = private_lib(&libssl_handle, "libssl.so.3");
+        if (h)
+            p = dlvsym(h, name, OSSL_VERSION);
+    }
+    if (!p) {
+        void *h = private_lib(&libcrypto_handle, "libcrypto.so.3");
         if (h)
             p = dlvsym(h, name, OSSL_VERSION);
     }

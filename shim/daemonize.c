@@ -196,7 +196,7 @@ KS_EXPORT int daemon(int nochdir, int noclose)
     return 0;
 }
 
-static pid_t parent_of(pid_t pid)
+pid_t ks_daemon_parent_of(pid_t pid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -236,7 +236,7 @@ bool ks_daemon_detected(const pid_t *exited0, int n, pid_t self, bool (*have_ado
             continue;
         /* Still running, or gone after forking again (double fork): what it
          * left is ours now (subreaper). */
-        if (parent_of(pid) == self || have_adopted())
+        if (ks_daemon_parent_of(pid) == self || have_adopted())
             return true;
     }
     return false;

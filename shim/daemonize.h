@@ -28,6 +28,10 @@ int ks_daemon_reported(pid_t *out, int max);
  * failed (it says why). */
 void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored);
 
+/* The parent of a running process (from /proc/PID/stat), or -1 if it is
+ * gone or a zombie. */
+pid_t ks_daemon_parent_of(pid_t pid);
+
 /* The fds open when the library loaded (inherited from the parent). */
 bool ks_fd_was_inherited(int fd);
 

@@ -345,6 +345,18 @@ static void restart_unsharded(void)
         int n = list_children(kids, 256);
         for (int k = 0; k < n; k++)
             kill(kids[k], SIGKILL); /* our children: unreaped, so never a reused pid */
+        if (n < 0) {
+            /* No children file (CONFIG_PROC_CHILDREN off): the workers, and
+             * the setsid() callers that are our children now, with their
+             * process groups (a daemon's own workers). */
+            for (int i = 0; i < sup.plan->nslots; i++)
+                if (sup.slots[i].pid > 0)
+                    kill(sup.slots[i].pid, SIGKILL);
+            n = ks_daemon_reported(kids, 256);
+            for (int k = 0; k < n; k++)
+                if (ks_daemon_parent_of(kids[k]) == sup.self) /* alive: its group too */
+                    kill(getpgid(kids[k]) == kids[k] ? -kids[k] : kids[k], SIGKILL);
+        }
         int status;
         pid_t pid;
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0)

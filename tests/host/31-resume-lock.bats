@@ -59,7 +59,7 @@ handshake() {
     # it must not wait for it. Connections the kernel gives the stopped
     # holder wait in its queue (timeout); every other one completes.
     before=$(grep -c "^ktlsshim\[$other\]: handshake done" "$BATS_TEST_TMPDIR/srv.err" || true)
-    for i in $(seq 10); do handshake "$port" 5; done > during
+    for i in $(seq 10); do handshake "$port" 3; done > during
     cat during
     done_n=$(grep -c '^New$' during || true)
     [ "$done_n" -ge 1 ]

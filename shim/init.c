@@ -3,6 +3,7 @@
  * counts into a fresh record) and exit (write this process's record). */
 #include "common.h"
 #include "config.h"
+#include "real.h"
 #include "shard.h"
 #include "stats.h"
 
@@ -20,6 +21,7 @@ __attribute__((constructor)) static void ks_load(void)
 {
     KS_SAVE_ERRNO;
     ks_config();
+    ks_libc(); /* resolved now, never first inside a signal handler's write() */
     pthread_atfork(NULL, NULL, child_after_fork);
     KS_RESTORE_ERRNO;
 }

@@ -431,6 +431,13 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
         st->reason = KS_FB_CIPHER;
         return 0;
     }
+    /* Control records must be noted on the socket: no table, no kTLS. */
+    if (st->fd >= BS_FD_MAX || !fd_table()) {
+        ks_log_debug("fd %d: beyond the %d descriptors whose control records can be tracked "
+                     "(or no memory): no kTLS TX", st->fd, BS_FD_MAX);
+        st->reason = KS_FB_OTHER;
+        return 0;
+    }
     if (setsockopt(st->fd, SOL_TCP, TCP_ULP, "tls", sizeof "tls") != 0 && errno != EEXIST) {
         st->reason = errno == ENOENT ? KS_FB_NO_KERNEL_TLS : KS_FB_OTHER;
         if (errno != ENOENT)

@@ -32,7 +32,7 @@ __attribute__((constructor)) static void ks_load(void)
     KS_SAVE_ERRNO;
     ks_self_pid = getpid();
     ks_config();
-    ks_libc();
+    ks_libc(); /* resolved now, never first inside a signal handler's write() */
     ks_stats_open_file();
     pthread_atfork(NULL, NULL, child_after_fork);
     KS_RESTORE_ERRNO;

@@ -160,8 +160,11 @@ except OSError as e:
 
 @test "KTLSSHIM_WORKER set (a program exec'd by a worker): it never shards again" {
     port=$(free_port)
-    start srv env KTLSSHIM_WORKER=0/2 KTLSSHIM_SHARDS=2 "$TINY" --port "$port"
+    # (a bad KTLSSHIM_ZEROCOPY too: its line proves the library is there)
+    start srv env KTLSSHIM_WORKER=0/2 KTLSSHIM_SHARDS=2 KTLSSHIM_ZEROCOPY=1 "$TINY" --port "$port"
     wait_port "$port"
+    run grep -c 'KTLSSHIM_ZEROCOPY="1" is not valid' "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 1
     # listen() has returned (the port answers): sharding would have forked
     run children_of "$(pid_of srv)"
     assert_output ""

@@ -493,9 +493,18 @@ os.execv(sys.executable, [sys.executable, 'activated.py', '$port2'])"
     assert_output 1
     run sh -c "ss -Hltn 'sport = :$port2' | wc -l"
     assert_output 2
+    # 20 connections, 10 s each at most (a connection nobody accepts fails)
     served() {
-        for i in $(seq 20); do ask "$port" x; done | sort -u > pids
-        [ "$(wc -l < pids)" -eq 2 ]
+        "$PY" - "$port" <<'PYEOF' | sort -u > pids
+import socket, sys
+for i in range(20):
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as c:
+            print(c.recv(99).decode().strip())
+    except OSError as e:
+        print("error", e)
+PYEOF
+        [ "$(grep -c '^pid=' pids)" -eq 2 ] && ! grep -q '^error' pids
     }
     wait_until 60 served
     run sh -c "sed 's/pid=//' pids | sort -n"

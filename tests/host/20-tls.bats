@@ -363,7 +363,7 @@ async def main():
         await w.drain()
         w.close()
         served += 1
-        if served == 2:
+        if served == 3:
             done.set()
     srv = await asyncio.start_server(handle, "127.0.0.1", port, ssl=ctx)
     await done.wait()
@@ -373,14 +373,15 @@ PYEOF
     port=$(free_port)
     start srv env KTLSSHIM_STATS="$STATS" "$PY" aio.py "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW/s16385"
     wait_listen "$port"
-    for v in 1.2 1.3; do
+    for v in 1.2 1.3 1.3; do
         run fetch "$port" s16385 "--tlsv$v" --tls-max "$v"
         assert_output "$(sha "$WWW/s16385")"
     done
     wait_gone "$(pid_of srv)" 20
     run count_handshakes srv "1\.[23]" "[A-Z0-9_-]+" not_socket not_socket
-    assert_output 2
-    run stats_check "$STATS" 'S("connections.tls") == 2' \
-        'S("fallback_tx.not_socket") == 2 and S("fallback_rx.not_socket") == 2'
+    assert_output 3
+    run stats_check "$STATS" 'S("connections.tls") == 3' \
+        'S("connections.tls1_2") == 1 and S("connections.tls1_3") == 2' \
+        'S("fallback_tx.not_socket") == 3 and S("fallback_rx.not_socket") == 3'
     assert_output ok
 }

@@ -155,8 +155,9 @@ static int find_live(pid_t pid, struct live *out, const unsigned char **rec, cha
     else if (seen)
         snprintf(err, errlen, "its live stats area is not one this ktls-probe can read");
     else
-        snprintf(err, errlen, "no live stats: the library is not loaded there, or has had "
-                              "nothing to count yet");
+        snprintf(err, errlen,
+                 "no live stats: the library is not loaded there, or has had "
+                 "nothing to count yet");
     return -1;
 }
 
@@ -244,8 +245,8 @@ static void metric_name(const struct live *l, uint32_t i, char *out, size_t n)
     snprintf(out, n, "ktlsshim_%s_total", name);
 }
 
-static void prom_series(FILE *out, const char *metric, const struct live *l,
-                        const unsigned char *r, uint64_t v)
+static void prom_series(FILE *out, const char *metric, const struct live *l, const unsigned char *r,
+                        uint64_t v)
 {
     fprintf(out, "%s{pid=\"%d\",role=\"%s\",shard=\"%d\"} %" PRIu64 "\n", metric,
             (int)field(l, r, KS_LIVE_PID), role_of(l, r), (int)field(l, r, KS_LIVE_SHARD), v);
@@ -289,8 +290,8 @@ static void report_prometheus(FILE *out, const struct live *l, const unsigned ch
     for (uint32_t i = 0; i < l->h->ncounters; i++) {
         char name[KS_LIVE_NAME_LEN + 1];
         metric_name(l, i, metric, sizeof metric);
-        fprintf(out, "# HELP %s ktlsshim counter %s (docs/stats.md).\n# TYPE %s counter\n",
-                metric, name_of(l, i, name), metric);
+        fprintf(out, "# HELP %s ktlsshim counter %s (docs/stats.md).\n# TYPE %s counter\n", metric,
+                name_of(l, i, name), metric);
         if (mine) {
             prom_series(out, metric, l, mine, counter(l, mine, i));
         } else if (!l->h->pool_nrec) {
@@ -309,8 +310,8 @@ static void report_prometheus(FILE *out, const struct live *l, const unsigned ch
     if (sum) {
         fprintf(out, "# HELP ktlsshim_summed_records Records in the group's sum, recycled ones "
                      "included.\n# TYPE ktlsshim_summed_records gauge\n");
-        fprintf(out, "ktlsshim_summed_records{pid=\"%d\",role=\"sum\",shard=\"-1\"} %" PRIu64
-                     "\n", (int)l->h->pid, nrec);
+        fprintf(out, "ktlsshim_summed_records{pid=\"%d\",role=\"sum\",shard=\"-1\"} %" PRIu64 "\n",
+                (int)l->h->pid, nrec);
     }
     free(sum);
     prom_kernel(out);

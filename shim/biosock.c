@@ -79,10 +79,9 @@ static struct {
     const char *(*method_name)(const BIO *);
     void *(*get_ex_data)(const BIO *, int);
     int (*set_ex_data)(BIO *, int, void *);
-    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
-                            CRYPTO_EX_free *);
+    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *, CRYPTO_EX_free *);
 } bs_api;
-static int bs_api_state; /* atomic: 0 unknown, 1 ready, -1 incomplete */
+static int bs_api_state;    /* atomic: 0 unknown, 1 ready, -1 incomplete */
 static int bs_bio_idx = -1; /* BIO ex_data: struct bs_bio */
 static pthread_once_t bs_idx_once = PTHREAD_ONCE_INIT;
 static int bs_any_tx; /* atomic: some BIO got kTLS TX from us */
@@ -123,7 +122,7 @@ struct bs_fd {
         uint32_t left;
     } seg[BS_SEGS]; /* in stream order */
 };
-static struct bs_fd *bs_fds;     /* BS_FD_MAX entries, made on first use */
+static struct bs_fd *bs_fds;                /* BS_FD_MAX entries, made on first use */
 static uint64_t bs_pending[BS_FD_MAX / 64]; /* bit: bs_fds[fd] has segments */
 
 static inline bool fd_pending(int fd)
@@ -187,7 +186,8 @@ static void ctrl_note(int fd, uint8_t type, size_t n)
     } else {
         /* libssl flushes before each control record: cannot happen. */
         ks_log_error("fd %d: more than %d control records queued in the program's buffers; "
-                     "merged into the last one", fd, BS_SEGS);
+                     "merged into the last one",
+                     fd, BS_SEGS);
         f->seg[f->nseg - 1].left += (uint32_t)n;
     }
     fd_set_pending(fd, true);
@@ -225,12 +225,12 @@ static void ctrl_sent(struct bs_fd *f, int fd, size_t n)
 /* ---- per-BIO state ---- */
 
 struct bs_bio {
-    int fd;               /* the socket seen under it, -1 none */
-    bool ambiguous;       /* more than one socket, or not TCP */
-    bool queued;          /* it said "all written" after a short write: the
-                             program keeps bytes of its own to send later */
-    bool tx_on;           /* kTLS TX installed by us on fd */
-    uint8_t reason;       /* enum ks_fallback, when SET_KTLS was refused */
+    int fd;         /* the socket seen under it, -1 none */
+    bool ambiguous; /* more than one socket, or not TCP */
+    bool queued;    /* it said "all written" after a short write: the
+                       program keeps bytes of its own to send later */
+    bool tx_on;     /* kTLS TX installed by us on fd */
+    uint8_t reason; /* enum ks_fallback, when SET_KTLS was refused */
 };
 
 static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
@@ -247,8 +247,7 @@ static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
 
 static void make_index(void)
 {
-    bs_bio_idx = bs_api.get_ex_new_index(CRYPTO_EX_INDEX_BIO, 0, NULL, NULL, NULL,
-                                         bio_state_free);
+    bs_bio_idx = bs_api.get_ex_new_index(CRYPTO_EX_INDEX_BIO, 0, NULL, NULL, NULL, bio_state_free);
 }
 
 static struct bs_bio *bio_state(const BIO *b)
@@ -349,7 +348,8 @@ static void watch_end(void)
     struct bs_bio *st = bio_state_make(end);
     if (st && watch.queued && !st->queued) {
         ks_log_debug("fd %d: the program's BIO took bytes its socket did not: it buffers "
-                     "output of its own, no kTLS under it", watch.fd);
+                     "output of its own, no kTLS under it",
+                     watch.fd);
         st->queued = true;
     }
     if (st) {
@@ -378,8 +378,8 @@ static inline void watch_saw(int fd)
 static void watch_wrote(int fd, ssize_t r, size_t n, int err)
 {
     if (fd == watch.fd)
-        watch.last_short = r < 0 ? (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
-                                 : (size_t)r < n;
+        watch.last_short =
+            r < 0 ? (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) : (size_t)r < n;
 }
 
 /* ---- answering libssl's kTLS controls ---- */
@@ -392,14 +392,18 @@ static socklen_t crypto_info_len(const void *p)
     if (ci->version != TLS_1_2_VERSION && ci->version != TLS_1_3_VERSION)
         return 0;
     switch (ci->cipher_type) {
-    case TLS_CIPHER_AES_GCM_128: return sizeof(struct tls12_crypto_info_aes_gcm_128);
-    case TLS_CIPHER_AES_GCM_256: return sizeof(struct tls12_crypto_info_aes_gcm_256);
-    case TLS_CIPHER_AES_CCM_128: return sizeof(struct tls12_crypto_info_aes_ccm_128);
+    case TLS_CIPHER_AES_GCM_128:
+        return sizeof(struct tls12_crypto_info_aes_gcm_128);
+    case TLS_CIPHER_AES_GCM_256:
+        return sizeof(struct tls12_crypto_info_aes_gcm_256);
+    case TLS_CIPHER_AES_CCM_128:
+        return sizeof(struct tls12_crypto_info_aes_ccm_128);
 #ifdef TLS_CIPHER_CHACHA20_POLY1305
     case TLS_CIPHER_CHACHA20_POLY1305:
         return sizeof(struct tls12_crypto_info_chacha20_poly1305);
 #endif
-    default: return 0;
+    default:
+        return 0;
     }
 }
 
@@ -421,8 +425,7 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
     }
     long pending = bs_api.ctrl(end, BIO_CTRL_WPENDING, 0, NULL);
     if (pending > 0) {
-        ks_log_debug("fd %d: the program's BIO still holds %ld bytes: no kTLS TX", st->fd,
-                     pending);
+        ks_log_debug("fd %d: the program's BIO still holds %ld bytes: no kTLS TX", st->fd, pending);
         st->reason = KS_FB_BIO_BUSY;
         return 0;
     }
@@ -434,7 +437,8 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
     /* Control records must be noted on the socket: no table, no kTLS. */
     if (st->fd >= BS_FD_MAX || !fd_table()) {
         ks_log_debug("fd %d: beyond the %d descriptors whose control records can be tracked "
-                     "(or no memory): no kTLS TX", st->fd, BS_FD_MAX);
+                     "(or no memory): no kTLS TX",
+                     st->fd, BS_FD_MAX);
         st->reason = KS_FB_OTHER;
         return 0;
     }
@@ -691,7 +695,8 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
         /* Their own cmsg on a kTLS socket with a control record due: no
          * program known does this; keep their call as it is. */
         ks_log_error("fd %d: sendmsg with ancillary data while a TLS control record is due; "
-                     "sent as application data", fd);
+                     "sent as application data",
+                     fd);
         return false;
     }
     *ret = send_ctrl(fd, f, m, flags);
@@ -709,10 +714,10 @@ static size_t iov_total(const struct iovec *iov, size_t cnt)
 }
 
 /* After the real call on the slow path: what the watch needs to know. */
-#define WATCH_AFTER(fd, r, n)                                    \
-    do {                                                         \
-        if (watch.target)                                        \
-            watch_wrote((fd), (r), (n), errno);                  \
+#define WATCH_AFTER(fd, r, n)                                                                      \
+    do {                                                                                           \
+        if (watch.target)                                                                          \
+            watch_wrote((fd), (r), (n), errno);                                                    \
     } while (0)
 
 KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
@@ -756,14 +761,14 @@ KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
     return r;
 }
 
-KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
-                         const struct sockaddr *to, socklen_t tolen)
+KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *to,
+                         socklen_t tolen)
 {
     if (WRITE_FAST(fd))
         return ks_libc()->sendto(fd, buf, n, flags, to, tolen);
     struct iovec iov = {(void *)buf, n};
-    struct msghdr m = {.msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov,
-                       .msg_iovlen = 1};
+    struct msghdr m = {
+        .msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
     if (write_slow(fd, &m, flags, &r))
         return r;

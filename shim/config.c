@@ -14,7 +14,10 @@
 extern char **environ;
 
 static struct ks_config cfg = {
-    .shards = 1, .ktls = KS_KTLS_AUTO, .log_level = KS_LOG_INFO, .ticket_rotate = 3600,
+    .shards = 1,
+    .ktls = KS_KTLS_AUTO,
+    .log_level = KS_LOG_INFO,
+    .ticket_rotate = 3600,
     .stop_timeout = 90,
 };
 static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
@@ -22,19 +25,19 @@ static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 /* Names the library reads, and names reserved for the project's own test
  * harness and VM runner (ignored here, never reported as typos). */
 static const char *const known[] = {
-    "KTLSSHIM_SHARDS", "KTLSSHIM_KTLS", "KTLSSHIM_STATS", "KTLSSHIM_LOG",
-    "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER", "KTLSSHIM_TICKET_ROTATE",
-    "KTLSSHIM_TICKET_KEY_FILE", "KTLSSHIM_PIN", "KTLSSHIM_CONN_LOG", "KTLSSHIM_STOP_TIMEOUT",
+    "KTLSSHIM_SHARDS",   "KTLSSHIM_KTLS",     "KTLSSHIM_STATS",         "KTLSSHIM_LOG",
+    "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER",   "KTLSSHIM_TICKET_ROTATE", "KTLSSHIM_TICKET_KEY_FILE",
+    "KTLSSHIM_PIN",      "KTLSSHIM_CONN_LOG", "KTLSSHIM_STOP_TIMEOUT",
 };
 static const char *const reserved_prefixes[] = {
-    "KTLSSHIM_BUILD", "KTLSSHIM_TEST_", "KTLSSHIM_VM_",
+    "KTLSSHIM_BUILD",
+    "KTLSSHIM_TEST_",
+    "KTLSSHIM_VM_",
 };
 
-static void bad(const char *name, const char *value, const char *accepted,
-                const char *using)
+static void bad(const char *name, const char *value, const char *accepted, const char *using)
 {
-    ks_log_error("%s=\"%.200s\" is not valid: %s; using %s", name, value,
-                 accepted, using);
+    ks_log_error("%s=\"%.200s\" is not valid: %s; using %s", name, value, accepted, using);
 }
 
 /* Strict decimal: digits only, no sign, no spaces, no overflow. */
@@ -122,7 +125,8 @@ static void read_stats(const char *v)
     int fd = open(v, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
         ks_log_error("KTLSSHIM_STATS=\"%.200s\" cannot be opened for appending: %s; "
-                     "using no stats file", v, strerror(errno));
+                     "using no stats file",
+                     v, strerror(errno));
         return;
     }
     close(fd);
@@ -143,7 +147,8 @@ static void read_conn_log(const char *v)
     int fd = open(v, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
         ks_log_error("KTLSSHIM_CONN_LOG=\"%.200s\" cannot be opened for appending: %s; "
-                     "using no connection log", v, strerror(errno));
+                     "using no connection log",
+                     v, strerror(errno));
         return;
     }
     close(fd);
@@ -156,8 +161,8 @@ static void read_ticket_rotate(const char *v)
     if (parse_count(v, 604800, &n) && n >= 60)
         cfg.ticket_rotate = (int)n;
     else
-        bad("KTLSSHIM_TICKET_ROTATE", v,
-            "expected a whole number of seconds from 60 to 604800", "3600");
+        bad("KTLSSHIM_TICKET_ROTATE", v, "expected a whole number of seconds from 60 to 604800",
+            "3600");
 }
 
 /* systemd's TimeoutStopSec default is 90 s; 0 would kill at once, so the
@@ -168,8 +173,7 @@ static void read_stop_timeout(const char *v)
     if (parse_count(v, 86400, &n) && n >= 1)
         cfg.stop_timeout = (int)n;
     else
-        bad("KTLSSHIM_STOP_TIMEOUT", v,
-            "expected a whole number of seconds from 1 to 86400", "90");
+        bad("KTLSSHIM_STOP_TIMEOUT", v, "expected a whole number of seconds from 1 to 86400", "90");
 }
 
 /* Checked for readability now; read (and wiped) by the supervisor. */
@@ -181,8 +185,8 @@ static void read_ticket_key_file(const char *v)
         return;
     }
     if (access(v, R_OK) != 0) {
-        ks_log_error("KTLSSHIM_TICKET_KEY_FILE=\"%.200s\" cannot be read: %s; using random keys",
-                     v, strerror(errno));
+        ks_log_error("KTLSSHIM_TICKET_KEY_FILE=\"%.200s\" cannot be read: %s; using random keys", v,
+                     strerror(errno));
         return;
     }
     strcpy(cfg.ticket_key_file, v);

@@ -13,18 +13,18 @@
 enum ks_ktls_mode { KS_KTLS_OFF = 0, KS_KTLS_AUTO = 1, KS_KTLS_STRICT = 2, KS_KTLS_OWN = 3 };
 
 struct ks_config {
-    int shards;          /* 1 = no sharding */
-    bool shards_auto;    /* KTLSSHIM_SHARDS=auto */
-    int ktls;            /* enum ks_ktls_mode */
-    int log_level;       /* enum ks_log_level */
-    bool zerocopy;       /* KTLSSHIM_ZEROCOPY=on: TLS_TX_ZEROCOPY_RO */
-    bool pin;            /* KTLSSHIM_PIN=on: worker per CPU, CBPF steering */
-    bool in_worker;      /* KTLSSHIM_WORKER was set: started inside a shard */
-    int ticket_rotate;   /* KTLSSHIM_TICKET_ROTATE, seconds */
-    int stop_timeout;    /* KTLSSHIM_STOP_TIMEOUT: seconds from a stop signal to SIGKILL */
-    char stats_path[4096]; /* KTLSSHIM_STATS, "" when unset */
+    int shards;                 /* 1 = no sharding */
+    bool shards_auto;           /* KTLSSHIM_SHARDS=auto */
+    int ktls;                   /* enum ks_ktls_mode */
+    int log_level;              /* enum ks_log_level */
+    bool zerocopy;              /* KTLSSHIM_ZEROCOPY=on: TLS_TX_ZEROCOPY_RO */
+    bool pin;                   /* KTLSSHIM_PIN=on: worker per CPU, CBPF steering */
+    bool in_worker;             /* KTLSSHIM_WORKER was set: started inside a shard */
+    int ticket_rotate;          /* KTLSSHIM_TICKET_ROTATE, seconds */
+    int stop_timeout;           /* KTLSSHIM_STOP_TIMEOUT: seconds from a stop signal to SIGKILL */
+    char stats_path[4096];      /* KTLSSHIM_STATS, "" when unset */
     char ticket_key_file[4096]; /* KTLSSHIM_TICKET_KEY_FILE, "" when unset */
-    char conn_log_path[4096]; /* KTLSSHIM_CONN_LOG, "" when unset (connlog.c) */
+    char conn_log_path[4096];   /* KTLSSHIM_CONN_LOG, "" when unset (connlog.c) */
 };
 
 /* Parses the environment on first use (thread-safe), reports every bad

@@ -115,14 +115,14 @@ static size_t count_args(va_list ap)
     return n + 1; /* and the NULL */
 }
 
-#define COLLECT_ARGS(argv, n, arg0)                \
-    do {                                           \
-        va_list ap_;                               \
-        va_start(ap_, arg0);                       \
-        (argv)[0] = (char *)(arg0);                \
-        for (size_t i_ = 1; i_ < (n); i_++)        \
-            (argv)[i_] = va_arg(ap_, char *);      \
-        va_end(ap_);                               \
+#define COLLECT_ARGS(argv, n, arg0)                                                                \
+    do {                                                                                           \
+        va_list ap_;                                                                               \
+        va_start(ap_, arg0);                                                                       \
+        (argv)[0] = (char *)(arg0);                                                                \
+        for (size_t i_ = 1; i_ < (n); i_++)                                                        \
+            (argv)[i_] = va_arg(ap_, char *);                                                      \
+        va_end(ap_);                                                                               \
     } while (0)
 
 KS_EXPORT int execl(const char *path, const char *arg, ...)

@@ -91,8 +91,8 @@ int ks_kdf_tls13_keys(enum ks_hash hash, enum ks_aead aead, const uint8_t *secre
     memset(out, 0, sizeof *out);
     out->aead = aead;
     out->key_len = ks_kdf_key_len(aead);
-    if (!out->key_len || ks_kdf_expand_label(hash, secret, secret_len, "key", out->key,
-                                             out->key_len) ||
+    if (!out->key_len ||
+        ks_kdf_expand_label(hash, secret, secret_len, "key", out->key, out->key_len) ||
         ks_kdf_expand_label(hash, secret, secret_len, "iv", out->iv, KS_IV_LEN)) {
         ks_cleanse(out, sizeof *out);
         return -1;
@@ -112,9 +112,8 @@ int ks_kdf_tls13_next_secret(enum ks_hash hash, uint8_t *secret, size_t secret_l
     return rc;
 }
 
-int ks_kdf_tls12_prf(enum ks_hash hash, const uint8_t *secret, size_t secret_len,
-                     const char *label, const uint8_t *seed, size_t seed_len, uint8_t *out,
-                     size_t out_len)
+int ks_kdf_tls12_prf(enum ks_hash hash, const uint8_t *secret, size_t secret_len, const char *label,
+                     const uint8_t *seed, size_t seed_len, uint8_t *out, size_t out_len)
 {
     const EVP_MD *md = md_of(hash);
     size_t hlen = ks_kdf_hash_len(hash), label_len = strlen(label);
@@ -162,8 +161,8 @@ int ks_kdf_tls12_keys(enum ks_hash hash, enum ks_aead aead, const uint8_t *maste
     memcpy(seed, server_random, 32);
     memcpy(seed + 32, client_random, 32);
     size_t need = 2 * (key_len + iv_len);
-    int rc = ks_kdf_tls12_prf(hash, master, master_len, "key expansion", seed, sizeof seed,
-                              block, need);
+    int rc =
+        ks_kdf_tls12_prf(hash, master, master_len, "key expansion", seed, sizeof seed, block, need);
     if (rc == 0) {
         /* client_write_key, server_write_key, client_write_IV, server_write_IV */
         out->aead = aead;

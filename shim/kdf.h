@@ -11,7 +11,7 @@ enum ks_hash { KS_HASH_SHA256 = 0, KS_HASH_SHA384 };
 
 #define KS_MAX_SECRET 48 /* SHA-384 */
 #define KS_MAX_KEY 32
-#define KS_IV_LEN 12     /* the AEAD nonce length for all three ciphers */
+#define KS_IV_LEN 12 /* the AEAD nonce length for all three ciphers */
 
 /* One direction's record protection. For TLS 1.2 AES-GCM only the first 4
  * bytes of iv (the implicit salt) come from the key block. */
@@ -41,9 +41,8 @@ int ks_kdf_tls13_keys(enum ks_hash hash, enum ks_aead aead, const uint8_t *secre
 int ks_kdf_tls13_next_secret(enum ks_hash hash, uint8_t *secret, size_t secret_len);
 
 /* TLS 1.2 PRF (P_hash): out = PRF(secret, label, seed). */
-int ks_kdf_tls12_prf(enum ks_hash hash, const uint8_t *secret, size_t secret_len,
-                     const char *label, const uint8_t *seed, size_t seed_len, uint8_t *out,
-                     size_t out_len);
+int ks_kdf_tls12_prf(enum ks_hash hash, const uint8_t *secret, size_t secret_len, const char *label,
+                     const uint8_t *seed, size_t seed_len, uint8_t *out, size_t out_len);
 
 /* TLS 1.2: the client's (client_write: true) or the server's keys from
  * the master secret and the two hello randoms (32 bytes each). */

@@ -63,22 +63,22 @@ enum { ALERT_WARNING = 1, ALERT_CLOSE_NOTIFY = 0, ALERT_USER_CANCELED = 90 };
 enum own_state { OWN_OPEN = 0, OWN_CLOSED, OWN_FAILED };
 
 struct ks_own {
-    bool rx_on;               /* the kernel has our receive keys */
-    uint8_t state;            /* enum own_state */
+    bool rx_on;    /* the kernel has our receive keys */
+    uint8_t state; /* enum own_state */
     int version;
     int fd;
-    int last_err;             /* SSL_ERROR_* of the last call served here; -1: none */
+    int last_err;                  /* SSL_ERROR_* of the last call served here; -1: none */
     uint8_t secret[KS_MAX_SECRET]; /* TLS 1.3 client traffic secret, until switched */
     size_t secret_len;
-    uint8_t stash[SCRATCH];   /* data received for a short read, not yet returned */
+    uint8_t stash[SCRATCH]; /* data received for a short read, not yet returned */
     size_t stash_off, stash_len;
 };
 
-static int own_idx = -1;       /* SSL: struct ks_own */
-static int keylog_idx = -1;    /* SSL_CTX: the program's keylog callback */
-static bool ready;             /* the switch can run in this process */
-static int any_switched;       /* a connection was switched (atomic): the
-                                  fast no on every hook until then */
+static int own_idx = -1;    /* SSL: struct ks_own */
+static int keylog_idx = -1; /* SSL_CTX: the program's keylog callback */
+static bool ready;          /* the switch can run in this process */
+static int any_switched;    /* a connection was switched (atomic): the
+                               fast no on every hook until then */
 
 struct keylog_box {
     ks_keylog_cb_t cb;
@@ -336,7 +336,8 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     if (version == TLS1_3_VERSION) {
         if (o->secret_len != ks_kdf_hash_len(hash)) {
             ks_log_debug("fd %d: no client traffic secret from the keylog callback; receive "
-                         "stays in user space", fd);
+                         "stays in user space",
+                         fd);
             own_wipe(o);
             return false;
         }
@@ -368,7 +369,8 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     if (rc != 0) {
         *why = KS_FB_REFUSED;
         ks_log_info("fd %d: the kernel refused the receive keys (setsockopt TLS_RX: %s); the "
-                    "connection carries on in user space", fd, strerror(err));
+                    "connection carries on in user space",
+                    fd, strerror(err));
         return false;
     }
     o->fd = fd;
@@ -407,8 +409,10 @@ static ssize_t recv_record(int fd, void *buf, size_t n, int flags, uint8_t *type
         struct cmsghdr align;
     } cbuf;
     struct iovec iov = {.iov_base = buf, .iov_len = n};
-    struct msghdr msg = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = cbuf.buf,
+                         .msg_controllen = sizeof cbuf.buf};
     ssize_t r = recvmsg(fd, &msg, flags);
     *type = 0;
     if (r < 0) {
@@ -442,7 +446,8 @@ static int os_error(SSL *s, struct ks_own *o, int err)
     case EPROTO:
         ks_count(KS_C_KTLS_RX_BAD_RECORD, 1);
         ks_log_info("kTLS receive on fd %d: the kernel rejected a record (%s); the connection is "
-                    "ended with an SSL error", o->fd, strerror(err));
+                    "ended with an SSL error",
+                    o->fd, strerror(err));
         errno = err;
         return fail_ssl(o, err == EMSGSIZE ? SSL_R_PACKET_LENGTH_TOO_LONG
                                            : SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC);
@@ -469,8 +474,7 @@ static int control_record(SSL *s, struct ks_own *o, uint8_t type, const uint8_t 
         }
         /* TLS 1.2 warnings are ignored, as libssl does; TLS 1.3 knows only
          * user_canceled as a warning. */
-        if (b[0] == ALERT_WARNING &&
-            (o->version == TLS1_2_VERSION || b[1] == ALERT_USER_CANCELED))
+        if (b[0] == ALERT_WARNING && (o->version == TLS1_2_VERSION || b[1] == ALERT_USER_CANCELED))
             return 1;
         api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
         return fail_ssl(o, SSL_AD_REASON_OFFSET + b[1]);
@@ -478,13 +482,15 @@ static int control_record(SSL *s, struct ks_own *o, uint8_t type, const uint8_t 
     if (type == REC_HANDSHAKE && o->version == TLS1_3_VERSION && r >= 1 && b[0] == HS_KEY_UPDATE) {
         ks_count(KS_C_KTLS_RX_KEYUPDATE_REFUSED, 1);
         ks_log_info("fd %d: the peer sent a TLS 1.3 KeyUpdate; the library's kTLS receive "
-                    "cannot rekey, so the connection is ended", o->fd);
+                    "cannot rekey, so the connection is ended",
+                    o->fd);
         return fail_ssl(o, SSL_R_BAD_KEY_UPDATE);
     }
     if (type == REC_HANDSHAKE && o->version == TLS1_2_VERSION) {
         ks_count(KS_C_KTLS_RX_RENEG_REFUSED, 1);
         ks_log_info("fd %d: TLS 1.2 renegotiation refused under kTLS receive; the connection "
-                    "is ended", o->fd);
+                    "is ended",
+                    o->fd);
         return fail_ssl(o, SSL_R_NO_RENEGOTIATION);
     }
     return fail_ssl(o, SSL_R_UNEXPECTED_MESSAGE);
@@ -522,8 +528,8 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         bool small = num < sizeof scratch;
         uint8_t *dst = small ? scratch : buf;
         uint8_t type;
-        ssize_t r = recv_record(o->fd, dst, small ? sizeof scratch : num, peek ? MSG_PEEK : 0,
-                                &type);
+        ssize_t r =
+            recv_record(o->fd, dst, small ? sizeof scratch : num, peek ? MSG_PEEK : 0, &type);
         if (r < 0)
             return os_error(s, o, errno);
         if (type == 0) { /* end of stream without close_notify */

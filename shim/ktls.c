@@ -51,9 +51,9 @@ static ssize_t read_small_file(const char *path, char *buf, size_t n)
 
 bool ks_ktls_kernel_has_tls(void)
 {
-    static int known_yes;        /* once there, the ULP stays there */
-    static int64_t no_until_ms;  /* a "no" is trusted for a second: the
-                                    module may be loaded meanwhile */
+    static int known_yes;       /* once there, the ULP stays there */
+    static int64_t no_until_ms; /* a "no" is trusted for a second: the
+                                   module may be loaded meanwhile */
     if (__atomic_load_n(&known_yes, __ATOMIC_RELAXED))
         return true;
     struct timespec ts;

@@ -34,8 +34,7 @@ static struct {
     uint64_t (*get_options)(const SSL *);
     void *(*CTX_get_ex_data)(const SSL_CTX *, int);
     int (*CTX_set_ex_data)(SSL_CTX *, int, void *);
-    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
-                            CRYPTO_EX_free *);
+    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *, CRYPTO_EX_free *);
 } or_api;
 static bool or_ok;
 static int wiped_idx = -1; /* SSL_CTX ex_data: struct wiped, when wiped wholesale */
@@ -44,8 +43,7 @@ struct wiped {
     uint64_t before; /* the options the context had just before */
 };
 
-static void wiped_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                       void *argp)
+static void wiped_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     free(ptr);
@@ -66,8 +64,8 @@ static void resolve(void)
     ok &= !!OR_RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
     ok &= !!OR_RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
     if (ok)
-        wiped_idx = or_api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL,
-                                                wiped_free);
+        wiped_idx =
+            or_api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, wiped_free);
     or_ok = ok && wiped_idx >= 0;
 }
 
@@ -115,7 +113,8 @@ KS_EXPORT uint64_t SSL_CTX_clear_options(SSL_CTX *ctx, uint64_t op)
             free(w);
         }
         ks_log_debug("the program cleared %s of a context's options, SSL_OP_ENABLE_KTLS "
-                     "with them: %s", reset ? "all" : "some",
+                     "with them: %s",
+                     reset ? "all" : "some",
                      reset ? "kTLS is set again on each of its connections"
                            : "kept as the program's choice");
         KS_RESTORE_ERRNO;

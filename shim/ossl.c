@@ -21,8 +21,8 @@
  *   SSL_CTX_callback_ctrl are watched for that).
  *
  * Per-connection state hangs off the SSL object (ex_data), freed by libssl
- * with the SSL; per-context state likewise off the SSL_CTX. Each direction records its path, so that a later installer
- * of keys of our own (for what libssl cannot do) only adds a path value. */
+ * with the SSL; per-context state likewise off the SSL_CTX. Each direction records its path, so
+ * that a later installer of keys of our own (for what libssl cannot do) only adds a path value. */
 #include "biosock.h"
 #include "common.h"
 #include "config.h"
@@ -43,43 +43,42 @@
 #include <string.h>
 
 enum ks_path {
-    KS_PATH_USER = 0,       /* user-space TLS in libssl */
-    KS_PATH_KTLS_OPENSSL,   /* kTLS set up by libssl */
-    KS_PATH_KTLS_OWN,       /* kTLS set up by the library's own switch (kswitch.c) */
-    KS_PATH_KTLS_BIO,       /* kTLS by libssl through the program's own BIO (biosock.c) */
+    KS_PATH_USER = 0,     /* user-space TLS in libssl */
+    KS_PATH_KTLS_OPENSSL, /* kTLS set up by libssl */
+    KS_PATH_KTLS_OWN,     /* kTLS set up by the library's own switch (kswitch.c) */
+    KS_PATH_KTLS_BIO,     /* kTLS by libssl through the program's own BIO (biosock.c) */
 };
 
 struct ks_conn {
-    uint8_t tx, rx;         /* enum ks_path */
-    uint8_t tx_reason, rx_reason; /* enum ks_fallback, when on KS_PATH_USER */
-    int fd;                 /* the socket with kTLS TX, -1 if none */
-    bool rx_own_due;        /* RX is for the own switch to try when the
-                               handshake call returns (kswitch.c) */
+    uint8_t tx, rx;                   /* enum ks_path */
+    uint8_t tx_reason, rx_reason;     /* enum ks_fallback, when on KS_PATH_USER */
+    int fd;                           /* the socket with kTLS TX, -1 if none */
+    bool rx_own_due;                  /* RX is for the own switch to try when the
+                                         handshake call returns (kswitch.c) */
     bool tx_nic, rx_nic, offload_est; /* kTLS crypto on the NIC; a guess */
-    struct ks_connlog *log; /* KTLSSHIM_CONN_LOG entry, NULL when off */
+    struct ks_connlog *log;           /* KTLSSHIM_CONN_LOG entry, NULL when off */
 };
 
 /* The libssl/libcrypto functions we call: the one table (ossl_api.h). */
 #define api ks_ossl_api
 
-static int conn_idx = -1;     /* SSL: struct ks_conn */
-static int ssl_cb_idx = -1;   /* SSL: the program's info callback */
-static int ctx_idx = -1;      /* SSL_CTX: struct ks_ctx */
+static int conn_idx = -1;   /* SSL: struct ks_conn */
+static int ssl_cb_idx = -1; /* SSL: the program's info callback */
+static int ctx_idx = -1;    /* SSL_CTX: struct ks_ctx */
 
 /* What we keep per SSL_CTX. All live contexts are on a list, so that a new
  * worker can set up the ones the program made before it forked. */
 struct ks_ctx {
-    ks_info_cb_t cb;        /* the program's info callback */
-    bool own_tickets;       /* the program set ticket keys or a callback */
-    bool shared_tickets;    /* we installed the workers' shared ticket keys */
+    ks_info_cb_t cb;     /* the program's info callback */
+    bool own_tickets;    /* the program set ticket keys or a callback */
+    bool shared_tickets; /* we installed the workers' shared ticket keys */
     SSL_CTX *ctx;
     struct ks_ctx *prev, *next;
 };
 static struct ks_ctx *ctx_list;
 static pthread_mutex_t ctx_list_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                     void *argp)
+static void ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     struct ks_ctx *k = ptr;
@@ -98,8 +97,7 @@ static void ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
 static bool api_ok; /* every helper above was found */
 static pthread_once_t api_once = PTHREAD_ONCE_INIT;
 
-static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                      void *argp)
+static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     struct ks_conn *c = ptr;
@@ -112,8 +110,7 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
     free(c);
 }
 
-static void box_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                     void *argp)
+static void box_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     free(ptr);
@@ -161,7 +158,8 @@ static void missing(const char *name)
     static int said;
     if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
         ks_log_error("cannot find the real %s in any loaded libssl.so.3; failing the call "
-                     "(further such calls fail silently)", name);
+                     "(further such calls fail silently)",
+                     name);
 }
 
 /* ---- what a completed handshake got ---- */
@@ -213,32 +211,44 @@ static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher
 static const char *reason_text(enum ks_fallback r)
 {
     switch (r) {
-    case KS_FB_DISABLED: return "kTLS disabled (KTLSSHIM_KTLS=off or by the program)";
-    case KS_FB_NOT_SOCKET: return "the connection's BIO is not a socket";
-    case KS_FB_NO_KERNEL_TLS: return "the kernel has no tls ULP";
-    case KS_FB_VERSION: return "a TLS version kTLS cannot carry";
-    case KS_FB_CIPHER: return "a cipher kTLS cannot carry";
-    case KS_FB_LIBSSL: return "this libssl cannot do it (TLS 1.3 receive needs OpenSSL 3.2)";
-    case KS_FB_CLIENT: return "a client connection (receive left to libssl)";
-    case KS_FB_UNREAD: return "libssl may hold received bytes (handshake not completed by "
-                              "SSL_accept/SSL_do_handshake, or read-ahead)";
-    case KS_FB_REFUSED: return "the kernel refused the keys";
-    case KS_FB_BIO_NO_FD: return "the program's own BIO, with no single TCP socket found under it";
-    case KS_FB_BIO_BUSY: return "the program's own BIO still held output when libssl switched";
-    case KS_FB_BIO_RX: return "receiving through the program's own BIO stays in user space";
-    default: return "libssl did not enable it";
+    case KS_FB_DISABLED:
+        return "kTLS disabled (KTLSSHIM_KTLS=off or by the program)";
+    case KS_FB_NOT_SOCKET:
+        return "the connection's BIO is not a socket";
+    case KS_FB_NO_KERNEL_TLS:
+        return "the kernel has no tls ULP";
+    case KS_FB_VERSION:
+        return "a TLS version kTLS cannot carry";
+    case KS_FB_CIPHER:
+        return "a cipher kTLS cannot carry";
+    case KS_FB_LIBSSL:
+        return "this libssl cannot do it (TLS 1.3 receive needs OpenSSL 3.2)";
+    case KS_FB_CLIENT:
+        return "a client connection (receive left to libssl)";
+    case KS_FB_UNREAD:
+        return "libssl may hold received bytes (handshake not completed by "
+               "SSL_accept/SSL_do_handshake, or read-ahead)";
+    case KS_FB_REFUSED:
+        return "the kernel refused the keys";
+    case KS_FB_BIO_NO_FD:
+        return "the program's own BIO, with no single TCP socket found under it";
+    case KS_FB_BIO_BUSY:
+        return "the program's own BIO still held output when libssl switched";
+    case KS_FB_BIO_RX:
+        return "receiving through the program's own BIO stays in user space";
+    default:
+        return "libssl did not enable it";
     }
 }
 
 static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, const char *cipher,
                            enum ks_fallback r);
 
-static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version,
-                             const char *cipher)
+static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, const char *cipher)
 {
     BIO *b = tx ? api.get_wbio(s) : api.get_rbio(s);
-    bool on = b && api.BIO_ctrl(b, tx ? BIO_CTRL_GET_KTLS_SEND : BIO_CTRL_GET_KTLS_RECV, 0,
-                                NULL) == 1;
+    bool on =
+        b && api.BIO_ctrl(b, tx ? BIO_CTRL_GET_KTLS_SEND : BIO_CTRL_GET_KTLS_RECV, 0, NULL) == 1;
     int bio_fd = on || !tx ? -1 : ks_biosock_tx_fd(b); /* biosock.c's switch */
     if (on || bio_fd >= 0) {
         bool est;
@@ -294,8 +304,9 @@ static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, cons
      * and of RX fallbacks other than libssl's known TLS 1.3 limit. */
     if (ks_config()->ktls == KS_KTLS_STRICT && (tx || r != KS_FB_LIBSSL))
         ks_log_error("strict: connection on fd %d (%s, %s) has no kTLS %s: %s", api.get_wfd(s),
-                     version == TLS1_3_VERSION ? "TLS 1.3" : version == TLS1_2_VERSION
-                                                                 ? "TLS 1.2" : "TLS ?",
+                     version == TLS1_3_VERSION   ? "TLS 1.3"
+                     : version == TLS1_2_VERSION ? "TLS 1.2"
+                                                 : "TLS ?",
                      cipher ? cipher : "?", tx ? "TX" : "RX", reason_text(r));
 }
 
@@ -303,10 +314,14 @@ static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, cons
 static const char *path_name(uint8_t path)
 {
     switch (path) {
-    case KS_PATH_KTLS_OPENSSL: return "ktls_libssl";
-    case KS_PATH_KTLS_OWN: return "ktls_own";
-    case KS_PATH_KTLS_BIO: return "ktls_bio";
-    default: return "user";
+    case KS_PATH_KTLS_OPENSSL:
+        return "ktls_libssl";
+    case KS_PATH_KTLS_OWN:
+        return "ktls_own";
+    case KS_PATH_KTLS_BIO:
+        return "ktls_bio";
+    default:
+        return "user";
     }
 }
 
@@ -325,8 +340,10 @@ static struct ks_conn *handshake_done(SSL *s)
     const SSL_CIPHER *ciph = api.get_current_cipher(s);
     const char *cipher = ciph ? api.CIPHER_get_name(ciph) : NULL;
     ks_count(KS_C_TLS, 1);
-    ks_count(version == TLS1_3_VERSION ? KS_C_TLS13
-             : version == TLS1_2_VERSION ? KS_C_TLS12 : KS_C_TLS_OTHER, 1);
+    ks_count(version == TLS1_3_VERSION   ? KS_C_TLS13
+             : version == TLS1_2_VERSION ? KS_C_TLS12
+                                         : KS_C_TLS_OTHER,
+             1);
     bool resumed = api.session_reused(s) == 1;
     if (resumed)
         ks_count(KS_C_TLS_RESUMED, 1);
@@ -404,9 +421,10 @@ static void own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool compl
         c->log->rx.estimated = c->offload_est;
     }
     ks_log_debug("fd %d: rx %s%s", api.get_rfd(s), on ? "kTLS (own switch)" : ks_fallback_name(why),
-                 on ? "" : !completed_here ? " (handshake completed before this call)"
+                 on                ? ""
+                 : !completed_here ? " (handshake completed before this call)"
                  : caller && ks_ossl_called_from_libssl(caller) ? " (called by libssl itself)"
-                 : "");
+                                                                : "");
     KS_RESTORE_ERRNO;
 }
 
@@ -613,25 +631,26 @@ static void own_tickets(SSL_CTX *ctx)
 /* The real function behind a hook that needs nothing else from libssl,
  * looked up once (racing threads store the same value); when there is none
  * the hook returns `fail` (libssl's error return for that call). */
-#define LAZY_REAL(var, name, fail)                                         \
-    do {                                                                   \
-        if (!__atomic_load_n((void **)&var, __ATOMIC_ACQUIRE)) {           \
-            void *p_ = ks_ossl_sym(name);                                  \
-            if (!p_) {                                                     \
-                missing(name);                                             \
-                return fail;                                               \
-            }                                                              \
-            __atomic_store_n((void **)&var, p_, __ATOMIC_RELEASE);         \
-        }                                                                  \
+#define LAZY_REAL(var, name, fail)                                                                 \
+    do {                                                                                           \
+        if (!__atomic_load_n((void **)&var, __ATOMIC_ACQUIRE)) {                                   \
+            void *p_ = ks_ossl_sym(name);                                                          \
+            if (!p_) {                                                                             \
+                missing(name);                                                                     \
+                return fail;                                                                       \
+            }                                                                                      \
+            __atomic_store_n((void **)&var, p_, __ATOMIC_RELEASE);                                 \
+        }                                                                                          \
     } while (0)
 
-KS_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(
-    SSL_CTX *ctx, int (*cb)(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *,
-                            EVP_MAC_CTX *, int))
+KS_EXPORT int SSL_CTX_set_tlsext_ticket_key_evp_cb(SSL_CTX *ctx,
+                                                   int (*cb)(SSL *, unsigned char *,
+                                                             unsigned char *, EVP_CIPHER_CTX *,
+                                                             EVP_MAC_CTX *, int))
 {
     need_api();
-    static int (*real)(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *,
-                                           EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
+    static int (*real)(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *,
+                                          EVP_MAC_CTX *, int));
     LAZY_REAL(real, "SSL_CTX_set_tlsext_ticket_key_evp_cb", 0);
     int r = real(ctx, cb); /* the program's callback replaces ours */
     struct ks_ctx *k = ctx && api_ok ? ctx_state(ctx) : NULL;
@@ -674,8 +693,7 @@ KS_EXPORT SSL_CTX *SSL_CTX_new(const SSL_METHOD *meth)
     return ctx_created(api.CTX_new(meth));
 }
 
-KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
-                                  const SSL_METHOD *meth)
+KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq, const SSL_METHOD *meth)
 {
     need_api();
     if (!api.CTX_new_ex) {
@@ -694,32 +712,32 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq,
 /* A handshake call by the program. If the handshake completes in it, the
  * connection is recorded, and the own switch gets its turn (only here: see
  * handshake_call). */
-#define HANDSHAKE_HOOK(fn, field)                  \
-    KS_EXPORT int fn(SSL *s)                       \
-    {                                              \
-        need_api();                                \
-        if (!api.field) {                          \
-            missing(#fn);                          \
-            return -1;                             \
-        }                                          \
-        bool top = !ks_hook_depth;                 \
-        if (top)                                   \
-            handshake_call = s;                    \
-        const void *caller_ = __builtin_return_address(0); \
-        bool seen_ = top && api_ok && api.get_ex_data(s, conn_idx); \
-        ks_hook_depth++;                           \
-        ks_biosock_handshake_enter();              \
-        int r = api.field(s);                      \
-        ks_biosock_handshake_leave();              \
-        ks_hook_depth--;                           \
-        struct ks_conn *c_ = NULL;                 \
-        if (r == 1 && top)                         \
-            c_ = conn_of(s);                       \
-        if (top)                                   \
-            handshake_call = NULL;                 \
-        if (c_ && c_->rx_own_due)                  \
-            own_rx_due(s, c_, caller_, !seen_);    \
-        return r;                                  \
+#define HANDSHAKE_HOOK(fn, field)                                                                  \
+    KS_EXPORT int fn(SSL *s)                                                                       \
+    {                                                                                              \
+        need_api();                                                                                \
+        if (!api.field) {                                                                          \
+            missing(#fn);                                                                          \
+            return -1;                                                                             \
+        }                                                                                          \
+        bool top = !ks_hook_depth;                                                                 \
+        if (top)                                                                                   \
+            handshake_call = s;                                                                    \
+        const void *caller_ = __builtin_return_address(0);                                         \
+        bool seen_ = top && api_ok && api.get_ex_data(s, conn_idx);                                \
+        ks_hook_depth++;                                                                           \
+        ks_biosock_handshake_enter();                                                              \
+        int r = api.field(s);                                                                      \
+        ks_biosock_handshake_leave();                                                              \
+        ks_hook_depth--;                                                                           \
+        struct ks_conn *c_ = NULL;                                                                 \
+        if (r == 1 && top)                                                                         \
+            c_ = conn_of(s);                                                                       \
+        if (top)                                                                                   \
+            handshake_call = NULL;                                                                 \
+        if (c_ && c_->rx_own_due)                                                                  \
+            own_rx_due(s, c_, caller_, !seen_);                                                    \
+        return r;                                                                                  \
     }
 
 HANDSHAKE_HOOK(SSL_accept, accept)

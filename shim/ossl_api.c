@@ -83,10 +83,10 @@ static void load_table(void)
     sw &= !!RESOLVE(cleanse, "OPENSSL_cleanse");
     /* The switch also serves these calls itself, so their real functions
      * must be there to fall back on. */
-    sw &= ks_ossl_api.read && ks_ossl_api.read_ex && ks_ossl_api.peek &&
-          ks_ossl_api.peek_ex && ks_ossl_api.pending && ks_ossl_api.has_pending &&
-          ks_ossl_api.get_error && ks_ossl_api.shutdown && ks_ossl_api.clear &&
-          ks_ossl_api.CTX_set_keylog_callback && ks_ossl_api.CTX_get_keylog_callback;
+    sw &= ks_ossl_api.read && ks_ossl_api.read_ex && ks_ossl_api.peek && ks_ossl_api.peek_ex &&
+          ks_ossl_api.pending && ks_ossl_api.has_pending && ks_ossl_api.get_error &&
+          ks_ossl_api.shutdown && ks_ossl_api.clear && ks_ossl_api.CTX_set_keylog_callback &&
+          ks_ossl_api.CTX_get_keylog_callback;
     switch_ok = ok && sw;
     if (ok && !sw)
         ks_log_debug("libssl.so.3 lacks functions the library's own kTLS switch needs; "

@@ -51,8 +51,7 @@ struct ks_ossl_api {
     int (*get_rfd)(const SSL *);
     long (*BIO_ctrl)(BIO *, int, long, void *);
     int (*BIO_method_type)(const BIO *);
-    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
-                            CRYPTO_EX_free *);
+    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *, CRYPTO_EX_free *);
     void *(*get_ex_data)(const SSL *, int);
     int (*set_ex_data)(SSL *, int, void *);
     unsigned long (*version_num)(void);

@@ -112,8 +112,7 @@ static void *private_lib(void **slot, const char *base)
     if (!h)
         return NULL;
     void *expected = NULL;
-    if (!__atomic_compare_exchange_n(slot, &expected, h, false, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE))
+    if (!__atomic_compare_exchange_n(slot, &expected, h, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         dlclose(h); /* another thread won; drop our extra reference */
     else
         ks_log_debug("%s is not in the global scope (loaded with RTLD_LOCAL); using %s directly",

@@ -63,11 +63,11 @@ struct sess_slot {
 };
 
 struct shared {
-    uint32_t seq;          /* sequence lock over keys[] (odd: being written) */
-    struct tkey keys[2];   /* [0] current, [1] previous */
-    int fixed;             /* keys from a file: no rotation */
-    pthread_mutex_t lock;  /* robust, process-shared: guards slots[] and stores */
-    int lock_stuck;        /* atomic: a wait for the lock timed out; try only */
+    uint32_t seq;         /* sequence lock over keys[] (odd: being written) */
+    struct tkey keys[2];  /* [0] current, [1] previous */
+    int fixed;            /* keys from a file: no rotation */
+    pthread_mutex_t lock; /* robust, process-shared: guards slots[] and stores */
+    int lock_stuck;       /* atomic: a wait for the lock timed out; try only */
     uint64_t stores;
     struct sess_slot slots[SESS_SLOTS];
 };
@@ -76,7 +76,7 @@ static struct shared *sh;
 
 static struct {
     int (*set_ticket_cb)(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *,
-                                             EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
+                                            EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
     void (*set_new_cb)(SSL_CTX *, int (*)(SSL *, SSL_SESSION *));
     void (*set_get_cb)(SSL_CTX *, SSL_SESSION *(*)(SSL *, const unsigned char *, int, int *));
     void (*set_remove_cb)(SSL_CTX *, void (*)(SSL_CTX *, SSL_SESSION *));
@@ -106,18 +106,18 @@ static bool resolve(void)
     if (done)
         return done > 0;
 #define R(field, name) (*(void **)&f.field = ks_ossl_sym(name))
-    bool ok = R(set_ticket_cb, "SSL_CTX_set_tlsext_ticket_key_evp_cb") &&
-              R(set_new_cb, "SSL_CTX_sess_set_new_cb") && R(set_get_cb, "SSL_CTX_sess_set_get_cb") &&
-              R(set_remove_cb, "SSL_CTX_sess_set_remove_cb") &&
-              R(get_new_cb, "SSL_CTX_sess_get_new_cb") && R(get_get_cb, "SSL_CTX_sess_get_get_cb") &&
-              R(CTX_ctrl, "SSL_CTX_ctrl") && R(get_SSL_CTX, "SSL_get_SSL_CTX") &&
-              R(sess_get_id, "SSL_SESSION_get_id") && R(i2d, "i2d_SSL_SESSION") &&
-              R(d2i, "d2i_SSL_SESSION") && R(sess_get_time, "SSL_SESSION_get_time") &&
-              R(sess_get_timeout, "SSL_SESSION_get_timeout") && R(rand_bytes, "RAND_bytes") &&
-              R(aes_256_cbc, "EVP_aes_256_cbc") && R(version, "SSL_version") &&
-              R(enc_init, "EVP_EncryptInit_ex") &&
-              R(dec_init, "EVP_DecryptInit_ex") && R(mac_set_params, "EVP_MAC_CTX_set_params") &&
-              R(cleanse, "OPENSSL_cleanse");
+    bool ok =
+        R(set_ticket_cb, "SSL_CTX_set_tlsext_ticket_key_evp_cb") &&
+        R(set_new_cb, "SSL_CTX_sess_set_new_cb") && R(set_get_cb, "SSL_CTX_sess_set_get_cb") &&
+        R(set_remove_cb, "SSL_CTX_sess_set_remove_cb") &&
+        R(get_new_cb, "SSL_CTX_sess_get_new_cb") && R(get_get_cb, "SSL_CTX_sess_get_get_cb") &&
+        R(CTX_ctrl, "SSL_CTX_ctrl") && R(get_SSL_CTX, "SSL_get_SSL_CTX") &&
+        R(sess_get_id, "SSL_SESSION_get_id") && R(i2d, "i2d_SSL_SESSION") &&
+        R(d2i, "d2i_SSL_SESSION") && R(sess_get_time, "SSL_SESSION_get_time") &&
+        R(sess_get_timeout, "SSL_SESSION_get_timeout") && R(rand_bytes, "RAND_bytes") &&
+        R(aes_256_cbc, "EVP_aes_256_cbc") && R(version, "SSL_version") &&
+        R(enc_init, "EVP_EncryptInit_ex") && R(dec_init, "EVP_DecryptInit_ex") &&
+        R(mac_set_params, "EVP_MAC_CTX_set_params") && R(cleanse, "OPENSSL_cleanse");
 #undef R
     done = ok ? 1 : -1;
     return ok;
@@ -177,7 +177,8 @@ static bool key_from_file(const char *path, struct tkey *k)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         ks_log_error("KTLSSHIM_TICKET_KEY_FILE=\"%s\" cannot be read: %s; using random keys "
-                     "rotated every %d s", path, strerror(errno), ks_config()->ticket_rotate);
+                     "rotated every %d s",
+                     path, strerror(errno), ks_config()->ticket_rotate);
         return false;
     }
     ssize_t n = read(fd, buf, sizeof buf);
@@ -191,8 +192,8 @@ static bool key_from_file(const char *path, struct tkey *k)
     } else {
         ks_log_error("KTLSSHIM_TICKET_KEY_FILE=\"%s\" holds %zd bytes: expected exactly 80 "
                      "(name 16, HMAC key 32, AES key 32, as nginx's ssl_session_ticket_key); "
-                     "using random keys rotated every %d s", path, n,
-                     ks_config()->ticket_rotate);
+                     "using random keys rotated every %d s",
+                     path, n, ks_config()->ticket_rotate);
     }
     explicit_bzero(buf, sizeof buf);
     return ok;
@@ -261,8 +262,7 @@ static int mac_init(EVP_MAC_CTX *hctx, uint8_t *hmac)
 {
     OSSL_PARAM params[3] = {
         {OSSL_MAC_PARAM_KEY, OSSL_PARAM_OCTET_STRING, hmac, 32, OSSL_PARAM_UNMODIFIED},
-        {OSSL_MAC_PARAM_DIGEST, OSSL_PARAM_UTF8_STRING, (char *)"SHA256", 6,
-         OSSL_PARAM_UNMODIFIED},
+        {OSSL_MAC_PARAM_DIGEST, OSSL_PARAM_UTF8_STRING, (char *)"SHA256", 6, OSSL_PARAM_UNMODIFIED},
         {NULL, 0, NULL, 0, 0},
     };
     return f.mac_set_params(hctx, params);
@@ -343,7 +343,8 @@ static bool lock(void)
                         "is free (full handshakes instead)");
     } else {
         ks_log_error("the shared TLS session cache lock: %s; not using it for this "
-                     "connection", strerror(r));
+                     "connection",
+                     strerror(r));
     }
     return false;
 }

@@ -290,7 +290,10 @@ static void collect_bound_tcp(int fd, void *arg)
 }
 
 /* Socket options copied to replicas when they differ from a fresh socket's. */
-static const struct { int level, name; const char *label; } copied_opts[] = {
+static const struct {
+    int level, name;
+    const char *label;
+} copied_opts[] = {
     {SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR"},
     {SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE"},
     {SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"},
@@ -343,8 +346,7 @@ static int copy_options(int from, int to, int domain, const char **failed)
             continue; /* not supported here: nothing to copy */
         if (getsockopt(to, level, name, b, &lb) == 0 && la == lb && memcmp(a, b, la) == 0)
             continue;
-        if (level == SOL_SOCKET && (name == SO_SNDBUF || name == SO_RCVBUF) &&
-            la == sizeof(int)) {
+        if (level == SOL_SOCKET && (name == SO_SNDBUF || name == SO_RCVBUF) && la == sizeof(int)) {
             int v;
             memcpy(&v, a, sizeof v);
             v /= 2; /* the kernel doubles what is set and reports the double */
@@ -418,7 +420,8 @@ static bool make_replicas(struct ks_plan *p)
                              p->nslots, s, p->sock[t].fd, addr_str(&p->sock[t].addr, a, sizeof a),
                              step, strerror(errno),
                              errno == EADDRINUSE ? " (was the socket bound before the library "
-                                                   "could set SO_REUSEPORT?)" : "");
+                                                   "could set SO_REUSEPORT?)"
+                                                 : "");
                 close_slots(p, 1);
                 return false;
             }
@@ -468,7 +471,8 @@ static void steer_by_cpu(struct ks_plan *p, int lt)
     int k = 0;
     code[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_CPU);
     for (int i = 0; i < p->nslots && i < n; i++) {
-        code[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)pin_cpus[i], 0, 1);
+        code[k++] =
+            (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)pin_cpus[i], 0, 1);
         code[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (unsigned)i);
     }
     code[k++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (unsigned)p->nslots);
@@ -476,10 +480,12 @@ static void steer_by_cpu(struct ks_plan *p, int lt)
     struct sock_fprog prog = {.len = (unsigned short)k, .filter = code};
     if (setsockopt(p->sock[lt].fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
         ks_log_error("KTLSSHIM_PIN=on: cannot attach the CPU steering program: %s; workers are "
-                     "pinned, connections spread by hash", strerror(errno));
+                     "pinned, connections spread by hash",
+                     strerror(errno));
     } else {
         ks_log_info("KTLSSHIM_PIN=on: worker i on the i-th of %d usable CPUs, connections "
-                    "steered to the worker on the CPU that received them", allowed);
+                    "steered to the worker on the CPU that received them",
+                    allowed);
     }
 }
 
@@ -501,8 +507,8 @@ static void take_back_reuseport(void)
 
 static int refuse(int fd, int backlog, const char *msg)
 {
-    ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: %s; running unsharded",
-                 ks_config()->shards, msg);
+    ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: %s; running unsharded", ks_config()->shards,
+                 msg);
     take_back_reuseport();
     __atomic_store_n(&shard_state, SHARD_OFF, __ATOMIC_RELEASE);
     return ks_libc()->listen(fd, backlog);
@@ -514,22 +520,26 @@ static int shard_at_listen(int fd, int backlog)
     if (!is_inet_tcp(fd, &domain))
         return ks_libc()->listen(fd, backlog); /* not a trigger */
     int expected = SHARD_PENDING;
-    if (!__atomic_compare_exchange_n(&shard_state, &expected, SHARD_BUSY, false,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    if (!__atomic_compare_exchange_n(&shard_state, &expected, SHARD_BUSY, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
         return ks_libc()->listen(fd, backlog);
 
     char why[200];
     int threads = thread_count();
     if (threads != 1) {
-        snprintf(why, sizeof why, "the program has %d threads at its first listen() "
-                 "(fork would copy only one)", threads);
+        snprintf(why, sizeof why,
+                 "the program has %d threads at its first listen() "
+                 "(fork would copy only one)",
+                 threads);
         return refuse(fd, backlog, why);
     }
     struct anon_scan scan = {-1, NULL};
     for_each_fd(find_shared_event_fd, &scan);
     if (scan.what) {
-        snprintf(why, sizeof why, "the program made %s (fd %d) before its first listen(); "
-                 "the workers would share it", scan.what, scan.fd);
+        snprintf(why, sizeof why,
+                 "the program made %s (fd %d) before its first listen(); "
+                 "the workers would share it",
+                 scan.what, scan.fd);
         return refuse(fd, backlog, why);
     }
 
@@ -565,7 +575,8 @@ static int shard_at_listen(int fd, int backlog)
     bool ready = make_replicas(&plan); /* says why not, and closes what it made */
     if (ready && !ks_stats_make_shared()) {
         ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: no shared memory for the stats; "
-                     "running unsharded", plan.nslots);
+                     "running unsharded",
+                     plan.nslots);
         close_slots(&plan, 1); /* bound, not listening yet: safe to close */
         ready = false;
     }
@@ -579,7 +590,8 @@ static int shard_at_listen(int fd, int backlog)
             /* Unexpected after a good bind. Run with the slots that listen
              * (those that do must not be closed: see the top of the file). */
             ks_log_error("KTLSSHIM_SHARDS=%d: listen() on worker %d's socket failed: %s; "
-                         "running %d workers", plan.nslots, s, strerror(errno), s);
+                         "running %d workers",
+                         plan.nslots, s, strerror(errno), s);
             close_slots(&plan, s);
             plan.nslots = s;
             break;

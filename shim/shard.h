@@ -10,21 +10,21 @@
 
 /* A bound TCP socket of the program that every worker gets a copy of. */
 struct ks_sock_tmpl {
-    int fd;            /* the program's fd number */
+    int fd; /* the program's fd number */
     int domain;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    bool listener;     /* the socket whose listen() triggered sharding */
-    int fd_flags;      /* F_GETFD (FD_CLOEXEC) */
-    int fl_flags;      /* F_GETFL (O_NONBLOCK) */
+    bool listener; /* the socket whose listen() triggered sharding */
+    int fd_flags;  /* F_GETFD (FD_CLOEXEC) */
+    int fl_flags;  /* F_GETFL (O_NONBLOCK) */
 };
 
 struct ks_plan {
-    int nslots;        /* workers */
+    int nslots; /* workers */
     int nsock;
     int backlog;
     struct ks_sock_tmpl sock[KS_MAX_REPLICATED];
-    int *slot_fd;      /* nslots * nsock; slot 0 holds the program's own fds */
+    int *slot_fd; /* nslots * nsock; slot 0 holds the program's own fds */
 };
 
 static inline int *ks_plan_fd(struct ks_plan *p, int slot, int t)

@@ -37,9 +37,9 @@
 
 struct ks_pool {
     uint32_t nrec;
-    uint32_t hint;                  /* atomic: where the next search for a free record starts */
-    uint64_t retired[KS_C_COUNT];   /* atomic: counts of records since recycled */
-    uint64_t retired_records;       /* atomic: how many records those were */
+    uint32_t hint;                      /* atomic: where the next search for a free record starts */
+    uint64_t retired[KS_C_COUNT];       /* atomic: counts of records since recycled */
+    uint64_t retired_records;           /* atomic: how many records those were */
     struct ks_record rec[POOL_RECORDS]; /* the last one is the overflow */
 };
 
@@ -59,9 +59,9 @@ static struct ks_area *area;
 static size_t area_size;
 pid_t ks_self_pid;
 static struct ks_pool *pool;
-static bool active;          /* accessed with atomics */
+static bool active;            /* accessed with atomics */
 static int lineage_shard = -1; /* the worker this process descends from */
-static int exit_status = -1; /* exit(status) seen, for the destructor's record */
+static int exit_status = -1;   /* exit(status) seen, for the destructor's record */
 
 /* KTLSSHIM_STATS, opened at load; identity checked before each write. */
 static int stats_fd = -1;
@@ -79,7 +79,9 @@ const char *ks_fallback_name(enum ks_fallback r)
     return (unsigned)r < KS_FB_COUNT ? fallback_names[r] : "?";
 }
 
-static const struct { const char *group, *key; } counter_names[] = {
+static const struct {
+    const char *group, *key;
+} counter_names[] = {
 #define KS_C_NAME(name, group, key) {group, key},
     KS_COUNTERS(KS_C_NAME)
 #undef KS_C_NAME
@@ -325,15 +327,15 @@ static int find_free_record(void)
     for (uint32_t k = 0; k < n; k++) {
         uint32_t i = (start + k) % n;
         int32_t expect = 0;
-        if (__atomic_compare_exchange_n(&pool->rec[i].in_use, &expect, 2, false,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        if (__atomic_compare_exchange_n(&pool->rec[i].in_use, &expect, 2, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED))
             return (int)i;
     }
     for (uint32_t k = 0; k < n; k++) {
         uint32_t i = (start + k) % n;
         struct ks_record *r = &pool->rec[i];
-        if (__atomic_load_n(&r->in_use, __ATOMIC_ACQUIRE) != 1 ||
-            r->role != KS_ROLE_WORKER_CHILD || !process_gone(r->pid))
+        if (__atomic_load_n(&r->in_use, __ATOMIC_ACQUIRE) != 1 || r->role != KS_ROLE_WORKER_CHILD ||
+            !process_gone(r->pid))
             continue;
         int32_t expect = 1;
         if (__atomic_compare_exchange_n(&r->in_use, &expect, 2, false, __ATOMIC_ACQ_REL,
@@ -474,10 +476,14 @@ static void put_i64(struct buf *b, int64_t v)
 static const char *role_name(int role)
 {
     switch (role) {
-    case KS_ROLE_SUPERVISOR: return "supervisor";
-    case KS_ROLE_WORKER: return "worker";
-    case KS_ROLE_WORKER_CHILD: return "worker_child";
-    default: return "process";
+    case KS_ROLE_SUPERVISOR:
+        return "supervisor";
+    case KS_ROLE_WORKER:
+        return "worker";
+    case KS_ROLE_WORKER_CHILD:
+        return "worker_child";
+    default:
+        return "process";
     }
 }
 
@@ -677,7 +683,8 @@ static void say_failed(const char *what, int err)
     put(&b, ": errno ");
     put_i64(&b, err);
     put(&b, err == EACCES || err == EPERM ? " (permission denied: privileges dropped?)"
-                                          : err == EBADF ? " (bad file descriptor)" : "");
+            : err == EBADF                ? " (bad file descriptor)"
+                                          : "");
     mem[b.len++] = '\n';
     ks_log_raw(mem, b.len);
 }

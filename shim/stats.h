@@ -7,89 +7,89 @@
 
 /* One row per counter: enum name, JSON group, JSON key. docs/stats.md
  * documents each. Fallback reasons are per direction (tx, rx). */
-#define KS_FALLBACK_REASONS(X) \
-    X(DISABLED, "disabled")           \
-    X(NO_KERNEL_TLS, "no_kernel_tls") \
-    X(NOT_SOCKET, "not_socket")       \
-    X(VERSION, "version")             \
-    X(CIPHER, "cipher")               \
-    X(LIBSSL, "libssl")               \
-    X(CLIENT, "client")               \
-    X(UNREAD, "unread")               \
-    X(REFUSED, "refused")             \
-    X(BIO_NO_FD, "bio_no_fd")         \
-    X(BIO_BUSY, "bio_busy")           \
-    X(BIO_RX, "bio_rx")               \
+#define KS_FALLBACK_REASONS(X)                                                                     \
+    X(DISABLED, "disabled")                                                                        \
+    X(NO_KERNEL_TLS, "no_kernel_tls")                                                              \
+    X(NOT_SOCKET, "not_socket")                                                                    \
+    X(VERSION, "version")                                                                          \
+    X(CIPHER, "cipher")                                                                            \
+    X(LIBSSL, "libssl")                                                                            \
+    X(CLIENT, "client")                                                                            \
+    X(UNREAD, "unread")                                                                            \
+    X(REFUSED, "refused")                                                                          \
+    X(BIO_NO_FD, "bio_no_fd")                                                                      \
+    X(BIO_BUSY, "bio_busy")                                                                        \
+    X(BIO_RX, "bio_rx")                                                                            \
     X(OTHER, "other")
 
-#define KS_COUNTERS(X)                                  \
-    X(ACCEPTED, "connections", "accepted")              \
-    X(TLS, "connections", "tls")                        \
-    X(TLS12, "connections", "tls1_2")                   \
-    X(TLS13, "connections", "tls1_3")                   \
-    X(TLS_OTHER, "connections", "tls_other")            \
-    X(TLS_RESUMED, "connections", "resumed")            \
-    X(KTLS_TX, "ktls", "tx")                            \
-    X(KTLS_RX, "ktls", "rx")                            \
-    X(KTLS_TX_SW, "ktls", "tx_sw")                      \
-    X(KTLS_TX_NIC, "ktls", "tx_nic")                    \
-    X(KTLS_RX_SW, "ktls", "rx_sw")                      \
-    X(KTLS_RX_NIC, "ktls", "rx_nic")                    \
-    X(KTLS_OFFLOAD_ESTIMATED, "ktls", "offload_estimated") \
-    X(KTLS_TX_ZEROCOPY, "ktls", "tx_zerocopy")          \
-    X(KTLS_RX_OWN, "ktls", "rx_own")                    \
-    X(KTLS_RX_KEYUPDATE_REFUSED, "ktls", "rx_keyupdate_refused") \
-    X(KTLS_RX_RENEG_REFUSED, "ktls", "rx_renegotiation_refused") \
-    X(KTLS_RX_BAD_RECORD, "ktls", "rx_bad_record")      \
-    X(KTLS_TX_BIO, "ktls", "tx_bio")                    \
-    X(KTLS_REASSERTED, "ktls", "reasserted")            \
-    X(FB_TX_DISABLED, "fallback_tx", "disabled")        \
-    X(FB_TX_NO_KERNEL_TLS, "fallback_tx", "no_kernel_tls") \
-    X(FB_TX_NOT_SOCKET, "fallback_tx", "not_socket")    \
-    X(FB_TX_VERSION, "fallback_tx", "version")          \
-    X(FB_TX_CIPHER, "fallback_tx", "cipher")            \
-    X(FB_TX_LIBSSL, "fallback_tx", "libssl")            \
-    X(FB_TX_CLIENT, "fallback_tx", "client")            \
-    X(FB_TX_UNREAD, "fallback_tx", "unread")            \
-    X(FB_TX_REFUSED, "fallback_tx", "refused")          \
-    X(FB_TX_BIO_NO_FD, "fallback_tx", "bio_no_fd")      \
-    X(FB_TX_BIO_BUSY, "fallback_tx", "bio_busy")        \
-    X(FB_TX_BIO_RX, "fallback_tx", "bio_rx")            \
-    X(FB_TX_OTHER, "fallback_tx", "other")              \
-    X(FB_RX_DISABLED, "fallback_rx", "disabled")        \
-    X(FB_RX_NO_KERNEL_TLS, "fallback_rx", "no_kernel_tls") \
-    X(FB_RX_NOT_SOCKET, "fallback_rx", "not_socket")    \
-    X(FB_RX_VERSION, "fallback_rx", "version")          \
-    X(FB_RX_CIPHER, "fallback_rx", "cipher")            \
-    X(FB_RX_LIBSSL, "fallback_rx", "libssl")            \
-    X(FB_RX_CLIENT, "fallback_rx", "client")            \
-    X(FB_RX_UNREAD, "fallback_rx", "unread")            \
-    X(FB_RX_REFUSED, "fallback_rx", "refused")          \
-    X(FB_RX_BIO_NO_FD, "fallback_rx", "bio_no_fd")      \
-    X(FB_RX_BIO_BUSY, "fallback_rx", "bio_busy")        \
-    X(FB_RX_BIO_RX, "fallback_rx", "bio_rx")            \
-    X(FB_RX_OTHER, "fallback_rx", "other")              \
-    X(B_KTLS_TX, "bytes", "ktls_tx")                    \
-    X(B_KTLS_RX, "bytes", "ktls_rx")                    \
-    X(B_SENDFILE, "bytes", "sendfile")                  \
-    X(B_USER_TX, "bytes", "user_tx")                    \
-    X(B_USER_RX, "bytes", "user_rx")                    \
-    X(W_STARTED, "workers", "started")                  \
-    X(W_RESPAWNED, "workers", "respawned")              \
+#define KS_COUNTERS(X)                                                                             \
+    X(ACCEPTED, "connections", "accepted")                                                         \
+    X(TLS, "connections", "tls")                                                                   \
+    X(TLS12, "connections", "tls1_2")                                                              \
+    X(TLS13, "connections", "tls1_3")                                                              \
+    X(TLS_OTHER, "connections", "tls_other")                                                       \
+    X(TLS_RESUMED, "connections", "resumed")                                                       \
+    X(KTLS_TX, "ktls", "tx")                                                                       \
+    X(KTLS_RX, "ktls", "rx")                                                                       \
+    X(KTLS_TX_SW, "ktls", "tx_sw")                                                                 \
+    X(KTLS_TX_NIC, "ktls", "tx_nic")                                                               \
+    X(KTLS_RX_SW, "ktls", "rx_sw")                                                                 \
+    X(KTLS_RX_NIC, "ktls", "rx_nic")                                                               \
+    X(KTLS_OFFLOAD_ESTIMATED, "ktls", "offload_estimated")                                         \
+    X(KTLS_TX_ZEROCOPY, "ktls", "tx_zerocopy")                                                     \
+    X(KTLS_RX_OWN, "ktls", "rx_own")                                                               \
+    X(KTLS_RX_KEYUPDATE_REFUSED, "ktls", "rx_keyupdate_refused")                                   \
+    X(KTLS_RX_RENEG_REFUSED, "ktls", "rx_renegotiation_refused")                                   \
+    X(KTLS_RX_BAD_RECORD, "ktls", "rx_bad_record")                                                 \
+    X(KTLS_TX_BIO, "ktls", "tx_bio")                                                               \
+    X(KTLS_REASSERTED, "ktls", "reasserted")                                                       \
+    X(FB_TX_DISABLED, "fallback_tx", "disabled")                                                   \
+    X(FB_TX_NO_KERNEL_TLS, "fallback_tx", "no_kernel_tls")                                         \
+    X(FB_TX_NOT_SOCKET, "fallback_tx", "not_socket")                                               \
+    X(FB_TX_VERSION, "fallback_tx", "version")                                                     \
+    X(FB_TX_CIPHER, "fallback_tx", "cipher")                                                       \
+    X(FB_TX_LIBSSL, "fallback_tx", "libssl")                                                       \
+    X(FB_TX_CLIENT, "fallback_tx", "client")                                                       \
+    X(FB_TX_UNREAD, "fallback_tx", "unread")                                                       \
+    X(FB_TX_REFUSED, "fallback_tx", "refused")                                                     \
+    X(FB_TX_BIO_NO_FD, "fallback_tx", "bio_no_fd")                                                 \
+    X(FB_TX_BIO_BUSY, "fallback_tx", "bio_busy")                                                   \
+    X(FB_TX_BIO_RX, "fallback_tx", "bio_rx")                                                       \
+    X(FB_TX_OTHER, "fallback_tx", "other")                                                         \
+    X(FB_RX_DISABLED, "fallback_rx", "disabled")                                                   \
+    X(FB_RX_NO_KERNEL_TLS, "fallback_rx", "no_kernel_tls")                                         \
+    X(FB_RX_NOT_SOCKET, "fallback_rx", "not_socket")                                               \
+    X(FB_RX_VERSION, "fallback_rx", "version")                                                     \
+    X(FB_RX_CIPHER, "fallback_rx", "cipher")                                                       \
+    X(FB_RX_LIBSSL, "fallback_rx", "libssl")                                                       \
+    X(FB_RX_CLIENT, "fallback_rx", "client")                                                       \
+    X(FB_RX_UNREAD, "fallback_rx", "unread")                                                       \
+    X(FB_RX_REFUSED, "fallback_rx", "refused")                                                     \
+    X(FB_RX_BIO_NO_FD, "fallback_rx", "bio_no_fd")                                                 \
+    X(FB_RX_BIO_BUSY, "fallback_rx", "bio_busy")                                                   \
+    X(FB_RX_BIO_RX, "fallback_rx", "bio_rx")                                                       \
+    X(FB_RX_OTHER, "fallback_rx", "other")                                                         \
+    X(B_KTLS_TX, "bytes", "ktls_tx")                                                               \
+    X(B_KTLS_RX, "bytes", "ktls_rx")                                                               \
+    X(B_SENDFILE, "bytes", "sendfile")                                                             \
+    X(B_USER_TX, "bytes", "user_tx")                                                               \
+    X(B_USER_RX, "bytes", "user_rx")                                                               \
+    X(W_STARTED, "workers", "started")                                                             \
+    X(W_RESPAWNED, "workers", "respawned")                                                         \
     X(W_GAVE_UP, "workers", "gave_up")
 
 enum ks_counter {
 #define KS_C_ENUM(name, group, key) KS_C_##name,
     KS_COUNTERS(KS_C_ENUM)
 #undef KS_C_ENUM
-    KS_C_COUNT
+        KS_C_COUNT
 };
 
 enum ks_fallback {
 #define KS_FB_ENUM(name, key) KS_FB_##name,
     KS_FALLBACK_REASONS(KS_FB_ENUM)
 #undef KS_FB_ENUM
-    KS_FB_COUNT
+        KS_FB_COUNT
 };
 const char *ks_fallback_name(enum ks_fallback r);
 
@@ -98,13 +98,13 @@ enum ks_role { KS_ROLE_PROCESS = 0, KS_ROLE_SUPERVISOR, KS_ROLE_WORKER, KS_ROLE_
 /* The process's current record. Lives in private memory, or in the shared
  * pool once the process is part of a sharded group. */
 struct ks_record {
-    uint64_t c[KS_C_COUNT];  /* updated with relaxed atomics */
+    uint64_t c[KS_C_COUNT]; /* updated with relaxed atomics */
     int32_t pid;
-    int32_t role;            /* enum ks_role */
-    int32_t shard;           /* worker index, -1 when none */
+    int32_t role;  /* enum ks_role */
+    int32_t shard; /* worker index, -1 when none */
     int32_t shards;
-    int32_t written;         /* the exit record has been written (atomic) */
-    int32_t in_use;          /* pool: 0 free, 1 in use, 2 being claimed (atomic) */
+    int32_t written; /* the exit record has been written (atomic) */
+    int32_t in_use;  /* pool: 0 free, 1 in use, 2 being claimed (atomic) */
 };
 
 /* NULL in a process forked by a sharded worker until it first counts
@@ -167,8 +167,8 @@ void ks_stats_write_own(const char *end);
  * active and this is the process that owns it (not a vfork child). */
 void ks_stats_note_exit_status(int status); /* exit(status): for the destructor */
 void ks_stats_at_destructor(void);
-void ks_stats_at_exit(int status);          /* _exit, _Exit, quick_exit */
-void ks_stats_at_signal(int sig);           /* async-signal-safe */
+void ks_stats_at_exit(int status); /* _exit, _Exit, quick_exit */
+void ks_stats_at_signal(int sig);  /* async-signal-safe */
 /* Before exec: writes the record ("exec"), moves its counts out (to the
  * pool's retired sum when shared) and makes the process inactive, so that if
  * the exec fails the process starts over with a fresh record and sums stay

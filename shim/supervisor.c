@@ -36,12 +36,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CRASH_LOOP_MAX 5        /* failures in a row before giving up */
-#define HEALTHY_AFTER_MS 10000  /* a worker that ran this long resets its count */
+#define CRASH_LOOP_MAX 5       /* failures in a row before giving up */
+#define HEALTHY_AFTER_MS 10000 /* a worker that ran this long resets its count */
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
-#define DAEMON_GRACE_MS 1000    /* all workers exited 0 with children left: wait for a
-                                   setsid() report this long before exiting */
+#define DAEMON_GRACE_MS                                                                            \
+    1000 /* all workers exited 0 with children left: wait for a                                    \
+            setsid() report this long before exiting */
 #define EXITED0_MAX 64
 
 bool ks_supervisor_forking;
@@ -50,12 +51,12 @@ enum slot_state { SLOT_RUNNING, SLOT_WAITING, SLOT_DONE };
 
 struct slot {
     pid_t pid;
-    int rec;              /* stats record of the current incarnation */
+    int rec; /* stats record of the current incarnation */
     int state;
-    int fails;            /* failures in a row */
+    int fails; /* failures in a row */
     int64_t started_ms, respawn_at_ms;
-    int last_status;      /* wait status of the last incarnation */
-    int forwarded;        /* last signal forwarded to it, 0 if none */
+    int last_status; /* wait status of the last incarnation */
+    int forwarded;   /* last signal forwarded to it, 0 if none */
     bool gave_up;
 };
 
@@ -85,7 +86,7 @@ static struct {
     struct sigaction app_chld; /* the program's SIGCHLD action, likewise */
     pid_t self;
     bool stopping;
-    int64_t stop_deadline_ms;  /* SIGKILL to the workers left at this time */
+    int64_t stop_deadline_ms; /* SIGKILL to the workers left at this time */
     bool stop_killed;
     pid_t exited0[EXITED0_MAX]; /* workers that ended with exit 0 (daemon parents?) */
     int nexited0;
@@ -189,8 +190,8 @@ static void worker_ended(struct slot *s, int i, int status)
     s->fails++;
     if (s->fails >= CRASH_LOOP_MAX) {
         ks_log_error("worker %d/%d (pid %d) ended with %s, %d failures in a row: "
-                     "crash loop, not respawning it", i, sup.plan->nslots, (int)pid, how,
-                     s->fails);
+                     "crash loop, not respawning it",
+                     i, sup.plan->nslots, (int)pid, how, s->fails);
         slot_done(s, i);
         s->gave_up = true;
         ks_count(KS_C_W_GAVE_UP, 1);
@@ -199,8 +200,8 @@ static void worker_ended(struct slot *s, int i, int status)
     int64_t delay = BACKOFF_FIRST_MS << (s->fails - 1);
     if (delay > BACKOFF_MAX_MS)
         delay = BACKOFF_MAX_MS;
-    ks_log_info("worker %d/%d (pid %d) ended with %s; respawning in %lld ms", i,
-                sup.plan->nslots, (int)pid, how, (long long)delay);
+    ks_log_info("worker %d/%d (pid %d) ended with %s; respawning in %lld ms", i, sup.plan->nslots,
+                (int)pid, how, (long long)delay);
     s->state = SLOT_WAITING;
     s->respawn_at_ms = now + delay;
 }
@@ -390,8 +391,8 @@ static void kill_if_stop_overdue(int64_t now)
         if (s->state != SLOT_RUNNING)
             continue;
         ks_log_error("worker %d/%d (pid %d) still running %d s after the stop signal "
-                     "(KTLSSHIM_STOP_TIMEOUT): sending SIGKILL", i, sup.plan->nslots,
-                     (int)s->pid, ks_config()->stop_timeout);
+                     "(KTLSSHIM_STOP_TIMEOUT): sending SIGKILL",
+                     i, sup.plan->nslots, (int)s->pid, ks_config()->stop_timeout);
         s->forwarded = SIGKILL;
         kill(s->pid, SIGKILL);
     }
@@ -437,7 +438,8 @@ void ks_supervise(struct ks_plan *plan)
     /* Orphans of the group (a daemonizing worker's child) become ours. */
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
         ks_log_error("prctl(PR_SET_CHILD_SUBREAPER): %s; a daemonizing program would "
-                     "escape supervision", strerror(errno));
+                     "escape supervision",
+                     strerror(errno));
     if (!ks_daemon_watch_prepare(sup.self))
         ks_log_error("no shared memory to watch for daemonization: %s", strerror(errno));
 

@@ -54,7 +54,10 @@ TEST(ktls_own_mode)
 
 TEST(stop_timeout_default_range_and_bad_values)
 {
-    static const struct { const char *v; int want; } cases[] = {
+    static const struct {
+        const char *v;
+        int want;
+    } cases[] = {
         {NULL, 90}, {"1", 1}, {"86400", 86400}, {"0", 90}, {"86401", 90}, {"5s", 90}, {"", 90},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {

@@ -40,8 +40,8 @@ static size_t unhex(const char *s, uint8_t *out, size_t max)
     return n;
 }
 
-#define HEX(name, text) \
-    uint8_t name[256];  \
+#define HEX(name, text)                                                                            \
+    uint8_t name[256];                                                                             \
     size_t name##_len = unhex(text, name, sizeof name)
 
 /* RFC 8448 section 3: application traffic secrets and their write keys. */
@@ -91,8 +91,8 @@ TEST(rfc8448_expand_label_info_layout)
     HEX(secret, server_ap_secret);
     uint8_t ours[16], theirs[16];
     ASSERT_EQ(ks_kdf_expand_label(KS_HASH_SHA256, secret, secret_len, "key", ours, 16), 0);
-    static const uint8_t info[] = {0x00, 0x10, 0x09, 't', 'l', 's', '1', '3', ' ', 'k', 'e', 'y',
-                                   0x00};
+    static const uint8_t info[] = {0x00, 0x10, 0x09, 't', 'l', 's', '1',
+                                   '3',  ' ',  'k',  'e', 'y', 0x00};
     EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
     ASSERT_TRUE(kdf != NULL);
     EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(kdf);
@@ -150,7 +150,8 @@ TEST(tls12_prf_sha256_published_vector)
     ASSERT_EQ(want_len, 100);
     uint8_t out[100];
     ASSERT_EQ(ks_kdf_tls12_prf(KS_HASH_SHA256, secret, secret_len, "test label", seed, seed_len,
-                               out, sizeof out), 0);
+                               out, sizeof out),
+              0);
     EXPECT_MEMEQ(out, want, 100);
 }
 

@@ -17,8 +17,12 @@ const struct ks_config *ks_config(void)
 /* stats.c arms the signal catcher when a process becomes active and
  * releases it at exec (sigcatch.c): nothing of that here. */
 #include "sigcatch.h"
-void ks_signals_catch(void) {}
-void ks_signals_release(void) {}
+void ks_signals_catch(void)
+{
+}
+void ks_signals_release(void)
+{
+}
 
 #include "../../shim/log.c"
 #include "../../shim/stats.c"
@@ -123,8 +127,8 @@ TEST(every_fallback_reason_is_a_field_in_both_directions)
     ASSERT_TRUE(group_text(mem, "fallback_tx", tx, sizeof tx));
     ASSERT_TRUE(group_text(mem, "fallback_rx", rx, sizeof rx));
     static const char *const documented[] = {
-        "disabled", "no_kernel_tls", "not_socket", "version",  "cipher",   "libssl", "client",
-        "unread",   "refused",       "bio_no_fd",  "bio_busy", "bio_rx",   "other"};
+        "disabled", "no_kernel_tls", "not_socket", "version",  "cipher", "libssl", "client",
+        "unread",   "refused",       "bio_no_fd",  "bio_busy", "bio_rx", "other"};
     EXPECT_EQ(sizeof documented / sizeof *documented, KS_FB_COUNT);
     for (size_t i = 0; i < sizeof documented / sizeof *documented; i++) {
         char k[40];

@@ -20,6 +20,7 @@
  * inherited; every fd the program made itself is closed at exec. */
 #include "daemonize.h"
 #include "config.h"
+#include "fds.h"
 #include "log.h"
 #include "real.h"
 #include "shard.h"
@@ -67,33 +68,16 @@ bool ks_fd_was_inherited(int fd)
     return inherited[fd / 64] & (1ULL << (fd % 64));
 }
 
-struct linux_dirent64_ {
-    uint64_t d_ino;
-    int64_t d_off;
-    unsigned short d_reclen;
-    unsigned char d_type;
-    char d_name[];
-};
+static void note_inherited(int fd, void *arg)
+{
+    (void)arg;
+    if (fd < INHERITED_BITS)
+        inherited[fd / 64] |= 1ULL << (fd % 64);
+}
 
 static void snapshot_fds(void)
 {
-    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return;
-    char buf[4096];
-    long n;
-    while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
-        for (long off = 0; off < n;) {
-            struct linux_dirent64_ *d = (void *)(buf + off);
-            off += d->d_reclen;
-            if (d->d_name[0] < '0' || d->d_name[0] > '9')
-                continue;
-            int fd = atoi(d->d_name);
-            if (fd != dfd && fd < INHERITED_BITS)
-                inherited[fd / 64] |= 1ULL << (fd % 64);
-        }
-    }
-    close(dfd);
+    ks_for_each_fd(note_inherited, NULL);
     inherited_known = true;
 }
 
@@ -256,8 +240,10 @@ int ks_daemon_reported(pid_t *out, int max)
     return k;
 }
 
-static void cloexec_if_made(int fd)
+/* An fd the program made since the library loaded gets close-on-exec. */
+static void cloexec_made(int fd, void *arg)
 {
+    (void)arg;
     if (fd > 2 && !ks_fd_was_inherited(fd)) {
         int fl = fcntl(fd, F_GETFD);
         if (fl >= 0 && !(fl & FD_CLOEXEC))
@@ -299,20 +285,7 @@ void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored)
         if (strncmp(*e, "KTLSSHIM_SHARDS=", 16) != 0 && strncmp(*e, "KTLSSHIM_WORKER=", 16) != 0)
             envp[k++] = *e;
 
-    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        char buf[4096];
-        long n;
-        while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
-            for (long off = 0; off < n;) {
-                struct linux_dirent64_ *d = (void *)(buf + off);
-                off += d->d_reclen;
-                if (d->d_name[0] >= '0' && d->d_name[0] <= '9')
-                    cloexec_if_made(atoi(d->d_name));
-            }
-        }
-        close(dfd);
-    }
+    ks_for_each_fd(cloexec_made, NULL);
     prctl(PR_SET_CHILD_SUBREAPER, 0);
     /* exec resets handlers but keeps SIG_IGN: as the program had it. */
     struct sigaction chld = {.sa_handler = chld_ignored ? SIG_IGN : SIG_DFL};

@@ -12,6 +12,7 @@
  * drops the connections queued on it). */
 #include "shard.h"
 #include "config.h"
+#include "fds.h"
 #include "log.h"
 #include "real.h"
 #include "resume.h"
@@ -28,7 +29,6 @@
 #include <linux/filter.h>
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 enum { SHARD_OFF, SHARD_PENDING, SHARD_BUSY, SHARD_WORKER };
@@ -201,36 +201,6 @@ static int thread_count(void)
         if (*p == ' ')
             field++;
     return atoi(p);
-}
-
-struct dirent64_ {
-    uint64_t d_ino;
-    int64_t d_off;
-    unsigned short d_reclen;
-    unsigned char d_type;
-    char d_name[];
-};
-
-/* Calls fn for every open fd of the process (no allocation). */
-static void for_each_fd(void (*fn)(int fd, void *arg), void *arg)
-{
-    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return;
-    char buf[4096];
-    long n;
-    while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
-        for (long off = 0; off < n;) {
-            struct dirent64_ *d = (void *)(buf + off);
-            off += d->d_reclen;
-            if (d->d_name[0] < '0' || d->d_name[0] > '9')
-                continue;
-            int fd = atoi(d->d_name);
-            if (fd != dfd)
-                fn(fd, arg);
-        }
-    }
-    close(dfd);
 }
 
 struct anon_scan {
@@ -502,7 +472,7 @@ static void clear_ours(int fd, void *arg)
  * own SO_REUSEPORT is left alone. */
 static void take_back_reuseport(void)
 {
-    for_each_fd(clear_ours, NULL);
+    ks_for_each_fd(clear_ours, NULL);
 }
 
 static int refuse(int fd, int backlog, const char *msg)
@@ -534,7 +504,7 @@ static int shard_at_listen(int fd, int backlog)
         return refuse(fd, backlog, why);
     }
     struct anon_scan scan = {-1, NULL};
-    for_each_fd(find_shared_event_fd, &scan);
+    ks_for_each_fd(find_shared_event_fd, &scan);
     if (scan.what) {
         snprintf(why, sizeof why,
                  "the program made %s (fd %d) before its first listen(); "
@@ -547,7 +517,7 @@ static int shard_at_listen(int fd, int backlog)
     plan.nslots = ks_config()->shards;
     plan.backlog = backlog;
     plan.nsock = 0;
-    for_each_fd(collect_bound_tcp, &plan);
+    ks_for_each_fd(collect_bound_tcp, &plan);
     if (plan.nsock > KS_MAX_REPLICATED) {
         snprintf(why, sizeof why, "more than %d bound TCP sockets to copy", KS_MAX_REPLICATED);
         return refuse(fd, backlog, why);

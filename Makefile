@@ -39,7 +39,7 @@ $(BUILD)/ktls-probe: $(PROBE_SRC) $(wildcard probe/*.h) | $(BUILD)
 # The launcher (ktlsshim(1)); it finds the library in ../lib from its own
 # directory once installed, or next to itself in the build tree.
 LAUNCHER_SRC := $(wildcard launcher/*.c)
-$(BUILD)/ktlsshim: $(LAUNCHER_SRC) $(wildcard launcher/*.h) | $(BUILD)
+$(BUILD)/ktlsshim: $(LAUNCHER_SRC) $(wildcard launcher/*.h) shim/parse.h | $(BUILD)
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -DKS_VERSION='"$(VERSION)"' \
 	    -o $@ $(LAUNCHER_SRC) $(EXTRA_LDFLAGS)
 

@@ -41,7 +41,7 @@ static const char usage_text[] =
     "ktlsshim(7) for what each does. Unset options leave the environment as it is.\n"
     "\n"
     "  -n, --shards N|auto         KTLSSHIM_SHARDS: 1..1024 workers, auto = one per CPU\n"
-    "  -k, --ktls auto|off|strict  KTLSSHIM_KTLS\n"
+    "  -k, --ktls auto|off|strict|own  KTLSSHIM_KTLS\n"
     "  -s, --stats PATH            KTLSSHIM_STATS: append JSON records to PATH (absolute)\n"
     "  -c, --conn-log PATH         KTLSSHIM_CONN_LOG: one JSON line per TLS connection\n"
     "  -l, --log quiet|info|debug  KTLSSHIM_LOG\n"
@@ -49,6 +49,7 @@ static const char usage_text[] =
     "      --zerocopy              KTLSSHIM_ZEROCOPY=on (unsafe if served files change)\n"
     "      --ticket-rotate S       KTLSSHIM_TICKET_ROTATE: 60..604800 seconds\n"
     "      --ticket-key-file PATH  KTLSSHIM_TICKET_KEY_FILE: 80-byte key (absolute)\n"
+    "      --stop-timeout S        KTLSSHIM_STOP_TIMEOUT: 1..86400 seconds before KILL\n"
     "      --lib PATH              the library to preload (default: the one installed\n"
     "                              with this launcher)\n"
     "  -h, --help                  print this help and exit\n"
@@ -137,7 +138,14 @@ static void set_preload(const char *lib)
     free(v);
 }
 
-enum { OPT_PIN = 256, OPT_ZEROCOPY, OPT_TICKET_ROTATE, OPT_TICKET_KEY_FILE, OPT_LIB };
+enum {
+    OPT_PIN = 256,
+    OPT_ZEROCOPY,
+    OPT_TICKET_ROTATE,
+    OPT_TICKET_KEY_FILE,
+    OPT_STOP_TIMEOUT,
+    OPT_LIB
+};
 
 int main(int argc, char **argv)
 {
@@ -151,6 +159,7 @@ int main(int argc, char **argv)
         {"zerocopy", no_argument, NULL, OPT_ZEROCOPY},
         {"ticket-rotate", required_argument, NULL, OPT_TICKET_ROTATE},
         {"ticket-key-file", required_argument, NULL, OPT_TICKET_KEY_FILE},
+        {"stop-timeout", required_argument, NULL, OPT_STOP_TIMEOUT},
         {"lib", required_argument, NULL, OPT_LIB},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -196,6 +205,9 @@ int main(int argc, char **argv)
             break;
         case OPT_TICKET_KEY_FILE:
             o = KS_OPT_TICKET_KEY_FILE;
+            break;
+        case OPT_STOP_TIMEOUT:
+            o = KS_OPT_STOP_TIMEOUT;
             break;
         case OPT_LIB:
             lib = optarg;

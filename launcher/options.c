@@ -5,6 +5,7 @@
  * host test 70-launcher.bats checks both agree value by value. Nothing here
  * creates or opens a file. */
 #include "options.h"
+#include "../shim/parse.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -31,28 +32,12 @@ static const struct opt_desc descs[KS_OPT_COUNT] = {
     [KS_OPT_ZEROCOPY] = {"--zerocopy", "KTLSSHIM_ZEROCOPY"},
     [KS_OPT_TICKET_ROTATE] = {"--ticket-rotate", "KTLSSHIM_TICKET_ROTATE"},
     [KS_OPT_TICKET_KEY_FILE] = {"--ticket-key-file", "KTLSSHIM_TICKET_KEY_FILE"},
+    [KS_OPT_STOP_TIMEOUT] = {"--stop-timeout", "KTLSSHIM_STOP_TIMEOUT"},
 };
 
 const char *ks_opt_variable(enum ks_opt o)
 {
     return descs[o].variable;
-}
-
-/* Strict decimal, as config.c: digits only, no sign, no spaces, no overflow. */
-static bool parse_count(const char *s, long max, long *out)
-{
-    long v = 0;
-    if (*s == '\0')
-        return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return false;
-        v = v * 10 + (*s - '0');
-        if (v > max)
-            return false;
-    }
-    *out = v;
-    return true;
 }
 
 static bool one_of(const char *v, const char *const *words)
@@ -91,7 +76,7 @@ static const char *appendable(const char *v)
 
 bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
 {
-    static const char *const ktls_words[] = {"auto", "off", "strict", NULL};
+    static const char *const ktls_words[] = {"auto", "off", "strict", "own", NULL};
     static const char *const log_words[] = {"quiet", "info", "debug", NULL};
     static const char *const on_off[] = {"on", "off", NULL};
     const char *why = NULL;
@@ -99,12 +84,12 @@ bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
 
     switch (o) {
     case KS_OPT_SHARDS:
-        if (strcmp(v, "auto") != 0 && !(parse_count(v, KS_MAX_SHARDS, &n) && n >= 1))
+        if (strcmp(v, "auto") != 0 && !(ks_parse_count(v, KS_MAX_SHARDS, &n) && n >= 1))
             why = "expected a whole number from 1 to 1024, or \"auto\" (one per online CPU)";
         break;
     case KS_OPT_KTLS:
         if (!one_of(v, ktls_words))
-            why = "expected auto, off or strict";
+            why = "expected auto, off, strict or own";
         break;
     case KS_OPT_LOG:
         if (!one_of(v, log_words))
@@ -120,8 +105,12 @@ bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
         why = appendable(v);
         break;
     case KS_OPT_TICKET_ROTATE:
-        if (!(parse_count(v, 604800, &n) && n >= 60))
+        if (!(ks_parse_count(v, 604800, &n) && n >= 60))
             why = "expected a whole number of seconds from 60 to 604800";
+        break;
+    case KS_OPT_STOP_TIMEOUT:
+        if (!(ks_parse_count(v, 86400, &n) && n >= 1))
+            why = "expected a whole number of seconds from 1 to 86400";
         break;
     case KS_OPT_TICKET_KEY_FILE:
         if (v[0] != '/' || strlen(v) >= KS_PATH_MAX)

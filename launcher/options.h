@@ -16,6 +16,7 @@ enum ks_opt {
     KS_OPT_ZEROCOPY,
     KS_OPT_TICKET_ROTATE,
     KS_OPT_TICKET_KEY_FILE,
+    KS_OPT_STOP_TIMEOUT,
     KS_OPT_COUNT
 };
 

@@ -3,6 +3,7 @@
  * accepted, and the safe default is used instead. Unknown KTLSSHIM_ names
  * (typos) are reported too. Nothing here allocates. */
 #include "config.h"
+#include "parse.h"
 #include "log.h"
 
 #include <fcntl.h>
@@ -40,23 +41,6 @@ static void bad(const char *name, const char *value, const char *accepted, const
     ks_log_error("%s=\"%.200s\" is not valid: %s; using %s", name, value, accepted, using);
 }
 
-/* Strict decimal: digits only, no sign, no spaces, no overflow. */
-static bool parse_count(const char *s, long max, long *out)
-{
-    long v = 0;
-    if (*s == '\0')
-        return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return false;
-        v = v * 10 + (*s - '0');
-        if (v > max)
-            return false;
-    }
-    *out = v;
-    return true;
-}
-
 static void read_shards(const char *v)
 {
     long n;
@@ -64,7 +48,7 @@ static void read_shards(const char *v)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         cfg.shards_auto = true;
         cfg.shards = cpus < 1 ? 1 : cpus > KS_MAX_SHARDS ? KS_MAX_SHARDS : (int)cpus;
-    } else if (parse_count(v, KS_MAX_SHARDS, &n) && n >= 1) {
+    } else if (ks_parse_count(v, KS_MAX_SHARDS, &n) && n >= 1) {
         cfg.shards = (int)n;
     } else {
         bad("KTLSSHIM_SHARDS", v,
@@ -158,7 +142,7 @@ static void read_conn_log(const char *v)
 static void read_ticket_rotate(const char *v)
 {
     long n;
-    if (parse_count(v, 604800, &n) && n >= 60)
+    if (ks_parse_count(v, 604800, &n) && n >= 60)
         cfg.ticket_rotate = (int)n;
     else
         bad("KTLSSHIM_TICKET_ROTATE", v, "expected a whole number of seconds from 60 to 604800",
@@ -170,7 +154,7 @@ static void read_ticket_rotate(const char *v)
 static void read_stop_timeout(const char *v)
 {
     long n;
-    if (parse_count(v, 86400, &n) && n >= 1)
+    if (ks_parse_count(v, 86400, &n) && n >= 1)
         cfg.stop_timeout = (int)n;
     else
         bad("KTLSSHIM_STOP_TIMEOUT", v, "expected a whole number of seconds from 1 to 86400", "90");

@@ -181,7 +181,7 @@ args: -n 5 --stats y"
     check_usage '--shards "0" is not valid (KTLSSHIM_SHARDS)' -n 0
     check_usage '--shards "1025" is not valid' --shards 1025
     check_usage '--shards "two" is not valid' --shards=two
-    check_usage '--ktls "on" is not valid (KTLSSHIM_KTLS): expected auto, off or strict' --ktls on
+    check_usage '--ktls "on" is not valid (KTLSSHIM_KTLS): expected auto, off, strict or own' --ktls on
     check_usage '--log "loud" is not valid' -l loud
     check_usage '--stats "rel.jsonl" is not valid (KTLSSHIM_STATS): expected an absolute path' --stats rel.jsonl
     check_usage '--stats "/nonexistent-dir/s" is not valid' --stats /nonexistent-dir/s

@@ -411,6 +411,9 @@ PYEOF
     wait_port "$port"
     run children_of "$(pid_of srv)"
     assert_output ""
+    # the library was there, and refused (threads)
+    run grep -c "not sharding: the program has 2 threads" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 1
     run ask "$port" info
     assert_output --partial "reuseport=1"
 }

@@ -290,6 +290,23 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, co
     count_fallback(s, c, tx, version, cipher, r);
 }
 
+/* A TLS version as people write it, for log lines. */
+static const char *version_name(int version)
+{
+    switch (version) {
+    case TLS1_3_VERSION:
+        return "TLS 1.3";
+    case TLS1_2_VERSION:
+        return "TLS 1.2";
+    case TLS1_1_VERSION:
+        return "TLS 1.1";
+    case TLS1_VERSION:
+        return "TLS 1.0";
+    default:
+        return "TLS ?";
+    }
+}
+
 static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, const char *cipher,
                            enum ks_fallback r)
 {
@@ -304,10 +321,8 @@ static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, cons
      * and of RX fallbacks other than libssl's known TLS 1.3 limit. */
     if (ks_config()->ktls == KS_KTLS_STRICT && (tx || r != KS_FB_LIBSSL))
         ks_log_error("strict: connection on fd %d (%s, %s) has no kTLS %s: %s", api.get_wfd(s),
-                     version == TLS1_3_VERSION   ? "TLS 1.3"
-                     : version == TLS1_2_VERSION ? "TLS 1.2"
-                                                 : "TLS ?",
-                     cipher ? cipher : "?", tx ? "TX" : "RX", reason_text(r));
+                     version_name(version), cipher ? cipher : "?", tx ? "TX" : "RX",
+                     reason_text(r));
 }
 
 /* A direction's path as the connection log names it. */
@@ -366,9 +381,8 @@ static struct ks_conn *handshake_done(SSL *s)
         struct ks_connlog_dir rx = {path_name(c->rx), c->rx_reason, c->rx_nic, c->offload_est};
         c->log = ks_connlog_begin(s, log_fd, version, cipher, resumed, &tx, &rx);
     }
-    ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", log_fd,
-                 version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", cipher ? cipher : "?",
-                 resumed ? " (resumed)" : "",
+    ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", log_fd, version_name(version),
+                 cipher ? cipher : "?", resumed ? " (resumed)" : "",
                  c->tx == KS_PATH_KTLS_BIO ? "kTLS-bio"
                  : c->tx                   ? "kTLS"
                                            : ks_fallback_name(c->tx_reason),

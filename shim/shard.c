@@ -527,7 +527,15 @@ static int shard_at_listen(int fd, int backlog)
         if (plan.sock[t].fd == fd)
             lt = t;
     if (lt < 0) {
-        snprintf(why, sizeof why, "fd %d is not bound to a port", fd);
+        int acc = 0;
+        socklen_t al = sizeof acc;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) == 0 && acc)
+            snprintf(why, sizeof why,
+                     "fd %d was already listening when the program got it (socket "
+                     "activation): an inherited listener cannot be replicated",
+                     fd);
+        else
+            snprintf(why, sizeof why, "fd %d is not bound to a port", fd);
         return refuse(fd, backlog, why);
     }
     plan.sock[lt].listener = true;

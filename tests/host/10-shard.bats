@@ -459,9 +459,39 @@ print(s.recv(999).decode().split()[0])"; done | sort -u > served.$cpu
     ! cmp -s served.0 served.1
 }
 
-# (A program whose first listen() is on the inherited socket itself is
-# refused today, "fd 3 is not bound to a port": reported in issue 12's
-# report, not pinned here.)
+@test "a program whose first listen() is on an inherited listener: refused with a line that says so, and it serves" {
+    port=$(free_port)
+    cat > activated_only.py <<'PYEOF'
+import os, socket
+s = socket.socket(fileno=3)
+s.listen(16)  # the first listen(): on the inherited socket
+while True:
+    c, _ = s.accept()
+    c.sendall(b"pid=%d\n" % os.getpid())
+    c.close()
+PYEOF
+    start srv "$PY" -c "
+import os, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $port)); s.listen(16)
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_FDS='1', KTLSSHIM_SHARDS='2')
+os.execv(sys.executable, [sys.executable, 'activated_only.py'])"
+    wait_port "$port"
+    run "$PY" -c "
+import socket
+with socket.create_connection(('127.0.0.1', $port), timeout=10) as c:
+    print(c.recv(99).decode().strip())"
+    assert_output "pid=$(pid_of srv)"
+    run grep -c "not sharding: fd 3 was already listening when the program got it (socket activation)" \
+        "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 1
+    run children_of "$(pid_of srv)"
+    assert_output ""
+}
+
 @test "a listener inherited already listening (socket activation) is not replicated: both workers accept from it" {
     port=$(free_port); port2=$(free_port)
     cat > activated.py <<'PYEOF'

@@ -63,16 +63,21 @@ for (port, hdr, body, req), (ver, cipher) in zip(curl, want):
     assert t["path"] == "ktls_libssl" and t["offload"] == "sw", l
     assert t["bytes_user"] == 0 and t["bytes_ktls"] == int(hdr) + int(body), (l, hdr, body)
     assert 0 < t["bytes_sendfile"] <= int(body), l
-    # RX: kernel TLS on 1.2; OpenSSL 3.0 keeps 1.3 receive in user space.
+    # RX: kernel TLS on 1.2 by libssl; on 1.3 (OpenSSL 3.0 has no 1.3
+    # receive offload) by the library's own switch, or in user space with
+    # reason unread where nginx's read-ahead left bytes in libssl.
     if ver == "1.2":
         assert r["path"] == "ktls_libssl" and r["offload"] == "sw", l
         assert r["bytes_ktls"] == int(req) and r["bytes_user"] == 0, (l, req)
+    elif r["path"] == "ktls_own":
+        assert r["offload"] == "sw", l
+        assert r["bytes_ktls"] == int(req) and r["bytes_user"] == 0, (l, req)
     else:
-        assert r["path"] == "user" and r["reason"] == "libssl", l
+        assert r["path"] == "user" and r["reason"] == "unread", l
         assert r["bytes_user"] == int(req) and r["bytes_ktls"] == 0, (l, req)
 # The kernel counted exactly the kTLS directions the lines claim.
 assert tx_sw == sum(l["tx"]["path"] != "user" for l in lines) == 4, tx_sw
-assert rx_sw == sum(l["rx"]["path"] != "user" for l in lines) == 2, rx_sw
+assert rx_sw == sum(l["rx"]["path"] != "user" for l in lines) >= 2, rx_sw
 print("ok")
 PYEOF
     assert_output ok

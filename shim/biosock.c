@@ -53,8 +53,6 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 
-#define KS_LIKELY(x) __builtin_expect(!!(x), 1)
-
 #ifndef SOL_TLS
 #define SOL_TLS 282
 #endif
@@ -516,7 +514,26 @@ static void missing(const char *name)
         ks_log_error("cannot find the real %s in any loaded libcrypto.so.3; the call fails", name);
 }
 
-KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
+/* The controls this file acts on, given the state: everything else (libssl
+ * asks its BIOs many controls per record, GET_KTLS_SEND among them) goes
+ * straight to libcrypto with a tail call, which costs a few instructions. */
+static inline bool bio_ctrl_watched(int cmd)
+{
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return ks_biosock_handshaking != 0;
+    case BIO_CTRL_GET_KTLS_SEND:
+        return __atomic_load_n(&bs_any_tx, __ATOMIC_RELAXED) != 0;
+    case KS_BIO_CTRL_SET_KTLS:
+    case KS_BIO_CTRL_SET_KTLS_TX_SEND_CTRL_MSG:
+    case KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG:
+        return true;
+    default:
+        return false;
+    }
+}
+
+__attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg)
 {
     if (KS_UNLIKELY(!api_ready()) && !bs_api.ctrl && !BS_RESOLVE(ctrl, "BIO_ctrl")) {
         missing("BIO_ctrl");
@@ -547,6 +564,14 @@ KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
         break;
     }
     return bs_api.ctrl(b, cmd, larg, parg);
+}
+
+KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
+{
+    long (*real)(BIO *, int, long, void *) = __atomic_load_n(&bs_api.ctrl, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && KS_LIKELY(!bio_ctrl_watched(cmd)))
+        return real(b, cmd, larg, parg);
+    return bio_ctrl_slow(b, cmd, larg, parg);
 }
 
 KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)

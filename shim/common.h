@@ -15,6 +15,7 @@
 
 #define KS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define KS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define KS_LIKELY(x) __builtin_expect(!!(x), 1)
 
 /* Keeps the caller's errno across code the caller must not notice. */
 #define KS_SAVE_ERRNO int ks_saved_errno_ = errno

@@ -77,7 +77,7 @@ struct ks_own {
 static int own_idx = -1;    /* SSL: struct ks_own */
 static int keylog_idx = -1; /* SSL_CTX: the program's keylog callback */
 static bool ready;          /* the switch can run in this process */
-static int any_switched;    /* a connection was switched (atomic): the
+int ks_switch_any_switched; /* a connection was switched (atomic): the
                                fast no on every hook until then */
 
 struct keylog_box {
@@ -138,9 +138,9 @@ static struct ks_own *own_make(SSL *s)
     return o;
 }
 
-struct ks_own *ks_own_of(const SSL *s)
+struct ks_own *ks_own_of_switched(const SSL *s)
 {
-    if (!__atomic_load_n(&any_switched, __ATOMIC_RELAXED) || !s)
+    if (!s)
         return NULL;
     struct ks_own *o = api.get_ex_data(s, own_idx);
     return o && o->rx_on ? o : NULL;
@@ -378,7 +378,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     o->state = OWN_OPEN;
     o->last_err = -1;
     o->rx_on = true;
-    __atomic_store_n(&any_switched, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&ks_switch_any_switched, 1, __ATOMIC_RELAXED);
     return true;
 }
 
@@ -616,12 +616,23 @@ KS_EXPORT int SSL_has_pending(const SSL *s)
     return o->stash_len > 0;
 }
 
-KS_EXPORT int SSL_get_error(const SSL *s, int ret)
+static int get_error_slow(const SSL *s, int ret)
 {
     struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
     if (o && o->last_err >= 0)
         return ret > 0 ? SSL_ERROR_NONE : o->last_err;
     return api.get_error ? api.get_error(s, ret) : SSL_ERROR_SSL;
+}
+
+/* Called after most SSL_read/SSL_write returns: until a connection of this
+ * process was switched, straight to libssl with a tail call. */
+KS_EXPORT int SSL_get_error(const SSL *s, int ret)
+{
+    int (*real)(const SSL *, int) = __atomic_load_n(&api.get_error, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) &&
+        KS_LIKELY(!__atomic_load_n(&ks_switch_any_switched, __ATOMIC_RELAXED)))
+        return real(s, ret);
+    return get_error_slow(s, ret);
 }
 
 KS_EXPORT int SSL_shutdown(SSL *s)

@@ -33,9 +33,19 @@ void ks_switch_ctx_created(SSL_CTX *ctx);
  * why and the connection is untouched (libssl carries on). */
 bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why);
 
+/* Set once a connection of this process was switched (atomic). */
+extern int ks_switch_any_switched;
+struct ks_own *ks_own_of_switched(const SSL *s);
+
 /* The switch's state for s when its receive is the library's own, or NULL
- * (the caller then passes the call to libssl). */
-struct ks_own *ks_own_of(const SSL *s);
+ * (the caller then passes the call to libssl). One load on every hook until
+ * a connection was switched. */
+static inline struct ks_own *ks_own_of(const SSL *s)
+{
+    if (KS_LIKELY(!__atomic_load_n(&ks_switch_any_switched, __ATOMIC_RELAXED)))
+        return NULL;
+    return ks_own_of_switched(s);
+}
 
 /* Serves a read (peek: leave the data) on an own-RX connection. Returns
  * libssl's return for SSL_read (bytes, or <= 0); *got is the byte count. */

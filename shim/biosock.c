@@ -718,11 +718,15 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
     }
     if (m->msg_controllen) {
         /* Their own cmsg on a kTLS socket with a control record due: no
-         * program known does this; keep their call as it is. */
+         * program known does this. Sent as it is, the record's bytes would
+         * reach the peer as application data (a corrupt stream): the call
+         * fails instead, and the program ends that connection. */
         ks_log_error("fd %d: sendmsg with ancillary data while a TLS control record is due; "
-                     "sent as application data",
+                     "the write fails (EPROTO) rather than send the record as data",
                      fd);
-        return false;
+        errno = EPROTO;
+        *ret = -1;
+        return true;
     }
     *ret = send_ctrl(fd, f, m, flags);
     return true;

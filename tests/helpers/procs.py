@@ -101,5 +101,16 @@ def returncode(p, seconds=30):
     try:
         return p.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
+        # What each process of the group was doing, for the failure report.
+        state = []
+        for pid in [p.pid] + children(p.pid):
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    keep = ("State", "SigPnd", "ShdPnd", "SigBlk", "SigCgt", "SigIgn")
+                    state.append("%d %s" % (pid, " ".join(
+                        l.split(":")[0] + "=" + l.split(":")[1].strip()
+                        for l in f if l.split(":")[0] in keep)))
+            except OSError:
+                pass
         os.killpg(p.pid, signal.SIGKILL)
-        raise SystemExit("the process did not end within %d s" % seconds)
+        raise SystemExit("the process did not end within %d s; %s" % (seconds, "; ".join(state)))

@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -73,6 +74,9 @@ static char *start_env; /* NUL-separated, mmap'd; NULL if not kept */
 static size_t start_env_len;
 static char start_cwd[PATH_MAX];
 static sigset_t start_mask;
+/* The process name (comm) at load: an exec of /proc/self/exe would name the
+ * new images "exe" (ps, pkill, the stats' "program"); they take this one. */
+static char start_comm[17];
 static uint64_t start_ignored; /* bit per signal 1..63 */
 
 static void snapshot_env(void)
@@ -109,6 +113,16 @@ static void snapshot_signals(void)
             continue;
         if (ks_libc()->sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
             start_ignored |= 1ULL << sig;
+    }
+}
+
+/* The name after the first ':' of an internal variable's value. */
+static void take_comm(const char *v)
+{
+    const char *c = strchr(v, ':');
+    if (c && c[1]) {
+        snprintf(start_comm, sizeof start_comm, "%s", c + 1);
+        prctl(PR_SET_NAME, start_comm, 0, 0, 0);
     }
 }
 
@@ -224,6 +238,7 @@ __attribute__((constructor)) static void ks_exec_load(void)
     if (cfg->in_worker && v && sscanf(v, "%d,%d,%d,%d", &ctl, &pid, &sfd, &rec) == 4 &&
         pid == getpid()) {
         struct stat st;
+        take_comm(v);
         if (fstat(ctl, &st) == 0 && S_ISSOCK(st.st_mode)) {
             fcntl(ctl, F_SETFD, FD_CLOEXEC); /* programs it execs are not workers */
             worker_ctl = ctl;
@@ -239,6 +254,8 @@ __attribute__((constructor)) static void ks_exec_load(void)
         if (!getcwd(start_cwd, sizeof start_cwd))
             start_cwd[0] = '\0';
         snapshot_signals();
+        if (prctl(PR_GET_NAME, start_comm, 0, 0, 0) != 0)
+            start_comm[0] = '\0';
     }
     KS_RESTORE_ERRNO;
 }
@@ -408,7 +425,7 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
         return false;
     }
     char var[64];
-    snprintf(var, sizeof var, ENV_SUPERVISOR "=%d", (int)getpid());
+    snprintf(var, sizeof var, ENV_SUPERVISOR "=%d:%s", (int)getpid(), start_comm);
     envp[envc] = var;
 
     char a[80];
@@ -512,9 +529,9 @@ void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end)
     /* Ours for the worker: not close-on-exec, and out of the program's way. */
     int ctl = fcntl(child_end, F_DUPFD, 200);
     int sfd = sup_stats_fd >= 0 ? fcntl(sup_stats_fd, F_DUPFD, 200) : -1;
-    static char w[64], x[96];
+    static char w[64], x[128];
     snprintf(w, sizeof w, "KTLSSHIM_WORKER=%d/%d", slot, nslots);
-    snprintf(x, sizeof x, ENV_WORKER "=%d,%d,%d,%d", ctl, (int)getpid(), sfd, rec);
+    snprintf(x, sizeof x, ENV_WORKER "=%d,%d,%d,%d:%s", ctl, (int)getpid(), sfd, rec, start_comm);
     worker_envp[worker_envc] = w;
     worker_envp[worker_envc + 1] = x;
     worker_envp[worker_envc + 2] = NULL;
@@ -641,6 +658,7 @@ void ks_exec_supervisor_if_asked(void)
     const struct ks_config *cfg = ks_config();
     if (!v || atoi(v) != (int)getpid() || cfg->shards < 2 || cfg->in_worker)
         return;
+    take_comm(v);
     int nslots = cfg->shards;
     sigset_t mask;
     sigprocmask(SIG_SETMASK, NULL, &mask);

@@ -8,7 +8,8 @@ Each connection sends one line and gets an answer, then the server closes:
   --port P          listen on 127.0.0.1:P
   --cert C --key K  TLS certificate and key
   --file F          the file served (read once, at start)
-  --ignore-term     ignore SIGTERM
+  --ignore-term     ignore SIGTERM; otherwise SIGTERM is a graceful stop: no new
+                    connections, those accepted are finished, then exit 0
 """
 import asyncio
 import ctypes
@@ -51,7 +52,10 @@ def main():
     ctx.load_cert_chain(cert, key)
     w = worker_env()
 
+    active = set()
+
     async def serve(reader, writer):
+        active.add(asyncio.current_task())
         try:
             line = (await asyncio.wait_for(reader.readline(), 30)).strip()
             if line == b"PID":
@@ -63,11 +67,27 @@ def main():
             pass
         finally:
             writer.close()
+            active.discard(asyncio.current_task())
 
     async def run():
         srv = await asyncio.start_server(serve, "127.0.0.1", port, ssl=ctx, backlog=128)
-        async with srv:
-            await srv.serve_forever()
+        stop = asyncio.Event()
+        if not ignore_term:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        srv.close()  # the listening fd only: accepted connections go on
+        # Connections still in their handshake become tasks later: done once
+        # none has been seen for a moment (10 s at most).
+        quiet = 0
+        for _ in range(100):
+            if active:
+                quiet = 0
+                await asyncio.wait(set(active), timeout=0.1)
+            else:
+                quiet += 1
+                if quiet >= 3:
+                    break
+                await asyncio.sleep(0.1)
 
     asyncio.run(run())
 

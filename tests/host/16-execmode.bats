@@ -1,0 +1,244 @@
+#!/usr/bin/env bats
+# Exec mode: programs fork mode refuses (threads, an event loop at their
+# first listen()) are sharded by exec'ing a supervisor and fresh workers;
+# KTLSSHIM_RELOAD replaces the workers one at a time. Real servers (Python
+# asyncio, uvicorn, HAProxy 2.6, redis-server) and real clients.
+
+load '../helpers/common'
+load '../helpers/tls'
+
+AIO="$ROOT/tests/servers/aio_tls_server.py"
+
+setup() {
+    cd "$BATS_TEST_TMPDIR"
+    export KTLSSHIM_LOG=info
+    make_certs
+}
+teardown() {
+    teardown_servers
+    local p
+    for p in $(pids_with_arg "$BATS_TEST_TMPDIR/"); do
+        kill -KILL "$p" 2>/dev/null || true
+    done
+}
+
+# pids_with_arg STRING: pids whose command line holds STRING (this test's
+# own files: other programs on the machine run the same servers).
+pids_with_arg() {
+    NEEDLE="$1" "$PY" -c '
+import os
+needle = os.environ["NEEDLE"].encode()
+for d in os.listdir("/proc"):
+    if not d.isdigit() or int(d) == os.getpid():
+        continue
+    try:
+        with open("/proc/%s/cmdline" % d, "rb") as f:
+            if needle in f.read():
+                print(d)
+    except OSError:
+        pass
+'
+}
+
+wait_for_line() {
+    local t=$(( ${3:-10} * 10 ))
+    for _ in $(seq "$t"); do
+        grep -Eq "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "no line matching '$2' in $1:" >&2; cat "$1" >&2
+    return 1
+}
+
+# tls_ask PORT LINE: one TLS connection to the asyncio server (5 s bound),
+# sends LINE, prints the reply's bytes.
+tls_ask() {
+    "$PY" - "$@" <<'PYEOF'
+import socket, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5))
+s.sendall(sys.argv[2].encode() + b"\n")
+out = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    out += b
+sys.stdout.buffer.write(out)
+PYEOF
+}
+
+# aio_pids PORT N: the distinct pids that serve N connections, one a line.
+aio_pids() {
+    "$PY" - "$1" "$2" <<'PYEOF'
+import socket, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+seen = set()
+for _ in range(int(sys.argv[2])):
+    try:
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5))
+        s.settimeout(5)
+        s.sendall(b"PID\n")
+        r = s.recv(200).decode()
+        s.close()
+        seen.add(r.split()[0][4:])
+    except OSError:
+        pass
+print("\n".join(sorted(seen)))
+PYEOF
+}
+
+# served_by PORT PID...: every PID serves within 40 connections (sets
+# nothing; false if one is missing).
+served_by() {
+    local port=$1 got; shift
+    got=$(aio_pids "$port" 40)
+    for p in "$@"; do grep -qx "$p" <<<"$got" || return 1; done
+}
+
+# socket inodes of a process's fds
+sock_inodes() { ls -l "/proc/$1/fd" 2>/dev/null | grep -o 'socket:\[[0-9]*\]' | sort -u; }
+
+listeners_on() { ss -Hltn "sport = :$1" | wc -l; }
+
+# port_procs PORT: "python N shell M": processes running the server with
+# --port PORT as arguments, and shells whose script holds it.
+port_procs() {
+    PORT="$1" "$PY" -c '
+import os
+port = os.environ["PORT"].encode()
+py = sh = 0
+for d in os.listdir("/proc"):
+    if not d.isdigit() or int(d) == os.getpid():
+        continue
+    try:
+        with open("/proc/%s/cmdline" % d, "rb") as f:
+            c = f.read()
+    except OSError:
+        continue
+    if b"\0--port\0" + port + b"\0" in c:
+        py += 1
+    elif b"--port " + port + b" " in c:
+        sh += 1
+print("python %d shell %d" % (py, sh))
+'
+}
+
+@test "exec mode: an asyncio TLS server is sharded over 2 workers that both serve; bytes hash-checked; a worker killed -9 is replaced on its held listener; TERM ends everything" {
+    head -c 300000 /dev/urandom >data.bin
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$PY" "$AIO" \
+        --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --file "$BATS_TEST_TMPDIR/data.bin"
+    sup=$(pid_of srv)
+    wait_for_line srv.err "sharding 127.0.0.1:$port over 2 workers in exec mode \(the program made an epoll instance" 20
+    wait_until 30 n_children "$sup" 2
+    wait_listen "$port" 30
+    run children_of "$sup"
+    w0=${lines[0]} w1=${lines[1]}
+    # The supervisor is the pid the user started; the workers are fresh
+    # copies of the program (its command line), both serving.
+    run cat "/proc/$w0/cmdline"
+    assert_output --partial "$AIO"
+    wait_until 30 served_by "$port" "$w0" "$w1"
+    [ "$(tls_ask "$port" FILE | sha256sum | cut -d' ' -f1)" = "$(sha data.bin)" ]
+    # The supervisor holds each worker's listener (the same socket).
+    comm -12 <(sock_inodes "$sup") <(sock_inodes "$w0") | grep -q socket
+    comm -12 <(sock_inodes "$sup") <(sock_inodes "$w1") | grep -q socket
+    assert_equal "$(listeners_on "$port")" 2
+
+    kill -KILL "$w0"
+    wait_for_line srv.err "worker [01]/2 \(pid $w0\) ended with signal 9; respawning" 20
+    for _ in $(seq 300); do
+        new=$(children_of "$sup" | grep -vx "$w1" | grep -vx "$w0" || true)
+        [ -n "$new" ] && break
+        sleep 0.1
+    done
+    [ -n "$new" ]
+    wait_until 30 served_by "$port" "$new" "$w1"
+    # Its listener is the one the dead worker had: no third socket.
+    comm -12 <(sock_inodes "$sup") <(sock_inodes "$new") | grep -q socket
+    assert_equal "$(listeners_on "$port")" 2
+    [ "$(tls_ask "$port" FILE | sha256sum | cut -d' ' -f1)" = "$(sha data.bin)" ]
+
+    kill -TERM "$sup"
+    wait_gone "$sup" 30
+    run pids_with_arg "$BATS_TEST_TMPDIR/"
+    assert_output ""
+    stats_check s.jsonl 'SUP("workers.started") == 3' 'SUP("workers.respawned") == 1' \
+        'SUP("connections.accepted") == S("connections.accepted") > 0' \
+        'len([r for r in R if r["role"] == "worker"]) == 3' 'SUP("end") == "exit 0"' \
+        'all(r["program"] == "python3" for r in R)'
+}
+
+@test "exec mode: the shell of a start script is not multiplied (sh -c 'exec python3 ...' and sh -c 'python3 ...; true')" {
+    for form in exec plain; do
+        port=$(free_port)
+        if [ $form = exec ]; then
+            script="exec $PY $AIO --port $port --cert $CERTS/ec.pem --key $CERTS/ec.key"
+        else
+            script="$PY $AIO --port $port --cert $CERTS/ec.pem --key $CERTS/ec.key; true"
+        fi
+        start sh$form env KTLSSHIM_SHARDS=2 sh -c "$script"
+        shpid=$(pid_of sh$form)
+        wait_listen "$port" 30
+        if [ $form = exec ]; then
+            sup=$shpid # the shell became python, which became the supervisor
+        else
+            wait_until 10 n_children "$shpid" 1
+            sup=$(children_of "$shpid")
+            run cat "/proc/$shpid/cmdline"
+            assert_output --partial "sh"
+        fi
+        wait_until 30 n_children "$sup" 2
+        run children_of "$sup"
+        wait_until 30 served_by "$port" "${lines[0]}" "${lines[1]}"
+        # One supervisor and 2 workers; one shell (it waits) or none (it
+        # became python): the shell ran once.
+        run port_procs "$port"
+        if [ $form = exec ]; then
+            assert_output "python 3 shell 0"
+        else
+            assert_output "python 3 shell 1"
+        fi
+        grep -c 'sharding .* in exec mode' "sh$form.err" | grep -qx 1
+        kill -TERM "$sup"
+        wait_gone "$sup" 30
+    done
+}
+
+@test "exec mode: a stop with a worker that ignores TERM ends by KTLSSHIM_STOP_TIMEOUT" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STOP_TIMEOUT=2 "$PY" "$AIO" --port "$port" \
+        --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --ignore-term
+    sup=$(pid_of srv)
+    wait_until 30 n_children "$sup" 2
+    wait_listen "$port" 30
+    kill -TERM "$sup"
+    wait_for_line srv.err 'still running 2 s after the stop signal \(KTLSSHIM_STOP_TIMEOUT\): sending SIGKILL' 20
+    wait_gone "$sup" 20
+    run port_procs "$port"
+    assert_output "python 0 shell 0"
+}
+
+@test "exec mode refuses a listener bound to port 0 (each worker would get its own port), with one line" {
+    run env LD_PRELOAD="$PRELOAD" KTLSSHIM_SHARDS=2 timeout 20 "$PY" -c '
+import asyncio, socket
+async def main():
+    srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    print(len(srv.sockets))
+asyncio.run(main())'
+    assert_success
+    assert_line --index 0 --regexp '^ktlsshim\[[0-9]+\]: KTLSSHIM_SHARDS=2: not sharding: the program made an epoll instance \(fd [0-9]+\) before its first listen\(\); forked workers would share it, and exec mode cannot shard a listener bound to port 0 \(each worker would get a different port\); bind a fixed port to shard it; running unsharded$'
+    assert_line --index 1 1
+}
+
+@test "KTLSSHIM_RELOAD and KTLSSHIM_GRACEFUL_SIGNAL: bad values get one line each and the safe default" {
+    run env LD_PRELOAD="$PRELOAD" KTLSSHIM_RELOAD=SIGTERM KTLSSHIM_GRACEFUL_SIGNAL=KILL true
+    assert_success
+    assert_line --index 0 --partial ']: KTLSSHIM_RELOAD="SIGTERM" is not valid: expected SIGHUP, SIGUSR1, SIGUSR2 or SIGWINCH; using no rolling restart (the signal is forwarded to the workers)'
+    assert_line --index 1 --partial ']: KTLSSHIM_GRACEFUL_SIGNAL="KILL" is not valid: expected SIGTERM, SIGQUIT, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 or SIGWINCH; using SIGTERM'
+    assert_equal "${#lines[@]}" 2
+    run env LD_PRELOAD="$PRELOAD" KTLSSHIM_RELOAD=HUP KTLSSHIM_GRACEFUL_SIGNAL=SIGQUIT true
+    assert_success
+    assert_output ""
+}

@@ -6,6 +6,7 @@
 
 load '../helpers/common'
 load '../helpers/tls'
+load '../helpers/bioservers'
 
 AIO="$ROOT/tests/servers/aio_tls_server.py"
 
@@ -240,5 +241,162 @@ asyncio.run(main())'
     assert_equal "${#lines[@]}" 2
     run env LD_PRELOAD="$PRELOAD" KTLSSHIM_RELOAD=HUP KTLSSHIM_GRACEFUL_SIGNAL=SIGQUIT true
     assert_success
+    assert_output ""
+}
+
+# https_pids PORT N [PATH]: N HTTPS GETs of PATH (default /), each on a new
+# connection bounded by 5 s; prints the distinct bodies (servers that answer
+# with their pid), one a line, and "fail" for each failure.
+https_pids() {
+    "$PY" - "$@" <<'PYEOF'
+import http.client, ssl, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+path = sys.argv[3] if len(sys.argv) > 3 else "/"
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+seen = set()
+for _ in range(n):
+    try:
+        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+        c.request("GET", path, headers={"Connection": "close"})
+        r = c.getresponse()
+        seen.add(r.read().decode().strip() if r.status == 200 else "fail")
+        c.close()
+    except OSError:
+        seen.add("fail")
+print("\n".join(sorted(seen)))
+PYEOF
+}
+
+# replace_one SUP: kills one worker of SUP with SIGKILL, waits for its
+# successor and sets OLD, NEW and KEPT (the other worker); the successor's
+# listener is one the supervisor holds, and no new listener was made.
+replace_one() {
+    local sup=$1
+    run children_of "$sup"
+    OLD=${lines[0]} KEPT=${lines[1]} NEW=
+    kill -KILL "$OLD"
+    for _ in $(seq 300); do
+        NEW=$(children_of "$sup" | grep -vx "$KEPT" | grep -vx "$OLD" || true)
+        [ -n "$NEW" ] && break
+        sleep 0.1
+    done
+    [ -n "$NEW" ]
+}
+
+# holds_listener_of SUP PID: the supervisor holds a socket PID has open.
+holds_listener_of() { comm -12 <(sock_inodes "$1") <(sock_inodes "$2") | grep -q socket; }
+
+@test "exec mode: uvicorn (ASGI app returning its pid) over 2 workers, both serve; bytes hash-checked; a killed worker's successor serves; TERM ends everything" {
+    head -c 100000 /dev/urandom | base64 -w0 >blob.txt
+    cat >app.py <<'PYEOF'
+import os
+BLOB = open(os.path.join(os.path.dirname(__file__), "blob.txt"), "rb").read()
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = BLOB if scope["path"] == "/blob" else ("%d\n" % os.getpid()).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+PYEOF
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$PY" -m uvicorn --app-dir "$BATS_TEST_TMPDIR" app:app \
+        --host 127.0.0.1 --port "$port" --log-level warning \
+        --ssl-certfile "$CERTS/ec.pem" --ssl-keyfile "$CERTS/ec.key"
+    sup=$(pid_of srv)
+    wait_for_line srv.err "sharding 127.0.0.1:$port over 2 workers in exec mode" 30
+    wait_until 30 n_children "$sup" 2
+    wait_listen "$port" 30
+    run children_of "$sup"
+    want=$(printf '%s\n' "${lines[@]}")
+    wait_until 30 test "$(https_pids "$port" 40)" = "$want"
+    [ "$(curl -sk --max-time 10 "https://127.0.0.1:$port/blob" | sha256sum)" = "$(sha256sum <blob.txt)" ]
+    replace_one "$sup"
+    wait_until 30 holds_listener_of "$sup" "$NEW"
+    assert_equal "$(listeners_on "$port")" 2
+    want=$(printf '%s\n' "$NEW" "$KEPT" | sort -n)
+    wait_until 30 test "$(https_pids "$port" 40)" = "$want"
+    kill -TERM "$sup"
+    wait_gone "$sup" 30
+    run pids_with_arg "$BATS_TEST_TMPDIR"
+    assert_output ""
+}
+
+@test "exec mode: HAProxy 2.6 with its default threads over 2 workers, both accept; bytes hash-checked; a killed worker's successor accepts" {
+    make_files 200000
+    bport=$(free_port)
+    plain_backend "$bport"
+    port=$(free_port)
+    mkdir -p hap
+    cat "$CERTS/ec.pem" "$CERTS/ec.key" >hap/crt.pem
+    cat >hap/haproxy.cfg <<EOF2
+defaults
+    mode http
+    timeout connect 10s
+    timeout client 30s
+    timeout server 30s
+frontend tls
+    bind 127.0.0.1:$port ssl crt $BATS_TEST_TMPDIR/hap/crt.pem
+    http-request return status 200 content-type text/plain lf-string "%pid\n" if { path /pid }
+    default_backend plain
+backend plain
+    server s1 127.0.0.1:$bport
+EOF2
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        haproxy -db -f "$BATS_TEST_TMPDIR/hap/haproxy.cfg"
+    sup=$(pid_of srv)
+    wait_for_line srv.err "sharding 127.0.0.1:$port over 2 workers in exec mode \(the program (has [0-9]+ threads|made an epoll)" 30
+    wait_until 30 n_children "$sup" 2
+    wait_listen "$port" 30
+    wait_listen "$bport" 30
+    # HAProxy runs its default threads in each worker.
+    run children_of "$sup"
+    [ "$(ls "/proc/${lines[0]}/task" | wc -l)" -gt 1 ] || [ "$(nproc)" -eq 1 ]
+    want=$(printf '%s\n' "${lines[@]}")
+    wait_until 30 test "$(https_pids "$port" 40 /pid)" = "$want"
+    [ "$(curl -sk --max-time 10 "https://127.0.0.1:$port/s200000" | sha256sum)" = "$(sha256sum <"$WWW/s200000")" ]
+    replace_one "$sup"
+    wait_until 30 holds_listener_of "$sup" "$NEW"
+    assert_equal "$(listeners_on "$port")" 2
+    want=$(printf '%s\n' "$NEW" "$KEPT" | sort -n)
+    wait_until 30 test "$(https_pids "$port" 40 /pid)" = "$want"
+    # HAProxy's soft stop (USR1, forwarded): each worker writes its record.
+    kill -USR1 "$sup"
+    wait_gone "$sup" 30
+    stats_check s.jsonl 'len([r for r in R if r["role"] == "worker" and r["connections"]["accepted"] > 0]) >= 2' \
+        'len(set(r["pid"] for r in R if r["role"] == "worker" and r["connections"]["tls"] > 0)) >= 2' \
+        'SUP("connections.accepted") == S("connections.accepted")'
+    run pids_with_arg "$BATS_TEST_TMPDIR/hap"
+    assert_output ""
+}
+
+@test "exec mode: redis-server --tls-port over 2 workers, both serve (INFO's process_id); bytes echoed intact; a killed worker's successor serves" {
+    command -v redis-cli >/dev/null || skip "no redis-cli (redis-tools)"
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 redis-server --port 0 --tls-port "$port" \
+        --tls-cert-file "$CERTS/ec.pem" --tls-key-file "$CERTS/ec.key" \
+        --tls-ca-cert-file "$CERTS/ec.pem" --tls-auth-clients no \
+        --save '' --appendonly no --dir "$BATS_TEST_TMPDIR"
+    sup=$(pid_of srv)
+    wait_for_line srv.err "sharding .*:$port over 2 workers in exec mode" 30
+    wait_until 30 n_children "$sup" 2
+    wait_listen "$port" 30
+    rpids() {
+        for _ in $(seq 40); do
+            timeout 5 redis-cli --tls --insecure -p "$port" INFO server | sed -n 's/^process_id:\([0-9]*\).*/\1/p'
+        done | sort -un
+    }
+    run children_of "$sup"
+    want=$(printf '%s\n' "${lines[@]}")
+    wait_until 60 test "$(rpids)" = "$want"
+    head -c 30000 /dev/urandom | base64 -w0 >blob.txt
+    [ "$(timeout 10 redis-cli --tls --insecure -p "$port" -x ECHO <blob.txt | sha256sum)" = "$( (cat blob.txt; echo) | sha256sum)" ]
+    replace_one "$sup"
+    wait_until 30 holds_listener_of "$sup" "$NEW"
+    want=$(printf '%s\n' "$NEW" "$KEPT" | sort -n)
+    wait_until 60 test "$(rpids)" = "$want"
+    kill -TERM "$sup"
+    wait_gone "$sup" 30
+    run pids_with_arg "$BATS_TEST_TMPDIR"
     assert_output ""
 }

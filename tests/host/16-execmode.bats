@@ -400,3 +400,85 @@ EOF2
     run pids_with_arg "$BATS_TEST_TMPDIR"
     assert_output ""
 }
+
+@test "KTLSSHIM_RELOAD=SIGHUP: a rolling restart under load fails 0 requests, changes every worker's pid, and the new workers serve the changed file" {
+    echo v1 >conf.txt
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_RELOAD=SIGHUP KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        "$PY" "$AIO" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" \
+        --file "$BATS_TEST_TMPDIR/conf.txt"
+    sup=$(pid_of srv)
+    wait_for_line srv.err "sharding 127.0.0.1:$port over 2 workers in exec mode \(the program made an epoll" 30
+    wait_until 30 n_children "$sup" 2
+    wait_listen "$port" 30
+    run children_of "$sup"
+    old0=${lines[0]} old1=${lines[1]}
+    wait_until 30 served_by "$port" "$old0" "$old1"
+    # Two clients loop until told to stop, each request bounded by 5 s.
+    cat >load.py <<'PYEOF'
+import os, socket, ssl, sys, threading
+port = int(sys.argv[1])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ok, fail, seen, lock = [0], [0], set(), threading.Lock()
+def loop():
+    while not os.path.exists(sys.argv[2]):
+        try:
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+            s.settimeout(5)
+            s.sendall(b"PID\n")
+            r = b""
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+                r += b
+            s.close()
+            f = r.decode().split()
+            with lock:
+                if len(f) == 3 and f[0].startswith("pid="):
+                    ok[0] += 1
+                    seen.add((f[0][4:], f[2][5:]))
+                else:
+                    fail[0] += 1
+        except Exception as e:
+            with lock:
+                fail[0] += 1
+            print("fail:", repr(e), file=sys.stderr)
+        with lock:
+            open(sys.argv[3], "w").write("%d\n" % ok[0])
+ts = [threading.Thread(target=loop) for _ in range(2)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("ok", ok[0], "fail", fail[0])
+for p, d in sorted(seen):
+    print(p, d)
+PYEOF
+    # (its own session: teardown ends it if the test fails)
+    start_plain load "$PY" load.py "$port" "$BATS_TEST_TMPDIR/stop" "$BATS_TEST_TMPDIR/progress"
+    progress_at_least() { [ "$(cat progress 2>/dev/null || echo 0)" -ge "$1" ]; }
+    wait_until 30 progress_at_least 20
+    echo v2 >conf.txt
+    kill -HUP "$sup"
+    wait_for_line srv.err 'KTLSSHIM_RELOAD: rolling restart done, 2 workers replaced' 90
+    n=$(cat progress)
+    wait_until 30 progress_at_least $((n + 20))
+    touch stop
+    wait_status load
+    cat load.err >&2
+    run grep -c '' load.err
+    assert_output 0
+    run head -1 load.out
+    assert_output --regexp '^ok [0-9]+ fail 0$'
+    run children_of "$sup"
+    new0=${lines[0]} new1=${lines[1]}
+    for p in "$new0" "$new1"; do
+        [ "$p" != "$old0" ] && [ "$p" != "$old1" ]
+        # the new workers read the changed file when they started
+        grep -qx "$p $(sha256sum <conf.txt | cut -d' ' -f1)" load.out
+    done
+    grep -qx "$old0 $(echo v1 | sha256sum | cut -d' ' -f1)" load.out
+    kill -TERM "$sup"
+    wait_gone "$sup" 30
+    stats_check s.jsonl 'SUP("workers.reloaded") == 2' 'SUP("workers.started") == 4' \
+        'SUP("workers.respawned") == 0'
+}

@@ -711,6 +711,10 @@ static void format_line(struct buf *b, const struct ks_record *r, const uint64_t
         put_u64(b, c[KS_C_W_RESPAWNED]);
         put(b, ", given up ");
         put_u64(b, c[KS_C_W_GAVE_UP]);
+        if (c[KS_C_W_RELOADED]) { /* only where a rolling restart happened */
+            put(b, ", replaced by a rolling restart ");
+            put_u64(b, c[KS_C_W_RELOADED]);
+        }
     }
     if (b->len >= b->cap)
         b->len = b->cap - 1;

@@ -21,6 +21,13 @@ teardown() {
     for p in $(pids_with_arg "$BATS_TEST_TMPDIR/"); do
         kill -KILL "$p" 2>/dev/null || true
     done
+    # daemons that rewrite their command line: by the port the test gave them
+    if [ -s "$BATS_TEST_TMPDIR/daemon.port" ]; then
+        for p in $(ss -Hltnp "sport = :$(cat "$BATS_TEST_TMPDIR/daemon.port")" |
+            grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+            kill -KILL "$p" 2>/dev/null || true
+        done
+    fi
 }
 
 # pids_with_arg STRING: pids whose command line holds STRING (this test's
@@ -460,6 +467,7 @@ PYEOF
     echo v2 >conf.txt
     kill -HUP "$sup"
     wait_for_line srv.err 'KTLSSHIM_RELOAD: rolling restart done, 2 workers replaced' 90
+    grep -q ', replaced by a rolling restart 2$' srv.err || true # (the exit line comes at the end)
     n=$(cat progress)
     wait_until 30 progress_at_least $((n + 20))
     touch stop
@@ -481,4 +489,29 @@ PYEOF
     wait_gone "$sup" 30
     stats_check s.jsonl 'SUP("workers.reloaded") == 2' 'SUP("workers.started") == 4' \
         'SUP("workers.respawned") == 0'
+}
+
+@test "exec mode: redis-server --daemonize yes is not sharded: one daemon, named by its pid file, and TERM to it leaves nothing" {
+    port=$(free_port)
+    echo "$port" >daemon.port
+    run timeout 60 env LD_PRELOAD="$PRELOAD" KTLSSHIM_SHARDS=2 redis-server --bind 127.0.0.1 --port "$port" \
+        --daemonize yes --pidfile "$BATS_TEST_TMPDIR/r.pid" --logfile "$BATS_TEST_TMPDIR/r.log" \
+        --save '' --appendonly no --dir "$BATS_TEST_TMPDIR"
+    assert_success
+    wait_listen "$port" 30
+    wait_until 30 test -s r.pid
+    # The group that daemonized in its workers is gone; one unsharded daemon
+    # serves, and it is the one the pid file names.
+    one_listener() { [ "$(listeners_on "$port")" -eq 1 ]; }
+    wait_until 30 one_listener
+    pid=$(cat r.pid)
+    named() { [ "$(timeout 5 redis-cli -p "$port" INFO server | sed -n 's/^process_id:\([0-9]*\).*/\1/p')" = "$(cat r.pid)" ]; }
+    wait_until 30 named
+    pid=$(cat r.pid)
+    run pgrep -P "$pid"
+    assert_output ""
+    kill -TERM "$pid"
+    wait_gone "$pid" 30
+    gone() { [ "$(listeners_on "$port")" -eq 0 ]; }
+    wait_until 30 gone
 }

@@ -432,7 +432,15 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
     ks_log_info("sharding %s over %d workers in exec mode (%s): the program starts again from "
                 "main() in each worker; pid %d supervises",
                 addr_text(&ss, a, sizeof a), cfg->shards, fork_unsafe, (int)getpid());
-    fflush(NULL);
+    /* What the program printed and has not flushed yet would be lost at
+     * exec. Only stdout and stderr, and only if no other thread holds them
+     * (one blocked writing to a full pipe would hang us): a hang is worse. */
+    FILE *const streams[] = {stdout, stderr};
+    for (size_t i = 0; i < KS_ARRAY_LEN(streams); i++)
+        if (ftrylockfile(streams[i]) == 0) {
+            fflush_unlocked(streams[i]);
+            funlockfile(streams[i]);
+        }
     ks_stats_at_exec();
 
     /* As the program was when the library loaded. */
@@ -528,7 +536,11 @@ void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end)
 {
     /* Ours for the worker: not close-on-exec, and out of the program's way. */
     int ctl = fcntl(child_end, F_DUPFD, 200);
+    if (ctl < 0)
+        ctl = fcntl(child_end, F_DUPFD, 3); /* a low RLIMIT_NOFILE */
     int sfd = sup_stats_fd >= 0 ? fcntl(sup_stats_fd, F_DUPFD, 200) : -1;
+    if (sfd < 0 && sup_stats_fd >= 0)
+        sfd = fcntl(sup_stats_fd, F_DUPFD, 3);
     static char w[64], x[128];
     snprintf(w, sizeof w, "KTLSSHIM_WORKER=%d/%d", slot, nslots);
     snprintf(x, sizeof x, ENV_WORKER "=%d,%d,%d,%d:%s", ctl, (int)getpid(), sfd, rec, start_comm);

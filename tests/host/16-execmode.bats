@@ -467,7 +467,6 @@ PYEOF
     echo v2 >conf.txt
     kill -HUP "$sup"
     wait_for_line srv.err 'KTLSSHIM_RELOAD: rolling restart done, 2 workers replaced' 90
-    grep -q ', replaced by a rolling restart 2$' srv.err || true # (the exit line comes at the end)
     n=$(cat progress)
     wait_until 30 progress_at_least $((n + 20))
     touch stop
@@ -487,6 +486,7 @@ PYEOF
     grep -qx "$old0 $(echo v1 | sha256sum | cut -d' ' -f1)" load.out
     kill -TERM "$sup"
     wait_gone "$sup" 30
+    grep -Eq "^ktlsshim\[$sup\]: supervisor of 2 workers, .*, replaced by a rolling restart 2$" srv.err
     stats_check s.jsonl 'SUP("workers.reloaded") == 2' 'SUP("workers.started") == 4' \
         'SUP("workers.respawned") == 0'
 }
@@ -514,4 +514,28 @@ PYEOF
     wait_gone "$pid" 30
     gone() { [ "$(listeners_on "$port")" -eq 0 ]; }
     wait_until 30 gone
+}
+
+@test "KTLSSHIM_RELOAD: a new worker that fails to start leaves the old ones serving, and the rolling restart stops (one line)" {
+    echo v1 >conf.txt
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_RELOAD=USR2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        "$PY" "$AIO" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" \
+        --file "$BATS_TEST_TMPDIR/conf.txt"
+    sup=$(pid_of srv)
+    wait_until 30 n_children "$sup" 2
+    wait_listen "$port" 30
+    run children_of "$sup"
+    old0=${lines[0]} old1=${lines[1]}
+    wait_until 30 served_by "$port" "$old0" "$old1"
+    echo "exit 3" >conf.txt # the new configuration is broken
+    kill -USR2 "$sup"
+    wait_for_line srv.err "KTLSSHIM_RELOAD: the new worker 0/2 \(pid [0-9]+\) ended with exit 3 before it served; the old one \(pid ($old0|$old1)\) keeps serving; rolling restart stopped" 60
+    run children_of "$sup"
+    assert_equal "${lines[*]}" "$old0 $old1"
+    served_by "$port" "$old0" "$old1"
+    kill -TERM "$sup"
+    wait_gone "$sup" 30
+    stats_check s.jsonl 'SUP("workers.reloaded") == 0' 'SUP("workers.started") == 3' \
+        'SUP("workers.respawned") == 0'
 }

@@ -7,7 +7,8 @@ Each connection sends one line and gets an answer, then the server closes:
   FILE  -> the bytes of FILE as read when the server started
   --port P          listen on 127.0.0.1:P
   --cert C --key K  TLS certificate and key
-  --file F          the file served (read once, at start)
+  --file F          the file served (read once, at start); if it holds exactly
+                    "exit 3\n", the server exits 3 at start instead (a broken config)
   --ignore-term     ignore SIGTERM; otherwise SIGTERM is a graceful stop: no new
                     connections, those accepted are finished, then exit 0
 """
@@ -45,6 +46,8 @@ def main():
         else:
             sys.exit("aio_tls_server: bad argument " + a)
     data = open(path, "rb").read() if path else b""
+    if data == b"exit 3\n":
+        sys.exit(3)
     digest = hashlib.sha256(data).hexdigest()
     if ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

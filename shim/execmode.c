@@ -162,8 +162,8 @@ static int recv_msg(int fd, struct ctl_msg *m, int *passed, int flags)
 {
     char cbuf[CMSG_SPACE(sizeof(int))];
     struct iovec iov = {m, sizeof *m};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                        .msg_controllen = sizeof cbuf};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
     *passed = -1;
     ssize_t r;
     do
@@ -343,8 +343,7 @@ static void cloexec_made(int fd, void *arg)
     if (fd <= 2 || ks_fd_was_inherited(fd))
         return;
     int fl = fcntl(fd, F_GETFD);
-    if (fl >= 0 && !(fl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fl | FD_CLOEXEC) == 0 &&
-        fd < UNDO_BITS)
+    if (fl >= 0 && !(fl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fl | FD_CLOEXEC) == 0 && fd < UNDO_BITS)
         undo_cloexec[fd / 64] |= 1ULL << (fd % 64);
 }
 
@@ -475,8 +474,8 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
     if (have_cwd && chdir(cwd_now) != 0)
         ks_log_error("exec mode: cannot go back to %s: %s", cwd_now, strerror(errno));
     undo_made();
-    snprintf(why, n, "%s, and exec mode failed: execve /proc/self/exe %s: %s", fork_unsafe,
-             argv[0], strerror(err));
+    snprintf(why, n, "%s, and exec mode failed: execve /proc/self/exe %s: %s", fork_unsafe, argv[0],
+             strerror(err));
     free(argv);
     free(envp);
     return false;

@@ -77,6 +77,8 @@ static sigset_t start_mask;
 /* The process name (comm) at load: an exec of /proc/self/exe would name the
  * new images "exe" (ps, pkill, the stats' "program"); they take this one. */
 static char start_comm[17];
+static uid_t start_euid;
+static gid_t start_egid;
 static uint64_t start_ignored; /* bit per signal 1..63 */
 
 static void snapshot_env(void)
@@ -254,6 +256,8 @@ __attribute__((constructor)) static void ks_exec_load(void)
         if (!getcwd(start_cwd, sizeof start_cwd))
             start_cwd[0] = '\0';
         snapshot_signals();
+        start_euid = geteuid();
+        start_egid = getegid();
         if (prctl(PR_GET_NAME, start_comm, 0, 0, 0) != 0)
             start_comm[0] = '\0';
     }
@@ -402,6 +406,13 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
         snprintf(why, n,
                  "%s, and exec mode cannot shard a listener bound to port 0 (each worker "
                  "would get a different port); bind a fixed port to shard it",
+                 fork_unsafe);
+        return false;
+    }
+    if (geteuid() != start_euid || getegid() != start_egid) {
+        snprintf(why, n,
+                 "%s, and the program changed its user or group before its first listen(): "
+                 "exec mode would start its workers without the privileges it started with",
                  fork_unsafe);
         return false;
     }

@@ -539,3 +539,19 @@ PYEOF
     stats_check s.jsonl 'SUP("workers.reloaded") == 0' 'SUP("workers.started") == 3' \
         'SUP("workers.respawned") == 0'
 }
+
+@test "exec mode refuses a program that changed its user before listen() (one line), and it runs unsharded" {
+    [ "$(id -u)" = 0 ] || skip "needs root to change user"
+    port=$(free_port)
+    run env LD_PRELOAD="$PRELOAD" KTLSSHIM_SHARDS=2 timeout 20 "$PY" -c '
+import asyncio, os, sys
+os.setegid(65534); os.seteuid(65534)
+async def main():
+    srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", int(sys.argv[1]))
+    print("listening")
+asyncio.run(main())' "$port"
+    assert_success
+    assert_line --index 0 --regexp '^ktlsshim\[[0-9]+\]: KTLSSHIM_SHARDS=2: not sharding: the program made an epoll instance .*, and the program changed its user or group before its first listen\(\): exec mode would start its workers without the privileges it started with; running unsharded$'
+    assert_line --index 1 "listening"
+    assert_equal "${#lines[@]}" 2
+}

@@ -50,6 +50,10 @@ static const char usage_text[] =
     "      --ticket-rotate S       KTLSSHIM_TICKET_ROTATE: 60..604800 seconds\n"
     "      --ticket-key-file PATH  KTLSSHIM_TICKET_KEY_FILE: 80-byte key (absolute)\n"
     "      --stop-timeout S        KTLSSHIM_STOP_TIMEOUT: 1..86400 seconds before KILL\n"
+    "      --reload SIG            KTLSSHIM_RELOAD: rolling restart of the workers on SIG\n"
+    "                              (SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH)\n"
+    "      --graceful-signal SIG   KTLSSHIM_GRACEFUL_SIGNAL: how an old worker is asked to\n"
+    "                              stop in a rolling restart (default SIGTERM)\n"
     "      --lib PATH              the library to preload (default: the one installed\n"
     "                              with this launcher)\n"
     "  -h, --help                  print this help and exit\n"
@@ -144,6 +148,8 @@ enum {
     OPT_TICKET_ROTATE,
     OPT_TICKET_KEY_FILE,
     OPT_STOP_TIMEOUT,
+    OPT_RELOAD,
+    OPT_GRACEFUL_SIGNAL,
     OPT_LIB
 };
 
@@ -160,6 +166,8 @@ int main(int argc, char **argv)
         {"ticket-rotate", required_argument, NULL, OPT_TICKET_ROTATE},
         {"ticket-key-file", required_argument, NULL, OPT_TICKET_KEY_FILE},
         {"stop-timeout", required_argument, NULL, OPT_STOP_TIMEOUT},
+        {"reload", required_argument, NULL, OPT_RELOAD},
+        {"graceful-signal", required_argument, NULL, OPT_GRACEFUL_SIGNAL},
         {"lib", required_argument, NULL, OPT_LIB},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -208,6 +216,12 @@ int main(int argc, char **argv)
             break;
         case OPT_STOP_TIMEOUT:
             o = KS_OPT_STOP_TIMEOUT;
+            break;
+        case OPT_RELOAD:
+            o = KS_OPT_RELOAD;
+            break;
+        case OPT_GRACEFUL_SIGNAL:
+            o = KS_OPT_GRACEFUL_SIGNAL;
             break;
         case OPT_LIB:
             lib = optarg;

@@ -33,6 +33,8 @@ static const struct opt_desc descs[KS_OPT_COUNT] = {
     [KS_OPT_TICKET_ROTATE] = {"--ticket-rotate", "KTLSSHIM_TICKET_ROTATE"},
     [KS_OPT_TICKET_KEY_FILE] = {"--ticket-key-file", "KTLSSHIM_TICKET_KEY_FILE"},
     [KS_OPT_STOP_TIMEOUT] = {"--stop-timeout", "KTLSSHIM_STOP_TIMEOUT"},
+    [KS_OPT_RELOAD] = {"--reload", "KTLSSHIM_RELOAD"},
+    [KS_OPT_GRACEFUL_SIGNAL] = {"--graceful-signal", "KTLSSHIM_GRACEFUL_SIGNAL"},
 };
 
 const char *ks_opt_variable(enum ks_opt o)
@@ -79,6 +81,12 @@ bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
     static const char *const ktls_words[] = {"auto", "off", "strict", "own", NULL};
     static const char *const log_words[] = {"quiet", "info", "debug", NULL};
     static const char *const on_off[] = {"on", "off", NULL};
+    static const char *const reload_sigs[] = {"SIGHUP", "HUP",      "SIGUSR1",  "USR1",
+                                              "SIGUSR2", "USR2",    "SIGWINCH", "WINCH",
+                                              NULL};
+    static const char *const graceful_sigs[] = {
+        "SIGTERM", "TERM", "SIGQUIT", "QUIT", "SIGINT",   "INT",   "SIGHUP", "HUP",
+        "SIGUSR1", "USR1", "SIGUSR2", "USR2", "SIGWINCH", "WINCH", NULL};
     const char *why = NULL;
     long n;
 
@@ -111,6 +119,14 @@ bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
     case KS_OPT_STOP_TIMEOUT:
         if (!(ks_parse_count(v, 86400, &n) && n >= 1))
             why = "expected a whole number of seconds from 1 to 86400";
+        break;
+    case KS_OPT_RELOAD:
+        if (!one_of(v, reload_sigs))
+            why = "expected SIGHUP, SIGUSR1, SIGUSR2 or SIGWINCH";
+        break;
+    case KS_OPT_GRACEFUL_SIGNAL:
+        if (!one_of(v, graceful_sigs))
+            why = "expected SIGTERM, SIGQUIT, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 or SIGWINCH";
         break;
     case KS_OPT_TICKET_KEY_FILE:
         if (v[0] != '/' || strlen(v) >= KS_PATH_MAX)

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@ static struct ks_config cfg = {
     .log_level = KS_LOG_INFO,
     .ticket_rotate = 3600,
     .stop_timeout = 90,
+    .graceful_signal = SIGTERM,
 };
 static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 
@@ -29,6 +31,12 @@ static const char *const known[] = {
     "KTLSSHIM_SHARDS",   "KTLSSHIM_KTLS",     "KTLSSHIM_STATS",         "KTLSSHIM_LOG",
     "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER",   "KTLSSHIM_TICKET_ROTATE", "KTLSSHIM_TICKET_KEY_FILE",
     "KTLSSHIM_PIN",      "KTLSSHIM_CONN_LOG", "KTLSSHIM_STOP_TIMEOUT",
+    "KTLSSHIM_RELOAD",   "KTLSSHIM_GRACEFUL_SIGNAL",
+};
+/* Set by the library itself for the processes of exec mode (execmode.c). */
+static const char *const internal[] = {
+    "KTLSSHIM_EXEC_SUPERVISOR",
+    "KTLSSHIM_EXEC_WORKER",
 };
 static const char *const reserved_prefixes[] = {
     "KTLSSHIM_BUILD",
@@ -160,6 +168,50 @@ static void read_stop_timeout(const char *v)
         bad("KTLSSHIM_STOP_TIMEOUT", v, "expected a whole number of seconds from 1 to 86400", "90");
 }
 
+/* A signal by name, "SIGHUP" or "HUP". Only signals a server is told
+ * things with: not the ones that stop, crash or pause a process. */
+static const struct {
+    const char *name;
+    int sig;
+    bool stops; /* a stop signal: the supervisor forwards it as a stop */
+} signal_names[] = {
+    {"HUP", SIGHUP, false},   {"USR1", SIGUSR1, false}, {"USR2", SIGUSR2, false},
+    {"WINCH", SIGWINCH, false}, {"TERM", SIGTERM, true}, {"QUIT", SIGQUIT, true},
+    {"INT", SIGINT, true},
+};
+
+static int parse_signal(const char *v, bool allow_stop)
+{
+    if (strncmp(v, "SIG", 3) == 0)
+        v += 3;
+    for (size_t i = 0; i < KS_ARRAY_LEN(signal_names); i++)
+        if (strcmp(v, signal_names[i].name) == 0 && (allow_stop || !signal_names[i].stops))
+            return signal_names[i].sig;
+    return 0;
+}
+
+/* The rolling restart's signal cannot be a stop signal: TERM, INT and QUIT
+ * must keep stopping the group. */
+static void read_reload(const char *v)
+{
+    int sig = parse_signal(v, false);
+    if (sig)
+        cfg.reload_signal = sig;
+    else
+        bad("KTLSSHIM_RELOAD", v, "expected SIGHUP, SIGUSR1, SIGUSR2 or SIGWINCH",
+            "no rolling restart (the signal is forwarded to the workers)");
+}
+
+static void read_graceful_signal(const char *v)
+{
+    int sig = parse_signal(v, true);
+    if (sig)
+        cfg.graceful_signal = sig;
+    else
+        bad("KTLSSHIM_GRACEFUL_SIGNAL", v,
+            "expected SIGTERM, SIGQUIT, SIGINT, SIGHUP, SIGUSR1, SIGUSR2 or SIGWINCH", "SIGTERM");
+}
+
 /* Checked for readability now; read (and wiped) by the supervisor. */
 static void read_ticket_key_file(const char *v)
 {
@@ -196,11 +248,14 @@ static void report_unknown(void)
         bool ok = is_reserved(*e, len);
         for (size_t i = 0; !ok && i < KS_ARRAY_LEN(known); i++)
             ok = strlen(known[i]) == len && strncmp(*e, known[i], len) == 0;
+        for (size_t i = 0; !ok && i < KS_ARRAY_LEN(internal); i++)
+            ok = strlen(internal[i]) == len && strncmp(*e, internal[i], len) == 0;
         if (!ok)
             ks_log_error("unknown variable %.*s (ignored); known: KTLSSHIM_SHARDS, "
                          "KTLSSHIM_KTLS, KTLSSHIM_STATS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY, "
                          "KTLSSHIM_TICKET_ROTATE, KTLSSHIM_TICKET_KEY_FILE, KTLSSHIM_PIN, "
-                         "KTLSSHIM_CONN_LOG, KTLSSHIM_STOP_TIMEOUT",
+                         "KTLSSHIM_CONN_LOG, KTLSSHIM_STOP_TIMEOUT, KTLSSHIM_RELOAD, "
+                         "KTLSSHIM_GRACEFUL_SIGNAL",
                          (int)(len > 200 ? 200 : len), *e);
     }
 }
@@ -230,6 +285,10 @@ static void load(void)
         read_stop_timeout(v);
     if ((v = getenv("KTLSSHIM_TICKET_KEY_FILE")))
         read_ticket_key_file(v);
+    if ((v = getenv("KTLSSHIM_RELOAD")))
+        read_reload(v);
+    if ((v = getenv("KTLSSHIM_GRACEFUL_SIGNAL")))
+        read_graceful_signal(v);
     /* Set by the library in its workers: a program started from inside a
      * shard (exec'd by a worker) never shards again. */
     if (getenv("KTLSSHIM_WORKER"))

@@ -22,6 +22,8 @@ struct ks_config {
     bool in_worker;             /* KTLSSHIM_WORKER was set: started inside a shard */
     int ticket_rotate;          /* KTLSSHIM_TICKET_ROTATE, seconds */
     int stop_timeout;           /* KTLSSHIM_STOP_TIMEOUT: seconds from a stop signal to SIGKILL */
+    int reload_signal;          /* KTLSSHIM_RELOAD: rolling restart on this signal, 0 = none */
+    int graceful_signal;        /* KTLSSHIM_GRACEFUL_SIGNAL: how an old worker is asked to stop */
     char stats_path[4096];      /* KTLSSHIM_STATS, "" when unset */
     char ticket_key_file[4096]; /* KTLSSHIM_TICKET_KEY_FILE, "" when unset */
     char conn_log_path[4096];   /* KTLSSHIM_CONN_LOG, "" when unset (connlog.c) */

@@ -20,6 +20,7 @@
  * inherited; every fd the program made itself is closed at exec. */
 #include "daemonize.h"
 #include "config.h"
+#include "execmode.h"
 #include "fds.h"
 #include "log.h"
 #include "real.h"
@@ -149,6 +150,8 @@ KS_EXPORT pid_t setsid(void)
     pid_t r = (pid_t)syscall(SYS_setsid);
     if (r >= 0 && watch_page && ks_shard_in_worker())
         report_setsid();
+    else if (r >= 0 && ks_exec_is_worker())
+        ks_exec_report_setsid(); /* exec mode: no shared page, the control socket */
     return r;
 }
 
@@ -156,7 +159,7 @@ KS_EXPORT pid_t setsid(void)
  * worker, do what it does with our setsid(). Elsewhere it is untouched. */
 KS_EXPORT int daemon(int nochdir, int noclose)
 {
-    if (!watch_page || !ks_shard_in_worker())
+    if ((!watch_page && !ks_exec_is_worker()) || !ks_shard_in_worker())
         return ks_libc()->daemon(nochdir, noclose);
     pid_t pid = fork();
     if (pid < 0)
@@ -251,6 +254,38 @@ static void cloexec_made(int fd, void *arg)
     }
 }
 
+char **ks_daemon_start_argv(void)
+{
+    if (!start_cmdline)
+        return NULL;
+    /* argv: the NUL-separated command line. */
+    size_t argc = 0;
+    for (size_t i = 0; i < start_cmdline_len; i++)
+        argc += start_cmdline[i] == '\0';
+    if (start_cmdline[start_cmdline_len - 1] != '\0')
+        argc++;
+    char **argv = calloc(argc + 1, sizeof *argv);
+    if (!argv)
+        return NULL;
+    size_t a = 0;
+    for (size_t i = 0; i < start_cmdline_len && a < argc; a++) {
+        argv[a] = start_cmdline + i;
+        i += strnlen(start_cmdline + i, start_cmdline_len - i) + 1;
+    }
+    return argv;
+}
+
+void ks_daemon_add_report(pid_t pid, pid_t ppid)
+{
+    if (!watch_page || pid <= 0)
+        return;
+    uint32_t i = __atomic_fetch_add(&watch_page->n, 1, __ATOMIC_ACQ_REL);
+    if (i < REPORTS_MAX) {
+        watch_page->r[i].ppid = ppid;
+        __atomic_store_n(&watch_page->r[i].pid, pid, __ATOMIC_RELEASE);
+    }
+}
+
 void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored)
 {
     if (!start_cmdline) {
@@ -258,16 +293,10 @@ void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored)
                      "(unreadable or longer than 64 KiB)");
         return;
     }
-    /* argv: the NUL-separated command line. */
-    size_t argc = 0;
-    for (size_t i = 0; i < start_cmdline_len; i++)
-        argc += start_cmdline[i] == '\0';
-    if (start_cmdline[start_cmdline_len - 1] != '\0')
-        argc++;
+    char **argv = ks_daemon_start_argv();
     size_t envc = 0;
     for (char **e = environ; e && *e; e++)
         envc++;
-    char **argv = calloc(argc + 1, sizeof *argv);
     char **envp = calloc(envc + 1, sizeof *envp);
     if (!argv || !envp) {
         ks_log_error("cannot start the program again: out of memory");
@@ -275,14 +304,10 @@ void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored)
         free(envp);
         return;
     }
-    size_t a = 0;
-    for (size_t i = 0; i < start_cmdline_len && a < argc; a++) {
-        argv[a] = start_cmdline + i;
-        i += strnlen(start_cmdline + i, start_cmdline_len - i) + 1;
-    }
     size_t k = 0;
     for (char **e = environ; e && *e; e++)
-        if (strncmp(*e, "KTLSSHIM_SHARDS=", 16) != 0 && strncmp(*e, "KTLSSHIM_WORKER=", 16) != 0)
+        if (strncmp(*e, "KTLSSHIM_SHARDS=", 16) != 0 && strncmp(*e, "KTLSSHIM_WORKER=", 16) != 0 &&
+            strncmp(*e, "KTLSSHIM_EXEC_", 14) != 0)
             envp[k++] = *e;
 
     ks_for_each_fd(cloexec_made, NULL);

@@ -28,6 +28,14 @@ int ks_daemon_reported(pid_t *out, int max);
  * failed (it says why). */
 void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored);
 
+/* The program's argv as it started (read at load): a calloc'd vector into
+ * the kept command line, NULL if it was not kept. */
+char **ks_daemon_start_argv(void);
+
+/* Supervisor (exec mode): a setsid() a worker reported over its control
+ * socket, recorded as the shared page records the fork mode's. */
+void ks_daemon_add_report(pid_t pid, pid_t ppid);
+
 /* The parent of a running process (from /proc/PID/stat), or -1 if it is
  * gone or a zombie. */
 pid_t ks_daemon_parent_of(pid_t pid);

@@ -14,6 +14,7 @@
  * glibc's own calls between these (execl -> execve, exit -> _exit) are
  * internal and never come back through here. A vfork() child, which shares
  * our memory, writes nothing (stats.c checks the pid). */
+#include "execmode.h"
 #include "real.h"
 #include "stats.h"
 
@@ -39,6 +40,7 @@ KS_EXPORT int __libc_start_main(ks_main_fn main_fn, int argc, char **argv, void 
                                 void (*fini)(void), void (*rtld_fini)(void), void *stack_end)
 {
     program_main = main_fn;
+    ks_exec_supervisor_if_asked(); /* exec mode's supervisor never reaches main */
     return ks_libc()->libc_start_main(main_fn ? noting_main : main_fn, argc, argv, init, fini,
                                       rtld_fini, stack_end);
 }

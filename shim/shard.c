@@ -12,6 +12,7 @@
  * drops the connections queued on it). */
 #include "shard.h"
 #include "config.h"
+#include "execmode.h"
 #include "fds.h"
 #include "log.h"
 #include "real.h"
@@ -39,7 +40,9 @@ static int state(void)
     int s = __atomic_load_n(&shard_state, __ATOMIC_ACQUIRE);
     if (KS_UNLIKELY(s < 0)) {
         const struct ks_config *cfg = ks_config();
-        int want = cfg->shards > 1 && !cfg->in_worker ? SHARD_PENDING : SHARD_OFF;
+        int want = cfg->shards > 1 && !cfg->in_worker ? SHARD_PENDING
+                   : ks_exec_is_worker()                 ? SHARD_WORKER
+                                                         : SHARD_OFF;
         __atomic_compare_exchange_n(&shard_state, &s, want, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);
         s = __atomic_load_n(&shard_state, __ATOMIC_ACQUIRE);
@@ -110,6 +113,31 @@ static bool is_ours(int fd)
            (__atomic_load_n(&ours[fd / 64], __ATOMIC_RELAXED) & (1ULL << (fd % 64)));
 }
 
+/* fds the program bound to port 0 (any free port): exec mode cannot shard
+ * them, each worker would get its own port. */
+static uint64_t port0[OURS_BITS / 64];
+
+static void mark_port0(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    if (fd < 0 || fd >= OURS_BITS)
+        return;
+    in_port_t port = 1;
+    if (addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in))
+        port = ((const struct sockaddr_in *)addr)->sin_port;
+    else if (addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6))
+        port = ((const struct sockaddr_in6 *)addr)->sin6_port;
+    if (port == 0)
+        __atomic_fetch_or(&port0[fd / 64], 1ULL << (fd % 64), __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_and(&port0[fd / 64], ~(1ULL << (fd % 64)), __ATOMIC_RELAXED);
+}
+
+static bool bound_port0(int fd)
+{
+    return fd >= 0 && fd < OURS_BITS &&
+           (__atomic_load_n(&port0[fd / 64], __ATOMIC_RELAXED) & (1ULL << (fd % 64)));
+}
+
 /* ---- hooks ---- */
 
 KS_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
@@ -121,6 +149,12 @@ KS_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
         int one = 1, had = 0;
         socklen_t l = sizeof had;
         if (is_inet_tcp(fd, NULL)) {
+            if (s == SHARD_WORKER && ks_exec_is_worker() && ks_exec_bind_held(fd, addr, len)) {
+                KS_RESTORE_ERRNO;
+                return 0; /* the slot's held listener is at fd now */
+            }
+            if (s == SHARD_PENDING)
+                mark_port0(fd, addr, len);
             getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &had, &l);
             mark_ours(fd, !had && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
         }
@@ -173,9 +207,13 @@ static int shard_at_listen(int fd, int backlog);
 
 KS_EXPORT int listen(int fd, int backlog)
 {
-    if (state() != SHARD_PENDING)
-        return ks_libc()->listen(fd, backlog);
-    return shard_at_listen(fd, backlog);
+    int s = state();
+    if (s == SHARD_PENDING)
+        return shard_at_listen(fd, backlog);
+    int r = ks_libc()->listen(fd, backlog);
+    if (r == 0 && s == SHARD_WORKER && ks_exec_is_worker())
+        ks_exec_report_listener(fd);
+    return r;
 }
 
 /* ---- what would make forking unsafe ---- */
@@ -494,23 +532,29 @@ static int shard_at_listen(int fd, int backlog)
                                      __ATOMIC_ACQUIRE))
         return ks_libc()->listen(fd, backlog);
 
-    char why[200];
+    char why[200], unsafe[200] = "";
     int threads = thread_count();
+    struct anon_scan scan = {-1, NULL};
     if (threads != 1) {
-        snprintf(why, sizeof why,
+        snprintf(unsafe, sizeof unsafe,
                  "the program has %d threads at its first listen() "
                  "(fork would copy only one)",
                  threads);
-        return refuse(fd, backlog, why);
+    } else {
+        ks_for_each_fd(find_shared_event_fd, &scan);
+        if (scan.what)
+            snprintf(unsafe, sizeof unsafe,
+                     "the program made %s (fd %d) before its first listen(); "
+                     "forked workers would share it",
+                     scan.what, scan.fd);
     }
-    struct anon_scan scan = {-1, NULL};
-    ks_for_each_fd(find_shared_event_fd, &scan);
-    if (scan.what) {
-        snprintf(why, sizeof why,
-                 "the program made %s (fd %d) before its first listen(); "
-                 "the workers would share it",
-                 scan.what, scan.fd);
-        return refuse(fd, backlog, why);
+    if (unsafe[0] || ks_config()->reload_signal) {
+        /* Exec mode (execmode.c): returns only if it cannot be used. */
+        char no_exec[600];
+        if (!unsafe[0])
+            snprintf(unsafe, sizeof unsafe, "KTLSSHIM_RELOAD is set");
+        ks_exec_become_supervisor(fd, bound_port0(fd), unsafe, no_exec, sizeof no_exec);
+        return refuse(fd, backlog, no_exec);
     }
 
     static struct ks_plan plan;

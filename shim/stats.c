@@ -57,6 +57,8 @@ static struct ks_record *self_rec = &own;    /* own, or the area's copy */
 struct ks_record *ks_cur = &own;
 static struct ks_area *area;
 static size_t area_size;
+static bool keep_area_fd; /* exec mode: the supervisor passes the pool to workers by fd */
+static int area_fd = -1;
 pid_t ks_self_pid;
 static struct ks_pool *pool;
 static bool active;            /* accessed with atomics */
@@ -111,6 +113,8 @@ static bool under_seccomp_filter(void)
     return *p != '0';
 }
 
+static int move_high(int fd);
+
 /* Maps a live area: a memfd (the library keeps no fd: the mapping is
  * enough), or anonymous shared memory where there can be no memfd. */
 static struct ks_area *map_area(size_t size, bool *named)
@@ -124,7 +128,10 @@ static struct ks_area *map_area(size_t size, bool *named)
             p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
             *named = p != MAP_FAILED;
         }
-        close(fd);
+        if (keep_area_fd && p != MAP_FAILED)
+            area_fd = move_high(fd);
+        else
+            close(fd);
     }
     if (p == MAP_FAILED)
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -293,6 +300,45 @@ bool ks_stats_make_shared(void)
     self_rec->role = KS_ROLE_SUPERVISOR;
     self_rec->pid = (int32_t)getpid();
     activate();
+    return true;
+}
+
+/* Exec mode (execmode.c): the supervisor's pool is a memfd it keeps open, so
+ * that workers it execs can map the same pool (the fd is their only way to
+ * it: an exec leaves no mapping behind). -1 when the pool is anonymous
+ * memory (no memfd here): workers then count privately. */
+bool ks_stats_make_shared_for_exec(int *fd_out)
+{
+    keep_area_fd = true;
+    bool ok = ks_stats_make_shared();
+    keep_area_fd = false;
+    *fd_out = ok ? area_fd : -1;
+    return ok;
+}
+
+/* In an exec-mode worker, at load: map the supervisor's pool from fd (then
+ * closed) and count into record idx, which the supervisor claimed for it. */
+bool ks_stats_attach_shared(int fd, int idx)
+{
+    struct stat st;
+    size_t size = sizeof(struct ks_area);
+    void *p = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size == size)
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return false;
+    struct ks_area *a = p;
+    if (a->h.version != KS_LIVE_VERSION || a->h.record_size != sizeof(struct ks_record) ||
+        a->pool.nrec != POOL_RECORDS || idx < 0 || idx >= POOL_RECORDS - 1) {
+        munmap(p, size);
+        return false;
+    }
+    area = a;
+    area_size = size;
+    pool = &a->pool;
+    self_rec = &a->self;
+    ks_stats_adopt(idx, getpid());
     return true;
 }
 
@@ -665,6 +711,10 @@ static void format_line(struct buf *b, const struct ks_record *r, const uint64_t
         put_u64(b, c[KS_C_W_RESPAWNED]);
         put(b, ", given up ");
         put_u64(b, c[KS_C_W_GAVE_UP]);
+        if (c[KS_C_W_RELOADED]) { /* only where a rolling restart happened */
+            put(b, ", replaced by a rolling restart ");
+            put_u64(b, c[KS_C_W_RELOADED]);
+        }
     }
     if (b->len >= b->cap)
         b->len = b->cap - 1;

@@ -76,7 +76,8 @@
     X(B_USER_RX, "bytes", "user_rx")                                                               \
     X(W_STARTED, "workers", "started")                                                             \
     X(W_RESPAWNED, "workers", "respawned")                                                         \
-    X(W_GAVE_UP, "workers", "gave_up")
+    X(W_GAVE_UP, "workers", "gave_up")                                                             \
+    X(W_RELOADED, "workers", "reloaded")
 
 enum ks_counter {
 #define KS_C_ENUM(name, group, key) KS_C_##name,
@@ -142,6 +143,12 @@ extern pid_t ks_self_pid;
  * supervisor sums it at the end. */
 bool ks_stats_make_shared(void);
 void ks_stats_set_shards(int shards);
+/* Exec mode: the same, keeping the pool's memfd open (*fd_out, close-on-exec;
+ * -1 if the pool could only be anonymous memory). */
+bool ks_stats_make_shared_for_exec(int *fd_out);
+/* In an exec-mode worker: map the pool from fd (closed) and adopt record
+ * idx. False (nothing changed) if fd is not such a pool. */
+bool ks_stats_attach_shared(int fd, int idx);
 /* Claims a fresh record in the shared pool (supervisor, before forking a
  * worker); returns its index, or the overflow record's if the pool is
  * full. */

@@ -20,18 +20,22 @@
 #include "shard.h"
 #include "config.h"
 #include "daemonize.h"
+#include "execmode.h"
 #include "log.h"
 #include "resume.h"
 #include "stats.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -90,13 +94,34 @@ static struct {
     bool stop_killed;
     pid_t exited0[EXITED0_MAX]; /* workers that ended with exit 0 (daemon parents?) */
     int nexited0;
+    bool exec;  /* exec mode: workers are exec'd, signals come through sigfd */
+    int sigfd;  /* exec mode: signalfd of the waited signals */
+    bool ignored_at_start[NSIG]; /* waited-for signals the program had ignored */
 } sup;
+
+/* KTLSSHIM_RELOAD (exec mode): the rolling restart, one slot at a time. */
+static struct {
+    bool active;
+    int slot;             /* the slot being replaced */
+    int replaced;         /* workers replaced so far */
+    pid_t new_pid;        /* started, not serving yet */
+    int new_rec, need;    /* its record; listeners it must report */
+    int64_t ready_deadline_ms;
+    pid_t old_pid;        /* replaced, asked to stop */
+    int old_rec;
+    int64_t old_deadline_ms;
+    bool old_killed;
+    pid_t abandoned_pid;  /* a new worker that never served, killed */
+    int abandoned_rec;
+} rl;
 
 /* Closes the sockets the supervisor holds for slot i: once no worker will
  * serve it, its listener must leave the reuseport group, or the kernel keeps
  * giving it connections that nobody accepts. */
 static void close_slot_sockets(int i)
 {
+    if (sup.exec)
+        ks_exec_close_slot(i);
     for (int t = 0; t < sup.plan->nsock; t++) {
         int *fd = ks_plan_fd(sup.plan, i, t);
         if (*fd >= 0) {
@@ -120,24 +145,29 @@ static void begin_stop(void)
     sup.stop_deadline_ms = now_ms() + (int64_t)ks_config()->stop_timeout * 1000;
 }
 
-/* Forks the worker of slot i. Returns 0 in the supervisor, 1 in the child. */
-static int spawn(int i)
+/* Starts a worker for slot i counting into record rec: forks it (fork
+ * mode), or forks and execs the program (exec mode). Returns its pid in the
+ * supervisor (-1 if it could not: said why), 0 in a fork-mode worker. */
+static pid_t start_incarnation(int i, int rec)
 {
-    struct slot *s = &sup.slots[i];
-    int rec = ks_stats_claim(KS_ROLE_WORKER, i);
+    int sup_end = -1, child_end = -1;
+    if (sup.exec && !ks_exec_spawn_prepare(i, &sup_end, &child_end))
+        return -1;
     ks_supervisor_forking = true;
     pid_t pid = fork();
     ks_supervisor_forking = false;
     if (pid < 0) {
-        ks_log_error("worker %d/%d: fork failed: %s; retrying", i, sup.plan->nslots,
-                     strerror(errno));
-        s->state = SLOT_WAITING;
-        s->respawn_at_ms = now_ms() + BACKOFF_MAX_MS;
-        return 0;
+        ks_log_error("worker %d/%d: fork failed: %s", i, sup.plan->nslots, strerror(errno));
+        if (sup.exec) {
+            close(sup_end);
+            close(child_end);
+        }
+        return -1;
     }
     if (pid == 0) {
-        ks_stats_adopt(rec, getpid());
-        if (ks_config()->pin) {
+        if (!sup.exec)
+            ks_stats_adopt(rec, getpid());
+        if (ks_config()->pin && !sup.exec) {
             cpu_set_t one;
             CPU_ZERO(&one);
             CPU_SET(ks_shard_pin_cpu(i), &one);
@@ -148,6 +178,16 @@ static int spawn(int i)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != sup.self)
             _exit(0); /* the supervisor is already gone */
+        if (sup.exec) {
+            /* The program's signal state as it started: an exec keeps the
+             * mask and ignored signals. */
+            for (int sig = 1; sig < NSIG; sig++)
+                if (sup.ignored_at_start[sig])
+                    signal(sig, SIG_IGN);
+            sigaction(SIGCHLD, &sup.app_chld, NULL);
+            sigprocmask(SIG_SETMASK, &sup.app_mask, NULL);
+            ks_exec_worker_exec(i, sup.plan->nslots, rec, child_end);
+        }
         char v[32];
         snprintf(v, sizeof v, "%d/%d", i, sup.plan->nslots);
         setenv("KTLSSHIM_WORKER", v, 1);
@@ -155,15 +195,38 @@ static int spawn(int i)
         ks_ossl_worker_started();
         sigaction(SIGCHLD, &sup.app_chld, NULL);
         sigprocmask(SIG_SETMASK, &sup.app_mask, NULL);
+        return 0;
+    }
+    if (sup.exec) {
+        close(child_end);
+        ks_exec_spawned(i, pid, sup_end);
+    }
+    ks_count(KS_C_W_STARTED, 1);
+    ks_log_debug("worker %d/%d started, pid %d", i, sup.plan->nslots, (int)pid);
+    return pid;
+}
+
+/* Starts the worker of slot i. Returns 0 in the supervisor, 1 in the child. */
+static int spawn(int i)
+{
+    struct slot *s = &sup.slots[i];
+    int rec = ks_stats_claim(KS_ROLE_WORKER, i);
+    pid_t pid = start_incarnation(i, rec);
+    if (pid == 0)
         return 1;
+    if (pid < 0) {
+        ks_stats_release(rec);
+        ks_log_error("worker %d/%d: not started; retrying in %d ms", i, sup.plan->nslots,
+                     BACKOFF_MAX_MS);
+        s->state = SLOT_WAITING;
+        s->respawn_at_ms = now_ms() + BACKOFF_MAX_MS;
+        return 0;
     }
     s->pid = pid;
     s->rec = rec;
     s->state = SLOT_RUNNING;
     s->started_ms = now_ms();
     s->forwarded = 0;
-    ks_count(KS_C_W_STARTED, 1);
-    ks_log_debug("worker %d/%d started, pid %d", i, sup.plan->nslots, (int)pid);
     return 0;
 }
 
@@ -206,21 +269,91 @@ static void worker_ended(struct slot *s, int i, int status)
     s->respawn_at_ms = now + delay;
 }
 
+/* A process of the rolling restart ended: returns true if pid was one. */
+static bool reload_reaped(pid_t pid, int status)
+{
+    char how[32];
+    describe(status, how, sizeof how);
+    if (pid == rl.new_pid) {
+        ks_log_error("KTLSSHIM_RELOAD: the new worker %d/%d (pid %d) ended with %s before it "
+                     "served; the old one (pid %d) keeps serving; rolling restart stopped",
+                     rl.slot, sup.plan->nslots, (int)pid, how, (int)sup.slots[rl.slot].pid);
+        ks_stats_write_for(rl.new_rec, how);
+        ks_stats_release(rl.new_rec);
+        rl.new_pid = 0;
+        rl.active = false;
+        return true;
+    }
+    if (pid == rl.old_pid) {
+        ks_log_debug("KTLSSHIM_RELOAD: old worker %d/%d (pid %d) ended with %s", rl.slot,
+                     sup.plan->nslots, (int)pid, how);
+        ks_stats_write_for(rl.old_rec, how);
+        ks_stats_release(rl.old_rec);
+        rl.old_pid = 0;
+        rl.slot++;
+        return true;
+    }
+    if (pid == rl.abandoned_pid) {
+        ks_stats_write_for(rl.abandoned_rec, how);
+        ks_stats_release(rl.abandoned_rec);
+        rl.abandoned_pid = 0;
+        return true;
+    }
+    return false;
+}
+
 static void reap(void)
 {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (reload_reaped(pid, status))
+            continue;
         for (int i = 0; i < sup.plan->nslots; i++)
             if (sup.slots[i].pid == pid && sup.slots[i].state == SLOT_RUNNING)
                 worker_ended(&sup.slots[i], i, status);
     }
 }
 
+static void start_reload(void)
+{
+    if (sup.stopping)
+        return;
+    if (rl.active) {
+        ks_log_info("KTLSSHIM_RELOAD: a rolling restart is already under way (slot %d/%d); "
+                    "this signal is ignored",
+                    rl.slot, sup.plan->nslots);
+        return;
+    }
+    rl.active = true;
+    rl.slot = 0;
+    rl.replaced = 0;
+    ks_log_info("KTLSSHIM_RELOAD: rolling restart of %d workers, one at a time",
+                sup.plan->nslots);
+}
+
+/* The processes of a rolling restart that are not a slot's current worker. */
+static void signal_reload_pids(int sig)
+{
+    if (rl.new_pid > 0)
+        kill(rl.new_pid, sig);
+    if (rl.old_pid > 0)
+        kill(rl.old_pid, sig);
+    if (rl.abandoned_pid > 0)
+        kill(rl.abandoned_pid, SIGKILL);
+}
+
 static void forward(int sig, const siginfo_t *info)
 {
-    if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT)
+    if (sup.exec && sig == ks_config()->reload_signal) {
+        start_reload();
+        return;
+    }
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
         begin_stop();
+        rl.active = false;
+        signal_reload_pids(sig);
+    }
     /* A terminal's ^C or ^\ reaches the whole foreground process group, the
      * workers included: forwarding it would deliver it twice. */
     bool from_tty = info->si_code == SI_KERNEL;
@@ -386,6 +519,7 @@ static void kill_if_stop_overdue(int64_t now)
     if (!sup.stopping || sup.stop_killed || now < sup.stop_deadline_ms)
         return;
     sup.stop_killed = true;
+    signal_reload_pids(SIGKILL);
     for (int i = 0; i < sup.plan->nslots; i++) {
         struct slot *s = &sup.slots[i];
         if (s->state != SLOT_RUNNING)
@@ -401,7 +535,9 @@ static void kill_if_stop_overdue(int64_t now)
 static int64_t next_deadline(bool *any_alive)
 {
     int64_t next = -1;
-    *any_alive = false;
+    *any_alive = rl.new_pid > 0 || rl.old_pid > 0 || rl.abandoned_pid > 0;
+    if (rl.active)
+        next = now_ms() + 100; /* the rolling restart's steps are checked this often */
     for (int i = 0; i < sup.plan->nslots; i++) {
         struct slot *s = &sup.slots[i];
         if (s->state != SLOT_DONE)
@@ -412,17 +548,134 @@ static int64_t next_deadline(bool *any_alive)
     return next;
 }
 
+/* The rolling restart's next step: start the new worker of the current
+ * slot; once it has reported its listeners, ask the old one to stop
+ * (KTLSSHIM_GRACEFUL_SIGNAL, SIGKILL after KTLSSHIM_STOP_TIMEOUT); once the
+ * old one is gone, the next slot. */
+static void step_reload(int64_t now)
+{
+    const struct ks_config *cfg = ks_config();
+    int n = sup.plan->nslots;
+    if (!rl.active || sup.stopping)
+        return;
+    if (rl.old_pid > 0) {
+        if (!rl.old_killed && now >= rl.old_deadline_ms) {
+            ks_log_error("KTLSSHIM_RELOAD: old worker %d/%d (pid %d) still running %d s after "
+                         "signal %d (KTLSSHIM_STOP_TIMEOUT): sending SIGKILL",
+                         rl.slot, n, (int)rl.old_pid, cfg->stop_timeout, cfg->graceful_signal);
+            kill(rl.old_pid, SIGKILL);
+            rl.old_killed = true;
+        }
+        return;
+    }
+    struct slot *s = &sup.slots[rl.slot < n ? rl.slot : 0];
+    if (rl.new_pid > 0) {
+        if (ks_exec_reported(rl.new_pid) >= rl.need && s->state != SLOT_RUNNING) {
+            /* the old one ended meanwhile (and is being respawned): the new
+             * one is the slot's worker now */
+            s->pid = rl.new_pid;
+            s->rec = rl.new_rec;
+            s->state = SLOT_RUNNING;
+            s->started_ms = now;
+            s->forwarded = 0;
+            rl.new_pid = 0;
+            rl.replaced++;
+            rl.slot++;
+            ks_count(KS_C_W_RELOADED, 1);
+        } else if (ks_exec_reported(rl.new_pid) >= rl.need) {
+            rl.old_pid = s->pid;
+            rl.old_rec = s->rec;
+            rl.old_killed = false;
+            rl.old_deadline_ms = now + (int64_t)cfg->stop_timeout * 1000;
+            s->pid = rl.new_pid;
+            s->rec = rl.new_rec;
+            s->started_ms = now;
+            s->fails = 0;
+            s->forwarded = 0;
+            rl.new_pid = 0;
+            rl.replaced++;
+            ks_count(KS_C_W_RELOADED, 1);
+            ks_log_debug("KTLSSHIM_RELOAD: worker %d/%d pid %d serves; asking pid %d to stop",
+                         rl.slot, n, (int)s->pid, (int)rl.old_pid);
+            kill(rl.old_pid, cfg->graceful_signal);
+        } else if (now >= rl.ready_deadline_ms) {
+            ks_log_error("KTLSSHIM_RELOAD: the new worker %d/%d (pid %d) did not report its "
+                         "listeners within %d s; killing it, the old one (pid %d) keeps "
+                         "serving; rolling restart stopped",
+                         rl.slot, n, (int)rl.new_pid, cfg->stop_timeout, (int)s->pid);
+            kill(rl.new_pid, SIGKILL);
+            rl.abandoned_pid = rl.new_pid;
+            rl.abandoned_rec = rl.new_rec;
+            rl.new_pid = 0;
+            rl.active = false;
+        }
+        return;
+    }
+    while (rl.slot < n && sup.slots[rl.slot].state != SLOT_RUNNING)
+        rl.slot++;
+    if (rl.slot >= n) {
+        ks_log_info("KTLSSHIM_RELOAD: rolling restart done, %d workers replaced", rl.replaced);
+        rl.active = false;
+        return;
+    }
+    int rec = ks_stats_claim(KS_ROLE_WORKER, rl.slot);
+    pid_t pid = start_incarnation(rl.slot, rec);
+    if (pid <= 0) { /* never 0: exec mode's child does not return */
+        ks_stats_release(rec);
+        ks_log_error("KTLSSHIM_RELOAD: cannot start a new worker %d/%d; rolling restart stopped",
+                     rl.slot, n);
+        rl.active = false;
+        return;
+    }
+    rl.new_pid = pid;
+    rl.new_rec = rec;
+    rl.need = ks_exec_held_count(rl.slot) > 0 ? ks_exec_held_count(rl.slot) : 1;
+    rl.ready_deadline_ms = now + (int64_t)cfg->stop_timeout * 1000;
+}
+
+/* Waits for a signal (its number, with info) or for wait_ms; exec mode also
+ * serves the workers' control sockets meanwhile (returns 0 then). */
+static int wait_event(const sigset_t *set, siginfo_t *info, int64_t wait_ms)
+{
+    if (!sup.exec) {
+        struct timespec ts = {wait_ms / 1000, (wait_ms % 1000) * 1000000};
+        return sigtimedwait(set, info, &ts);
+    }
+    static struct pollfd pfd[1 + 2 * KS_MAX_SHARDS + 64];
+    pfd[0] = (struct pollfd){.fd = sup.sigfd, .events = POLLIN};
+    int n = 1 + ks_exec_poll_fds(pfd + 1, (int)KS_ARRAY_LEN(pfd) - 1);
+    int r = poll(pfd, (nfds_t)n, wait_ms > INT_MAX ? INT_MAX : (int)wait_ms);
+    if (r <= 0)
+        return 0;
+    for (int k = 1; k < n; k++)
+        if (pfd[k].revents)
+            ks_exec_handle(pfd[k].fd);
+    struct signalfd_siginfo si;
+    if ((pfd[0].revents & POLLIN) && read(sup.sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        memset(info, 0, sizeof *info);
+        info->si_signo = (int)si.ssi_signo;
+        info->si_code = si.ssi_code;
+        info->si_pid = (pid_t)si.ssi_pid;
+        return (int)si.ssi_signo;
+    }
+    return 0;
+}
+
 void ks_supervise(struct ks_plan *plan)
 {
     static struct slot slots[KS_MAX_SHARDS];
     sup.plan = plan;
     sup.slots = slots;
     sup.self = getpid();
+    sup.exec = plan->exec_mode;
+    sup.sigfd = -1;
 
     sigset_t wait_set;
     sigemptyset(&wait_set);
     for (size_t k = 0; k < KS_ARRAY_LEN(forwarded_signals); k++)
         sigaddset(&wait_set, forwarded_signals[k]);
+    if (sup.exec && ks_config()->reload_signal)
+        sigaddset(&wait_set, ks_config()->reload_signal);
     sigaddset(&wait_set, SIGCHLD);
     /* Everything is blocked in the supervisor: the program's own handlers
      * (an alarm() it set, say) must never run here. What is not waited for
@@ -434,6 +687,24 @@ void ks_supervise(struct ks_plan *plan)
      * had set SIGCHLD to SIG_IGN (auto-reap). Workers get the program's. */
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     sigaction(SIGCHLD, &dfl, &sup.app_chld);
+    if (sup.exec) {
+        /* A signal ignored (nohup's HUP) would be dropped before it could be
+         * waited for: the supervisor takes it; exec'd workers get it ignored
+         * again, as the program had it. */
+        for (int sig = 1; sig < NSIG; sig++) {
+            struct sigaction old;
+            if (sig != SIGCHLD && sigismember(&wait_set, sig) == 1 &&
+                sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN) {
+                sup.ignored_at_start[sig] = true;
+                sigaction(sig, &dfl, NULL);
+            }
+        }
+        sup.sigfd = signalfd(-1, &wait_set, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (sup.sigfd < 0) {
+            ks_log_error("exec mode: signalfd: %s; the supervisor cannot run", strerror(errno));
+            _exit(1);
+        }
+    }
     fflush(NULL); /* or buffered output would be written once per worker */
     /* Orphans of the group (a daemonizing worker's child) become ours. */
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
@@ -472,15 +743,15 @@ void ks_supervise(struct ks_plan *plan)
         int64_t wait_ms = next < 0 ? 60000 : next - now_ms();
         if (wait_ms < 0)
             wait_ms = 0;
-        struct timespec ts = {wait_ms / 1000, (wait_ms % 1000) * 1000000};
         siginfo_t info;
-        int sig = sigtimedwait(&wait_set, &info, &ts);
+        int sig = wait_event(&wait_set, &info, wait_ms);
         if (sig == SIGCHLD)
             reap();
         else if (sig > 0)
             forward(sig, &info);
         int64_t now = now_ms();
         kill_if_stop_overdue(now);
+        step_reload(now);
         ks_resume_rotate_if_due(now);
         for (int i = 0; i < plan->nslots; i++) {
             struct slot *s = &slots[i];

@@ -301,7 +301,7 @@ assert sorted(r["shard"] for r in R if r["role"] == "worker") == [0, 1]
 PYEOF
     assert_success
     assert_output "143
-exit 143 2 {'started': 2, 'respawned': 0, 'gave_up': 0}
+exit 143 2 {'started': 2, 'respawned': 0, 'gave_up': 0, 'reloaded': 0}
 ['exit 0', 'signal 15']"
     grep -qE "^ktlsshim\[[0-9]+\]: supervisor of 2 workers, exit 143, sum of 2 records: [0-9]+ accepted, no TLS connections; workers started 2, respawned 0, given up 0$" "$BATS_TEST_TMPDIR/srv.err"
 }
@@ -336,7 +336,7 @@ import json, sys
 sup = [json.loads(l) for l in open(sys.argv[1]) if '"supervisor"' in l][0]
 print(sup["end"], sup["workers"])
 PYEOF
-    assert_output "exit 3 {'started': 10, 'respawned': 8, 'gave_up': 2}"
+    assert_output "exit 3 {'started': 10, 'respawned': 8, 'gave_up': 2, 'reloaded': 0}"
 }
 
 @test "workers exiting 0 are not respawned and the supervisor exits 0" {
@@ -391,43 +391,71 @@ PYEOF
     assert_output --partial "waitpid=ECHILD"
 }
 
-@test "threads before listen(): refused with one line, runs unsharded" {
+@test "threads before listen(): exec mode (one line), two workers with their own listeners on the port" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --threads
     wait_port "$port"
-    run children_of "$(pid_of srv)"
-    assert_output ""
+    sup=$(pid_of srv)
+    wait_until 30 n_children "$sup" 2
     run cat "$BATS_TEST_TMPDIR/srv.err"
-    assert_output --regexp "KTLSSHIM_SHARDS=2: not sharding: the program has 2 threads .*; running unsharded"
-    run grep -c . "$BATS_TEST_TMPDIR/srv.err"   # one line, not one per attempt
-    assert_output 1
-    run ask "$port" info
-    assert_output --partial "reuseport=0"
-}
-
-@test "a refusal takes back only the SO_REUSEPORT the library set, never the program's own" {
-    port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --threads --reuseport
-    wait_port "$port"
-    run children_of "$(pid_of srv)"
-    assert_output ""
-    # the library was there, and refused (threads)
-    run grep -c "not sharding: the program has 2 threads" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output --regexp "^ktlsshim\[$sup\]: sharding 127.0.0.1:$port over 2 workers in exec mode \(the program has 2 threads at its first listen\(\) \(fork would copy only one\)\)"
+    run grep -c . "$BATS_TEST_TMPDIR/srv.err"   # one line, not one per worker
     assert_output 1
     run ask "$port" info
     assert_output --partial "reuseport=1"
+    assert_equal "$(ss -Hltn "sport = :$port" | wc -l)" 2
 }
 
-@test "epoll before listen(): refused with one line, runs unsharded" {
+@test "exec mode, a respawned worker gets the held listener at its own fd with the flags and options it set" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --threads --options
+    wait_port "$port"
+    sup=$(pid_of srv)
+    wait_until 30 n_children "$sup" 2
+    run children_of "$sup"
+    kill -KILL "${lines[0]}"
+    victim=${lines[0]}
+    respawned() { n_children "$sup" 2 && ! children_of "$sup" | grep -qx "$victim"; }
+    wait_until 30 respawned
+    new=$(children_of "$sup" | grep -vx "${lines[1]}")
+    for _ in $(seq 100); do
+        r=$(ask "$port" info)
+        case "$r" in "pid=$new "*) break ;; esac
+    done
+    [[ "$r" == "pid=$new "* ]]
+    [[ "$r" == *"nodelay=1"* && "$r" != *"defer=0"* && "$r" == *"nonblock=1"* && "$r" == *"cloexec=1"* ]]
+    assert_equal "$(ss -Hltn "sport = :$port" | wc -l)" 2
+}
+
+@test "a refusal (exec mode cannot shard a port-0 listener) takes back only the SO_REUSEPORT the library set, never the program's own" {
+    for own in 0 1; do
+        extra=()
+        [ $own = 1 ] && extra=(--reuseport)
+        start srv$own env KTLSSHIM_SHARDS=2 "$TINY" --port 0 --threads "${extra[@]}"
+        f="$BATS_TEST_TMPDIR/srv$own.out"
+        wait_until 20 grep -q PORT "$f"
+        port=$(awk '/PORT/ { print $2 }' "$f")
+        run children_of "$(pid_of srv$own)"
+        assert_output ""
+        run grep -c "not sharding: the program has 2 threads .*, and exec mode cannot shard a listener bound to port 0" "$BATS_TEST_TMPDIR/srv$own.err"
+        assert_output 1
+        run ask "$port" info
+        assert_output --partial "reuseport=$own"
+    done
+}
+
+@test "epoll before listen(): exec mode (one line), two workers serve" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port" --epoll
     wait_port "$port"
-    run children_of "$(pid_of srv)"
-    assert_output ""
+    sup=$(pid_of srv)
+    wait_until 30 n_children "$sup" 2
     run cat "$BATS_TEST_TMPDIR/srv.err"
-    assert_output --regexp "not sharding: the program made an epoll instance \(fd [0-9]+\) before its first listen\(\)"
+    assert_output --regexp "sharding 127.0.0.1:$port over 2 workers in exec mode \(the program made an epoll instance \(fd [0-9]+\) before its first listen\(\)"
     run grep -c . "$BATS_TEST_TMPDIR/srv.err"
     assert_output 1
+    pids() { for _ in $(seq 40); do ask "$port" info | sed 's/ .*//'; done | sort -u | wc -l; }
+    wait_until 30 test "$(pids)" -eq 2
 }
 
 @test "KTLSSHIM_SHARDS=auto makes one worker per online CPU" {

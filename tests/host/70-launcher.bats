@@ -220,6 +220,8 @@ args: -n 5 --stats y"
     agree --stats KTLSSHIM_STATS "$BATS_TEST_TMPDIR/a.jsonl" rel.jsonl /nonexistent-dir/x ""
     agree --ticket-key-file KTLSSHIM_TICKET_KEY_FILE /dev/null /nonexistent-key rel ""
     agree --conn-log KTLSSHIM_CONN_LOG "$BATS_TEST_TMPDIR/c.jsonl" rel.jsonl /nonexistent-dir/x ""
+    agree --reload KTLSSHIM_RELOAD SIGHUP HUP USR1 SIGUSR2 WINCH SIGTERM TERM KILL sighup SIG ""
+    agree --graceful-signal KTLSSHIM_GRACEFUL_SIGNAL SIGTERM QUIT SIGINT HUP SIGWINCH KILL SIGSTOP term ""
 }
 
 @test "every variable the library reads has a launcher option (shim/config.c's list against --help)" {

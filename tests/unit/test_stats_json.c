@@ -109,9 +109,10 @@ TEST(supervisor_record_has_summed_records_and_workers)
                             "143\",\"summed_records\":3,") != NULL);
     ASSERT_TRUE(group_text(mem, "workers", g, sizeof g));
     char want[160];
-    snprintf(want, sizeof want, "\"started\":%llu,\"respawned\":%llu,\"gave_up\":%llu",
+    snprintf(want, sizeof want,
+             "\"started\":%llu,\"respawned\":%llu,\"gave_up\":%llu,\"reloaded\":%llu",
              (unsigned long long)c[KS_C_W_STARTED], (unsigned long long)c[KS_C_W_RESPAWNED],
-             (unsigned long long)c[KS_C_W_GAVE_UP]);
+             (unsigned long long)c[KS_C_W_GAVE_UP], (unsigned long long)c[KS_C_W_RELOADED]);
     EXPECT_STREQ(g, want);
 }
 

@@ -81,9 +81,8 @@ bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
     static const char *const ktls_words[] = {"auto", "off", "strict", "own", NULL};
     static const char *const log_words[] = {"quiet", "info", "debug", NULL};
     static const char *const on_off[] = {"on", "off", NULL};
-    static const char *const reload_sigs[] = {"SIGHUP", "HUP",      "SIGUSR1",  "USR1",
-                                              "SIGUSR2", "USR2",    "SIGWINCH", "WINCH",
-                                              NULL};
+    static const char *const reload_sigs[] = {"SIGHUP", "HUP",      "SIGUSR1", "USR1", "SIGUSR2",
+                                              "USR2",   "SIGWINCH", "WINCH",   NULL};
     static const char *const graceful_sigs[] = {
         "SIGTERM", "TERM", "SIGQUIT", "QUIT", "SIGINT",   "INT",   "SIGHUP", "HUP",
         "SIGUSR1", "USR1", "SIGUSR2", "USR2", "SIGWINCH", "WINCH", NULL};

@@ -24,7 +24,7 @@ struct ks_plan {
     int nsock;
     int backlog;
     struct ks_sock_tmpl sock[KS_MAX_REPLICATED];
-    int *slot_fd; /* nslots * nsock; slot 0 holds the program's own fds */
+    int *slot_fd;   /* nslots * nsock; slot 0 holds the program's own fds */
     bool exec_mode; /* workers are exec'd (execmode.c); nsock is 0, listeners held there */
 };
 

@@ -94,24 +94,24 @@ static struct {
     bool stop_killed;
     pid_t exited0[EXITED0_MAX]; /* workers that ended with exit 0 (daemon parents?) */
     int nexited0;
-    bool exec;  /* exec mode: workers are exec'd, signals come through sigfd */
-    int sigfd;  /* exec mode: signalfd of the waited signals */
+    bool exec;                   /* exec mode: workers are exec'd, signals come through sigfd */
+    int sigfd;                   /* exec mode: signalfd of the waited signals */
     bool ignored_at_start[NSIG]; /* waited-for signals the program had ignored */
 } sup;
 
 /* KTLSSHIM_RELOAD (exec mode): the rolling restart, one slot at a time. */
 static struct {
     bool active;
-    int slot;             /* the slot being replaced */
-    int replaced;         /* workers replaced so far */
-    pid_t new_pid;        /* started, not serving yet */
-    int new_rec, need;    /* its record; listeners it must report */
+    int slot;          /* the slot being replaced */
+    int replaced;      /* workers replaced so far */
+    pid_t new_pid;     /* started, not serving yet */
+    int new_rec, need; /* its record; listeners it must report */
     int64_t ready_deadline_ms;
-    pid_t old_pid;        /* replaced, asked to stop */
+    pid_t old_pid; /* replaced, asked to stop */
     int old_rec;
     int64_t old_deadline_ms;
     bool old_killed;
-    pid_t abandoned_pid;  /* a new worker that never served, killed */
+    pid_t abandoned_pid; /* a new worker that never served, killed */
     int abandoned_rec;
 } rl;
 
@@ -328,8 +328,7 @@ static void start_reload(void)
     rl.active = true;
     rl.slot = 0;
     rl.replaced = 0;
-    ks_log_info("KTLSSHIM_RELOAD: rolling restart of %d workers, one at a time",
-                sup.plan->nslots);
+    ks_log_info("KTLSSHIM_RELOAD: rolling restart of %d workers, one at a time", sup.plan->nslots);
 }
 
 /* The processes of a rolling restart that are not a slot's current worker. */

@@ -41,6 +41,7 @@
 #include "config.h"
 #include "ktls.h"
 #include "log.h"
+#include "ossl_api.h"
 #include "real.h"
 
 #include <linux/tls.h>
@@ -67,44 +68,15 @@
 
 __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exec")));
 
-/* ---- libcrypto, resolved here (the lead folds it into the one table) ---- */
+/* ---- libcrypto: biosock.c's block of the one table (ossl_api.c) ---- */
 
-static struct {
-    long (*ctrl)(BIO *, int, long, void *);
-    int (*write)(BIO *, const void *, int);
-    BIO *(*next)(BIO *);
-    int (*method_type)(const BIO *);
-    const char *(*method_name)(const BIO *);
-    void *(*get_ex_data)(const BIO *, int);
-    int (*set_ex_data)(BIO *, int, void *);
-    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *, CRYPTO_EX_free *);
-} bs_api;
-static int bs_api_state;    /* atomic: 0 unknown, 1 ready, -1 incomplete */
+#define bs_api ks_ossl_api.bio
+#define api_ready ks_ossl_bio_ready
+#define BS_RESOLVE(field, name) ks_ossl_bio_sym((void **)&bs_api.field, name)
+
 static int bs_bio_idx = -1; /* BIO ex_data: struct bs_bio */
 static pthread_once_t bs_idx_once = PTHREAD_ONCE_INIT;
 static int bs_any_tx; /* atomic: some BIO got kTLS TX from us */
-
-#define BS_RESOLVE(field, name) (*(void **)&bs_api.field = ks_ossl_sym(name))
-
-/* Function pointers only: no OpenSSL call here, so that a BIO_ctrl made
- * while libcrypto initialises itself cannot come back into this. */
-static bool api_ready(void)
-{
-    int st = __atomic_load_n(&bs_api_state, __ATOMIC_ACQUIRE);
-    if (KS_LIKELY(st))
-        return st > 0;
-    bool ok = true;
-    ok &= !!BS_RESOLVE(ctrl, "BIO_ctrl");
-    ok &= !!BS_RESOLVE(write, "BIO_write");
-    ok &= !!BS_RESOLVE(next, "BIO_next");
-    ok &= !!BS_RESOLVE(method_type, "BIO_method_type");
-    ok &= !!BS_RESOLVE(method_name, "BIO_method_name");
-    ok &= !!BS_RESOLVE(get_ex_data, "BIO_get_ex_data");
-    ok &= !!BS_RESOLVE(set_ex_data, "BIO_set_ex_data");
-    ok &= !!BS_RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
-    __atomic_store_n(&bs_api_state, ok ? 1 : -1, __ATOMIC_RELEASE);
-    return ok;
-}
 
 /* ---- per-socket notes: pending control records ---- */
 
@@ -613,7 +585,7 @@ KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
 
 int ks_biosock_tx_fd(BIO *b)
 {
-    if (!b || __atomic_load_n(&bs_api_state, __ATOMIC_ACQUIRE) <= 0)
+    if (!b || !api_ready())
         return -1;
     struct bs_bio *st = bio_state(chain_end(b));
     return st && st->tx_on ? st->fd : -1;
@@ -632,7 +604,7 @@ static bool memory_bio(BIO *b)
 
 bool ks_biosock_found(BIO *b, bool tx)
 {
-    if (!b || __atomic_load_n(&bs_api_state, __ATOMIC_ACQUIRE) <= 0)
+    if (!b || !api_ready())
         return false;
     if (!tx) /* not tried (see the top): the reason is the general one, or bio_rx */
         return !memory_bio(b);

@@ -82,6 +82,9 @@ static int bs_any_tx; /* atomic: some BIO got kTLS TX from us */
 
 #define BS_FD_MAX 65536
 #define BS_SEGS 4
+#define BS_SIG_MAX 48     /* record and handshake headers, version, random */
+#define BS_SIG_MIN 32     /* fewer bytes known: too weak to name a socket */
+#define BS_LATER_TRIES 64 /* writes on a thread before `later` gives up */
 
 struct bs_fd {
     dev_t dev;
@@ -195,13 +198,24 @@ static void ctrl_sent(struct bs_fd *f, int fd, size_t n)
 /* ---- per-BIO state ---- */
 
 struct bs_bio {
-    int fd;         /* the socket seen under it, -1 none */
-    bool ambiguous; /* more than one socket, or not TCP */
-    bool queued;    /* it said "all written" after a short write: the
-                       program keeps bytes of its own to send later */
-    bool tx_on;     /* kTLS TX installed by us on fd */
-    uint8_t reason; /* enum ks_fallback, when SET_KTLS was refused */
+    int fd;          /* the socket seen under it, -1 none */
+    bool ambiguous;  /* more than one socket, or not TCP */
+    bool queued;     /* it said "all written" after a short write: the
+                        program keeps bytes of its own to send later */
+    bool tx_on;      /* kTLS TX installed by us on fd */
+    uint8_t reason;  /* enum ks_fallback, when SET_KTLS was refused */
+    bool by_later;   /* fd found after the handshake call, by the bytes (h2o) */
+    uint64_t unsent; /* bytes it took during handshake calls without writing
+                        anything, not yet seen leaving on fd (an upper bound) */
+    int refs;        /* atomic: the BIO's ex_data, plus a thread's `later` */
+    bool orphan;     /* the BIO is gone; only a `later` still holds this */
 };
+
+static void bio_state_unref(struct bs_bio *st)
+{
+    if (__atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(st);
+}
 
 static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
                            void *argp)
@@ -212,7 +226,8 @@ static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
         return;
     if (st->tx_on && fd_pending(st->fd) && bs_fds && same_socket(st->fd, &bs_fds[st->fd]))
         ctrl_unnote(st->fd, SIZE_MAX); /* never flushed: nothing left to mark */
-    free(st);
+    __atomic_store_n(&st->orphan, true, __ATOMIC_RELEASE);
+    bio_state_unref(st);
 }
 
 static void make_index(void)
@@ -234,6 +249,7 @@ static struct bs_bio *bio_state_make(BIO *b)
     if (st || bs_bio_idx < 0 || !(st = calloc(1, sizeof *st)))
         return st;
     st->fd = -1;
+    st->refs = 1;
     if (!bs_api.set_ex_data(b, bs_bio_idx, st)) {
         free(st);
         return NULL;
@@ -241,10 +257,25 @@ static struct bs_bio *bio_state_make(BIO *b)
     return st;
 }
 
-static bool type_is_socket(int t)
+/* One of libcrypto's own descriptor BIOs (BIO_s_socket, BIO_s_fd, connect,
+ * accept, datagram): libssl's kTLS is theirs to answer, or not. A BIO of the
+ * program's may carry a socket type too: h2o's is BIO_TYPE_FD, named
+ * "h2o_socket"; the name tells them apart. */
+static bool libcrypto_socket_bio(BIO *b)
 {
-    return t == BIO_TYPE_SOCKET || t == BIO_TYPE_CONNECT || t == BIO_TYPE_ACCEPT ||
-           t == BIO_TYPE_FD || t == BIO_TYPE_DGRAM;
+    static const char *const names[] = {"socket", "file descriptor", "socket connect",
+                                        "socket accept", "datagram socket"};
+    int t = bs_api.method_type(b);
+    if (t != BIO_TYPE_SOCKET && t != BIO_TYPE_CONNECT && t != BIO_TYPE_ACCEPT &&
+        t != BIO_TYPE_FD && t != BIO_TYPE_DGRAM)
+        return false;
+    const char *name = bs_api.method_name(b);
+    if (!name)
+        return true; /* unknown: left to libcrypto, as before */
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
 }
 
 /* The BIO at the end of the chain (libssl puts a buffering BIO on top of
@@ -278,7 +309,108 @@ static __thread struct {
     bool multi;
     bool last_short; /* the last write on fd sent less than asked (or EAGAIN) */
     bool queued;
+    uint64_t handed; /* bytes the program's BIO took in this call */
+    uint8_t sig_len; /* the first of them, to know them again */
+    uint8_t sig[BS_SIG_MAX];
 } watch __attribute__((tls_model("initial-exec")));
+
+/* ---- later: a BIO that takes bytes and writes nothing during the call ----
+ * h2o's BIO appends what libssl gives it to a buffer of h2o's, and h2o's
+ * event loop writes that buffer (writev) after the handshake call returns.
+ * The thread remembers the first bytes such a BIO took while its socket is
+ * unknown; the next write on the thread that starts with exactly those
+ * bytes (a ServerHello: 32 random bytes among them) names the socket. Until
+ * a match, every write on the thread takes the slow path: given up after
+ * BS_LATER_TRIES writes, or when another BIO takes its place. */
+static __thread struct {
+    struct bs_bio *st; /* a reference (refs), NULL when none */
+    uint8_t sig_len;
+    uint8_t tries;
+    bool matched; /* the write in progress is the one: later_sent follows */
+    uint8_t sig[BS_SIG_MAX];
+} later __attribute__((tls_model("initial-exec")));
+
+static void later_drop(void)
+{
+    struct bs_bio *st = later.st;
+    later.st = NULL;
+    if (st)
+        bio_state_unref(st);
+}
+
+static void later_set(struct bs_bio *st, const uint8_t *sig, uint8_t len)
+{
+    if (later.st == st)
+        return; /* the first bytes not seen leaving are still the ones known */
+    later_drop();
+    __atomic_add_fetch(&st->refs, 1, __ATOMIC_ACQ_REL);
+    later.st = st;
+    later.tries = 0;
+    later.matched = false;
+    later.sig_len = len;
+    memcpy(later.sig, sig, len);
+}
+
+/* The bytes of an iovec array start with later.sig. */
+static bool later_matches(const struct iovec *iov, size_t cnt)
+{
+    size_t have = 0;
+    for (size_t i = 0; i < cnt && have < later.sig_len; i++) {
+        size_t l = iov[i].iov_len;
+        if (l > (size_t)later.sig_len - have)
+            l = later.sig_len - have;
+        if (l && memcmp(iov[i].iov_base, later.sig + have, l) != 0)
+            return false;
+        have += l;
+    }
+    return have == later.sig_len;
+}
+
+/* A write on fd outside any BIO call, with later set: is it the one? When
+ * it is, later_sent follows with its result. Logs nothing (log.c writes
+ * through these hooks). */
+static void later_check(int fd, const struct msghdr *m)
+{
+    struct bs_bio *st = later.st;
+    if (later.matched) /* a write from a signal handler, in the middle */
+        return;
+    KS_SAVE_ERRNO;
+    if (__atomic_load_n(&st->orphan, __ATOMIC_ACQUIRE) || st->fd >= 0 || st->ambiguous) {
+        later_drop();
+    } else if (!later_matches(m->msg_iov, m->msg_iovlen)) {
+        if (++later.tries >= BS_LATER_TRIES)
+            later_drop();
+    } else {
+        later.matched = true;
+        if (is_tcp(fd)) {
+            st->fd = fd;
+            st->by_later = true;
+        } else {
+            st->ambiguous = true;
+        }
+    }
+    KS_RESTORE_ERRNO;
+}
+
+/* The write later_check matched returned r: its bytes are no longer the
+ * program's to send. */
+static void later_sent(ssize_t r)
+{
+    struct bs_bio *st = later.st;
+    if (!st)
+        return;
+    KS_SAVE_ERRNO;
+    int fd = st->fd;
+    bool found = !st->ambiguous;
+    if (r > 0 && found)
+        st->unsent -= (uint64_t)r < st->unsent ? (uint64_t)r : st->unsent;
+    later_drop();
+    if (found)
+        ks_log_debug("fd %d: the program's BIO wrote nothing during the handshake call; its "
+                     "bytes left later, on this socket",
+                     fd);
+    KS_RESTORE_ERRNO;
+}
 
 /* Starts watching the chain under b for this call; false if already
  * watching (a nested call) or nothing to watch. */
@@ -287,7 +419,7 @@ static bool watch_begin(BIO *b)
     if (watch.target || !b || !api_ready())
         return false;
     BIO *end = chain_end(b);
-    if (!end || type_is_socket(bs_api.method_type(end)))
+    if (!end || libcrypto_socket_bio(end))
         return false;
     struct bs_bio *st = bio_state(end);
     if (st && (st->ambiguous || st->tx_on))
@@ -297,6 +429,8 @@ static bool watch_begin(BIO *b)
     watch.multi = false;
     watch.last_short = false;
     watch.queued = false;
+    watch.handed = 0;
+    watch.sig_len = 0;
     return true;
 }
 
@@ -308,14 +442,49 @@ static inline void watch_returned(bool all_taken)
         watch.queued = true;
 }
 
+/* The program's BIO (the watched chain end) took n bytes at p. */
+static void watch_handed(const void *p, int n)
+{
+    watch.handed += (uint64_t)n;
+    if (watch.sig_len < BS_SIG_MAX) {
+        uint8_t l = BS_SIG_MAX - watch.sig_len;
+        if ((unsigned)n < l)
+            l = (uint8_t)n;
+        memcpy(watch.sig + watch.sig_len, p, l);
+        watch.sig_len += l;
+    }
+}
+
+static bool memory_bio(BIO *b);
+
+/* The watched call wrote nothing, yet the program's BIO took bytes: they
+ * wait in the program's own buffers (h2o) or in a memory BIO. */
+static void watch_end_deferred(BIO *end)
+{
+    if (!watch.handed || memory_bio(end))
+        return;
+    struct bs_bio *st = bio_state_make(end);
+    if (!st)
+        return;
+    st->unsent += watch.handed;
+    if (st->fd < 0 && !st->ambiguous && watch.sig_len >= BS_SIG_MIN)
+        later_set(st, watch.sig, watch.sig_len);
+}
+
 static void watch_end(void)
 {
     BIO *end = watch.target;
     watch.target = NULL;
-    if (watch.fd < 0 && !watch.multi)
+    if (watch.fd < 0 && !watch.multi) {
+        KS_SAVE_ERRNO;
+        watch_end_deferred(end);
+        KS_RESTORE_ERRNO;
         return;
+    }
     KS_SAVE_ERRNO;
     struct bs_bio *st = bio_state_make(end);
+    if (st && later.st == st)
+        later_drop(); /* it writes during its calls: the watch knows its socket */
     if (st && watch.queued && !st->queued) {
         ks_log_debug("fd %d: the program's BIO took bytes its socket did not: it buffers "
                      "output of its own, no kTLS under it",
@@ -393,6 +562,15 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
         st->reason = KS_FB_BIO_BUSY;
         return 0;
     }
+    if (st->by_later && st->unsent) {
+        /* Its flush said yes with the bytes still in its buffer (h2o:
+         * TLS 1.2's ChangeCipherSpec at least): under kTLS now, the kernel
+         * would encrypt them again when its event loop writes them. */
+        ks_log_debug("fd %d: the program's BIO holds %llu bytes it has not sent yet: no kTLS TX",
+                     st->fd, (unsigned long long)st->unsent);
+        st->reason = KS_FB_BIO_BUSY;
+        return 0;
+    }
     long pending = bs_api.ctrl(end, BIO_CTRL_WPENDING, 0, NULL);
     if (pending > 0) {
         ks_log_debug("fd %d: the program's BIO still holds %ld bytes: no kTLS TX", st->fd, pending);
@@ -441,7 +619,7 @@ static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
     if (!api_ready())
         return false;
     BIO *end = chain_end(b);
-    if (!end || type_is_socket(bs_api.method_type(end)))
+    if (!end || libcrypto_socket_bio(end))
         return false;
     struct bs_bio *st;
     switch (cmd) {
@@ -573,11 +751,14 @@ KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
         }
         return r;
     }
-    if (!watch_begin(b))
-        return bs_api.write(b, data, dlen);
+    bool mine = watch_begin(b);
     int r = bs_api.write(b, data, dlen);
-    watch_returned(r == dlen);
-    watch_end();
+    if (r > 0 && watch.target == b) /* into the program's BIO itself */
+        watch_handed(data, r);
+    if (mine) {
+        watch_returned(r == dlen);
+        watch_end();
+    }
     return r;
 }
 
@@ -678,6 +859,8 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
 {
     if (watch.target)
         watch_saw(fd);
+    else if (later.st)
+        later_check(fd, m);
     if (!fd_pending(fd) || !bs_fds)
         return false;
     struct bs_fd *f = &bs_fds[fd];
@@ -704,7 +887,17 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
     return true;
 }
 
-#define WRITE_FAST(fd) (KS_LIKELY(!watch.target && !fd_pending(fd)))
+/* write_slow, then what `later` needs to know of the result. */
+static bool write_slow_later(int fd, const struct msghdr *m, int flags, ssize_t *ret)
+{
+    if (!write_slow(fd, m, flags, ret))
+        return false;
+    if (later.st && later.matched)
+        later_sent(*ret);
+    return true;
+}
+
+#define WRITE_FAST(fd) (KS_LIKELY(!watch.target && !later.st && !fd_pending(fd)))
 
 static size_t iov_total(const struct iovec *iov, size_t cnt)
 {
@@ -719,6 +912,8 @@ static size_t iov_total(const struct iovec *iov, size_t cnt)
     do {                                                                                           \
         if (watch.target)                                                                          \
             watch_wrote((fd), (r), (n), errno);                                                    \
+        else if (later.st && later.matched)                                                        \
+            later_sent(r);                                                                         \
     } while (0)
 
 KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
@@ -728,7 +923,7 @@ KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
-    if (write_slow(fd, &m, 0, &r))
+    if (write_slow_later(fd, &m, 0, &r))
         return r;
     r = ks_libc()->write(fd, buf, n);
     WATCH_AFTER(fd, r, n);
@@ -741,7 +936,7 @@ KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
         return ks_libc()->writev(fd, iov, cnt);
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
     ssize_t r;
-    if (write_slow(fd, &m, 0, &r))
+    if (write_slow_later(fd, &m, 0, &r))
         return r;
     r = ks_libc()->writev(fd, iov, cnt);
     WATCH_AFTER(fd, r, iov_total(iov, (size_t)cnt));
@@ -755,7 +950,7 @@ KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
-    if (write_slow(fd, &m, flags, &r))
+    if (write_slow_later(fd, &m, flags, &r))
         return r;
     r = ks_libc()->send(fd, buf, n, flags);
     WATCH_AFTER(fd, r, n);
@@ -771,7 +966,7 @@ KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const str
     struct msghdr m = {
         .msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
-    if (write_slow(fd, &m, flags, &r))
+    if (write_slow_later(fd, &m, flags, &r))
         return r;
     r = ks_libc()->sendto(fd, buf, n, flags, to, tolen);
     WATCH_AFTER(fd, r, n);
@@ -783,7 +978,7 @@ KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     if (WRITE_FAST(fd) || !msg)
         return ks_libc()->sendmsg(fd, msg, flags);
     ssize_t r;
-    if (write_slow(fd, msg, flags, &r))
+    if (write_slow_later(fd, msg, flags, &r))
         return r;
     r = ks_libc()->sendmsg(fd, msg, flags);
     WATCH_AFTER(fd, r, iov_total(msg->msg_iov, msg->msg_iovlen));

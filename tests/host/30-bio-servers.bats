@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # Servers whose TLS I/O goes through a BIO of their own (Apache httpd with
-# mod_ssl, HAProxy) and a Ruby server that resets its context's options
+# mod_ssl, HAProxy, h2o) and a Ruby server that resets its context's options
 # wholesale (WEBrick), on the host: no tls ULP, so every connection stays in
 # user space with the reason no_kernel_tls (not not_socket, not disabled),
 # and every byte arrives as without the library. tests/vm/30-bio-servers.bats
@@ -130,5 +130,42 @@ teardown() { teardown_servers; }
     run sh -c "grep -l 'Invalid \\(read\\|write\\)\\|uninitialised' vg.*.log"
     assert_output ""
     run stats_check "$STATS" 'S("connections.tls") == 2 and S("fallback_tx.no_kernel_tls") == 2'
+    assert_output ok
+}
+
+@test "h2o: its BIO's socket is found after the handshake call, by its bytes; bodies intact with the library, without it and with KTLSSHIM_KTLS=off" {
+    port=$(pick_port)
+    h2o_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key"
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_STATS="$STATS" $(h2o_args)
+    wait_listen "$port"
+    run matrix "$port" ec "1.3 1.2" "aes128 chacha" s0 s1 s16385 s1048583
+    assert_success
+    stop_srv srv 20
+    # Every connection: h2o's BIO (BIO_TYPE_FD, its own) writes nothing
+    # while libssl runs, its first flight left later on its socket. TLS 1.2:
+    # the ChangeCipherSpec (6 bytes) still in h2o's buffer when libssl asks
+    # for kTLS (the kernel has none here: the general reason wins).
+    run grep -c "the program's BIO wrote nothing during the handshake call; its bytes left later, on this socket" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 16
+    run grep -cE "fd [0-9]+: the program's BIO holds 6 bytes it has not sent yet: no kTLS TX" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 8
+    run stats_check "$STATS" 'S("connections.tls") == 16' 'S("ktls.tx") == 0' \
+        'S("fallback_tx.no_kernel_tls") == 16 and S("fallback_rx.no_kernel_tls") == 16'
+    assert_output ok
+    # shellcheck disable=SC2046
+    start_plain srv $(h2o_args)
+    wait_listen "$port"
+    run matrix "$port" ec "1.3 1.2" chacha s1 s1048583
+    assert_success
+    stop_srv srv 20
+    : >"$STATS"
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(h2o_args)
+    wait_listen "$port"
+    run matrix "$port" ec "1.3 1.2" aes128 s16385
+    assert_success
+    stop_srv srv 20
+    run stats_check "$STATS" 'S("connections.tls") == 2 and S("fallback_tx.disabled") == 2'
     assert_output ok
 }

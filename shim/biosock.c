@@ -6,15 +6,24 @@
  * their code, in order, for their buffering and EAGAIN bookkeeping.
  *
  * 1. Finding the socket: while a thread is in a handshake call and inside
- *    BIO_write / BIO_flush on a BIO chain that does not end in a socket BIO,
- *    the descriptors its write calls (write, writev, send, sendto, sendmsg)
- *    use are noted on that BIO (ex_data). One TCP socket: found. None (a
- *    memory BIO, or a program that writes later from its event loop, like
- *    h2o), two, or not TCP: not found, the connection stays in user space.
- *    A BIO call that reported everything taken while its last write on the
- *    socket was short (or EAGAIN) means the program keeps bytes of its own
- *    to send later: no kTLS under it either (bio_busy), since those bytes
- *    would reach a kernel that encrypts them.
+ *    BIO_write / BIO_flush on a BIO chain that does not end in one of
+ *    libcrypto's own descriptor BIOs, the descriptors its write calls
+ *    (write, writev, send, sendto, sendmsg) use are noted on that BIO
+ *    (ex_data). One TCP socket: found. Two, or not TCP: not found, the
+ *    connection stays in user space. A BIO call that reported everything
+ *    taken while its last write on the socket was short (or EAGAIN) means
+ *    the program keeps bytes of its own to send later: no kTLS under it
+ *    either (bio_busy), since those bytes would reach a kernel that
+ *    encrypts them.
+ *    None (h2o: its BIO appends to a buffer its event loop writes with
+ *    writev after the handshake call returns): the first bytes the BIO took
+ *    (a ServerHello, 32 random bytes in it) are remembered on the thread,
+ *    and the next write on the thread that starts with exactly them names
+ *    the socket ("later"). Every byte such a BIO takes counts as unsent
+ *    until seen leaving in that write; libssl asking to switch while any is
+ *    unsent is refused with bio_busy (TLS 1.2: its ChangeCipherSpec is
+ *    still in h2o's buffer then). TLS 1.3 asks in the first handshake call,
+ *    before anything left: bio_no_fd. Memory BIOs are never followed.
  * 2. Switching TX: libssl flushes the BIO and then asks BIO_CTRL_SET_KTLS
  *    with the kernel's crypto info. If their flush left nothing pending
  *    (BIO_CTRL_WPENDING), the library attaches the tls ULP and TLS_TX on
@@ -35,8 +44,10 @@
  *    EIO on every control record (close_notify, tickets, key updates).
  *    Reason bio_rx.
  *
- * Cost when none of this is in use: one thread-local test and one bitmap
- * test per write call; BIO_ctrl adds a switch on the command. */
+ * Cost when none of this is in use: two thread-local tests and one bitmap
+ * test per write call; BIO_ctrl adds a switch on the command. While a
+ * thread follows a "later" BIO, its writes compare their first bytes (at
+ * most BS_LATER_TRIES writes). */
 #include "biosock.h"
 #include "config.h"
 #include "ktls.h"
@@ -266,8 +277,8 @@ static bool libcrypto_socket_bio(BIO *b)
     static const char *const names[] = {"socket", "file descriptor", "socket connect",
                                         "socket accept", "datagram socket"};
     int t = bs_api.method_type(b);
-    if (t != BIO_TYPE_SOCKET && t != BIO_TYPE_CONNECT && t != BIO_TYPE_ACCEPT &&
-        t != BIO_TYPE_FD && t != BIO_TYPE_DGRAM)
+    if (t != BIO_TYPE_SOCKET && t != BIO_TYPE_CONNECT && t != BIO_TYPE_ACCEPT && t != BIO_TYPE_FD &&
+        t != BIO_TYPE_DGRAM)
         return false;
     const char *name = bs_api.method_name(b);
     if (!name)

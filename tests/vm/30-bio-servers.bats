@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # Kernel TLS for servers whose TLS I/O goes through a BIO of their own
-# (Apache httpd with mod_ssl, HAProxy: shim/biosock.c) and for a Ruby server
+# (Apache httpd with mod_ssl, HAProxy, h2o: shim/biosock.c) and for a Ruby server
 # that resets its options wholesale (WEBrick: shim/optreset.c), in the VM.
 # TX must be kTLS on every connection (the kernel's TlsTxSw moves by one per
 # connection, the library counts ktls.tx_bio), RX stays in user space with
@@ -147,14 +147,52 @@ slow_fetch() {
     run keepalive "$port" "$(curl_tls 1.2 aes256)" s16385 s1
     assert_success
     assert_output "connects 1"
+    run keepalive "$port" "$(curl_tls 1.3 chacha)" s1048583 s0
+    assert_success
+    assert_output "connects 1"
+    # A client that leaves mid-transfer; HAProxy serves on.
+    run curl -sSk --max-time 2 --limit-rate 64k -o /dev/null $(curl_tls 1.3 aes256) \
+        "https://127.0.0.1:$port/s1048583"
+    assert_failure 28
+    run keepalive "$port" "$(curl_tls 1.2 chacha)" s16385
+    assert_success
     stop_sig srv2 USR1
     note
-    assert_equal "$(delta TlsTxSw)" 7
+    assert_equal "$(delta TlsTxSw)" 10
     assert_equal "$(delta TlsRxSw)" 0
-    run stats_check "$STATS" 'len(R) == 3 and S("connections.tls") == 7' \
-        'S("ktls.tx") == 7 and S("ktls.tx_bio") == 7' "$NO_FALLBACK_TX" \
-        'S("fallback_rx.bio_rx") == 7 and S("bytes.user_tx") == 0' \
-        "S('bytes.ktls_tx') >= 4 * 1048583"
+    run stats_check "$STATS" 'len(R) == 3 and S("connections.tls") == 10' \
+        'S("ktls.tx") == 10 and S("ktls.tx_bio") == 10' "$NO_FALLBACK_TX" \
+        'S("fallback_rx.bio_rx") == 10 and S("bytes.user_tx") == 0' \
+        "S('bytes.ktls_tx') >= 5 * 1048583"
+    assert_output ok
+}
+
+@test "HAProxy: the same bytes without the library and with KTLSSHIM_KTLS=off (no kTLS then)" {
+    port=$(pick_port)
+    bport=$(pick_port)
+    plain_backend "$bport"
+    wait_listen "$bport"
+    haproxy_conf "$port" "$bport" "$CERTS/ec.pem" "$CERTS/ec.key" 1
+    snap
+    # shellcheck disable=SC2046
+    start_plain srv $(haproxy_args)
+    wait_listen "$port"
+    run keepalive "$port" "$(curl_tls 1.3 chacha)" s1048583 s0 s1 s16385
+    assert_success
+    run keepalive "$port" "$(curl_tls 1.2 aes128)" s1048583 s16385
+    assert_success
+    stop_sig srv USR1
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(haproxy_args)
+    wait_listen "$port"
+    run keepalive "$port" "$(curl_tls 1.3 aes128)" s1048583 s0 s1 s16385
+    assert_success
+    run keepalive "$port" "$(curl_tls 1.2 chacha)" s1048583 s16385
+    assert_success
+    stop_sig srv USR1
+    assert_equal "$(delta TlsTxSw)" 0
+    run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.tx") == 0' \
+        'S("fallback_tx.disabled") == 2'
     assert_output ok
 }
 
@@ -175,5 +213,58 @@ slow_fetch() {
     run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.reasserted") == 2' \
         'S("ktls.tx") == 2 and S("ktls.tx_bio") == 0 and S("ktls.rx") == 2' \
         'S("ktls.rx_own") == 1' "$NO_FALLBACK_TX"
+    assert_output ok
+}
+
+@test "h2o (writes from its event loop, after the handshake call): TLS 1.2 refused with bio_busy (its ChangeCipherSpec still in its buffer), TLS 1.3 bio_no_fd; a slow client, a client gone mid-transfer; bodies intact, as without the library and with KTLSSHIM_KTLS=off" {
+    port=$(pick_port)
+    h2o_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key"
+    snap
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_STATS="$STATS" $(h2o_args)
+    wait_listen "$port"
+    run matrix "$port" ec 1.2 aes128 s0 s1 s16385 s1048583
+    assert_success
+    run matrix "$port" ec 1.3 chacha s0 s1 s16385 s1048583
+    assert_success
+    run matrix "$port" ec 1.2 chacha s1048583
+    assert_success
+    # A slow reader (h2o's writev hits EAGAIN), then a client that leaves
+    # mid-transfer; h2o serves on.
+    run fetch "$port" s1048583 --limit-rate 400k $(curl_tls 1.2 aes256)
+    assert_output "$(sha "$WWW/s1048583")"
+    run curl -sSk --max-time 2 --limit-rate 64k -o /dev/null $(curl_tls 1.2 aes128) \
+        "https://127.0.0.1:$port/s1048583"
+    assert_failure 28
+    run matrix "$port" ec 1.3 aes128 s16385
+    assert_success
+    stop_srv srv 30
+    note
+    # What the rule protects: each TLS 1.2 connection's ChangeCipherSpec
+    # (6 bytes) was in h2o's buffer, unsent, when libssl asked for kTLS TX.
+    run grep -c "the program's BIO holds 6 bytes it has not sent yet: no kTLS TX" \
+        "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 7
+    assert_equal "$(delta TlsTxSw)" 0
+    assert_equal "$(delta TlsRxSw)" 0
+    run stats_check "$STATS" 'S("connections.tls") == 12 and S("ktls.tx") == 0' \
+        'S("fallback_tx.bio_busy") == 7 and S("fallback_tx.bio_no_fd") == 5' \
+        'S("fallback_rx.bio_rx") == 12' "S('bytes.user_tx') >= 4 * 1048583"
+    assert_output ok
+    # The same bytes without the library and with it switched off.
+    # shellcheck disable=SC2046
+    start_plain srv $(h2o_args)
+    wait_listen "$port"
+    run matrix "$port" ec "1.2 1.3" chacha s1 s1048583
+    assert_success
+    stop_srv srv 30
+    : >"$STATS"
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(h2o_args)
+    wait_listen "$port"
+    run matrix "$port" ec "1.2 1.3" aes128 s1 s1048583
+    assert_success
+    stop_srv srv 30
+    run stats_check "$STATS" 'S("connections.tls") == 4 and S("fallback_tx.disabled") == 4'
     assert_output ok
 }

@@ -19,16 +19,21 @@
  *    writev after the handshake call returns): the first bytes the BIO took
  *    (a ServerHello, 32 random bytes in it) are remembered on the thread,
  *    and the next write on the thread that starts with exactly them names
- *    the socket ("later"). Every byte such a BIO takes counts as unsent
- *    until seen leaving in that write; libssl asking to switch while any is
- *    unsent is refused with bio_busy (TLS 1.2: its ChangeCipherSpec is
- *    still in h2o's buffer then). TLS 1.3 asks in the first handshake call,
- *    before anything left: bio_no_fd. Memory BIOs are never followed.
+ *    the socket ("later"). Memory BIOs are never followed. TLS 1.3 asks to
+ *    switch in the first handshake call, before anything left: bio_no_fd.
  * 2. Switching TX: libssl flushes the BIO and then asks BIO_CTRL_SET_KTLS
  *    with the kernel's crypto info. If their flush left nothing pending
  *    (BIO_CTRL_WPENDING), the library attaches the tls ULP and TLS_TX on
  *    that socket, and answers yes, then GET_KTLS_SEND yes: libssl then
  *    writes plaintext through their BIO and the kernel encrypts it.
+ *    A "later" BIO always still holds bytes then (TLS 1.2: the
+ *    ChangeCipherSpec). When the library knows them to the byte (the first
+ *    write carried all the BIO had taken; what it took since is copied),
+ *    it answers yes, notes them on the socket as a first segment with the
+ *    key, and their next writes send exactly those bytes (checked against
+ *    the copy: a mismatch fails the write, EIO, never sends plaintext);
+ *    TLS_TX goes in right after, the key is wiped. Not known to the byte:
+ *    bio_busy.
  * 3. Control records (TLS 1.2 Finished, TLS 1.3 tickets, alerts such as
  *    close_notify): libssl flushes, sets SET_KTLS_TX_SEND_CTRL_MSG and
  *    writes the record's payload with BIO_write. The length of that write is
@@ -96,6 +101,33 @@ static int bs_any_tx; /* atomic: some BIO got kTLS TX from us */
 #define BS_SIG_MAX 48     /* record and handshake headers, version, random */
 #define BS_SIG_MIN 32     /* fewer bytes known: too weak to name a socket */
 #define BS_LATER_TRIES 64 /* writes on a thread before `later` gives up */
+#define BS_HELD_MAX 16384 /* bytes a "later" BIO may hold at the switch point */
+
+/* Segment types besides TLS record types (20-23). */
+#define BS_SEG_HELD                                                                                \
+    0 /* bytes the program still held when libssl switched:                                        \
+         they go out as they are, then TLS_TX goes in */
+#define BS_SEG_BROKEN                                                                              \
+    255 /* TLS_TX failed after libssl was told yes: the                                            \
+           plaintext behind must never leave, writes fail */
+
+/* The kernel's crypto info, any cipher the library passes on. */
+union bs_key {
+    struct tls12_crypto_info_aes_gcm_128 gcm128;
+    struct tls12_crypto_info_aes_gcm_256 gcm256;
+    struct tls12_crypto_info_aes_ccm_128 ccm128;
+#ifdef TLS_CIPHER_CHACHA20_POLY1305
+    struct tls12_crypto_info_chacha20_poly1305 chacha;
+#endif
+};
+
+/* A switch waiting for the bytes the program held to leave. */
+struct bs_deferred {
+    union bs_key key; /* secret: wiped when installed or dropped */
+    socklen_t key_len;
+    uint32_t off, len; /* bytes[] sent so far, and in all */
+    uint8_t bytes[];   /* exactly what must leave first */
+};
 
 struct bs_fd {
     dev_t dev;
@@ -104,8 +136,25 @@ struct bs_fd {
     struct {
         uint8_t type;
         uint32_t left;
-    } seg[BS_SEGS]; /* in stream order */
+    } seg[BS_SEGS];               /* in stream order */
+    struct bs_deferred *deferred; /* with a BS_SEG_HELD segment first */
 };
+
+static void deferred_free(struct bs_deferred *d)
+{
+    if (!d)
+        return;
+    explicit_bzero(&d->key, sizeof d->key);
+    free(d);
+}
+
+/* Nothing is pending on f any more: its key, if any, goes. */
+static void fd_forget(struct bs_fd *f)
+{
+    struct bs_deferred *d = f->deferred;
+    f->deferred = NULL;
+    deferred_free(d);
+}
 static struct bs_fd *bs_fds;                /* BS_FD_MAX entries, made on first use */
 static uint64_t bs_pending[BS_FD_MAX / 64]; /* bit: bs_fds[fd] has segments */
 
@@ -157,6 +206,7 @@ static void ctrl_note(int fd, uint8_t type, size_t n)
         return;
     struct bs_fd *f = &t[fd];
     if (!fd_pending(fd) || f->dev != st.st_dev || f->ino != st.st_ino) {
+        fd_forget(f);
         f->nseg = 0;
         f->dev = st.st_dev;
         f->ino = st.st_ino;
@@ -191,8 +241,10 @@ static void ctrl_unnote(int fd, size_t n)
         if (!*left)
             f->nseg--;
     }
-    if (!f->nseg)
+    if (!f->nseg) {
+        fd_forget(f);
         fd_set_pending(fd, false);
+    }
 }
 
 /* n bytes of the first segment went out. */
@@ -205,6 +257,8 @@ static void ctrl_sent(struct bs_fd *f, int fd, size_t n)
     if (!--f->nseg)
         fd_set_pending(fd, false);
 }
+
+static void fd_break(struct bs_fd *f, int fd);
 
 /* ---- per-BIO state ---- */
 
@@ -220,12 +274,19 @@ struct bs_bio {
                         anything, not yet seen leaving on fd (an upper bound) */
     int refs;        /* atomic: the BIO's ex_data, plus a thread's `later` */
     bool orphan;     /* the BIO is gone; only a `later` still holds this */
+    bool precise;    /* by_later, and unsent is exact: all it took since
+                        unsent was last 0 is in held */
+    bool held_over;  /* more than BS_HELD_MAX of it */
+    uint32_t held_len;
+    uint8_t *held;
 };
 
 static void bio_state_unref(struct bs_bio *st)
 {
-    if (__atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    if (__atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        free(st->held);
         free(st);
+    }
 }
 
 static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
@@ -235,8 +296,12 @@ static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     struct bs_bio *st = ptr;
     if (!st)
         return;
-    if (st->tx_on && fd_pending(st->fd) && bs_fds && same_socket(st->fd, &bs_fds[st->fd]))
-        ctrl_unnote(st->fd, SIZE_MAX); /* never flushed: nothing left to mark */
+    if (st->tx_on && fd_pending(st->fd) && bs_fds && same_socket(st->fd, &bs_fds[st->fd])) {
+        if (bs_fds[st->fd].deferred) /* plaintext may wait behind the held bytes */
+            fd_break(&bs_fds[st->fd], st->fd);
+        else
+            ctrl_unnote(st->fd, SIZE_MAX); /* never flushed: nothing left to mark */
+    }
     __atomic_store_n(&st->orphan, true, __ATOMIC_RELEASE);
     bio_state_unref(st);
 }
@@ -413,8 +478,13 @@ static void later_sent(ssize_t r)
     KS_SAVE_ERRNO;
     int fd = st->fd;
     bool found = !st->ambiguous;
-    if (r > 0 && found)
+    if (r > 0 && found) {
+        /* Exactly what it took, in one write: from here on, every byte it
+         * takes is known until libssl switches. */
+        st->precise = (uint64_t)r == st->unsent;
+        st->held_len = 0;
         st->unsent -= (uint64_t)r < st->unsent ? (uint64_t)r : st->unsent;
+    }
     later_drop();
     if (found)
         ks_log_debug("fd %d: the program's BIO wrote nothing during the handshake call; its "
@@ -453,9 +523,28 @@ static inline void watch_returned(bool all_taken)
         watch.queued = true;
 }
 
+/* A copy of what a "later" BIO takes once its socket is known, up to the
+ * switch point: the bytes its program must send before kTLS goes in. */
+static void held_add(struct bs_bio *st, const void *p, int n)
+{
+    if (st->held_over || (size_t)st->held_len + (size_t)n > BS_HELD_MAX) {
+        st->held_over = true;
+        return;
+    }
+    if (!st->held && !(st->held = malloc(BS_HELD_MAX))) {
+        st->held_over = true;
+        return;
+    }
+    memcpy(st->held + st->held_len, p, (size_t)n);
+    st->held_len += (uint32_t)n;
+}
+
 /* The program's BIO (the watched chain end) took n bytes at p. */
 static void watch_handed(const void *p, int n)
 {
+    struct bs_bio *st = bio_state(watch.target);
+    if (st && st->by_later && st->precise)
+        held_add(st, p, n);
     watch.handed += (uint64_t)n;
     if (watch.sig_len < BS_SIG_MAX) {
         uint8_t l = BS_SIG_MAX - watch.sig_len;
@@ -496,6 +585,8 @@ static void watch_end(void)
     struct bs_bio *st = bio_state_make(end);
     if (st && later.st == st)
         later_drop(); /* it writes during its calls: the watch knows its socket */
+    if (st)
+        st->precise = false; /* bytes left during a call: unsent is not exact */
     if (st && watch.queued && !st->queued) {
         ks_log_debug("fd %d: the program's BIO took bytes its socket did not: it buffers "
                      "output of its own, no kTLS under it",
@@ -557,6 +648,36 @@ static socklen_t crypto_info_len(const void *p)
     }
 }
 
+/* TX for st->fd once the st->unsent bytes its program holds (st->held)
+ * have left: noted on the socket as its first segment, with the key. */
+static bool defer_tx(struct bs_bio *st, const void *crypto_info, socklen_t len)
+{
+    struct bs_deferred *d = malloc(sizeof *d + st->held_len);
+    if (!d || len > sizeof d->key) {
+        free(d);
+        return false;
+    }
+    memcpy(&d->key, crypto_info, len);
+    d->key_len = len;
+    d->off = 0;
+    d->len = st->held_len;
+    memcpy(d->bytes, st->held, st->held_len);
+    ctrl_note(st->fd, BS_SEG_HELD, st->held_len);
+    struct bs_fd *f = &bs_fds[st->fd];
+    if (!fd_pending(st->fd) || f->nseg != 1 || f->seg[0].type != BS_SEG_HELD) {
+        deferred_free(d);
+        ctrl_unnote(st->fd, SIZE_MAX);
+        return false;
+    }
+    f->deferred = d;
+    ks_log_debug("fd %d: kTLS TX once the %u bytes the program's BIO still holds have left", st->fd,
+                 (unsigned)st->held_len);
+    free(st->held);
+    st->held = NULL;
+    st->held_len = 0;
+    return true;
+}
+
 /* BIO_CTRL_SET_KTLS for TX on the program's BIO `end`: 1 if the kernel now
  * encrypts what is written to its socket. */
 static long set_ktls_tx(BIO *end, void *crypto_info)
@@ -573,10 +694,13 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
         st->reason = KS_FB_BIO_BUSY;
         return 0;
     }
-    if (st->by_later && st->unsent) {
-        /* Its flush said yes with the bytes still in its buffer (h2o:
-         * TLS 1.2's ChangeCipherSpec at least): under kTLS now, the kernel
-         * would encrypt them again when its event loop writes them. */
+    /* Its flush said yes with bytes still in its buffer (h2o: TLS 1.2's
+     * ChangeCipherSpec): under kTLS now, the kernel would encrypt them again
+     * when its event loop writes them. Known to the byte, they go out first
+     * and the key after them (deferred); else no kTLS. */
+    bool deferred = st->by_later && st->unsent;
+    if (deferred &&
+        (!st->precise || st->held_over || st->held_len != st->unsent || fd_pending(st->fd))) {
         ks_log_debug("fd %d: the program's BIO holds %llu bytes it has not sent yet: no kTLS TX",
                      st->fd, (unsigned long long)st->unsent);
         st->reason = KS_FB_BIO_BUSY;
@@ -607,7 +731,12 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
             ks_log_error("fd %d: setsockopt(TCP_ULP, tls) failed: %s", st->fd, strerror(errno));
         return 0;
     }
-    if (setsockopt(st->fd, SOL_TLS, TLS_TX, crypto_info, len) != 0) {
+    if (deferred) {
+        if (!defer_tx(st, crypto_info, len)) {
+            st->reason = KS_FB_OTHER;
+            return 0;
+        }
+    } else if (setsockopt(st->fd, SOL_TLS, TLS_TX, crypto_info, len) != 0) {
         ks_log_error("fd %d: setsockopt(SOL_TLS, TLS_TX) failed: %s", st->fd, strerror(errno));
         st->reason = KS_FB_OTHER;
         return 0;
@@ -816,6 +945,87 @@ enum ks_fallback ks_biosock_reason(BIO *b, bool tx, bool found)
 
 /* ---- hooks: libc writes ---- */
 
+/* Every later write on fd fails: plaintext sits in the program's buffer
+ * behind what was sent, and no key is on the socket to encrypt it. */
+static void fd_break(struct bs_fd *f, int fd)
+{
+    fd_forget(f);
+    f->nseg = 1;
+    f->seg[0].type = BS_SEG_BROKEN;
+    f->seg[0].left = UINT32_MAX;
+    fd_set_pending(fd, true);
+}
+
+/* The held bytes have all left: the key goes in. */
+static void held_done(struct bs_fd *f, int fd)
+{
+    struct bs_deferred *d = f->deferred;
+    f->deferred = NULL;
+    if (setsockopt(fd, SOL_TLS, TLS_TX, &d->key, d->key_len) != 0) {
+        ks_log_error("fd %d: setsockopt(SOL_TLS, TLS_TX) failed after the program's held bytes "
+                     "left: %s; its next writes on this connection fail (EIO), since what "
+                     "follows is plaintext",
+                     fd, strerror(errno));
+        deferred_free(d);
+        fd_break(f, fd);
+        return;
+    }
+    ks_log_debug("fd %d: kTLS TX on, after the %u bytes the program held", fd, (unsigned)d->len);
+    deferred_free(d);
+}
+
+/* Sends what the caller asked, limited to the held bytes still to leave on
+ * fd, as they are, when they are exactly those bytes; then the key. */
+static ssize_t send_held(int fd, struct bs_fd *f, const struct msghdr *theirs, int flags)
+{
+    struct bs_deferred *d = f->deferred;
+    size_t want = f->seg[0].left, took = 0;
+    struct iovec iov[64];
+    int n = 0;
+    for (size_t i = 0; d && i < theirs->msg_iovlen && took < want && n < 64; i++) {
+        size_t l = theirs->msg_iov[i].iov_len;
+        if (!l)
+            continue;
+        if (l > want - took)
+            l = want - took;
+        if (memcmp(theirs->msg_iov[i].iov_base, d->bytes + d->off + took, l) != 0) {
+            d = NULL; /* not the bytes its BIO took: a count went wrong */
+            break;
+        }
+        iov[n].iov_base = theirs->msg_iov[i].iov_base;
+        iov[n].iov_len = l;
+        took += l;
+        n++;
+    }
+    if (!d) {
+        ks_log_error("fd %d: the program's write does not carry the bytes its BIO held at the "
+                     "kTLS switch; the connection's writes fail (EIO) rather than send "
+                     "plaintext",
+                     fd);
+        fd_break(f, fd);
+        errno = EIO;
+        return -1;
+    }
+    if (!took) /* a zero-length write */
+        return ks_libc()->sendmsg(fd, theirs, flags);
+    struct msghdr m = {
+        .msg_name = theirs->msg_name,
+        .msg_namelen = theirs->msg_namelen,
+        .msg_iov = iov,
+        .msg_iovlen = (size_t)n,
+    };
+    ssize_t r = ks_libc()->sendmsg(fd, &m, flags);
+    if (r > 0) {
+        KS_SAVE_ERRNO;
+        d->off += (uint32_t)r;
+        ctrl_sent(f, fd, (size_t)r);
+        if (d->off == d->len)
+            held_done(f, fd);
+        KS_RESTORE_ERRNO;
+    }
+    return r;
+}
+
 /* Sends what the caller asked, limited to the first pending control record
  * on fd, as that record type. -1 with errno like the real call. */
 static ssize_t send_ctrl(int fd, struct bs_fd *f, const struct msghdr *theirs, int flags)
@@ -879,8 +1089,14 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
     bool same = f->nseg && same_socket(fd, f);
     KS_RESTORE_ERRNO;
     if (!same) {
-        fd_set_pending(fd, false); /* a stale note of a closed socket */
+        fd_forget(f); /* a stale note of a closed socket */
+        fd_set_pending(fd, false);
         return false;
+    }
+    if (f->seg[0].type == BS_SEG_BROKEN) {
+        errno = EIO;
+        *ret = -1;
+        return true;
     }
     if (m->msg_controllen) {
         /* Their own cmsg on a kTLS socket with a control record due: no
@@ -894,7 +1110,7 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
         *ret = -1;
         return true;
     }
-    *ret = send_ctrl(fd, f, m, flags);
+    *ret = f->seg[0].type == BS_SEG_HELD ? send_held(fd, f, m, flags) : send_ctrl(fd, f, m, flags);
     return true;
 }
 

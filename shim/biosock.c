@@ -277,6 +277,7 @@ struct bs_bio {
     bool precise;    /* by_later, and unsent is exact: all it took since
                         unsent was last 0 is in held */
     bool held_over;  /* more than BS_HELD_MAX of it */
+    bool tx_asked;   /* libssl asked to switch TX: nothing more to copy */
     uint32_t held_len;
     uint8_t *held;
 };
@@ -527,14 +528,13 @@ static inline void watch_returned(bool all_taken)
  * switch point: the bytes its program must send before kTLS goes in. */
 static void held_add(struct bs_bio *st, const void *p, int n)
 {
-    if (st->held_over || (size_t)st->held_len + (size_t)n > BS_HELD_MAX) {
+    uint8_t *grown;
+    if (st->held_over || (size_t)st->held_len + (size_t)n > BS_HELD_MAX ||
+        !(grown = realloc(st->held, (size_t)st->held_len + (size_t)n))) {
         st->held_over = true;
         return;
     }
-    if (!st->held && !(st->held = malloc(BS_HELD_MAX))) {
-        st->held_over = true;
-        return;
-    }
+    st->held = grown;
     memcpy(st->held + st->held_len, p, (size_t)n);
     st->held_len += (uint32_t)n;
 }
@@ -543,7 +543,7 @@ static void held_add(struct bs_bio *st, const void *p, int n)
 static void watch_handed(const void *p, int n)
 {
     struct bs_bio *st = bio_state(watch.target);
-    if (st && st->by_later && st->precise)
+    if (st && st->by_later && st->precise && !st->tx_asked)
         held_add(st, p, n);
     watch.handed += (uint64_t)n;
     if (watch.sig_len < BS_SIG_MAX) {
@@ -682,9 +682,11 @@ static bool defer_tx(struct bs_bio *st, const void *crypto_info, socklen_t len)
  * encrypts what is written to its socket. */
 static long set_ktls_tx(BIO *end, void *crypto_info)
 {
-    struct bs_bio *st = bio_state(end);
+    struct bs_bio *st = bio_state_make(end);
+    if (st)
+        st->tx_asked = true;
     if (!st || st->fd < 0 || st->ambiguous) {
-        if ((st = bio_state_make(end)))
+        if (st)
             st->reason = KS_FB_BIO_NO_FD;
         return 0;
     }
@@ -770,6 +772,11 @@ static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
             return false;
         KS_SAVE_ERRNO;
         *ret = set_ktls_tx(end, ptr);
+        if ((st = bio_state(end))) { /* decided: the copy has served */
+            free(st->held);
+            st->held = NULL;
+            st->held_len = 0;
+        }
         KS_RESTORE_ERRNO;
         return true;
     case KS_BIO_CTRL_SET_KTLS_TX_SEND_CTRL_MSG:

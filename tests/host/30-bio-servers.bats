@@ -169,3 +169,29 @@ teardown() { teardown_servers; }
     run stats_check "$STATS" 'S("connections.tls") == 2 and S("fallback_tx.disabled") == 2'
     assert_output ok
 }
+
+@test "valgrind: h2o through the library's BIO hooks (its socket found by its bytes): no invalid access, no uninitialised use, no leak of the library's" {
+    [ "${KTLSSHIM_TEST_ASAN:-0}" != 1 ] || skip "valgrind does not run ASan builds"
+    command -v valgrind >/dev/null || skip "valgrind is not installed"
+    port=$(pick_port)
+    h2o_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key"
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_STATS="$STATS" valgrind -q --error-exitcode=42 --leak-check=full \
+        --show-leak-kinds=definite --errors-for-leak-kinds=none \
+        --log-file="$BATS_TEST_TMPDIR/vg.%p.log" $(h2o_args)
+    wait_listen "$port" 120
+    run matrix "$port" ec 1.2 aes128 s1 s1048583
+    assert_success
+    run matrix "$port" ec 1.3 chacha s16385
+    assert_success
+    stop_srv srv 120
+    run grep -c "the program's BIO wrote nothing during the handshake call; its bytes left later, on this socket" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 3
+    ls vg.*.log >/dev/null # valgrind ran
+    run sh -c "cat vg.*.log | grep -E 'Invalid|uninitialised|Mismatched|overlap|definitely lost' -A 12 | grep -c ktlsshim"
+    assert_output 0
+    run sh -c "grep -l 'Invalid \\(read\\|write\\)\\|uninitialised' vg.*.log"
+    assert_output ""
+    run stats_check "$STATS" 'S("connections.tls") == 3 and S("fallback_tx.no_kernel_tls") == 3'
+    assert_output ok
+}

@@ -103,13 +103,12 @@ static int bs_any_tx; /* atomic: some BIO got kTLS TX from us */
 #define BS_LATER_TRIES 64 /* writes on a thread before `later` gives up */
 #define BS_HELD_MAX 16384 /* bytes a "later" BIO may hold at the switch point */
 
-/* Segment types besides TLS record types (20-23). */
-#define BS_SEG_HELD                                                                                \
-    0 /* bytes the program still held when libssl switched:                                        \
-         they go out as they are, then TLS_TX goes in */
-#define BS_SEG_BROKEN                                                                              \
-    255 /* TLS_TX failed after libssl was told yes: the                                            \
-           plaintext behind must never leave, writes fail */
+/* Segment types besides TLS record types (20-23). BS_SEG_HELD: bytes the
+ * program still held when libssl switched; they go out as they are, then
+ * TLS_TX goes in. BS_SEG_BROKEN: TLS_TX failed after libssl was told yes;
+ * the plaintext behind must never leave, so every write fails. */
+#define BS_SEG_HELD 0
+#define BS_SEG_BROKEN 255
 
 /* The kernel's crypto info, any cipher the library passes on. */
 union bs_key {

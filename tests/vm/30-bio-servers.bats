@@ -196,7 +196,7 @@ slow_fetch() {
     assert_output ok
 }
 
-@test "WEBrick (Ruby wipes its options): kTLS set again on each connection, TX on both, RX on both (1.3 by the own switch); bodies intact" {
+@test "WEBrick (Ruby wipes its options): kTLS set again on each connection, TX and RX on every one (1.3 by the own switch), 1.2 and 1.3 x AES-GCM and ChaCha20; bodies intact" {
     port=$(pick_port)
     snap
     start srv env KTLSSHIM_STATS="$STATS" ruby "$(ruby_server)" "$port" "$CERTS/ec.pem" \
@@ -206,13 +206,17 @@ slow_fetch() {
     assert_success
     run matrix "$port" ec 1.2 aes128 s16385
     assert_success
+    run matrix "$port" ec 1.3 aes128 s1
+    assert_success
+    run matrix "$port" ec 1.2 chacha s1048583
+    assert_success
     stop_srv srv 30
     note
-    assert_equal "$(delta TlsTxSw)" 2
-    assert_equal "$(delta TlsRxSw)" 2
-    run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.reasserted") == 2' \
-        'S("ktls.tx") == 2 and S("ktls.tx_bio") == 0 and S("ktls.rx") == 2' \
-        'S("ktls.rx_own") == 1' "$NO_FALLBACK_TX"
+    assert_equal "$(delta TlsTxSw)" 4
+    assert_equal "$(delta TlsRxSw)" 4
+    run stats_check "$STATS" 'S("connections.tls") == 4 and S("ktls.reasserted") == 4' \
+        'S("ktls.tx") == 4 and S("ktls.tx_bio") == 0 and S("ktls.rx") == 4' \
+        'S("ktls.rx_own") == 2' "$NO_FALLBACK_TX"
     assert_output ok
 }
 

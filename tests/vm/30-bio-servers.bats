@@ -260,16 +260,16 @@ slow_fetch() {
     # shellcheck disable=SC2046
     start_plain srv $(h2o_args)
     wait_listen "$port"
-    run matrix "$port" ec "1.2 1.3" chacha s1 s1048583
+    run matrix "$port" ec "1.2 1.3" chacha s0 s1 s16385 s1048583
     assert_success
     stop_srv srv 30
     : >"$STATS"
     # shellcheck disable=SC2046
     start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(h2o_args)
     wait_listen "$port"
-    run matrix "$port" ec "1.2 1.3" aes128 s1 s1048583
+    run matrix "$port" ec "1.2 1.3" aes128 s0 s1 s16385 s1048583
     assert_success
     stop_srv srv 30
-    run stats_check "$STATS" 'S("connections.tls") == 4 and S("fallback_tx.disabled") == 4'
+    run stats_check "$STATS" 'S("connections.tls") == 8 and S("fallback_tx.disabled") == 8'
     assert_output ok
 }

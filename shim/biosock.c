@@ -83,6 +83,7 @@
 #define KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG 75
 
 __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exec")));
+__thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
 
 /* ---- libcrypto: biosock.c's block of the one table (ossl_api.c) ---- */
 
@@ -398,6 +399,8 @@ static __thread struct {
  * bytes (a ServerHello: 32 random bytes among them) names the socket. Until
  * a match, every write on the thread takes the slow path: given up after
  * BS_LATER_TRIES writes, or when another BIO takes its place. */
+static int bs_hellos_on; /* atomic: a "later" BIO was found: read() notes ClientHellos */
+
 static __thread struct {
     struct bs_bio *st; /* a reference (refs), NULL when none */
     uint8_t sig_len;
@@ -451,14 +454,17 @@ static void later_check(int fd, const struct msghdr *m)
     if (later.matched) /* a write from a signal handler, in the middle */
         return;
     KS_SAVE_ERRNO;
-    if (__atomic_load_n(&st->orphan, __ATOMIC_ACQUIRE) || st->fd >= 0 || st->ambiguous) {
+    if (__atomic_load_n(&st->orphan, __ATOMIC_ACQUIRE) || st->ambiguous ||
+        (st->fd >= 0 && (!st->by_later || st->tx_asked))) {
         later_drop();
-    } else if (!later_matches(m->msg_iov, m->msg_iovlen)) {
+    } else if ((st->fd >= 0 && st->fd != fd) || !later_matches(m->msg_iov, m->msg_iovlen)) {
         if (++later.tries >= BS_LATER_TRIES)
             later_drop();
     } else {
         later.matched = true;
-        if (is_tcp(fd)) {
+        if (st->fd >= 0) {
+            /* known already (its ClientHello): the bytes are counted */
+        } else if (is_tcp(fd)) {
             st->fd = fd;
             st->by_later = true;
         } else {
@@ -478,6 +484,8 @@ static void later_sent(ssize_t r)
     KS_SAVE_ERRNO;
     int fd = st->fd;
     bool found = !st->ambiguous;
+    if (found)
+        __atomic_store_n(&bs_hellos_on, 1, __ATOMIC_RELAXED);
     if (r > 0 && found) {
         /* Exactly what it took, in one write: from here on, every byte it
          * takes is known until libssl switches. */
@@ -491,6 +499,76 @@ static void later_sent(ssize_t r)
                      "bytes left later, on this socket",
                      fd);
     KS_RESTORE_ERRNO;
+}
+
+/* ---- the ClientHello: a "later" BIO's socket before anything left ----
+ * Over TLS 1.3 libssl asks to switch in the first handshake call, before h2o
+ * has written a byte. But h2o read() the ClientHello from its socket just
+ * before, and libssl reads the same bytes through h2o's BIO. Once a "later"
+ * BIO has been found in the process, read() keeps, per thread, the first
+ * bytes of the last few reads that open a ClientHello record (a load and a
+ * test per read() until then), and the first bytes libssl reads through a
+ * program's BIO during a handshake call are looked up there. */
+#define BS_HELLOS 4
+static bool memory_bio(BIO *b);
+static __thread struct {
+    int fd;
+    bool used;
+    uint8_t head[BS_SIG_MAX];
+} hellos[BS_HELLOS] __attribute__((tls_model("initial-exec")));
+static __thread unsigned hellos_next __attribute__((tls_model("initial-exec")));
+static __thread struct {
+    BIO *bio; /* the program's BIO libssl reads from */
+    uint8_t len;
+    uint8_t head[BS_SIG_MAX];
+} rx_seen __attribute__((tls_model("initial-exec")));
+
+static void hello_note(int fd, const uint8_t *b)
+{
+    unsigned i = hellos_next++ % BS_HELLOS;
+    hellos[i].fd = fd;
+    hellos[i].used = true;
+    memcpy(hellos[i].head, b, BS_SIG_MAX);
+}
+
+/* libssl read n bytes at p through b, in a handshake call. */
+static void rx_saw(BIO *b, const void *p, int n)
+{
+    BIO *end = chain_end(b);
+    if (!end || libcrypto_socket_bio(end))
+        return;
+    if (ks_biosock_rx_fresh || rx_seen.bio != end) {
+        ks_biosock_rx_fresh = false;
+        rx_seen.bio = end;
+        rx_seen.len = 0;
+    }
+    if (rx_seen.len >= BS_SIG_MAX)
+        return;
+    uint8_t l = BS_SIG_MAX - rx_seen.len;
+    if ((unsigned)n < l)
+        l = (uint8_t)n;
+    memcpy(rx_seen.head + rx_seen.len, p, l);
+    rx_seen.len += l;
+    if (rx_seen.len < BS_SIG_MAX || memory_bio(end))
+        return;
+    struct bs_bio *st = bio_state(end);
+    if (st && (st->fd >= 0 || st->ambiguous || st->tx_asked))
+        return;
+    int fd = -1;
+    for (unsigned i = 0; i < BS_HELLOS; i++) {
+        if (hellos[i].used && memcmp(hellos[i].head, rx_seen.head, BS_SIG_MAX) == 0) {
+            hellos[i].used = false;
+            fd = hellos[i].fd;
+            break;
+        }
+    }
+    if (fd < 0 || !is_tcp(fd) || !(st = bio_state_make(end)) || st->fd >= 0 || st->ambiguous)
+        return;
+    st->fd = fd;
+    st->by_later = true;
+    st->precise = st->unsent == 0; /* nothing taken yet: all it takes is copied */
+    st->held_len = 0;
+    ks_log_debug("fd %d: found under the program's BIO by the ClientHello it read", fd);
 }
 
 /* Starts watching the chain under b for this call; false if already
@@ -554,8 +632,6 @@ static void watch_handed(const void *p, int n)
     }
 }
 
-static bool memory_bio(BIO *b);
-
 /* The watched call wrote nothing, yet the program's BIO took bytes: they
  * wait in the program's own buffers (h2o) or in a memory BIO. */
 static void watch_end_deferred(BIO *end)
@@ -566,7 +642,8 @@ static void watch_end_deferred(BIO *end)
     if (!st)
         return;
     st->unsent += watch.handed;
-    if (st->fd < 0 && !st->ambiguous && watch.sig_len >= BS_SIG_MIN)
+    if ((st->fd < 0 || (st->by_later && !st->tx_asked)) && !st->ambiguous &&
+        watch.sig_len >= BS_SIG_MIN)
         later_set(st, watch.sig, watch.sig_len);
 }
 
@@ -684,6 +761,8 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
     struct bs_bio *st = bio_state_make(end);
     if (st)
         st->tx_asked = true;
+    if (st && st->fd >= 0 && later.st == st)
+        later_drop(); /* what it holds now is counted at the switch itself */
     if (!st || st->fd < 0 || st->ambiguous) {
         if (st)
             st->reason = KS_FB_BIO_NO_FD;
@@ -904,6 +983,23 @@ KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
     if (mine) {
         watch_returned(r == dlen);
         watch_end();
+    }
+    return r;
+}
+
+KS_EXPORT int BIO_read(BIO *b, void *data, int dlen)
+{
+    if (KS_UNLIKELY(!api_ready()) && !bs_api.read && !BS_RESOLVE(read, "BIO_read")) {
+        missing("BIO_read");
+        return -1;
+    }
+    if (KS_LIKELY(!ks_biosock_handshaking || !__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED)))
+        return bs_api.read(b, data, dlen);
+    int r = bs_api.read(b, data, dlen);
+    if (r > 0 && b && data && api_ready()) {
+        KS_SAVE_ERRNO;
+        rx_saw(b, data, r);
+        KS_RESTORE_ERRNO;
     }
     return r;
 }
@@ -1215,5 +1311,16 @@ KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
         return r;
     r = ks_libc()->sendmsg(fd, msg, flags);
     WATCH_AFTER(fd, r, iov_total(msg->msg_iov, msg->msg_iovlen));
+    return r;
+}
+
+KS_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    ssize_t r = ks_libc()->read(fd, buf, n);
+    if (KS_LIKELY(!__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED)) || r < BS_SIG_MAX)
+        return r;
+    const uint8_t *b = buf;
+    if (b[0] == 22 && b[1] == 3 && b[5] == 1) /* a handshake record, a ClientHello */
+        hello_note(fd, b);
     return r;
 }

@@ -137,6 +137,7 @@ bool ks_ossl_bio_ready(void)
     bool ok = true;
     ok &= !!RESOLVE_IN(bio, ctrl, "BIO_ctrl");
     ok &= !!RESOLVE_IN(bio, write, "BIO_write");
+    ok &= !!RESOLVE_IN(bio, read, "BIO_read");
     ok &= !!RESOLVE_IN(bio, next, "BIO_next");
     ok &= !!RESOLVE_IN(bio, method_type, "BIO_method_type");
     ok &= !!RESOLVE_IN(bio, method_name, "BIO_method_name");

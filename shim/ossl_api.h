@@ -92,6 +92,7 @@ struct ks_ossl_api {
     struct {
         long (*ctrl)(BIO *, int, long, void *);
         int (*write)(BIO *, const void *, int);
+        int (*read)(BIO *, void *, int);
         BIO *(*next)(BIO *);
         int (*method_type)(const BIO *);
         const char *(*method_name)(const BIO *);

@@ -949,13 +949,13 @@ KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
     return bio_ctrl_slow(b, cmd, larg, parg);
 }
 
-KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
+__attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, int dlen)
 {
     if (KS_UNLIKELY(!api_ready()) && !bs_api.write && !BS_RESOLVE(write, "BIO_write")) {
         missing("BIO_write");
         return -1;
     }
-    if (KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
+    if (!ctrl_next.armed && !ks_biosock_handshaking)
         return bs_api.write(b, data, dlen);
     if (ctrl_next.armed) {
         /* The payload of the announced control record: libssl writes it to
@@ -987,13 +987,23 @@ KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
     return r;
 }
 
-KS_EXPORT int BIO_read(BIO *b, void *data, int dlen)
+/* Outside handshake calls (every record of every connection), BIO_write
+ * and BIO_read tail-call libcrypto's. */
+KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
+{
+    int (*real)(BIO *, const void *, int) = __atomic_load_n(&bs_api.write, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
+        return real(b, data, dlen);
+    return bio_write_slow(b, data, dlen);
+}
+
+__attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
 {
     if (KS_UNLIKELY(!api_ready()) && !bs_api.read && !BS_RESOLVE(read, "BIO_read")) {
         missing("BIO_read");
         return -1;
     }
-    if (KS_LIKELY(!ks_biosock_handshaking || !__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED)))
+    if (!ks_biosock_handshaking || !__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED))
         return bs_api.read(b, data, dlen);
     int r = bs_api.read(b, data, dlen);
     if (r > 0 && b && data && api_ready()) {
@@ -1002,6 +1012,14 @@ KS_EXPORT int BIO_read(BIO *b, void *data, int dlen)
         KS_RESTORE_ERRNO;
     }
     return r;
+}
+
+KS_EXPORT int BIO_read(BIO *b, void *data, int dlen)
+{
+    int (*real)(BIO *, void *, int) = __atomic_load_n(&bs_api.read, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ks_biosock_handshaking))
+        return real(b, data, dlen);
+    return bio_read_slow(b, data, dlen);
 }
 
 /* ---- what ossl.c asks ---- */

@@ -127,13 +127,10 @@ void ks_cleanse(void *p, size_t n)
 
 #define RESOLVE_IN(block, field, name) (*(void **)&ks_ossl_api.block.field = ks_ossl_sym(name))
 
-static int bio_block_state; /* atomic: 0 not yet, 1 all found, -1 incomplete */
+int ks_ossl_bio_state;
 
-bool ks_ossl_bio_ready(void)
+bool ks_ossl_bio_resolve(void)
 {
-    int st = __atomic_load_n(&bio_block_state, __ATOMIC_ACQUIRE);
-    if (KS_LIKELY(st))
-        return st > 0;
     bool ok = true;
     ok &= !!RESOLVE_IN(bio, ctrl, "BIO_ctrl");
     ok &= !!RESOLVE_IN(bio, write, "BIO_write");
@@ -144,7 +141,7 @@ bool ks_ossl_bio_ready(void)
     ok &= !!RESOLVE_IN(bio, get_ex_data, "BIO_get_ex_data");
     ok &= !!RESOLVE_IN(bio, set_ex_data, "BIO_set_ex_data");
     ok &= !!RESOLVE_IN(bio, get_ex_new_index, "CRYPTO_get_ex_new_index");
-    __atomic_store_n(&bio_block_state, ok ? 1 : -1, __ATOMIC_RELEASE);
+    __atomic_store_n(&ks_ossl_bio_state, ok ? 1 : -1, __ATOMIC_RELEASE);
     return ok;
 }
 

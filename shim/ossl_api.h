@@ -164,8 +164,17 @@ bool ks_ossl_ready(void);
 bool ks_ossl_called_from_libssl(const void *pc);
 
 /* biosock.c's block: true when all of it was found (libcrypto.so.3 loaded).
- * Lock-free; the first callers may resolve it side by side (the same values). */
-bool ks_ossl_bio_ready(void);
+ * Lock-free; the first callers may resolve it side by side (the same values).
+ * Inline: it sits on the hot path of BIO_write and BIO_read. */
+extern int ks_ossl_bio_state; /* atomic: 0 not yet, 1 all found, -1 incomplete */
+bool ks_ossl_bio_resolve(void);
+static inline bool ks_ossl_bio_ready(void)
+{
+    int st = __atomic_load_n(&ks_ossl_bio_state, __ATOMIC_ACQUIRE);
+    if (KS_LIKELY(st))
+        return st > 0;
+    return ks_ossl_bio_resolve();
+}
 /* One function of biosock.c's block, when the block is incomplete: the real
  * BIO_ctrl / BIO_write may still be there on its own. NULL if not. */
 void *ks_ossl_bio_sym(void **field, const char *name);

@@ -20,7 +20,10 @@
  *    (a ServerHello, 32 random bytes in it) are remembered on the thread,
  *    and the next write on the thread that starts with exactly them names
  *    the socket ("later"). Memory BIOs are never followed. TLS 1.3 asks to
- *    switch in the first handshake call, before anything left: bio_no_fd.
+ *    switch in the first handshake call, before anything left: once a
+ *    "later" BIO has been found in the process, read() notes the
+ *    ClientHellos a thread reads, and the first bytes libssl reads through
+ *    the program's BIO name the socket (before that: bio_no_fd).
  * 2. Switching TX: libssl flushes the BIO and then asks BIO_CTRL_SET_KTLS
  *    with the kernel's crypto info. If their flush left nothing pending
  *    (BIO_CTRL_WPENDING), the library attaches the tls ULP and TLS_TX on
@@ -50,7 +53,8 @@
  *    Reason bio_rx.
  *
  * Cost when none of this is in use: two thread-local tests and one bitmap
- * test per write call; BIO_ctrl adds a switch on the command. While a
+ * test per write call, a load and a test per read() and BIO_read; BIO_ctrl
+ * adds a switch on the command. While a
  * thread follows a "later" BIO, its writes compare their first bytes (at
  * most BS_LATER_TRIES writes). */
 #include "biosock.h"

@@ -6,20 +6,37 @@
  * their code, in order, for their buffering and EAGAIN bookkeeping.
  *
  * 1. Finding the socket: while a thread is in a handshake call and inside
- *    BIO_write / BIO_flush on a BIO chain that does not end in a socket BIO,
- *    the descriptors its write calls (write, writev, send, sendto, sendmsg)
- *    use are noted on that BIO (ex_data). One TCP socket: found. None (a
- *    memory BIO, or a program that writes later from its event loop, like
- *    h2o), two, or not TCP: not found, the connection stays in user space.
- *    A BIO call that reported everything taken while its last write on the
- *    socket was short (or EAGAIN) means the program keeps bytes of its own
- *    to send later: no kTLS under it either (bio_busy), since those bytes
- *    would reach a kernel that encrypts them.
+ *    BIO_write / BIO_flush on a BIO chain that does not end in one of
+ *    libcrypto's own descriptor BIOs, the descriptors its write calls
+ *    (write, writev, send, sendto, sendmsg) use are noted on that BIO
+ *    (ex_data). One TCP socket: found. Two, or not TCP: not found, the
+ *    connection stays in user space. A BIO call that reported everything
+ *    taken while its last write on the socket was short (or EAGAIN) means
+ *    the program keeps bytes of its own to send later: no kTLS under it
+ *    either (bio_busy), since those bytes would reach a kernel that
+ *    encrypts them.
+ *    None (h2o: its BIO appends to a buffer its event loop writes with
+ *    writev after the handshake call returns): the first bytes the BIO took
+ *    (a ServerHello, 32 random bytes in it) are remembered on the thread,
+ *    and the next write on the thread that starts with exactly them names
+ *    the socket ("later"). Memory BIOs are never followed. TLS 1.3 asks to
+ *    switch in the first handshake call, before anything left: once a
+ *    "later" BIO has been found in the process, read() notes the
+ *    ClientHellos a thread reads, and the first bytes libssl reads through
+ *    the program's BIO name the socket (before that: bio_no_fd).
  * 2. Switching TX: libssl flushes the BIO and then asks BIO_CTRL_SET_KTLS
  *    with the kernel's crypto info. If their flush left nothing pending
  *    (BIO_CTRL_WPENDING), the library attaches the tls ULP and TLS_TX on
  *    that socket, and answers yes, then GET_KTLS_SEND yes: libssl then
  *    writes plaintext through their BIO and the kernel encrypts it.
+ *    A "later" BIO always still holds bytes then (TLS 1.2: the
+ *    ChangeCipherSpec). When the library knows them to the byte (the first
+ *    write carried all the BIO had taken; what it took since is copied),
+ *    it answers yes, notes them on the socket as a first segment with the
+ *    key, and their next writes send exactly those bytes (checked against
+ *    the copy: a mismatch fails the write, EIO, never sends plaintext);
+ *    TLS_TX goes in right after, the key is wiped. Not known to the byte:
+ *    bio_busy.
  * 3. Control records (TLS 1.2 Finished, TLS 1.3 tickets, alerts such as
  *    close_notify): libssl flushes, sets SET_KTLS_TX_SEND_CTRL_MSG and
  *    writes the record's payload with BIO_write. The length of that write is
@@ -35,12 +52,16 @@
  *    EIO on every control record (close_notify, tickets, key updates).
  *    Reason bio_rx.
  *
- * Cost when none of this is in use: one thread-local test and one bitmap
- * test per write call; BIO_ctrl adds a switch on the command. */
+ * Cost when none of this is in use: two thread-local tests and one bitmap
+ * test per write call, a load and a test per read() and BIO_read; BIO_ctrl
+ * adds a switch on the command. While a
+ * thread follows a "later" BIO, its writes compare their first bytes (at
+ * most BS_LATER_TRIES writes). */
 #include "biosock.h"
 #include "config.h"
 #include "ktls.h"
 #include "log.h"
+#include "ossl_api.h"
 #include "real.h"
 
 #include <linux/tls.h>
@@ -66,50 +87,51 @@
 #define KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG 75
 
 __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exec")));
+__thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
 
-/* ---- libcrypto, resolved here (the lead folds it into the one table) ---- */
+/* ---- libcrypto: biosock.c's block of the one table (ossl_api.c) ---- */
 
-static struct {
-    long (*ctrl)(BIO *, int, long, void *);
-    int (*write)(BIO *, const void *, int);
-    BIO *(*next)(BIO *);
-    int (*method_type)(const BIO *);
-    const char *(*method_name)(const BIO *);
-    void *(*get_ex_data)(const BIO *, int);
-    int (*set_ex_data)(BIO *, int, void *);
-    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *, CRYPTO_EX_free *);
-} bs_api;
-static int bs_api_state;    /* atomic: 0 unknown, 1 ready, -1 incomplete */
+#define bs_api ks_ossl_api.bio
+#define api_ready ks_ossl_bio_ready
+#define BS_RESOLVE(field, name) ks_ossl_bio_sym((void **)&bs_api.field, name)
+
 static int bs_bio_idx = -1; /* BIO ex_data: struct bs_bio */
 static pthread_once_t bs_idx_once = PTHREAD_ONCE_INIT;
 static int bs_any_tx; /* atomic: some BIO got kTLS TX from us */
-
-#define BS_RESOLVE(field, name) (*(void **)&bs_api.field = ks_ossl_sym(name))
-
-/* Function pointers only: no OpenSSL call here, so that a BIO_ctrl made
- * while libcrypto initialises itself cannot come back into this. */
-static bool api_ready(void)
-{
-    int st = __atomic_load_n(&bs_api_state, __ATOMIC_ACQUIRE);
-    if (KS_LIKELY(st))
-        return st > 0;
-    bool ok = true;
-    ok &= !!BS_RESOLVE(ctrl, "BIO_ctrl");
-    ok &= !!BS_RESOLVE(write, "BIO_write");
-    ok &= !!BS_RESOLVE(next, "BIO_next");
-    ok &= !!BS_RESOLVE(method_type, "BIO_method_type");
-    ok &= !!BS_RESOLVE(method_name, "BIO_method_name");
-    ok &= !!BS_RESOLVE(get_ex_data, "BIO_get_ex_data");
-    ok &= !!BS_RESOLVE(set_ex_data, "BIO_set_ex_data");
-    ok &= !!BS_RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
-    __atomic_store_n(&bs_api_state, ok ? 1 : -1, __ATOMIC_RELEASE);
-    return ok;
-}
 
 /* ---- per-socket notes: pending control records ---- */
 
 #define BS_FD_MAX 65536
 #define BS_SEGS 4
+#define BS_SIG_MAX 48     /* record and handshake headers, version, random */
+#define BS_SIG_MIN 32     /* fewer bytes known: too weak to name a socket */
+#define BS_LATER_TRIES 64 /* writes on a thread before `later` gives up */
+#define BS_HELD_MAX 16384 /* bytes a "later" BIO may hold at the switch point */
+
+/* Segment types besides TLS record types (20-23). BS_SEG_HELD: bytes the
+ * program still held when libssl switched; they go out as they are, then
+ * TLS_TX goes in. BS_SEG_BROKEN: TLS_TX failed after libssl was told yes;
+ * the plaintext behind must never leave, so every write fails. */
+#define BS_SEG_HELD 0
+#define BS_SEG_BROKEN 255
+
+/* The kernel's crypto info, any cipher the library passes on. */
+union bs_key {
+    struct tls12_crypto_info_aes_gcm_128 gcm128;
+    struct tls12_crypto_info_aes_gcm_256 gcm256;
+    struct tls12_crypto_info_aes_ccm_128 ccm128;
+#ifdef TLS_CIPHER_CHACHA20_POLY1305
+    struct tls12_crypto_info_chacha20_poly1305 chacha;
+#endif
+};
+
+/* A switch waiting for the bytes the program held to leave. */
+struct bs_deferred {
+    union bs_key key; /* secret: wiped when installed or dropped */
+    socklen_t key_len;
+    uint32_t off, len; /* bytes[] sent so far, and in all */
+    uint8_t bytes[];   /* exactly what must leave first */
+};
 
 struct bs_fd {
     dev_t dev;
@@ -118,8 +140,25 @@ struct bs_fd {
     struct {
         uint8_t type;
         uint32_t left;
-    } seg[BS_SEGS]; /* in stream order */
+    } seg[BS_SEGS];               /* in stream order */
+    struct bs_deferred *deferred; /* with a BS_SEG_HELD segment first */
 };
+
+static void deferred_free(struct bs_deferred *d)
+{
+    if (!d)
+        return;
+    explicit_bzero(&d->key, sizeof d->key);
+    free(d);
+}
+
+/* Nothing is pending on f any more: its key, if any, goes. */
+static void fd_forget(struct bs_fd *f)
+{
+    struct bs_deferred *d = f->deferred;
+    f->deferred = NULL;
+    deferred_free(d);
+}
 static struct bs_fd *bs_fds;                /* BS_FD_MAX entries, made on first use */
 static uint64_t bs_pending[BS_FD_MAX / 64]; /* bit: bs_fds[fd] has segments */
 
@@ -171,6 +210,7 @@ static void ctrl_note(int fd, uint8_t type, size_t n)
         return;
     struct bs_fd *f = &t[fd];
     if (!fd_pending(fd) || f->dev != st.st_dev || f->ino != st.st_ino) {
+        fd_forget(f);
         f->nseg = 0;
         f->dev = st.st_dev;
         f->ino = st.st_ino;
@@ -205,8 +245,10 @@ static void ctrl_unnote(int fd, size_t n)
         if (!*left)
             f->nseg--;
     }
-    if (!f->nseg)
+    if (!f->nseg) {
+        fd_forget(f);
         fd_set_pending(fd, false);
+    }
 }
 
 /* n bytes of the first segment went out. */
@@ -220,16 +262,37 @@ static void ctrl_sent(struct bs_fd *f, int fd, size_t n)
         fd_set_pending(fd, false);
 }
 
+static void fd_break(struct bs_fd *f, int fd);
+
 /* ---- per-BIO state ---- */
 
 struct bs_bio {
-    int fd;         /* the socket seen under it, -1 none */
-    bool ambiguous; /* more than one socket, or not TCP */
-    bool queued;    /* it said "all written" after a short write: the
-                       program keeps bytes of its own to send later */
-    bool tx_on;     /* kTLS TX installed by us on fd */
-    uint8_t reason; /* enum ks_fallback, when SET_KTLS was refused */
+    int fd;          /* the socket seen under it, -1 none */
+    bool ambiguous;  /* more than one socket, or not TCP */
+    bool queued;     /* it said "all written" after a short write: the
+                        program keeps bytes of its own to send later */
+    bool tx_on;      /* kTLS TX installed by us on fd */
+    uint8_t reason;  /* enum ks_fallback, when SET_KTLS was refused */
+    bool by_later;   /* fd found after the handshake call, by the bytes (h2o) */
+    uint64_t unsent; /* bytes it took during handshake calls without writing
+                        anything, not yet seen leaving on fd (an upper bound) */
+    int refs;        /* atomic: the BIO's ex_data, plus a thread's `later` */
+    bool orphan;     /* the BIO is gone; only a `later` still holds this */
+    bool precise;    /* by_later, and unsent is exact: all it took since
+                        unsent was last 0 is in held */
+    bool held_over;  /* more than BS_HELD_MAX of it */
+    bool tx_asked;   /* libssl asked to switch TX: nothing more to copy */
+    uint32_t held_len;
+    uint8_t *held;
 };
+
+static void bio_state_unref(struct bs_bio *st)
+{
+    if (__atomic_sub_fetch(&st->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        free(st->held);
+        free(st);
+    }
+}
 
 static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
                            void *argp)
@@ -238,9 +301,14 @@ static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     struct bs_bio *st = ptr;
     if (!st)
         return;
-    if (st->tx_on && fd_pending(st->fd) && bs_fds && same_socket(st->fd, &bs_fds[st->fd]))
-        ctrl_unnote(st->fd, SIZE_MAX); /* never flushed: nothing left to mark */
-    free(st);
+    if (st->tx_on && fd_pending(st->fd) && bs_fds && same_socket(st->fd, &bs_fds[st->fd])) {
+        if (bs_fds[st->fd].deferred) /* plaintext may wait behind the held bytes */
+            fd_break(&bs_fds[st->fd], st->fd);
+        else
+            ctrl_unnote(st->fd, SIZE_MAX); /* never flushed: nothing left to mark */
+    }
+    __atomic_store_n(&st->orphan, true, __ATOMIC_RELEASE);
+    bio_state_unref(st);
 }
 
 static void make_index(void)
@@ -262,6 +330,7 @@ static struct bs_bio *bio_state_make(BIO *b)
     if (st || bs_bio_idx < 0 || !(st = calloc(1, sizeof *st)))
         return st;
     st->fd = -1;
+    st->refs = 1;
     if (!bs_api.set_ex_data(b, bs_bio_idx, st)) {
         free(st);
         return NULL;
@@ -269,10 +338,25 @@ static struct bs_bio *bio_state_make(BIO *b)
     return st;
 }
 
-static bool type_is_socket(int t)
+/* One of libcrypto's own descriptor BIOs (BIO_s_socket, BIO_s_fd, connect,
+ * accept, datagram): libssl's kTLS is theirs to answer, or not. A BIO of the
+ * program's may carry a socket type too: h2o's is BIO_TYPE_FD, named
+ * "h2o_socket"; the name tells them apart. */
+static bool libcrypto_socket_bio(BIO *b)
 {
-    return t == BIO_TYPE_SOCKET || t == BIO_TYPE_CONNECT || t == BIO_TYPE_ACCEPT ||
-           t == BIO_TYPE_FD || t == BIO_TYPE_DGRAM;
+    static const char *const names[] = {"socket", "file descriptor", "socket connect",
+                                        "socket accept", "datagram socket"};
+    int t = bs_api.method_type(b);
+    if (t != BIO_TYPE_SOCKET && t != BIO_TYPE_CONNECT && t != BIO_TYPE_ACCEPT && t != BIO_TYPE_FD &&
+        t != BIO_TYPE_DGRAM)
+        return false;
+    const char *name = bs_api.method_name(b);
+    if (!name)
+        return true; /* unknown: left to libcrypto, as before */
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
 }
 
 /* The BIO at the end of the chain (libssl puts a buffering BIO on top of
@@ -306,7 +390,190 @@ static __thread struct {
     bool multi;
     bool last_short; /* the last write on fd sent less than asked (or EAGAIN) */
     bool queued;
+    uint64_t handed; /* bytes the program's BIO took in this call */
+    uint8_t sig_len; /* the first of them, to know them again */
+    uint8_t sig[BS_SIG_MAX];
 } watch __attribute__((tls_model("initial-exec")));
+
+/* ---- later: a BIO that takes bytes and writes nothing during the call ----
+ * h2o's BIO appends what libssl gives it to a buffer of h2o's, and h2o's
+ * event loop writes that buffer (writev) after the handshake call returns.
+ * The thread remembers the first bytes such a BIO took while its socket is
+ * unknown; the next write on the thread that starts with exactly those
+ * bytes (a ServerHello: 32 random bytes among them) names the socket. Until
+ * a match, every write on the thread takes the slow path: given up after
+ * BS_LATER_TRIES writes, or when another BIO takes its place. */
+static int bs_hellos_on; /* atomic: a "later" BIO was found: read() notes ClientHellos */
+
+static __thread struct {
+    struct bs_bio *st; /* a reference (refs), NULL when none */
+    uint8_t sig_len;
+    uint8_t tries;
+    bool matched; /* the write in progress is the one: later_sent follows */
+    uint8_t sig[BS_SIG_MAX];
+} later __attribute__((tls_model("initial-exec")));
+
+static void later_drop(void)
+{
+    struct bs_bio *st = later.st;
+    later.st = NULL;
+    if (st)
+        bio_state_unref(st);
+}
+
+static void later_set(struct bs_bio *st, const uint8_t *sig, uint8_t len)
+{
+    if (later.st == st)
+        return; /* the first bytes not seen leaving are still the ones known */
+    later_drop();
+    __atomic_add_fetch(&st->refs, 1, __ATOMIC_ACQ_REL);
+    later.st = st;
+    later.tries = 0;
+    later.matched = false;
+    later.sig_len = len;
+    memcpy(later.sig, sig, len);
+}
+
+/* The bytes of an iovec array start with later.sig. */
+static bool later_matches(const struct iovec *iov, size_t cnt)
+{
+    size_t have = 0;
+    for (size_t i = 0; i < cnt && have < later.sig_len; i++) {
+        size_t l = iov[i].iov_len;
+        if (l > (size_t)later.sig_len - have)
+            l = later.sig_len - have;
+        if (l && memcmp(iov[i].iov_base, later.sig + have, l) != 0)
+            return false;
+        have += l;
+    }
+    return have == later.sig_len;
+}
+
+/* A write on fd outside any BIO call, with later set: is it the one? When
+ * it is, later_sent follows with its result. Logs nothing (log.c writes
+ * through these hooks). */
+static void later_check(int fd, const struct msghdr *m)
+{
+    struct bs_bio *st = later.st;
+    if (later.matched) /* a write from a signal handler, in the middle */
+        return;
+    KS_SAVE_ERRNO;
+    if (__atomic_load_n(&st->orphan, __ATOMIC_ACQUIRE) || st->ambiguous ||
+        (st->fd >= 0 && (!st->by_later || st->tx_asked))) {
+        later_drop();
+    } else if ((st->fd >= 0 && st->fd != fd) || !later_matches(m->msg_iov, m->msg_iovlen)) {
+        if (++later.tries >= BS_LATER_TRIES)
+            later_drop();
+    } else {
+        later.matched = true;
+        if (st->fd >= 0) {
+            /* known already (its ClientHello): the bytes are counted */
+        } else if (is_tcp(fd)) {
+            st->fd = fd;
+            st->by_later = true;
+        } else {
+            st->ambiguous = true;
+        }
+    }
+    KS_RESTORE_ERRNO;
+}
+
+/* The write later_check matched returned r: its bytes are no longer the
+ * program's to send. */
+static void later_sent(ssize_t r)
+{
+    struct bs_bio *st = later.st;
+    if (!st)
+        return;
+    KS_SAVE_ERRNO;
+    int fd = st->fd;
+    bool found = !st->ambiguous;
+    if (found)
+        __atomic_store_n(&bs_hellos_on, 1, __ATOMIC_RELAXED);
+    if (r > 0 && found) {
+        /* Exactly what it took, in one write: from here on, every byte it
+         * takes is known until libssl switches. */
+        st->precise = (uint64_t)r == st->unsent;
+        st->held_len = 0;
+        st->unsent -= (uint64_t)r < st->unsent ? (uint64_t)r : st->unsent;
+    }
+    later_drop();
+    if (found)
+        ks_log_debug("fd %d: the program's BIO wrote nothing during the handshake call; its "
+                     "bytes left later, on this socket",
+                     fd);
+    KS_RESTORE_ERRNO;
+}
+
+/* ---- the ClientHello: a "later" BIO's socket before anything left ----
+ * Over TLS 1.3 libssl asks to switch in the first handshake call, before h2o
+ * has written a byte. But h2o read() the ClientHello from its socket just
+ * before, and libssl reads the same bytes through h2o's BIO. Once a "later"
+ * BIO has been found in the process, read() keeps, per thread, the first
+ * bytes of the last few reads that open a ClientHello record (a load and a
+ * test per read() until then), and the first bytes libssl reads through a
+ * program's BIO during a handshake call are looked up there. */
+#define BS_HELLOS 4
+static bool memory_bio(BIO *b);
+static __thread struct {
+    int fd;
+    bool used;
+    uint8_t head[BS_SIG_MAX];
+} hellos[BS_HELLOS] __attribute__((tls_model("initial-exec")));
+static __thread unsigned hellos_next __attribute__((tls_model("initial-exec")));
+static __thread struct {
+    BIO *bio; /* the program's BIO libssl reads from */
+    uint8_t len;
+    uint8_t head[BS_SIG_MAX];
+} rx_seen __attribute__((tls_model("initial-exec")));
+
+static void hello_note(int fd, const uint8_t *b)
+{
+    unsigned i = hellos_next++ % BS_HELLOS;
+    hellos[i].fd = fd;
+    hellos[i].used = true;
+    memcpy(hellos[i].head, b, BS_SIG_MAX);
+}
+
+/* libssl read n bytes at p through b, in a handshake call. */
+static void rx_saw(BIO *b, const void *p, int n)
+{
+    BIO *end = chain_end(b);
+    if (!end || libcrypto_socket_bio(end))
+        return;
+    if (ks_biosock_rx_fresh || rx_seen.bio != end) {
+        ks_biosock_rx_fresh = false;
+        rx_seen.bio = end;
+        rx_seen.len = 0;
+    }
+    if (rx_seen.len >= BS_SIG_MAX)
+        return;
+    uint8_t l = BS_SIG_MAX - rx_seen.len;
+    if ((unsigned)n < l)
+        l = (uint8_t)n;
+    memcpy(rx_seen.head + rx_seen.len, p, l);
+    rx_seen.len += l;
+    if (rx_seen.len < BS_SIG_MAX || memory_bio(end))
+        return;
+    struct bs_bio *st = bio_state(end);
+    if (st && (st->fd >= 0 || st->ambiguous || st->tx_asked))
+        return;
+    int fd = -1;
+    for (unsigned i = 0; i < BS_HELLOS; i++) {
+        if (hellos[i].used && memcmp(hellos[i].head, rx_seen.head, BS_SIG_MAX) == 0) {
+            hellos[i].used = false;
+            fd = hellos[i].fd;
+            break;
+        }
+    }
+    if (fd < 0 || !is_tcp(fd) || !(st = bio_state_make(end)) || st->fd >= 0 || st->ambiguous)
+        return;
+    st->fd = fd;
+    st->by_later = true;
+    st->precise = st->unsent == 0; /* nothing taken yet: all it takes is copied */
+    st->held_len = 0;
+    ks_log_debug("fd %d: found under the program's BIO by the ClientHello it read", fd);
+}
 
 /* Starts watching the chain under b for this call; false if already
  * watching (a nested call) or nothing to watch. */
@@ -315,7 +582,7 @@ static bool watch_begin(BIO *b)
     if (watch.target || !b || !api_ready())
         return false;
     BIO *end = chain_end(b);
-    if (!end || type_is_socket(bs_api.method_type(end)))
+    if (!end || libcrypto_socket_bio(end))
         return false;
     struct bs_bio *st = bio_state(end);
     if (st && (st->ambiguous || st->tx_on))
@@ -325,6 +592,8 @@ static bool watch_begin(BIO *b)
     watch.multi = false;
     watch.last_short = false;
     watch.queued = false;
+    watch.handed = 0;
+    watch.sig_len = 0;
     return true;
 }
 
@@ -336,14 +605,68 @@ static inline void watch_returned(bool all_taken)
         watch.queued = true;
 }
 
+/* A copy of what a "later" BIO takes once its socket is known, up to the
+ * switch point: the bytes its program must send before kTLS goes in. */
+static void held_add(struct bs_bio *st, const void *p, int n)
+{
+    uint8_t *grown;
+    if (st->held_over || (size_t)st->held_len + (size_t)n > BS_HELD_MAX ||
+        !(grown = realloc(st->held, (size_t)st->held_len + (size_t)n))) {
+        st->held_over = true;
+        return;
+    }
+    st->held = grown;
+    memcpy(st->held + st->held_len, p, (size_t)n);
+    st->held_len += (uint32_t)n;
+}
+
+/* The program's BIO (the watched chain end) took n bytes at p. */
+static void watch_handed(const void *p, int n)
+{
+    struct bs_bio *st = bio_state(watch.target);
+    if (st && st->by_later && st->precise && !st->tx_asked)
+        held_add(st, p, n);
+    watch.handed += (uint64_t)n;
+    if (watch.sig_len < BS_SIG_MAX) {
+        uint8_t l = BS_SIG_MAX - watch.sig_len;
+        if ((unsigned)n < l)
+            l = (uint8_t)n;
+        memcpy(watch.sig + watch.sig_len, p, l);
+        watch.sig_len += l;
+    }
+}
+
+/* The watched call wrote nothing, yet the program's BIO took bytes: they
+ * wait in the program's own buffers (h2o) or in a memory BIO. */
+static void watch_end_deferred(BIO *end)
+{
+    if (!watch.handed || memory_bio(end))
+        return;
+    struct bs_bio *st = bio_state_make(end);
+    if (!st)
+        return;
+    st->unsent += watch.handed;
+    if ((st->fd < 0 || (st->by_later && !st->tx_asked)) && !st->ambiguous &&
+        watch.sig_len >= BS_SIG_MIN)
+        later_set(st, watch.sig, watch.sig_len);
+}
+
 static void watch_end(void)
 {
     BIO *end = watch.target;
     watch.target = NULL;
-    if (watch.fd < 0 && !watch.multi)
+    if (watch.fd < 0 && !watch.multi) {
+        KS_SAVE_ERRNO;
+        watch_end_deferred(end);
+        KS_RESTORE_ERRNO;
         return;
+    }
     KS_SAVE_ERRNO;
     struct bs_bio *st = bio_state_make(end);
+    if (st && later.st == st)
+        later_drop(); /* it writes during its calls: the watch knows its socket */
+    if (st)
+        st->precise = false; /* bytes left during a call: unsent is not exact */
     if (st && watch.queued && !st->queued) {
         ks_log_debug("fd %d: the program's BIO took bytes its socket did not: it buffers "
                      "output of its own, no kTLS under it",
@@ -405,19 +728,65 @@ static socklen_t crypto_info_len(const void *p)
     }
 }
 
+/* TX for st->fd once the st->unsent bytes its program holds (st->held)
+ * have left: noted on the socket as its first segment, with the key. */
+static bool defer_tx(struct bs_bio *st, const void *crypto_info, socklen_t len)
+{
+    struct bs_deferred *d = malloc(sizeof *d + st->held_len);
+    if (!d || len > sizeof d->key) {
+        free(d);
+        return false;
+    }
+    memcpy(&d->key, crypto_info, len);
+    d->key_len = len;
+    d->off = 0;
+    d->len = st->held_len;
+    memcpy(d->bytes, st->held, st->held_len);
+    ctrl_note(st->fd, BS_SEG_HELD, st->held_len);
+    struct bs_fd *f = &bs_fds[st->fd];
+    if (!fd_pending(st->fd) || f->nseg != 1 || f->seg[0].type != BS_SEG_HELD) {
+        deferred_free(d);
+        ctrl_unnote(st->fd, SIZE_MAX);
+        return false;
+    }
+    f->deferred = d;
+    ks_log_debug("fd %d: kTLS TX once the %u bytes the program's BIO still holds have left", st->fd,
+                 (unsigned)st->held_len);
+    free(st->held);
+    st->held = NULL;
+    st->held_len = 0;
+    return true;
+}
+
 /* BIO_CTRL_SET_KTLS for TX on the program's BIO `end`: 1 if the kernel now
  * encrypts what is written to its socket. */
 static long set_ktls_tx(BIO *end, void *crypto_info)
 {
-    struct bs_bio *st = bio_state(end);
+    struct bs_bio *st = bio_state_make(end);
+    if (st)
+        st->tx_asked = true;
+    if (st && st->fd >= 0 && later.st == st)
+        later_drop(); /* what it holds now is counted at the switch itself */
     if (!st || st->fd < 0 || st->ambiguous) {
-        if ((st = bio_state_make(end)))
+        if (st)
             st->reason = KS_FB_BIO_NO_FD;
         return 0;
     }
     if (st->tx_on) /* renegotiation: libssl refuses it under kTLS itself */
         return 0;
     if (st->queued) {
+        st->reason = KS_FB_BIO_BUSY;
+        return 0;
+    }
+    /* Its flush said yes with bytes still in its buffer (h2o: TLS 1.2's
+     * ChangeCipherSpec): under kTLS now, the kernel would encrypt them again
+     * when its event loop writes them. Known to the byte, they go out first
+     * and the key after them (deferred); else no kTLS. */
+    bool deferred = st->by_later && st->unsent;
+    if (deferred &&
+        (!st->precise || st->held_over || st->held_len != st->unsent || fd_pending(st->fd))) {
+        ks_log_debug("fd %d: the program's BIO holds %llu bytes it has not sent yet: no kTLS TX",
+                     st->fd, (unsigned long long)st->unsent);
         st->reason = KS_FB_BIO_BUSY;
         return 0;
     }
@@ -446,7 +815,12 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
             ks_log_error("fd %d: setsockopt(TCP_ULP, tls) failed: %s", st->fd, strerror(errno));
         return 0;
     }
-    if (setsockopt(st->fd, SOL_TLS, TLS_TX, crypto_info, len) != 0) {
+    if (deferred) {
+        if (!defer_tx(st, crypto_info, len)) {
+            st->reason = KS_FB_OTHER;
+            return 0;
+        }
+    } else if (setsockopt(st->fd, SOL_TLS, TLS_TX, crypto_info, len) != 0) {
         ks_log_error("fd %d: setsockopt(SOL_TLS, TLS_TX) failed: %s", st->fd, strerror(errno));
         st->reason = KS_FB_OTHER;
         return 0;
@@ -469,7 +843,7 @@ static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
     if (!api_ready())
         return false;
     BIO *end = chain_end(b);
-    if (!end || type_is_socket(bs_api.method_type(end)))
+    if (!end || libcrypto_socket_bio(end))
         return false;
     struct bs_bio *st;
     switch (cmd) {
@@ -480,6 +854,11 @@ static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
             return false;
         KS_SAVE_ERRNO;
         *ret = set_ktls_tx(end, ptr);
+        if ((st = bio_state(end))) { /* decided: the copy has served */
+            free(st->held);
+            st->held = NULL;
+            st->held_len = 0;
+        }
         KS_RESTORE_ERRNO;
         return true;
     case KS_BIO_CTRL_SET_KTLS_TX_SEND_CTRL_MSG:
@@ -574,13 +953,13 @@ KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
     return bio_ctrl_slow(b, cmd, larg, parg);
 }
 
-KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
+__attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, int dlen)
 {
     if (KS_UNLIKELY(!api_ready()) && !bs_api.write && !BS_RESOLVE(write, "BIO_write")) {
         missing("BIO_write");
         return -1;
     }
-    if (KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
+    if (!ctrl_next.armed && !ks_biosock_handshaking)
         return bs_api.write(b, data, dlen);
     if (ctrl_next.armed) {
         /* The payload of the announced control record: libssl writes it to
@@ -601,19 +980,57 @@ KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
         }
         return r;
     }
-    if (!watch_begin(b))
-        return bs_api.write(b, data, dlen);
+    bool mine = watch_begin(b);
     int r = bs_api.write(b, data, dlen);
-    watch_returned(r == dlen);
-    watch_end();
+    if (r > 0 && watch.target == b) /* into the program's BIO itself */
+        watch_handed(data, r);
+    if (mine) {
+        watch_returned(r == dlen);
+        watch_end();
+    }
     return r;
+}
+
+/* Outside handshake calls (every record of every connection), BIO_write
+ * and BIO_read tail-call libcrypto's. */
+KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
+{
+    int (*real)(BIO *, const void *, int) = __atomic_load_n(&bs_api.write, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
+        return real(b, data, dlen);
+    return bio_write_slow(b, data, dlen);
+}
+
+__attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
+{
+    if (KS_UNLIKELY(!api_ready()) && !bs_api.read && !BS_RESOLVE(read, "BIO_read")) {
+        missing("BIO_read");
+        return -1;
+    }
+    if (!ks_biosock_handshaking || !__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED))
+        return bs_api.read(b, data, dlen);
+    int r = bs_api.read(b, data, dlen);
+    if (r > 0 && b && data && api_ready()) {
+        KS_SAVE_ERRNO;
+        rx_saw(b, data, r);
+        KS_RESTORE_ERRNO;
+    }
+    return r;
+}
+
+KS_EXPORT int BIO_read(BIO *b, void *data, int dlen)
+{
+    int (*real)(BIO *, void *, int) = __atomic_load_n(&bs_api.read, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ks_biosock_handshaking))
+        return real(b, data, dlen);
+    return bio_read_slow(b, data, dlen);
 }
 
 /* ---- what ossl.c asks ---- */
 
 int ks_biosock_tx_fd(BIO *b)
 {
-    if (!b || __atomic_load_n(&bs_api_state, __ATOMIC_ACQUIRE) <= 0)
+    if (!b || !api_ready())
         return -1;
     struct bs_bio *st = bio_state(chain_end(b));
     return st && st->tx_on ? st->fd : -1;
@@ -632,7 +1049,7 @@ static bool memory_bio(BIO *b)
 
 bool ks_biosock_found(BIO *b, bool tx)
 {
-    if (!b || __atomic_load_n(&bs_api_state, __ATOMIC_ACQUIRE) <= 0)
+    if (!b || !api_ready())
         return false;
     if (!tx) /* not tried (see the top): the reason is the general one, or bio_rx */
         return !memory_bio(b);
@@ -651,6 +1068,87 @@ enum ks_fallback ks_biosock_reason(BIO *b, bool tx, bool found)
 }
 
 /* ---- hooks: libc writes ---- */
+
+/* Every later write on fd fails: plaintext sits in the program's buffer
+ * behind what was sent, and no key is on the socket to encrypt it. */
+static void fd_break(struct bs_fd *f, int fd)
+{
+    fd_forget(f);
+    f->nseg = 1;
+    f->seg[0].type = BS_SEG_BROKEN;
+    f->seg[0].left = UINT32_MAX;
+    fd_set_pending(fd, true);
+}
+
+/* The held bytes have all left: the key goes in. */
+static void held_done(struct bs_fd *f, int fd)
+{
+    struct bs_deferred *d = f->deferred;
+    f->deferred = NULL;
+    if (setsockopt(fd, SOL_TLS, TLS_TX, &d->key, d->key_len) != 0) {
+        ks_log_error("fd %d: setsockopt(SOL_TLS, TLS_TX) failed after the program's held bytes "
+                     "left: %s; its next writes on this connection fail (EIO), since what "
+                     "follows is plaintext",
+                     fd, strerror(errno));
+        deferred_free(d);
+        fd_break(f, fd);
+        return;
+    }
+    ks_log_debug("fd %d: kTLS TX on, after the %u bytes the program held", fd, (unsigned)d->len);
+    deferred_free(d);
+}
+
+/* Sends what the caller asked, limited to the held bytes still to leave on
+ * fd, as they are, when they are exactly those bytes; then the key. */
+static ssize_t send_held(int fd, struct bs_fd *f, const struct msghdr *theirs, int flags)
+{
+    struct bs_deferred *d = f->deferred;
+    size_t want = f->seg[0].left, took = 0;
+    struct iovec iov[64];
+    int n = 0;
+    for (size_t i = 0; d && i < theirs->msg_iovlen && took < want && n < 64; i++) {
+        size_t l = theirs->msg_iov[i].iov_len;
+        if (!l)
+            continue;
+        if (l > want - took)
+            l = want - took;
+        if (memcmp(theirs->msg_iov[i].iov_base, d->bytes + d->off + took, l) != 0) {
+            d = NULL; /* not the bytes its BIO took: a count went wrong */
+            break;
+        }
+        iov[n].iov_base = theirs->msg_iov[i].iov_base;
+        iov[n].iov_len = l;
+        took += l;
+        n++;
+    }
+    if (!d) {
+        ks_log_error("fd %d: the program's write does not carry the bytes its BIO held at the "
+                     "kTLS switch; the connection's writes fail (EIO) rather than send "
+                     "plaintext",
+                     fd);
+        fd_break(f, fd);
+        errno = EIO;
+        return -1;
+    }
+    if (!took) /* a zero-length write */
+        return ks_libc()->sendmsg(fd, theirs, flags);
+    struct msghdr m = {
+        .msg_name = theirs->msg_name,
+        .msg_namelen = theirs->msg_namelen,
+        .msg_iov = iov,
+        .msg_iovlen = (size_t)n,
+    };
+    ssize_t r = ks_libc()->sendmsg(fd, &m, flags);
+    if (r > 0) {
+        KS_SAVE_ERRNO;
+        d->off += (uint32_t)r;
+        ctrl_sent(f, fd, (size_t)r);
+        if (d->off == d->len)
+            held_done(f, fd);
+        KS_RESTORE_ERRNO;
+    }
+    return r;
+}
 
 /* Sends what the caller asked, limited to the first pending control record
  * on fd, as that record type. -1 with errno like the real call. */
@@ -706,6 +1204,8 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
 {
     if (watch.target)
         watch_saw(fd);
+    else if (later.st)
+        later_check(fd, m);
     if (!fd_pending(fd) || !bs_fds)
         return false;
     struct bs_fd *f = &bs_fds[fd];
@@ -713,8 +1213,14 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
     bool same = f->nseg && same_socket(fd, f);
     KS_RESTORE_ERRNO;
     if (!same) {
-        fd_set_pending(fd, false); /* a stale note of a closed socket */
+        fd_forget(f); /* a stale note of a closed socket */
+        fd_set_pending(fd, false);
         return false;
+    }
+    if (f->seg[0].type == BS_SEG_BROKEN) {
+        errno = EIO;
+        *ret = -1;
+        return true;
     }
     if (m->msg_controllen) {
         /* Their own cmsg on a kTLS socket with a control record due: no
@@ -728,11 +1234,21 @@ static bool write_slow(int fd, const struct msghdr *m, int flags, ssize_t *ret)
         *ret = -1;
         return true;
     }
-    *ret = send_ctrl(fd, f, m, flags);
+    *ret = f->seg[0].type == BS_SEG_HELD ? send_held(fd, f, m, flags) : send_ctrl(fd, f, m, flags);
     return true;
 }
 
-#define WRITE_FAST(fd) (KS_LIKELY(!watch.target && !fd_pending(fd)))
+/* write_slow, then what `later` needs to know of the result. */
+static bool write_slow_later(int fd, const struct msghdr *m, int flags, ssize_t *ret)
+{
+    if (!write_slow(fd, m, flags, ret))
+        return false;
+    if (later.st && later.matched)
+        later_sent(*ret);
+    return true;
+}
+
+#define WRITE_FAST(fd) (KS_LIKELY(!watch.target && !later.st && !fd_pending(fd)))
 
 static size_t iov_total(const struct iovec *iov, size_t cnt)
 {
@@ -747,6 +1263,8 @@ static size_t iov_total(const struct iovec *iov, size_t cnt)
     do {                                                                                           \
         if (watch.target)                                                                          \
             watch_wrote((fd), (r), (n), errno);                                                    \
+        else if (later.st && later.matched)                                                        \
+            later_sent(r);                                                                         \
     } while (0)
 
 KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
@@ -756,7 +1274,7 @@ KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
-    if (write_slow(fd, &m, 0, &r))
+    if (write_slow_later(fd, &m, 0, &r))
         return r;
     r = ks_libc()->write(fd, buf, n);
     WATCH_AFTER(fd, r, n);
@@ -769,7 +1287,7 @@ KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
         return ks_libc()->writev(fd, iov, cnt);
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
     ssize_t r;
-    if (write_slow(fd, &m, 0, &r))
+    if (write_slow_later(fd, &m, 0, &r))
         return r;
     r = ks_libc()->writev(fd, iov, cnt);
     WATCH_AFTER(fd, r, iov_total(iov, (size_t)cnt));
@@ -783,7 +1301,7 @@ KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
-    if (write_slow(fd, &m, flags, &r))
+    if (write_slow_later(fd, &m, flags, &r))
         return r;
     r = ks_libc()->send(fd, buf, n, flags);
     WATCH_AFTER(fd, r, n);
@@ -799,7 +1317,7 @@ KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const str
     struct msghdr m = {
         .msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
-    if (write_slow(fd, &m, flags, &r))
+    if (write_slow_later(fd, &m, flags, &r))
         return r;
     r = ks_libc()->sendto(fd, buf, n, flags, to, tolen);
     WATCH_AFTER(fd, r, n);
@@ -811,9 +1329,20 @@ KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     if (WRITE_FAST(fd) || !msg)
         return ks_libc()->sendmsg(fd, msg, flags);
     ssize_t r;
-    if (write_slow(fd, msg, flags, &r))
+    if (write_slow_later(fd, msg, flags, &r))
         return r;
     r = ks_libc()->sendmsg(fd, msg, flags);
     WATCH_AFTER(fd, r, iov_total(msg->msg_iov, msg->msg_iovlen));
+    return r;
+}
+
+KS_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    ssize_t r = ks_libc()->read(fd, buf, n);
+    if (KS_LIKELY(!__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED)) || r < BS_SIG_MAX)
+        return r;
+    const uint8_t *b = buf;
+    if (b[0] == 22 && b[1] == 3 && b[5] == 1) /* a handshake record, a ClientHello */
+        hello_note(fd, b);
     return r;
 }

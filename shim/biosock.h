@@ -12,9 +12,13 @@
 /* While a thread runs a handshake call (SSL_accept, SSL_connect,
  * SSL_do_handshake), the descriptors their BIO writes to are noted. */
 extern __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exec")));
+/* Set when a thread's outermost handshake call begins: what libssl reads
+ * through a program's BIO is looked at afresh (biosock.c, the ClientHello). */
+extern __thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
 static inline void ks_biosock_handshake_enter(void)
 {
-    ks_biosock_handshaking++;
+    if (!ks_biosock_handshaking++)
+        ks_biosock_rx_fresh = true;
 }
 static inline void ks_biosock_handshake_leave(void)
 {

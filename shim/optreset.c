@@ -19,23 +19,14 @@
 #include "common.h"
 #include "config.h"
 #include "log.h"
-#include "real.h"
+#include "ossl_api.h"
 #include "stats.h"
 
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdlib.h>
 
-static struct {
-    uint64_t (*CTX_clear_options)(SSL_CTX *, uint64_t);
-    SSL *(*new_ssl)(SSL_CTX *);
-    uint64_t (*CTX_get_options)(const SSL_CTX *);
-    uint64_t (*set_options)(SSL *, uint64_t);
-    uint64_t (*get_options)(const SSL *);
-    void *(*CTX_get_ex_data)(const SSL_CTX *, int);
-    int (*CTX_set_ex_data)(SSL_CTX *, int, void *);
-    int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *, CRYPTO_EX_free *);
-} or_api;
+#define or_api ks_ossl_api.optreset
 static bool or_ok;
 static int wiped_idx = -1; /* SSL_CTX ex_data: struct wiped, when wiped wholesale */
 
@@ -50,19 +41,9 @@ static void wiped_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
 }
 static pthread_once_t or_once = PTHREAD_ONCE_INIT;
 
-#define OR_RESOLVE(field, name) (*(void **)&or_api.field = ks_ossl_sym(name))
-
 static void resolve(void)
 {
-    OR_RESOLVE(CTX_clear_options, "SSL_CTX_clear_options");
-    OR_RESOLVE(new_ssl, "SSL_new");
-    bool ok = true;
-    ok &= !!OR_RESOLVE(CTX_get_options, "SSL_CTX_get_options");
-    ok &= !!OR_RESOLVE(set_options, "SSL_set_options");
-    ok &= !!OR_RESOLVE(get_options, "SSL_get_options");
-    ok &= !!OR_RESOLVE(CTX_get_ex_data, "SSL_CTX_get_ex_data");
-    ok &= !!OR_RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
-    ok &= !!OR_RESOLVE(get_ex_new_index, "CRYPTO_get_ex_new_index");
+    bool ok = ks_ossl_optreset_load();
     if (ok)
         wiped_idx =
             or_api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, wiped_free);

@@ -122,3 +122,93 @@ void ks_cleanse(void *p, size_t n)
     else
         explicit_bzero(p, n);
 }
+
+/* ---- the blocks of biosock.c, optreset.c and resume.c ---- */
+
+#define RESOLVE_IN(block, field, name) (*(void **)&ks_ossl_api.block.field = ks_ossl_sym(name))
+
+int ks_ossl_bio_state;
+
+bool ks_ossl_bio_resolve(void)
+{
+    bool ok = true;
+    ok &= !!RESOLVE_IN(bio, ctrl, "BIO_ctrl");
+    ok &= !!RESOLVE_IN(bio, write, "BIO_write");
+    ok &= !!RESOLVE_IN(bio, read, "BIO_read");
+    ok &= !!RESOLVE_IN(bio, next, "BIO_next");
+    ok &= !!RESOLVE_IN(bio, method_type, "BIO_method_type");
+    ok &= !!RESOLVE_IN(bio, method_name, "BIO_method_name");
+    ok &= !!RESOLVE_IN(bio, get_ex_data, "BIO_get_ex_data");
+    ok &= !!RESOLVE_IN(bio, set_ex_data, "BIO_set_ex_data");
+    ok &= !!RESOLVE_IN(bio, get_ex_new_index, "CRYPTO_get_ex_new_index");
+    __atomic_store_n(&ks_ossl_bio_state, ok ? 1 : -1, __ATOMIC_RELEASE);
+    return ok;
+}
+
+void *ks_ossl_bio_sym(void **field, const char *name)
+{
+    void *p = __atomic_load_n(field, __ATOMIC_RELAXED);
+    if (!p && (p = ks_ossl_sym(name)))
+        __atomic_store_n(field, p, __ATOMIC_RELAXED);
+    return p;
+}
+
+static bool optreset_ok;
+static pthread_once_t optreset_once = PTHREAD_ONCE_INIT;
+
+static void load_optreset(void)
+{
+    RESOLVE_IN(optreset, CTX_clear_options, "SSL_CTX_clear_options");
+    RESOLVE_IN(optreset, new_ssl, "SSL_new");
+    bool ok = true;
+    ok &= !!RESOLVE_IN(optreset, CTX_get_options, "SSL_CTX_get_options");
+    ok &= !!RESOLVE_IN(optreset, set_options, "SSL_set_options");
+    ok &= !!RESOLVE_IN(optreset, get_options, "SSL_get_options");
+    ok &= !!RESOLVE_IN(optreset, CTX_get_ex_data, "SSL_CTX_get_ex_data");
+    ok &= !!RESOLVE_IN(optreset, CTX_set_ex_data, "SSL_CTX_set_ex_data");
+    ok &= !!RESOLVE_IN(optreset, get_ex_new_index, "CRYPTO_get_ex_new_index");
+    optreset_ok = ok;
+}
+
+bool ks_ossl_optreset_load(void)
+{
+    pthread_once(&optreset_once, load_optreset);
+    return optreset_ok;
+}
+
+static bool resume_ok;
+static pthread_once_t resume_once = PTHREAD_ONCE_INIT;
+
+static void load_resume(void)
+{
+    bool ok = true;
+    ok &= !!RESOLVE_IN(resume, set_ticket_cb, "SSL_CTX_set_tlsext_ticket_key_evp_cb");
+    ok &= !!RESOLVE_IN(resume, set_new_cb, "SSL_CTX_sess_set_new_cb");
+    ok &= !!RESOLVE_IN(resume, set_get_cb, "SSL_CTX_sess_set_get_cb");
+    ok &= !!RESOLVE_IN(resume, set_remove_cb, "SSL_CTX_sess_set_remove_cb");
+    ok &= !!RESOLVE_IN(resume, get_new_cb, "SSL_CTX_sess_get_new_cb");
+    ok &= !!RESOLVE_IN(resume, get_get_cb, "SSL_CTX_sess_get_get_cb");
+    ok &= !!RESOLVE_IN(resume, CTX_ctrl, "SSL_CTX_ctrl");
+    ok &= !!RESOLVE_IN(resume, get_SSL_CTX, "SSL_get_SSL_CTX");
+    ok &= !!RESOLVE_IN(resume, sess_get_id, "SSL_SESSION_get_id");
+    ok &= !!RESOLVE_IN(resume, i2d, "i2d_SSL_SESSION");
+    ok &= !!RESOLVE_IN(resume, d2i, "d2i_SSL_SESSION");
+    ok &= !!RESOLVE_IN(resume, sess_get_time, "SSL_SESSION_get_time");
+    ok &= !!RESOLVE_IN(resume, sess_get_timeout, "SSL_SESSION_get_timeout");
+    ok &= !!RESOLVE_IN(resume, rand_bytes, "RAND_bytes");
+    ok &= !!RESOLVE_IN(resume, aes_256_cbc, "EVP_aes_256_cbc");
+    ok &= !!RESOLVE_IN(resume, version, "SSL_version");
+    ok &= !!RESOLVE_IN(resume, enc_init, "EVP_EncryptInit_ex");
+    ok &= !!RESOLVE_IN(resume, dec_init, "EVP_DecryptInit_ex");
+    ok &= !!RESOLVE_IN(resume, mac_set_params, "EVP_MAC_CTX_set_params");
+    ok &= !!RESOLVE_IN(resume, cleanse, "OPENSSL_cleanse");
+    resume_ok = ok;
+}
+
+bool ks_ossl_resume_load(void)
+{
+    pthread_once(&resume_once, load_resume);
+    return resume_ok;
+}
+
+#undef RESOLVE_IN

@@ -79,6 +79,69 @@ struct ks_ossl_api {
     unsigned char *(*HMAC)(const EVP_MD *, const void *, int, const unsigned char *, size_t,
                            unsigned char *, unsigned int *);
     void (*cleanse)(void *, size_t);
+
+    /* ---- biosock.c, optreset.c, resume.c: each block loaded on its own
+     * (ks_ossl_bio_ready, ks_ossl_optreset_load, ks_ossl_resume_load), so
+     * that what each needs, and when it is looked up, stays what it was when
+     * they resolved their own. */
+
+    /* biosock.c: libcrypto only. Loaded without a lock and without any
+     * OpenSSL call (a BIO_ctrl made while libcrypto initialises itself must
+     * not come back into this), and never by the libssl blocks: a program
+     * may use BIO_ctrl long before it loads libssl (Python's _ssl). */
+    struct {
+        long (*ctrl)(BIO *, int, long, void *);
+        int (*write)(BIO *, const void *, int);
+        int (*read)(BIO *, void *, int);
+        BIO *(*next)(BIO *);
+        int (*method_type)(const BIO *);
+        const char *(*method_name)(const BIO *);
+        void *(*get_ex_data)(const BIO *, int);
+        int (*set_ex_data)(BIO *, int, void *);
+        int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
+                                CRYPTO_EX_free *);
+    } bio;
+
+    /* optreset.c: the real functions behind its hooks (each may be absent),
+     * then its helpers (all or none: ks_ossl_optreset_load). */
+    struct {
+        uint64_t (*CTX_clear_options)(SSL_CTX *, uint64_t);
+        SSL *(*new_ssl)(SSL_CTX *);
+        uint64_t (*CTX_get_options)(const SSL_CTX *);
+        uint64_t (*set_options)(SSL *, uint64_t);
+        uint64_t (*get_options)(const SSL *);
+        void *(*CTX_get_ex_data)(const SSL_CTX *, int);
+        int (*CTX_set_ex_data)(SSL_CTX *, int, void *);
+        int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
+                                CRYPTO_EX_free *);
+    } optreset;
+
+    /* resume.c: session caches and ticket keys (all or none). */
+    struct {
+        int (*set_ticket_cb)(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *,
+                                                EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
+        void (*set_new_cb)(SSL_CTX *, int (*)(SSL *, SSL_SESSION *));
+        void (*set_get_cb)(SSL_CTX *, SSL_SESSION *(*)(SSL *, const unsigned char *, int, int *));
+        void (*set_remove_cb)(SSL_CTX *, void (*)(SSL_CTX *, SSL_SESSION *));
+        int (*(*get_new_cb)(SSL_CTX *))(SSL *, SSL_SESSION *);
+        SSL_SESSION *(*(*get_get_cb)(SSL_CTX *))(SSL *, const unsigned char *, int, int *);
+        long (*CTX_ctrl)(SSL_CTX *, int, long, void *);
+        SSL_CTX *(*get_SSL_CTX)(const SSL *);
+        const unsigned char *(*sess_get_id)(const SSL_SESSION *, unsigned int *);
+        int (*i2d)(const SSL_SESSION *, unsigned char **);
+        SSL_SESSION *(*d2i)(SSL_SESSION **, const unsigned char **, long);
+        long (*sess_get_time)(const SSL_SESSION *);
+        long (*sess_get_timeout)(const SSL_SESSION *);
+        int (*rand_bytes)(unsigned char *, int);
+        const EVP_CIPHER *(*aes_256_cbc)(void);
+        int (*version)(const SSL *);
+        int (*enc_init)(EVP_CIPHER_CTX *, const EVP_CIPHER *, ENGINE *, const unsigned char *,
+                        const unsigned char *);
+        int (*dec_init)(EVP_CIPHER_CTX *, const EVP_CIPHER *, ENGINE *, const unsigned char *,
+                        const unsigned char *);
+        int (*mac_set_params)(EVP_MAC_CTX *, const OSSL_PARAM *);
+        void (*cleanse)(void *, size_t);
+    } resume;
 };
 
 extern struct ks_ossl_api ks_ossl_api;
@@ -99,6 +162,29 @@ bool ks_ossl_ready(void);
  * holds (a call libssl made to one of its own exported functions, e.g.
  * BIO_f_ssl's SSL_do_handshake), rather than the program's. */
 bool ks_ossl_called_from_libssl(const void *pc);
+
+/* biosock.c's block: true when all of it was found (libcrypto.so.3 loaded).
+ * Lock-free; the first callers may resolve it side by side (the same values).
+ * Inline: it sits on the hot path of BIO_write and BIO_read. */
+extern int ks_ossl_bio_state; /* atomic: 0 not yet, 1 all found, -1 incomplete */
+bool ks_ossl_bio_resolve(void);
+static inline bool ks_ossl_bio_ready(void)
+{
+    int st = __atomic_load_n(&ks_ossl_bio_state, __ATOMIC_ACQUIRE);
+    if (KS_LIKELY(st))
+        return st > 0;
+    return ks_ossl_bio_resolve();
+}
+/* One function of biosock.c's block, when the block is incomplete: the real
+ * BIO_ctrl / BIO_write may still be there on its own. NULL if not. */
+void *ks_ossl_bio_sym(void **field, const char *name);
+
+/* optreset.c's block (once, thread-safe): true when its helpers were all
+ * found; its hooks' real functions may still be NULL. */
+bool ks_ossl_optreset_load(void);
+
+/* resume.c's block (once, thread-safe): true when all of it was found. */
+bool ks_ossl_resume_load(void);
 
 /* Wipes n bytes of secret: OPENSSL_cleanse when found, else explicit_bzero. */
 void ks_cleanse(void *p, size_t n);

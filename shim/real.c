@@ -68,6 +68,7 @@ const struct ks_libc *ks_libc(void)
     l.send = need("send");
     l.sendto = need("sendto");
     l.sendmsg = need("sendmsg");
+    l.read = need("read");
     l.daemon = need("daemon");
     libc_fns = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);

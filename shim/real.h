@@ -41,6 +41,7 @@ struct ks_libc {
     ssize_t (*send)(int, const void *, size_t, int);
     ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
     ssize_t (*sendmsg)(int, const struct msghdr *, int);
+    ssize_t (*read)(int, void *, size_t); /* the ClientHello a program read */
     int (*daemon)(int, int);
 };
 

@@ -30,7 +30,7 @@
 #include "resume.h"
 #include "config.h"
 #include "log.h"
-#include "real.h"
+#include "ossl_api.h"
 
 #include <fcntl.h>
 #include <openssl/core_names.h>
@@ -74,53 +74,12 @@ struct shared {
 
 static struct shared *sh;
 
-static struct {
-    int (*set_ticket_cb)(SSL_CTX *, int (*)(SSL *, unsigned char *, unsigned char *,
-                                            EVP_CIPHER_CTX *, EVP_MAC_CTX *, int));
-    void (*set_new_cb)(SSL_CTX *, int (*)(SSL *, SSL_SESSION *));
-    void (*set_get_cb)(SSL_CTX *, SSL_SESSION *(*)(SSL *, const unsigned char *, int, int *));
-    void (*set_remove_cb)(SSL_CTX *, void (*)(SSL_CTX *, SSL_SESSION *));
-    int (*(*get_new_cb)(SSL_CTX *))(SSL *, SSL_SESSION *);
-    SSL_SESSION *(*(*get_get_cb)(SSL_CTX *))(SSL *, const unsigned char *, int, int *);
-    long (*CTX_ctrl)(SSL_CTX *, int, long, void *);
-    SSL_CTX *(*get_SSL_CTX)(const SSL *);
-    const unsigned char *(*sess_get_id)(const SSL_SESSION *, unsigned int *);
-    int (*i2d)(const SSL_SESSION *, unsigned char **);
-    SSL_SESSION *(*d2i)(SSL_SESSION **, const unsigned char **, long);
-    long (*sess_get_time)(const SSL_SESSION *);
-    long (*sess_get_timeout)(const SSL_SESSION *);
-    int (*rand_bytes)(unsigned char *, int);
-    const EVP_CIPHER *(*aes_256_cbc)(void);
-    int (*version)(const SSL *);
-    int (*enc_init)(EVP_CIPHER_CTX *, const EVP_CIPHER *, ENGINE *, const unsigned char *,
-                    const unsigned char *);
-    int (*dec_init)(EVP_CIPHER_CTX *, const EVP_CIPHER *, ENGINE *, const unsigned char *,
-                    const unsigned char *);
-    int (*mac_set_params)(EVP_MAC_CTX *, const OSSL_PARAM *);
-    void (*cleanse)(void *, size_t);
-} f;
+/* resume.c's block of the one table of OpenSSL functions (ossl_api.c). */
+#define res_api ks_ossl_api.resume
 
 static bool resolve(void)
 {
-    static int done; /* 1 ok, -1 failed */
-    if (done)
-        return done > 0;
-#define R(field, name) (*(void **)&f.field = ks_ossl_sym(name))
-    bool ok =
-        R(set_ticket_cb, "SSL_CTX_set_tlsext_ticket_key_evp_cb") &&
-        R(set_new_cb, "SSL_CTX_sess_set_new_cb") && R(set_get_cb, "SSL_CTX_sess_set_get_cb") &&
-        R(set_remove_cb, "SSL_CTX_sess_set_remove_cb") &&
-        R(get_new_cb, "SSL_CTX_sess_get_new_cb") && R(get_get_cb, "SSL_CTX_sess_get_get_cb") &&
-        R(CTX_ctrl, "SSL_CTX_ctrl") && R(get_SSL_CTX, "SSL_get_SSL_CTX") &&
-        R(sess_get_id, "SSL_SESSION_get_id") && R(i2d, "i2d_SSL_SESSION") &&
-        R(d2i, "d2i_SSL_SESSION") && R(sess_get_time, "SSL_SESSION_get_time") &&
-        R(sess_get_timeout, "SSL_SESSION_get_timeout") && R(rand_bytes, "RAND_bytes") &&
-        R(aes_256_cbc, "EVP_aes_256_cbc") && R(version, "SSL_version") &&
-        R(enc_init, "EVP_EncryptInit_ex") && R(dec_init, "EVP_DecryptInit_ex") &&
-        R(mac_set_params, "EVP_MAC_CTX_set_params") && R(cleanse, "OPENSSL_cleanse");
-#undef R
-    done = ok ? 1 : -1;
-    return ok;
+    return ks_ossl_resume_load();
 }
 
 static int64_t mono_ms(void)
@@ -265,7 +224,7 @@ static int mac_init(EVP_MAC_CTX *hctx, uint8_t *hmac)
         {OSSL_MAC_PARAM_DIGEST, OSSL_PARAM_UTF8_STRING, (char *)"SHA256", 6, OSSL_PARAM_UNMODIFIED},
         {NULL, 0, NULL, 0, 0},
     };
-    return f.mac_set_params(hctx, params);
+    return res_api.mac_set_params(hctx, params);
 }
 
 /* libssl's ticket callback contract: on encrypt fill name and iv and return
@@ -284,7 +243,8 @@ static int ticket_cb(SSL *s, unsigned char *name, unsigned char *iv, EVP_CIPHER_
     read_keys(k);
     if (enc) {
         memcpy(name, k[0].name, 16);
-        if (f.rand_bytes(iv, 16) > 0 && f.enc_init(ectx, f.aes_256_cbc(), NULL, k[0].aes, iv) &&
+        if (res_api.rand_bytes(iv, 16) > 0 &&
+            res_api.enc_init(ectx, res_api.aes_256_cbc(), NULL, k[0].aes, iv) &&
             mac_init(hctx, k[0].hmac))
             ret = 1;
         else
@@ -293,14 +253,15 @@ static int ticket_cb(SSL *s, unsigned char *name, unsigned char *iv, EVP_CIPHER_
         for (int i = 0; i < 2; i++) {
             if (!k[i].made_ms || memcmp(name, k[i].name, 16) != 0)
                 continue;
-            if (f.dec_init(ectx, f.aes_256_cbc(), NULL, k[i].aes, iv) && mac_init(hctx, k[i].hmac))
-                ret = i == 0 && f.version(s) != TLS1_3_VERSION ? 1 : 2;
+            if (res_api.dec_init(ectx, res_api.aes_256_cbc(), NULL, k[i].aes, iv) &&
+                mac_init(hctx, k[i].hmac))
+                ret = i == 0 && res_api.version(s) != TLS1_3_VERSION ? 1 : 2;
             else
                 ret = -1;
             break;
         }
     }
-    f.cleanse(k, sizeof k);
+    res_api.cleanse(k, sizeof k);
     return ret;
 }
 
@@ -369,7 +330,7 @@ static bool cache_on(SSL_CTX *ctx)
 {
     if (!ctx)
         return false;
-    long mode = f.CTX_ctrl(ctx, SSL_CTRL_GET_SESS_CACHE_MODE, 0, NULL);
+    long mode = res_api.CTX_ctrl(ctx, SSL_CTRL_GET_SESS_CACHE_MODE, 0, NULL);
     return (mode & SSL_SESS_CACHE_SERVER) && !(mode & SSL_SESS_CACHE_NO_INTERNAL_STORE);
 }
 
@@ -387,22 +348,22 @@ static struct sess_slot *find(const uint8_t *id, unsigned len)
 static int new_cb(SSL *s, SSL_SESSION *sess)
 {
     unsigned len = 0;
-    const unsigned char *id = f.sess_get_id(sess, &len);
-    if (!cache_on(f.get_SSL_CTX(s)) || len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH)
+    const unsigned char *id = res_api.sess_get_id(sess, &len);
+    if (!cache_on(res_api.get_SSL_CTX(s)) || len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH)
         return 0;
-    int der_len = f.i2d(sess, NULL);
+    int der_len = res_api.i2d(sess, NULL);
     if (der_len <= 0 || der_len > SESS_DER_MAX)
         return 0;
     uint8_t der[SESS_DER_MAX];
     unsigned char *p = der;
-    if (f.i2d(sess, &p) != der_len) {
-        f.cleanse(der, sizeof der);
+    if (res_api.i2d(sess, &p) != der_len) {
+        res_api.cleanse(der, sizeof der);
         return 0;
     }
-    int64_t expires = (int64_t)f.sess_get_time(sess) + f.sess_get_timeout(sess);
+    int64_t expires = (int64_t)res_api.sess_get_time(sess) + res_api.sess_get_timeout(sess);
     uint32_t h = hash_id(id, len);
     if (!lock()) {
-        f.cleanse(der, sizeof der);
+        res_api.cleanse(der, sizeof der);
         return 0;
     }
     struct sess_slot *victim = find(id, len);
@@ -427,14 +388,14 @@ static int new_cb(SSL *s, SSL_SESSION *sess)
     victim->stored = ++sh->stores;
     memcpy(victim->der, der, (size_t)der_len);
     unlock();
-    f.cleanse(der, sizeof der);
+    res_api.cleanse(der, sizeof der);
     return 0; /* we keep no reference to sess */
 }
 
 static SSL_SESSION *get_cb(SSL *s, const unsigned char *id, int len, int *copy)
 {
     *copy = 0;
-    if (len <= 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH || !cache_on(f.get_SSL_CTX(s)))
+    if (len <= 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH || !cache_on(res_api.get_SSL_CTX(s)))
         return NULL;
     uint8_t der[SESS_DER_MAX];
     int der_len = 0;
@@ -449,8 +410,8 @@ static SSL_SESSION *get_cb(SSL *s, const unsigned char *id, int len, int *copy)
     SSL_SESSION *sess = NULL;
     if (der_len > 0) {
         const unsigned char *p = der;
-        sess = f.d2i(NULL, &p, der_len); /* our reference goes to libssl */
-        f.cleanse(der, (size_t)der_len);
+        sess = res_api.d2i(NULL, &p, der_len); /* our reference goes to libssl */
+        res_api.cleanse(der, (size_t)der_len);
     }
     return sess;
 }
@@ -459,7 +420,7 @@ static void remove_cb(SSL_CTX *ctx, SSL_SESSION *sess)
 {
     (void)ctx;
     unsigned len = 0;
-    const unsigned char *id = f.sess_get_id(sess, &len);
+    const unsigned char *id = res_api.sess_get_id(sess, &len);
     if (len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH || !lock())
         return;
     struct sess_slot *sl = find(id, len);
@@ -472,16 +433,16 @@ bool ks_resume_install(SSL_CTX *ctx, bool own_tickets)
 {
     if (!sh || !ctx || !resolve())
         return false;
-    if (!f.get_new_cb(ctx) && !f.get_get_cb(ctx)) {
-        f.set_new_cb(ctx, new_cb);
-        f.set_get_cb(ctx, get_cb);
-        f.set_remove_cb(ctx, remove_cb);
+    if (!res_api.get_new_cb(ctx) && !res_api.get_get_cb(ctx)) {
+        res_api.set_new_cb(ctx, new_cb);
+        res_api.set_get_cb(ctx, get_cb);
+        res_api.set_remove_cb(ctx, remove_cb);
     }
-    return !own_tickets && f.set_ticket_cb(ctx, ticket_cb);
+    return !own_tickets && res_api.set_ticket_cb(ctx, ticket_cb);
 }
 
 void ks_resume_drop_tickets(SSL_CTX *ctx)
 {
     if (resolve())
-        f.set_ticket_cb(ctx, NULL);
+        res_api.set_ticket_cb(ctx, NULL);
 }

@@ -162,3 +162,38 @@ keepalive() {
     done
     return "$bad"
 }
+
+# h2o_conf PORT CERT KEY: h2o (Debian's 2.2) serving $WWW over TLS on
+# 127.0.0.1:PORT, one thread, as nobody (it refuses to run as root), no
+# OCSP stapling (it would run an external fetcher). Its stderr (the
+# library's lines) stays the start helper's. h2o_args prints the command.
+h2o_conf() {
+    local d="$BATS_TEST_TMPDIR/h2o"
+    mkdir -p "$d"
+    chmod 711 "$BATS_TEST_TMPDIR" "$BATS_RUN_TMPDIR" 2>/dev/null || true
+    chmod -R a+rX "$WWW"
+    cp "$2" "$d/crt.pem"
+    cp "$3" "$d/key.pem"
+    chmod 644 "$d/crt.pem" "$d/key.pem"
+    if [ -n "${STATS:-}" ]; then
+        touch "$STATS"
+        chmod 666 "$STATS"
+    fi
+    cat >"$d/h2o.conf" <<CONF
+user: nobody
+num-threads: 1
+listen:
+  host: 127.0.0.1
+  port: $1
+  ssl:
+    certificate-file: $d/crt.pem
+    key-file: $d/key.pem
+    ocsp-update-interval: 0
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: $WWW
+CONF
+}
+h2o_args() { echo "h2o -c $BATS_TEST_TMPDIR/h2o/h2o.conf"; }

@@ -8,6 +8,7 @@
 
 #include "../../shim/config.c"
 #include "../../shim/log.c"
+#include "../../shim/ossl_api.c"
 #include "../../shim/real.c"
 #include "../../shim/resume.c"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # Kernel TLS for servers whose TLS I/O goes through a BIO of their own
-# (Apache httpd with mod_ssl, HAProxy: shim/biosock.c) and for a Ruby server
+# (Apache httpd with mod_ssl, HAProxy, h2o: shim/biosock.c) and for a Ruby server
 # that resets its options wholesale (WEBrick: shim/optreset.c), in the VM.
 # TX must be kTLS on every connection (the kernel's TlsTxSw moves by one per
 # connection, the library counts ktls.tx_bio), RX stays in user space with
@@ -65,7 +65,7 @@ slow_fetch() {
     run slow_fetch "$port" s1048583 400k
     assert_output "$(sha "$WWW/s1048583")"
     # A client that leaves mid-transfer; Apache serves on.
-    run curl -sSk --max-time 2 --limit-rate 64k -o /dev/null $(curl_tls 1.2 aes128) \
+    run curl -sSk --max-time 2 --limit-rate 16k -o /dev/null $(curl_tls 1.2 aes128) \
         "https://127.0.0.1:$port/s1048583"
     assert_failure 28
     run matrix "$port" ec 1.3 aes256 s16385
@@ -147,18 +147,56 @@ slow_fetch() {
     run keepalive "$port" "$(curl_tls 1.2 aes256)" s16385 s1
     assert_success
     assert_output "connects 1"
+    run keepalive "$port" "$(curl_tls 1.3 chacha)" s1048583 s0
+    assert_success
+    assert_output "connects 1"
+    # A client that leaves mid-transfer; HAProxy serves on.
+    run curl -sSk --max-time 2 --limit-rate 16k -o /dev/null $(curl_tls 1.3 aes256) \
+        "https://127.0.0.1:$port/s1048583"
+    assert_failure 28
+    run keepalive "$port" "$(curl_tls 1.2 chacha)" s16385
+    assert_success
     stop_sig srv2 USR1
     note
-    assert_equal "$(delta TlsTxSw)" 7
+    assert_equal "$(delta TlsTxSw)" 10
     assert_equal "$(delta TlsRxSw)" 0
-    run stats_check "$STATS" 'len(R) == 3 and S("connections.tls") == 7' \
-        'S("ktls.tx") == 7 and S("ktls.tx_bio") == 7' "$NO_FALLBACK_TX" \
-        'S("fallback_rx.bio_rx") == 7 and S("bytes.user_tx") == 0' \
-        "S('bytes.ktls_tx') >= 4 * 1048583"
+    run stats_check "$STATS" 'len(R) == 3 and S("connections.tls") == 10' \
+        'S("ktls.tx") == 10 and S("ktls.tx_bio") == 10' "$NO_FALLBACK_TX" \
+        'S("fallback_rx.bio_rx") == 10 and S("bytes.user_tx") == 0' \
+        "S('bytes.ktls_tx') >= 5 * 1048583"
     assert_output ok
 }
 
-@test "WEBrick (Ruby wipes its options): kTLS set again on each connection, TX on both, RX on both (1.3 by the own switch); bodies intact" {
+@test "HAProxy: the same bytes without the library and with KTLSSHIM_KTLS=off (no kTLS then)" {
+    port=$(pick_port)
+    bport=$(pick_port)
+    plain_backend "$bport"
+    wait_listen "$bport"
+    haproxy_conf "$port" "$bport" "$CERTS/ec.pem" "$CERTS/ec.key" 1
+    snap
+    # shellcheck disable=SC2046
+    start_plain srv $(haproxy_args)
+    wait_listen "$port"
+    run keepalive "$port" "$(curl_tls 1.3 chacha)" s1048583 s0 s1 s16385
+    assert_success
+    run keepalive "$port" "$(curl_tls 1.2 aes128)" s1048583 s16385
+    assert_success
+    stop_sig srv USR1
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(haproxy_args)
+    wait_listen "$port"
+    run keepalive "$port" "$(curl_tls 1.3 aes128)" s1048583 s0 s1 s16385
+    assert_success
+    run keepalive "$port" "$(curl_tls 1.2 chacha)" s1048583 s16385
+    assert_success
+    stop_sig srv USR1
+    assert_equal "$(delta TlsTxSw)" 0
+    run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.tx") == 0' \
+        'S("fallback_tx.disabled") == 2'
+    assert_output ok
+}
+
+@test "WEBrick (Ruby wipes its options): kTLS set again on each connection, TX and RX on every one (1.3 by the own switch), 1.2 and 1.3 x AES-GCM and ChaCha20; bodies intact" {
     port=$(pick_port)
     snap
     start srv env KTLSSHIM_STATS="$STATS" ruby "$(ruby_server)" "$port" "$CERTS/ec.pem" \
@@ -168,12 +206,81 @@ slow_fetch() {
     assert_success
     run matrix "$port" ec 1.2 aes128 s16385
     assert_success
+    run matrix "$port" ec 1.3 aes128 s1
+    assert_success
+    run matrix "$port" ec 1.2 chacha s1048583
+    assert_success
     stop_srv srv 30
     note
-    assert_equal "$(delta TlsTxSw)" 2
-    assert_equal "$(delta TlsRxSw)" 2
-    run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.reasserted") == 2' \
-        'S("ktls.tx") == 2 and S("ktls.tx_bio") == 0 and S("ktls.rx") == 2' \
-        'S("ktls.rx_own") == 1' "$NO_FALLBACK_TX"
+    assert_equal "$(delta TlsTxSw)" 4
+    assert_equal "$(delta TlsRxSw)" 4
+    run stats_check "$STATS" 'S("connections.tls") == 4 and S("ktls.reasserted") == 4' \
+        'S("ktls.tx") == 4 and S("ktls.tx_bio") == 0 and S("ktls.rx") == 4' \
+        'S("ktls.rx_own") == 2' "$NO_FALLBACK_TX"
+    assert_output ok
+}
+
+@test "h2o (writes from its event loop, after the handshake call): kTLS TX once the bytes it held have left (TLS 1.2 and 1.3, but the process's first TLS 1.3 connection: bio_no_fd); slow clients, clients gone mid-transfer; bodies intact, as without the library and with KTLSSHIM_KTLS=off" {
+    port=$(pick_port)
+    h2o_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key"
+    snap
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_STATS="$STATS" $(h2o_args)
+    wait_listen "$port"
+    # The first connection of the process, TLS 1.3: its socket is not
+    # known yet when libssl asks (h2o has written nothing), bio_no_fd.
+    run matrix "$port" ec 1.3 aes128 s16385
+    assert_success
+    run matrix "$port" ec 1.2 aes128 s0 s1 s16385 s1048583
+    assert_success
+    run matrix "$port" ec 1.3 chacha s0 s1 s16385 s1048583
+    assert_success
+    run matrix "$port" ec 1.2 chacha s1048583
+    assert_success
+    # Slow readers (h2o's writev hits EAGAIN), then clients that leave
+    # mid-transfer; h2o serves on.
+    run fetch "$port" s1048583 --limit-rate 400k $(curl_tls 1.2 aes256)
+    assert_output "$(sha "$WWW/s1048583")"
+    run fetch "$port" s1048583 --limit-rate 400k $(curl_tls 1.3 aes256)
+    assert_output "$(sha "$WWW/s1048583")"
+    run curl -sSk --max-time 2 --limit-rate 16k -o /dev/null $(curl_tls 1.2 aes128) \
+        "https://127.0.0.1:$port/s1048583"
+    assert_failure 28
+    run curl -sSk --max-time 2 --limit-rate 16k -o /dev/null $(curl_tls 1.3 chacha) \
+        "https://127.0.0.1:$port/s1048583"
+    assert_failure 28
+    run matrix "$port" ec 1.3 aes128 s16385
+    assert_success
+    stop_srv srv 30
+    note
+    # The rule: when libssl asked, h2o's buffer still held bytes (TLS 1.2:
+    # its ChangeCipherSpec, 6 bytes; TLS 1.3: its whole first flight); the
+    # key went in only once h2o's writev had carried exactly those bytes.
+    run grep -c "kTLS TX on, after the 6 bytes the program held" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 7
+    run grep -c "kTLS TX on, after the" "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 14
+    assert_equal "$(delta TlsTxSw)" 14
+    assert_equal "$(delta TlsRxSw)" 0
+    assert_equal "$(delta TlsCurrTxSw)" 0
+    run stats_check "$STATS" 'S("connections.tls") == 15' \
+        'S("ktls.tx") == 14 and S("ktls.tx_bio") == 14 and S("fallback_tx.bio_no_fd") == 1' \
+        'S("fallback_rx.bio_rx") == 15' "S('bytes.ktls_tx') >= 4 * 1048583"
+    assert_output ok
+    # The same bytes without the library and with it switched off.
+    # shellcheck disable=SC2046
+    start_plain srv $(h2o_args)
+    wait_listen "$port"
+    run matrix "$port" ec "1.2 1.3" chacha s0 s1 s16385 s1048583
+    assert_success
+    stop_srv srv 30
+    : >"$STATS"
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(h2o_args)
+    wait_listen "$port"
+    run matrix "$port" ec "1.2 1.3" aes128 s0 s1 s16385 s1048583
+    assert_success
+    stop_srv srv 30
+    run stats_check "$STATS" 'S("connections.tls") == 8 and S("fallback_tx.disabled") == 8'
     assert_output ok
 }

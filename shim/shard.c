@@ -41,8 +41,8 @@ static int state(void)
     if (KS_UNLIKELY(s < 0)) {
         const struct ks_config *cfg = ks_config();
         int want = cfg->shards > 1 && !cfg->in_worker ? SHARD_PENDING
-                   : ks_exec_is_worker()                 ? SHARD_WORKER
-                                                         : SHARD_OFF;
+                   : ks_exec_is_worker()              ? SHARD_WORKER
+                                                      : SHARD_OFF;
         __atomic_compare_exchange_n(&shard_state, &s, want, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE);
         s = __atomic_load_n(&shard_state, __ATOMIC_ACQUIRE);

@@ -28,10 +28,19 @@ static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 /* Names the library reads, and names reserved for the project's own test
  * harness and VM runner (ignored here, never reported as typos). */
 static const char *const known[] = {
-    "KTLSSHIM_SHARDS",   "KTLSSHIM_KTLS",     "KTLSSHIM_STATS",         "KTLSSHIM_LOG",
-    "KTLSSHIM_ZEROCOPY", "KTLSSHIM_WORKER",   "KTLSSHIM_TICKET_ROTATE", "KTLSSHIM_TICKET_KEY_FILE",
-    "KTLSSHIM_PIN",      "KTLSSHIM_CONN_LOG", "KTLSSHIM_STOP_TIMEOUT",
-    "KTLSSHIM_RELOAD",   "KTLSSHIM_GRACEFUL_SIGNAL",
+    "KTLSSHIM_SHARDS",
+    "KTLSSHIM_KTLS",
+    "KTLSSHIM_STATS",
+    "KTLSSHIM_LOG",
+    "KTLSSHIM_ZEROCOPY",
+    "KTLSSHIM_WORKER",
+    "KTLSSHIM_TICKET_ROTATE",
+    "KTLSSHIM_TICKET_KEY_FILE",
+    "KTLSSHIM_PIN",
+    "KTLSSHIM_CONN_LOG",
+    "KTLSSHIM_STOP_TIMEOUT",
+    "KTLSSHIM_RELOAD",
+    "KTLSSHIM_GRACEFUL_SIGNAL",
 };
 /* Set by the library itself for the processes of exec mode (execmode.c). */
 static const char *const internal[] = {
@@ -175,8 +184,8 @@ static const struct {
     int sig;
     bool stops; /* a stop signal: the supervisor forwards it as a stop */
 } signal_names[] = {
-    {"HUP", SIGHUP, false},   {"USR1", SIGUSR1, false}, {"USR2", SIGUSR2, false},
-    {"WINCH", SIGWINCH, false}, {"TERM", SIGTERM, true}, {"QUIT", SIGQUIT, true},
+    {"HUP", SIGHUP, false},     {"USR1", SIGUSR1, false}, {"USR2", SIGUSR2, false},
+    {"WINCH", SIGWINCH, false}, {"TERM", SIGTERM, true},  {"QUIT", SIGQUIT, true},
     {"INT", SIGINT, true},
 };
 

@@ -86,13 +86,12 @@ for d in os.listdir("/proc"):
 
 @test "a worker that exits 0 while the other runs leaves no listener behind" {
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 "$PY" "$PIDSRV" --port "$port" --exit-worker 0 0
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=info "$PY" "$PIDSRV" --port "$port" --exit-worker 0 0
     wait_port "$port"
     sup=$(pid_of srv)
-    for _ in $(seq 100); do
-        [ "$(children_of "$sup" | wc -l)" -eq 1 ] && break
-        sleep 0.1
-    done
+    # sharded: worker 0 ended with 0 and was not respawned, worker 1 serves
+    worker0_done() { grep -q 'worker 0/2 .*exit 0' "$BATS_TEST_TMPDIR/srv.err" && n_children "$sup" 1; }
+    wait_until 30 worker0_done
     run sh -c "ss -Hltn 'sport = :$port' | wc -l"
     assert_output 1
     run connect_many "$port" 20 2

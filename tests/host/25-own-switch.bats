@@ -81,4 +81,7 @@ PYEOF
     wait_gone "$(pid_of srv)" 30
     run grep -c "^CLIENT_TRAFFIC_SECRET_0 \|^SERVER_TRAFFIC_SECRET_0 \|HANDSHAKE_TRAFFIC_SECRET" "$BATS_TEST_TMPDIR/keys.log"
     assert_output 4
+    # and the library was there: it counted the handshake
+    run stats_check "$KTLSSHIM_STATS" 'len(R) == 1' 'S("connections.tls") == 1'
+    assert_output ok
 }

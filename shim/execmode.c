@@ -35,6 +35,7 @@
 #include "fds.h"
 #include "log.h"
 #include "real.h"
+#include "resume.h"
 #include "shard.h"
 #include "stats.h"
 
@@ -236,8 +237,8 @@ __attribute__((constructor)) static void ks_exec_load(void)
     KS_SAVE_ERRNO;
     const struct ks_config *cfg = ks_config();
     const char *v = getenv(ENV_WORKER);
-    int ctl, pid, sfd, rec;
-    if (cfg->in_worker && v && sscanf(v, "%d,%d,%d,%d", &ctl, &pid, &sfd, &rec) == 4 &&
+    int ctl, pid, sfd, rec, rfd;
+    if (cfg->in_worker && v && sscanf(v, "%d,%d,%d,%d,%d", &ctl, &pid, &sfd, &rec, &rfd) == 5 &&
         pid == getpid()) {
         struct stat st;
         take_comm(v);
@@ -251,6 +252,10 @@ __attribute__((constructor)) static void ks_exec_load(void)
             ks_log_error("exec-mode worker: cannot map the supervisor's stats pool (fd %d); "
                          "this worker's counts are not in the supervisor's sum",
                          sfd);
+        if (rfd >= 0 && !ks_resume_attach(rfd))
+            ks_log_error("exec-mode worker: cannot map the supervisor's session state (fd %d); "
+                         "this worker resumes only the sessions it made",
+                         rfd);
     } else if (cfg->shards > 1 && !cfg->in_worker && !getenv(ENV_SUPERVISOR)) {
         snapshot_env();
         if (!getcwd(start_cwd, sizeof start_cwd))
@@ -517,6 +522,7 @@ static struct sup_held (*sup_held)[KS_MAX_REPLICATED]; /* [slot][k] */
 static int *sup_nheld;                                 /* [slot] */
 static int sup_nslots;
 static int sup_stats_fd = -1;
+static int sup_resume_fd = -1; /* the shared session state (resume.c) */
 static char **worker_argv, **worker_envp;
 static size_t worker_envc;
 
@@ -551,9 +557,13 @@ void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end)
     int sfd = sup_stats_fd >= 0 ? fcntl(sup_stats_fd, F_DUPFD, 200) : -1;
     if (sfd < 0 && sup_stats_fd >= 0)
         sfd = fcntl(sup_stats_fd, F_DUPFD, 3);
+    int rfd = sup_resume_fd >= 0 ? fcntl(sup_resume_fd, F_DUPFD, 200) : -1;
+    if (rfd < 0 && sup_resume_fd >= 0)
+        rfd = fcntl(sup_resume_fd, F_DUPFD, 3);
     static char w[64], x[128];
     snprintf(w, sizeof w, "KTLSSHIM_WORKER=%d/%d", slot, nslots);
-    snprintf(x, sizeof x, ENV_WORKER "=%d,%d,%d,%d:%s", ctl, (int)getpid(), sfd, rec, start_comm);
+    snprintf(x, sizeof x, ENV_WORKER "=%d,%d,%d,%d,%d:%s", ctl, (int)getpid(), sfd, rec, rfd,
+             start_comm);
     worker_envp[worker_envc] = w;
     worker_envp[worker_envc + 1] = x;
     worker_envp[worker_envc + 2] = NULL;
@@ -706,6 +716,10 @@ void ks_exec_supervisor_if_asked(void)
         if (strncmp(*e, "KTLSSHIM_EXEC_", 14) != 0 && strncmp(*e, "KTLSSHIM_WORKER=", 16) != 0)
             worker_envp[worker_envc++] = *e;
     sup_nslots = nslots;
+    sup_resume_fd = ks_resume_prepare_for_exec();
+    if (sup_resume_fd < 0)
+        ks_log_error("no shared memory for session resumption: each worker resumes only the "
+                     "sessions it made");
     if (sup_stats_fd < 0)
         ks_log_error("exec mode: the stats pool is not a memfd here; each worker writes its own "
                      "record and the supervisor's sum leaves them out");

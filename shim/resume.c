@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -166,14 +167,10 @@ static bool new_random_key(struct tkey *k)
     return true;
 }
 
-bool ks_resume_prepare(void)
+/* Sets up the shared state in p (sizeof *sh bytes, shared, zeroed) and
+ * makes sh point at it; false if no first key could be made. */
+static bool init_shared(void *p)
 {
-    if (sh)
-        return true;
-    void *p = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED)
-        return false;
     struct shared *s = p;
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);
@@ -187,12 +184,58 @@ bool ks_resume_prepare(void)
     if (file[0] && key_from_file(file, &k)) {
         sh->fixed = 1;
     } else if (!new_random_key(&k)) {
-        munmap(p, sizeof *sh);
         sh = NULL;
         return false;
     }
     write_keys(&k, NULL);
     explicit_bzero(&k, sizeof k);
+    return true;
+}
+
+bool ks_resume_prepare(void)
+{
+    if (sh)
+        return true;
+    void *p = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return false;
+    if (!init_shared(p)) {
+        munmap(p, sizeof *sh);
+        return false;
+    }
+    return true;
+}
+
+int ks_resume_prepare_for_exec(void)
+{
+    if (sh)
+        return -1;
+    int fd = memfd_create("ktlsshim-sessions", MFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    void *p = MAP_FAILED;
+    if (ftruncate(fd, (off_t)sizeof *sh) == 0)
+        p = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (p == MAP_FAILED || !init_shared(p)) {
+        if (p != MAP_FAILED)
+            munmap(p, sizeof *sh);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+bool ks_resume_attach(int fd)
+{
+    struct stat st;
+    void *p = MAP_FAILED;
+    if (!sh && fstat(fd, &st) == 0 && st.st_size == (off_t)sizeof *sh)
+        p = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return false;
+    sh = p;
     return true;
 }
 

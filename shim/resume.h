@@ -13,6 +13,12 @@
  * then workers resume only what each issued itself. */
 bool ks_resume_prepare(void);
 
+/* The same for exec mode, whose workers are not forks: the state lives in a
+ * memfd, returned (close-on-exec; the supervisor keeps it) for the workers
+ * to map with ks_resume_attach(fd), which closes fd. -1 / false if not. */
+int ks_resume_prepare_for_exec(void);
+bool ks_resume_attach(int fd);
+
 /* Supervisor: the next key rotation (CLOCK_MONOTONIC ms), or -1; and the
  * rotation itself when due. */
 int64_t ks_resume_next_rotation_ms(void);

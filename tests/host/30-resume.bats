@@ -105,6 +105,34 @@ resume_across() {
     done
 }
 
+@test "exec mode (KTLSSHIM_RELOAD): curl's sessions resume on both workers (TLS 1.3 and 1.2)" {
+    # Exec-mode workers are not forks: the shared keys and session cache
+    # reach them as a memfd from the supervisor.
+    for case in "py --tlsv1.3" "s_server --tlsv1.2 --tls-max 1.2"; do
+        set -- $case
+        server=$1; shift
+        port=$(free_port)
+        if [ "$server" = py ]; then
+            start "srv$port" env KTLSSHIM_SHARDS=2 KTLSSHIM_RELOAD=SIGHUP KTLSSHIM_LOG=debug \
+                $(py_server "$port")
+        else
+            start "srv$port" env KTLSSHIM_SHARDS=2 KTLSSHIM_RELOAD=SIGHUP KTLSSHIM_LOG=debug \
+                openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" \
+                -key "$CERTS/ec.key"
+        fi
+        wait_port "$port"
+        err="$BATS_TEST_TMPDIR/srv$port.err"
+        grep -q "in exec mode" "$err"
+        urls=$(for i in $(seq 16); do printf 'https://127.0.0.1:%s/index.html ' "$port"; done)
+        run sh -c "curl -sk $* -H 'Connection: close' $urls"
+        assert_equal "$(echo "$output" | grep -c resumed-body)" 16
+        run grep -c "(resumed)" "$err"
+        assert_output 15
+        run sh -c "grep '(resumed)' '$err' | grep -o '^ktlsshim\[[0-9]*\]' | sort -u | wc -l"
+        assert_output 2
+    done
+}
+
 @test "TLS 1.3, a client that uses each ticket once (as wrk and browsers do): every reconnection resumes, on any worker" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug $(py_server "$port")

@@ -555,3 +555,69 @@ asyncio.run(main())' "$port"
     assert_line --index 1 "listening"
     assert_equal "${#lines[@]}" 2
 }
+
+@test "nginx (master and a worker, daemon off), KTLSSHIM_RELOAD=SIGHUP, KTLSSHIM_GRACEFUL_SIGNAL=SIGQUIT: a rolling restart under load fails 0 requests and the new masters serve the changed file" {
+    port=$(free_port)
+    ng="$BATS_TEST_TMPDIR/ng"
+    mkdir -p "$ng/logs" "$ng/tmp" "$ng/www"
+    echo v1 >"$ng/www/index.html"
+    # nginx's worker runs as nobody: it must reach the files
+    chmod 711 "$BATS_TEST_TMPDIR" "$BATS_RUN_TMPDIR" "$BATS_RUN_TMPDIR/test" 2>/dev/null || true
+    chmod -R a+rX "$ng"
+    cat >"$ng/nginx.conf" <<EOF2
+daemon off;
+master_process on;
+worker_processes 1;
+error_log $ng/logs/error.log info;
+pid $ng/logs/nginx.pid;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $ng/tmp/cb; proxy_temp_path $ng/tmp/p; fastcgi_temp_path $ng/tmp/f;
+    uwsgi_temp_path $ng/tmp/u; scgi_temp_path $ng/tmp/s;
+    server {
+        listen 127.0.0.1:$port ssl;
+        ssl_certificate $CERTS/ec.pem; ssl_certificate_key $CERTS/ec.key;
+        root $ng/www;
+    }
+}
+EOF2
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_RELOAD=SIGHUP KTLSSHIM_GRACEFUL_SIGNAL=SIGQUIT \
+        nginx -p "$ng" -c "$ng/nginx.conf"
+    sup=$(pid_of srv)
+    wait_until 30 n_children "$sup" 2
+    wait_listen "$port" 30
+    run children_of "$sup"
+    old="${lines[*]}"
+    # one client loops until told to stop, each request bounded by 5 s
+    start_plain load sh -c "while [ ! -e stop ]; do curl -sk --max-time 5 https://127.0.0.1:$port/ || echo FAIL; done"
+    lines_of() { [ "$(grep -c "$1" load.out)" -ge "$2" ]; }
+    wait_until 30 lines_of '^v1$' 20
+    echo v2 >"$ng/www/index.html.new"
+    chmod a+r "$ng/www/index.html.new"
+    mv "$ng/www/index.html.new" "$ng/www/index.html"
+    kill -HUP "$sup"
+    wait_for_line srv.err 'KTLSSHIM_RELOAD: rolling restart done, 2 workers replaced' 90
+    n=$(grep -c '^v2$' load.out || true)
+    wait_until 30 lines_of '^v2$' $((n + 20))
+    touch stop
+    wait_status load
+    run grep -vc '^v[12]$' load.out
+    assert_output 0
+    run children_of "$sup"
+    for p in "${lines[@]}"; do
+        [[ " $old " != *" $p "* ]]
+        # a new master, with its own worker
+        grep -q '^nginx: master process' "/proc/$p/cmdline"
+        n_children "$p" 1
+    done
+    assert_equal "${#lines[@]}" 2
+    # the last requests were all served by new masters, which read the new file
+    run sh -c "tail -5 load.out | sort -u"
+    assert_output v2
+    # the stop ends everything
+    kill -TERM "$sup"
+    wait_gone "$sup" 30
+    run pids_with_arg "$ng/nginx.conf"
+    assert_output ''
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bats
+# The library's own kTLS switch, send side (shim/kswitch_tx.c), in the VM
+# (Debian 6.1 kernel, OpenSSL 3.0). With KTLSSHIM_KTLS=own the library, not
+# libssl, puts both directions' keys into the kernel and serves SSL_write,
+# SSL_write_ex and SSL_shutdown itself. Real servers send files; every body
+# is hash-checked on the client, which also requires the server's
+# close_notify (no bare end of stream) and sends its own back; the kernel's
+# counters (/proc/net/tls_stat) and the library's per-path counts must show
+# the own switch's TX on every connection. Few connections: TCG is slow.
+
+load '../helpers/common'
+load '../helpers/tls'
+
+SIZES="0 1 16383 16384 16385 1048583"
+
+setup() {
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
+        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
+    fi
+    cd "$BATS_TEST_TMPDIR"
+    make_certs
+    # shellcheck disable=SC2086
+    make_files $SIZES
+    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
+    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
+    export KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
+    GOT="$BATS_TEST_TMPDIR/got"
+    mkdir -p "$GOT"
+    NAMES=()
+    for n in $SIZES; do NAMES+=("s$n"); done
+}
+teardown() { teardown_servers; }
+
+snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
+delta() {
+    local b
+    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
+    echo $(($(tls_stat "$1") - ${b:-0}))
+}
+
+# source_start NAME PORT [tls_source.py option...]: the Python file server
+# with the library, started as NAME.
+source_start() {
+    local name=$1 port=$2
+    shift 2
+    start "$name" "$PY" "$HELPERS_DIR/tls_source.py" --port "$port" \
+        --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW" "$@"
+}
+
+# fetch_files PORT VERSION AEAD [--slow] NAME...: tls_fetch.py without the
+# library, the cipher pinned (TLS 1.3 suites through a private OPENSSL_CONF).
+fetch_files() {
+    local port=$1 ver=$2 aead=$3
+    shift 3
+    local conf="$BATS_TEST_TMPDIR/client-$ver-$aead.cnf" cipher=""
+    if [ "$ver" = 1.3 ]; then
+        printf '%s\n' 'openssl_conf = c' '[c]' 'ssl_conf = s' '[s]' 'system_default = d' '[d]' \
+            "Ciphersuites = $(cipher_name 1.3 "$aead" ec)" >"$conf"
+    else
+        printf '%s\n' 'openssl_conf = c' '[c]' >"$conf"
+        cipher=$(cipher_name 1.2 "$aead" ec)
+    fi
+    env -u LD_PRELOAD OPENSSL_CONF="$conf" "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" "$ver" \
+        "$cipher" "$GOT" "$@"
+}
+
+# same_bodies NAME...: what came back equals $WWW's files.
+same_bodies() {
+    local n
+    for n in "$@"; do
+        if [ "$(sha "$GOT/$n")" != "$(sha "$WWW/$n")" ]; then
+            echo "differs: $n ($(stat -c %s "$GOT/$n") bytes)"
+            return 1
+        fi
+    done
+}
+
+# serve_files VERSION AEAD [--slow] NAME... (server options in SRV_OPTS):
+# one connection per file; bodies, clean shutdowns both ways, server exit.
+serve_files() {
+    local ver=$1 aead=$2 n=0 a
+    shift 2
+    for a in "$@"; do [ "$a" = --slow ] || n=$((n + 1)); done
+    port=$(pick_port)
+    rm -f "$GOT"/*
+    # shellcheck disable=SC2086
+    source_start srv "$port" --serve "$n" ${SRV_OPTS:-}
+    wait_listen "$port"
+    run fetch_files "$port" "$ver" "$aead" "$@"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$(grep -c ' clean$' <<<"$output")" -eq "$n" ]
+    wait_gone "$(pid_of srv)" 120
+    cat "$BATS_TEST_TMPDIR/srv.out"
+    # the server saw each client's close_notify (unwrap returned)
+    [ "$(grep -c '^ok ' "$BATS_TEST_TMPDIR/srv.out")" -eq "$n" ]
+    local names=()
+    for a in "$@"; do [ "$a" = --slow ] || names+=("$a"); done
+    run same_bodies "${names[@]}"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    rm -f "$BATS_TEST_TMPDIR/srv.out" "$BATS_TEST_TMPDIR/srv.err.keep"
+}
+
+@test "KTLSSHIM_KTLS=own, python (blocking), TLS 1.3 AES-128-GCM, sizes 0..1 MiB+7: TX and RX by the own switch, bodies intact, close_notify both ways" {
+    export KTLSSHIM_KTLS=own
+    snap
+    serve_files 1.3 aes128 "${NAMES[@]}"
+    echo "# tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
+    assert_equal "$(delta TlsTxSw)" 6
+    assert_equal "$(delta TlsRxSw)" 6
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check "$KTLSSHIM_STATS" 'S("connections.tls1_3") == 6' \
+        'S("ktls.tx") == 6 and S("ktls.tx_own") == 6 and S("ktls.rx_own") == 6' \
+        'all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])' \
+        "S('bytes.ktls_tx') == $((0 + 1 + 16383 + 16384 + 16385 + 1048583)) and S('bytes.user_tx') == 0"
+    assert_output ok
+    run count_handshakes srv 1.3 TLS_AES_128_GCM_SHA256 "own switch due" "own switch due"
+    assert_output 6
+}

@@ -118,3 +118,77 @@ serve_files() {
     run count_handshakes srv 1.3 TLS_AES_128_GCM_SHA256 "own switch due" "own switch due"
     assert_output 6
 }
+
+@test "KTLSSHIM_KTLS=own, python, TLS 1.2 x AES-128-GCM, AES-256-GCM, CHACHA20 and TLS 1.3 AES-256-GCM, CHACHA20: TX own, bodies intact" {
+    export KTLSSHIM_KTLS=own
+    snap
+    serve_files 1.2 aes128 s16385 s1048583
+    serve_files 1.2 aes256 s16384 s1048583
+    serve_files 1.2 chacha s1 s1048583
+    serve_files 1.3 aes256 s16383 s1048583
+    serve_files 1.3 chacha s0 s1048583
+    echo "# tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
+    assert_equal "$(delta TlsTxSw)" 10
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check "$KTLSSHIM_STATS" 'len(R) == 5' 'S("connections.tls1_2") == 6' \
+        'S("ktls.tx_own") == 10 and S("ktls.tx") == 10 and S("ktls.rx_own") == 10'
+    assert_output ok
+}
+
+@test "KTLSSHIM_KTLS=own, slow reader against a python server with a socket timeout and a 4 KiB send buffer: partial writes and retries, byte-identical" {
+    export KTLSSHIM_KTLS=own
+    SRV_OPTS="--timeout 60 --small-buffers" serve_files 1.3 aes128 --slow s1048583 s16385
+    SRV_OPTS="--timeout 60 --small-buffers" serve_files 1.2 chacha --slow s1048583
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx_own") == 3'
+    assert_output ok
+}
+
+@test "the same bodies through libssl's kTLS (KTLSSHIM_KTLS=auto) and through the own switch (own)" {
+    for mode in auto own; do
+        export KTLSSHIM_KTLS=$mode
+        rm -f "$KTLSSHIM_STATS"
+        serve_files 1.3 aes128 s16385 s1048583
+        serve_files 1.2 aes256 s16384
+        for n in s16385 s1048583 s16384; do sha "$GOT/$n" >>"$BATS_TEST_TMPDIR/sums.$mode"; done
+        if [ $mode = auto ]; then
+            run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx") == 3 and S("ktls.tx_own") == 0'
+        else
+            run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx") == 3 and S("ktls.tx_own") == 3'
+        fi
+        assert_output ok
+    done
+    run diff "$BATS_TEST_TMPDIR/sums.auto" "$BATS_TEST_TMPDIR/sums.own"
+    assert_success
+}
+
+@test "KTLSSHIM_KTLS=own, nginx: TX by the own switch wherever RX is (read-ahead leaves some to libssl), bodies intact, connection log says ktls_own" {
+    export KTLSSHIM_KTLS=own KTLSSHIM_CONN_LOG="$BATS_TEST_TMPDIR/conn.jsonl"
+    port=$(pick_port)
+    nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
+    snap
+    # shellcheck disable=SC2046
+    start srv $(nginx_args)
+    wait_listen "$port"
+    run matrix "$port" ec 1.3 "aes128 chacha" s0 s16384 s1048583
+    assert_success
+    run matrix "$port" ec 1.2 aes256 s16385 s1048583
+    assert_success
+    stop_srv srv
+    own=$(lib_lines srv | grep -c "tx kTLS (own switch)" || true)
+    echo "# own TX on $own of 8; tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw)" >&3
+    [ "$own" -ge 3 ]
+    assert_equal "$(delta TlsTxSw)" "$own"
+    assert_equal "$(delta TlsRxSw)" "$own"
+    run stats_check "$KTLSSHIM_STATS" 'S("connections.tls") == 8' \
+        "S('ktls.tx_own') == $own and S('ktls.rx_own') == $own and S('ktls.tx') == $own" \
+        "S('fallback_tx.unread') == 8 - $own and S('fallback_rx.unread') == 8 - $own"
+    assert_output ok
+    run "$PY" -c '
+import json, sys
+L = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+own = [e for e in L if e["tx"]["path"] == "ktls_own"]
+assert len(own) == int(sys.argv[2]), L
+assert all(e["rx"]["path"] == "ktls_own" for e in own), own
+print("ok")' "$KTLSSHIM_CONN_LOG" "$own"
+    assert_output ok
+}

@@ -192,3 +192,41 @@ assert all(e["rx"]["path"] == "ktls_own" for e in own), own
 print("ok")' "$KTLSSHIM_CONN_LOG" "$own"
     assert_output ok
 }
+
+# s_server_send VERSION AEAD NAME: openssl s_server -quiet (KTLSSHIM_KTLS=own)
+# sends what its standard input gets, a fifo fed with NAME once the library
+# says the connection's TX is its own; at the end of input s_server makes a
+# zero-length SSL_write, then SSL_shutdown (close_notify). The client must
+# see the body and a clean close_notify.
+s_server_send() {
+    local ver=$1 aead=$2 name=$3 fifo="$BATS_TEST_TMPDIR/stdin.fifo" fd cpid
+    rm -f "$fifo" "$BATS_TEST_TMPDIR/fetch.out" "$GOT/$name"
+    mkfifo "$fifo"
+    port=$(pick_port)
+    start srv bash -c 'exec "$@" <"$0"' "$fifo" openssl s_server -quiet -naccept 1 \
+        -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    exec {fd}>"$fifo"
+    wait_listen "$port"
+    fetch_files "$port" "$ver" "$aead" "$name" >"$BATS_TEST_TMPDIR/fetch.out" 2>&1 &
+    cpid=$!
+    wait_until 120 lib_lines_have srv "tx kTLS (own switch)" || true
+    cat "$WWW/$name" >&"$fd"
+    exec {fd}>&-
+    wait "$cpid" || true
+    cat "$BATS_TEST_TMPDIR/fetch.out"
+    grep -q "^ok $name $(stat -c %s "$WWW/$name") clean$" "$BATS_TEST_TMPDIR/fetch.out"
+    assert_equal "$(sha "$GOT/$name")" "$(sha "$WWW/$name")"
+    wait_gone "$(pid_of srv)" 60
+}
+lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
+
+@test "KTLSSHIM_KTLS=own, openssl s_server (SSL_accept, stdin to the client): TLS 1.3 and 1.2 bodies intact, zero-length write, close_notify seen clean" {
+    export KTLSSHIM_KTLS=own
+    snap
+    s_server_send 1.3 aes128 s1048583
+    s_server_send 1.2 chacha s16385
+    assert_equal "$(delta TlsTxSw)" 2
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx_own") == 2 and S("ktls.rx_own") == 2' \
+        "S('bytes.ktls_tx') == $((1048583 + 16385))"
+    assert_output ok
+}

@@ -263,7 +263,6 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, co
             ks_count(KS_C_KTLS_TX_BIO, 1);
             ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_TX_NIC : KS_C_KTLS_TX_SW, 1);
         } else if (tx) {
-            ks_own_tx_counting_over(s); /* libssl's: nothing for the own switch */
             c->tx = KS_PATH_KTLS_OPENSSL;
             ks_count(KS_C_KTLS_TX, 1);
             ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_TX_NIC : KS_C_KTLS_TX_SW, 1);
@@ -383,10 +382,11 @@ static struct ks_conn *handshake_done(SSL *s)
         /* The own send side follows the own receive side, which is not
          * coming: sending stays with libssl, for receive's reason. */
         c->tx_own_due = false;
-        ks_own_tx_counting_over(s);
         count_fallback(s, c, true, version, cipher,
                        c->rx == KS_PATH_USER ? (enum ks_fallback)c->rx_reason : KS_FB_OTHER);
     }
+    if (!c->tx_own_due) /* decided: libssl's records need no more counting */
+        ks_own_tx_counting_over(s);
     if (c->tx != KS_PATH_USER) {
         if (c->fd < 0)
             c->fd = api.get_wfd(s);

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """A TLS client that fetches files from tls_source.py (run without the
-library): tls_fetch.py PORT VERSION CIPHER OUTDIR [--slow] NAME...
+library): tls_fetch.py PORT VERSION CIPHER OUTDIR [--slow] [--expect N] NAME...
 
 One connection per name: sends "NAME\\n", reads to the end, which must be
 the server's close_notify (a bare end of stream is an error here:
 suppress_ragged_eofs is off), answers with its own close_notify, stores
 the body as OUTDIR/NAME. --slow: a 4 KiB receive buffer, a pause before
-reading and small reads, so that the server's sends are cut short. Prints
+reading and small reads, so that the server's sends are cut short.
+--expect N: the client reads N bytes, then sends its close_notify first and
+waits for the server's (for servers that never end a connection by
+themselves, e.g. openssl s_server). Prints
 "ok NAME LENGTH clean" or "error NAME: why"; exits non-zero if any failed.
 VERSION 1.2 or 1.3; CIPHER an OpenSSL TLS 1.2 cipher name or "" (TLS 1.3
 suites come from OPENSSL_CONF)."""
@@ -14,9 +17,14 @@ import os, socket, ssl, sys, time
 
 port, version, cipher, outdir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 names = sys.argv[5:]
-slow = False
-if names and names[0] == "--slow":
-    slow, names = True, names[1:]
+slow, expect = False, None
+while names and names[0].startswith("--"):
+    if names[0] == "--slow":
+        slow, names = True, names[1:]
+    elif names[0] == "--expect":
+        expect, names = int(names[1]), names[2:]
+    else:
+        sys.exit("unknown option " + names[0])
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
@@ -38,7 +46,7 @@ for name in names:
             time.sleep(1)
         body = bytearray()
         n = 0
-        while True:
+        while expect is None or len(body) < expect:
             b = s.recv(1000 if slow else 65536)
             if not b:
                 break

@@ -5,7 +5,11 @@ file, then shuts TLS down with close_notify both ways (SSLSocket.unwrap:
 SSL_shutdown until the client's close_notify is in). Prints one line per
 connection: "ok NAME LENGTH" or "error NAME: why".
 
---timeout T: the socket has a timeout (Python then drives a non-blocking
+--sendfile: the body goes out with OpenSSL's SSL_sendfile (ctypes, looked
+up in the global scope as a program linked with libssl would call it; the
+SSL * comes out of CPython 3's _ssl._SSLSocket object), retried on
+SSL_ERROR_WANT_WRITE; SSL_sendfile needs kTLS TX (libssl's or the
+library's own). --timeout T: the socket has a timeout (Python then drives a non-blocking
 socket with poll: WANT_WRITE and retries). --small-buffers: a 4 KiB send
 buffer, so that sends are cut short. --max 1.2|1.3 caps the version;
 --ciphers sets TLS 1.2 suites."""
@@ -21,7 +25,34 @@ ap.add_argument("--timeout", type=float)
 ap.add_argument("--small-buffers", action="store_true")
 ap.add_argument("--max", choices=["1.2", "1.3"])
 ap.add_argument("--ciphers")
+ap.add_argument("--sendfile", action="store_true")
 a = ap.parse_args()
+
+def ssl_sendfile(c, path):
+    """The file through SSL_sendfile; returns the bytes sent."""
+    import ctypes, select
+    g = ctypes.CDLL(None)
+    g.SSL_sendfile.restype = ctypes.c_ssize_t
+    g.SSL_sendfile.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_size_t, ctypes.c_int]
+    g.SSL_get_error.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    # PySSLSocket: PyObject_HEAD (16 bytes), PyObject *Socket, SSL *ssl
+    sslp = ctypes.c_void_p.from_address(id(c._sslobj) + 24).value
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    off = 0
+    try:
+        while off < size:
+            r = g.SSL_sendfile(sslp, fd, off, size - off, 0)
+            if r > 0:
+                off += r
+                continue
+            e = g.SSL_get_error(sslp, int(r))
+            if e != ssl.SSL_ERROR_WANT_WRITE:
+                raise OSError("SSL_sendfile: %d, SSL_get_error %d, errno %d" % (r, e, ctypes.get_errno()))
+            select.select([], [c.fileno()], [], 60)
+    finally:
+        os.close(fd)
+    return off
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(a.cert, a.key)
 if a.max:
@@ -48,7 +79,10 @@ for _ in range(a.serve):
             line += b
         name = os.path.basename(line.decode().strip())
         data = open(os.path.join(a.dir, name), "rb").read()
-        c.sendall(data)
+        if a.sendfile:
+            ssl_sendfile(c, os.path.join(a.dir, name))
+        else:
+            c.sendall(data)
         c.unwrap()
         c.close()
         print("ok", name, len(data), flush=True)

@@ -195,9 +195,10 @@ print("ok")' "$KTLSSHIM_CONN_LOG" "$own"
 
 # s_server_send VERSION AEAD NAME: openssl s_server -quiet (KTLSSHIM_KTLS=own)
 # sends what its standard input gets, a fifo fed with NAME once the library
-# says the connection's TX is its own; at the end of input s_server makes a
-# zero-length SSL_write, then SSL_shutdown (close_notify). The client must
-# see the body and a clean close_notify.
+# says the connection's TX is its own. The client reads that many bytes and
+# sends close_notify first; s_server answers with SSL_shutdown (its own end
+# of input never ends a connection in -quiet mode). The client must see the
+# body and the server's close_notify.
 s_server_send() {
     local ver=$1 aead=$2 name=$3 fifo="$BATS_TEST_TMPDIR/stdin.fifo" fd cpid
     rm -f "$fifo" "$BATS_TEST_TMPDIR/fetch.out" "$GOT/$name"
@@ -207,20 +208,21 @@ s_server_send() {
         -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
     exec {fd}>"$fifo"
     wait_listen "$port"
-    fetch_files "$port" "$ver" "$aead" "$name" >"$BATS_TEST_TMPDIR/fetch.out" 2>&1 &
+    fetch_files "$port" "$ver" "$aead" --expect "$(stat -c %s "$WWW/$name")" "$name" \
+        >"$BATS_TEST_TMPDIR/fetch.out" 2>&1 &
     cpid=$!
     wait_until 120 lib_lines_have srv "tx kTLS (own switch)" || true
     cat "$WWW/$name" >&"$fd"
-    exec {fd}>&-
     wait "$cpid" || true
     cat "$BATS_TEST_TMPDIR/fetch.out"
     grep -q "^ok $name $(stat -c %s "$WWW/$name") clean$" "$BATS_TEST_TMPDIR/fetch.out"
     assert_equal "$(sha "$GOT/$name")" "$(sha "$WWW/$name")"
     wait_gone "$(pid_of srv)" 60
+    exec {fd}>&-
 }
 lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
 
-@test "KTLSSHIM_KTLS=own, openssl s_server (SSL_accept, stdin to the client): TLS 1.3 and 1.2 bodies intact, zero-length write, close_notify seen clean" {
+@test "KTLSSHIM_KTLS=own, openssl s_server (SSL_accept, stdin to the client): TLS 1.3 and 1.2 bodies intact, close_notify both ways (client first)" {
     export KTLSSHIM_KTLS=own
     snap
     s_server_send 1.3 aes128 s1048583
@@ -229,4 +231,21 @@ lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
     run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx_own") == 2 and S("ktls.rx_own") == 2' \
         "S('bytes.ktls_tx') == $((1048583 + 16385))"
     assert_output ok
+}
+
+@test "SSL_sendfile (python via ctypes, socket timeout): the same bodies through libssl's kTLS and through the own switch's sendfile()" {
+    for mode in auto own; do
+        export KTLSSHIM_KTLS=$mode
+        rm -f "$KTLSSHIM_STATS"
+        SRV_OPTS="--sendfile --timeout 60" serve_files 1.3 aes256 s0 s16385 s1048583
+        SRV_OPTS="--sendfile" serve_files 1.2 aes128 s16384
+        for n in s0 s16385 s1048583 s16384; do sha "$GOT/$n" >>"$BATS_TEST_TMPDIR/sums.$mode"; done
+        own=0
+        [ $mode = own ] && own=4
+        run stats_check "$KTLSSHIM_STATS" "S('ktls.tx') == 4 and S('ktls.tx_own') == $own" \
+            "S('bytes.sendfile') == $((16385 + 1048583 + 16384))"
+        assert_output ok
+    done
+    run diff "$BATS_TEST_TMPDIR/sums.auto" "$BATS_TEST_TMPDIR/sums.own"
+    assert_success
 }

@@ -248,3 +248,68 @@ lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
     run diff "$BATS_TEST_TMPDIR/sums.auto" "$BATS_TEST_TMPDIR/sums.own"
     assert_success
 }
+
+@test "KTLSSHIM_KTLS=own, redis-server --tls-port (non-blocking, SSL_MODE_ENABLE_PARTIAL_WRITE): 1 MiB+7 values SET and GET back intact, slow reader" {
+    export KTLSSHIM_KTLS=own
+    port=$(pick_port)
+    start srv redis-server --port 0 --tls-port "$port" --tls-cert-file "$CERTS/ec.pem" \
+        --tls-key-file "$CERTS/ec.key" --tls-auth-clients no --save "" --appendonly no \
+        --dir "$BATS_TEST_TMPDIR"
+    wait_listen "$port"
+    cat >"$BATS_TEST_TMPDIR/rc.py" <<'PYEOF'
+import hashlib, socket, ssl, sys, time
+port, version, path, slow = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "slow"
+data = open(path, "rb").read()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.minimum_version = ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[version]
+raw = socket.socket()
+if slow:
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+raw.settimeout(120)
+raw.connect(("127.0.0.1", port))
+s = ctx.wrap_socket(raw)
+def cmd(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    s.sendall(out)
+buf = bytearray()
+def need(n):
+    while len(buf) < n:
+        b = s.recv(1000 if slow else 65536)
+        if not b:
+            raise EOFError("connection closed")
+        buf.extend(b)
+        if slow:
+            time.sleep(0.002)
+def line():
+    while b"\r\n" not in buf:
+        need(len(buf) + 1)
+    i = buf.index(b"\r\n")
+    l = bytes(buf[:i]); del buf[:i + 2]
+    return l
+cmd(b"SET", b"k", data)
+assert line() == b"+OK"
+for _ in range(2):
+    cmd(b"GET", b"k")
+    h = line()
+    assert h == b"$%d" % len(data), h
+    need(len(data) + 2)
+    got = bytes(buf[:len(data)]); del buf[:len(data) + 2]
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), "differs"
+print("ok")
+PYEOF
+    for v in 1.3 1.2; do
+        run env -u LD_PRELOAD "$PY" "$BATS_TEST_TMPDIR/rc.py" "$port" "$v" "$WWW/s1048583" slow
+        echo "$output"
+        assert_output ok
+    done
+    run env -u LD_PRELOAD "$PY" "$BATS_TEST_TMPDIR/rc.py" "$port" 1.3 "$WWW/s16385" fast
+    assert_output ok
+    stop_srv srv
+    lib_lines srv | grep -E "tx kTLS|handshake done" || true
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx_own") == 3 and S("ktls.rx_own") == 3'
+    assert_output ok
+}

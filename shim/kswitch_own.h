@@ -29,14 +29,14 @@ struct ks_own {
     /* Send side (kswitch_tx.c). */
     uint8_t tx_secret[KS_MAX_SECRET]; /* TLS 1.3 server traffic secret, until switched */
     size_t tx_secret_len;
-    uint64_t tx_seq;         /* records libssl wrote under the current send keys */
-    bool tx_seq_known;       /* the msg callback saw the keys change: tx_seq counts */
-    bool msg_cb_own;         /* the program set this SSL's msg callback itself */
-    bool msg_cb_restored;    /* counting is over: the program's callback is back */
-    ks_msg_cb_t msg_cb;      /* ... that callback (NULL: none) */
-    const void *wpend_buf;   /* an SSL_write cut short: the caller's buffer */
-    size_t wpend_done;       /* ... and how much of it the kernel already took */
-    bool alert_pending;      /* our close_notify is still to be sent */
+    uint64_t tx_seq;       /* records libssl wrote under the current send keys */
+    bool tx_seq_known;     /* the msg callback saw the keys change: tx_seq counts */
+    bool msg_cb_own;       /* the program set this SSL's msg callback itself */
+    bool msg_cb_restored;  /* counting is over: the program's callback is back */
+    ks_msg_cb_t msg_cb;    /* ... that callback (NULL: none) */
+    const void *wpend_buf; /* an SSL_write cut short: the caller's buffer */
+    size_t wpend_done;     /* ... and how much of it the kernel already took */
+    bool alert_pending;    /* our close_notify is still to be sent */
 };
 
 /* The state of s, made on first use (NULL without memory). */

@@ -116,8 +116,8 @@ static ks_msg_cb_t program_msg_cb(const SSL *s, const struct ks_own *o)
     return b ? b->cb : NULL;
 }
 
-static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
-                   SSL *s, void *arg)
+static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len, SSL *s,
+                   void *arg)
 {
     struct ks_own *o = ks_own_peek(s);
     if (write_p && !(o && o->msg_cb_restored)) {
@@ -267,8 +267,7 @@ bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why
                     fd, strerror(err));
         return false;
     }
-    ks_log_debug("fd %d: tx kTLS (own switch) from record %llu", fd,
-                 (unsigned long long)o->tx_seq);
+    ks_log_debug("fd %d: tx kTLS (own switch) from record %llu", fd, (unsigned long long)o->tx_seq);
     o->tx_on = true;
     o->wpend_buf = NULL;
     o->wpend_done = 0;

@@ -406,10 +406,10 @@ static struct ks_conn *handshake_done(SSL *s)
     }
     ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", log_fd, version_name(version),
                  cipher ? cipher : "?", resumed ? " (resumed)" : "",
-                 c->tx_own_due             ? "own switch due"
+                 c->tx_own_due               ? "own switch due"
                  : c->tx == KS_PATH_KTLS_BIO ? "kTLS-bio"
-                 : c->tx                   ? "kTLS"
-                                           : ks_fallback_name(c->tx_reason),
+                 : c->tx                     ? "kTLS"
+                                             : ks_fallback_name(c->tx_reason),
                  c->rx_own_due ? "own switch due"
                  : c->rx       ? "kTLS"
                                : ks_fallback_name(c->rx_reason));

@@ -30,6 +30,7 @@
  * TLS 1.2 renegotiation attempt end the connection with an SSL error. The
  * sending side stays libssl's (its kTLS TX or user space). */
 #include "kswitch.h"
+#include "kswitch_own.h"
 #include "config.h"
 #include "kdf.h"
 #include "ktls.h"
@@ -58,21 +59,7 @@ enum { REC_CCS = 20, REC_ALERT = 21, REC_HANDSHAKE = 22, REC_DATA = 23 };
 enum { HS_KEY_UPDATE = 24 };
 enum { ALERT_WARNING = 1, ALERT_CLOSE_NOTIFY = 0, ALERT_USER_CANCELED = 90 };
 
-#define SCRATCH 64 /* reads smaller than this go through our own buffer */
-
-enum own_state { OWN_OPEN = 0, OWN_CLOSED, OWN_FAILED };
-
-struct ks_own {
-    bool rx_on;    /* the kernel has our receive keys */
-    uint8_t state; /* enum own_state */
-    int version;
-    int fd;
-    int last_err;                  /* SSL_ERROR_* of the last call served here; -1: none */
-    uint8_t secret[KS_MAX_SECRET]; /* TLS 1.3 client traffic secret, until switched */
-    size_t secret_len;
-    uint8_t stash[SCRATCH]; /* data received for a short read, not yet returned */
-    size_t stash_off, stash_len;
-};
+#define SCRATCH KS_OWN_SCRATCH
 
 static int own_idx = -1;    /* SSL: struct ks_own */
 static int keylog_idx = -1; /* SSL_CTX: the program's keylog callback */
@@ -98,6 +85,7 @@ static void own_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
     if (!o)
         return;
     own_wipe(o);
+    ks_own_tx_wipe(o);
     free(o);
 }
 
@@ -114,6 +102,8 @@ bool ks_switch_setup(void)
     own_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, own_free);
     keylog_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, box_free);
     ready = own_idx >= 0 && keylog_idx >= 0;
+    if (ready)
+        ks_switch_tx_setup();
     return ready;
 }
 
@@ -122,7 +112,7 @@ bool ks_switch_ready(void)
     return ready;
 }
 
-static struct ks_own *own_make(SSL *s)
+struct ks_own *ks_own_make(SSL *s)
 {
     struct ks_own *o = api.get_ex_data(s, own_idx);
     if (o)
@@ -136,6 +126,11 @@ static struct ks_own *own_make(SSL *s)
         return NULL;
     }
     return o;
+}
+
+struct ks_own *ks_own_peek(const SSL *s)
+{
+    return s && own_idx >= 0 ? api.get_ex_data(s, own_idx) : NULL;
 }
 
 struct ks_own *ks_own_of_switched(const SSL *s)
@@ -164,21 +159,41 @@ static int hexval(char c)
     return -1;
 }
 
+/* "<label> <client random hex> <secret hex>": the secret into out (at
+ * most cap bytes); its length, 0 if the line is not well formed (then out
+ * is wiped). */
+static size_t parse_secret(const char *line, size_t label_len, uint8_t *out, size_t cap)
+{
+    const char *p = strchr(line + label_len, ' ');
+    if (!p)
+        return 0;
+    size_t n = 0;
+    for (p++; n < cap && hexval(p[0]) >= 0 && hexval(p[1]) >= 0; p += 2)
+        out[n++] = (uint8_t)(hexval(p[0]) << 4 | hexval(p[1]));
+    if (*p == '\0' || *p == '\n')
+        return n;
+    ks_cleanse(out, cap);
+    return 0;
+}
+
 static void keylog_cb(const SSL *cs, const char *line)
 {
-    static const char label[] = "CLIENT_TRAFFIC_SECRET_0 ";
+    static const char rx_label[] = "CLIENT_TRAFFIC_SECRET_0 ";
+    static const char tx_label[] = "SERVER_TRAFFIC_SECRET_0 ";
     SSL *s = (SSL *)cs; /* ex_data wants a mutable SSL: the same object */
-    if (line && strncmp(line, label, sizeof label - 1) == 0 && api.is_server(s)) {
-        /* "<label> <client random hex> <secret hex>" */
-        const char *p = strchr(line + sizeof label - 1, ' ');
-        struct ks_own *o = p ? own_make(s) : NULL;
+    if (line && strncmp(line, rx_label, sizeof rx_label - 1) == 0 && api.is_server(s)) {
+        struct ks_own *o = ks_own_make(s);
+        if (o)
+            o->secret_len = parse_secret(line, sizeof rx_label - 1, o->secret, sizeof o->secret);
+    } else if (line && strncmp(line, tx_label, sizeof tx_label - 1) == 0 && api.is_server(s) &&
+               ks_switch_tx_ready()) {
+        /* libssl has just switched its sending to the application keys:
+         * the records it writes from here on count (kswitch_tx.c). */
+        struct ks_own *o = ks_own_make(s);
         if (o) {
-            size_t n = 0;
-            for (p++; n < sizeof o->secret && hexval(p[0]) >= 0 && hexval(p[1]) >= 0; p += 2)
-                o->secret[n++] = (uint8_t)(hexval(p[0]) << 4 | hexval(p[1]));
-            o->secret_len = (*p == '\0' || *p == '\n') ? n : 0;
-            if (!o->secret_len)
-                ks_cleanse(o->secret, sizeof o->secret);
+            o->tx_secret_len =
+                parse_secret(line, sizeof tx_label - 1, o->tx_secret, sizeof o->tx_secret);
+            ks_own_tx_keys_changed(o);
         }
     }
     SSL_CTX *ctx = api.get_SSL_CTX(s);
@@ -208,6 +223,7 @@ void ks_switch_ctx_created(SSL_CTX *ctx)
         return;
     b->cb = api.CTX_get_keylog_callback(ctx);
     api.CTX_set_keylog_callback(ctx, keylog_cb);
+    ks_switch_tx_ctx_created(ctx);
 }
 
 KS_EXPORT void SSL_CTX_set_keylog_callback(SSL_CTX *ctx, ks_keylog_cb_t cb)
@@ -235,9 +251,9 @@ KS_EXPORT ks_keylog_cb_t SSL_CTX_get_keylog_callback(const SSL_CTX *ctx)
 
 /* ---- the switch ---- */
 
-/* Puts k into fd's receive direction at record sequence seq. 0, or -1
- * with errno. The crypto_info copy of the keys is wiped here. */
-static int install_rx(int fd, int version, const struct ks_keys *k, uint64_t seq)
+/* Puts k into fd's receive (tx: send) direction at record sequence seq.
+ * 0, or -1 with errno. The crypto_info copy of the keys is wiped here. */
+int ks_own_install(int fd, int version, const struct ks_keys *k, uint64_t seq, bool tx)
 {
     union {
         struct tls_crypto_info info;
@@ -286,7 +302,7 @@ static int install_rx(int fd, int version, const struct ks_keys *k, uint64_t seq
     if (getsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp, &ulp_len) != 0 || strcmp(ulp, "tls") != 0)
         rc = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3);
     if (rc == 0)
-        rc = setsockopt(fd, SOL_TLS, TLS_RX, &ci, (socklen_t)len);
+        rc = setsockopt(fd, SOL_TLS, tx ? TLS_TX : TLS_RX, &ci, (socklen_t)len);
     int saved = errno;
     ks_cleanse(&ci, sizeof ci);
     errno = saved;
@@ -327,7 +343,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         *why = KS_FB_CIPHER;
         return false;
     }
-    struct ks_own *o = own_make(s);
+    struct ks_own *o = ks_own_make(s);
     if (!o)
         return false;
     struct ks_keys k;
@@ -363,7 +379,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         ks_log_debug("fd %d: key derivation failed; receive stays in user space", fd);
         return false;
     }
-    rc = install_rx(fd, version, &k, seq);
+    rc = ks_own_install(fd, version, &k, seq, false);
     int err = errno;
     ks_cleanse(&k, sizeof k);
     if (rc != 0) {
@@ -384,7 +400,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
 
 /* ---- serving the receive side ---- */
 
-static void push_error(int reason)
+void ks_own_push_error(int reason)
 {
     api.ERR_new();
     api.ERR_set_debug("ktlsshim", 0, "kTLS receive");
@@ -396,7 +412,7 @@ static int fail_ssl(struct ks_own *o, int reason)
 {
     o->state = OWN_FAILED;
     o->last_err = SSL_ERROR_SSL;
-    push_error(reason);
+    ks_own_push_error(reason);
     return -1;
 }
 
@@ -518,7 +534,7 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
     }
     if (o->state == OWN_FAILED) {
         o->last_err = SSL_ERROR_SSL;
-        push_error(SSL_R_PROTOCOL_IS_SHUTDOWN);
+        ks_own_push_error(SSL_R_PROTOCOL_IS_SHUTDOWN);
         return -1;
     }
     if (num > INT_MAX)
@@ -642,11 +658,13 @@ KS_EXPORT int SSL_shutdown(SSL *s)
         return -1;
     if (!o)
         return api.shutdown(s);
+    if (o->tx_on)
+        return ks_own_shutdown_tx(s, o);
     o->last_err = -1;
     if (o->state == OWN_FAILED) {
         /* libssl refuses to shut down a connection that failed. */
         o->last_err = SSL_ERROR_SSL;
-        push_error(SSL_R_SHUTDOWN_WHILE_IN_INIT);
+        ks_own_push_error(SSL_R_SHUTDOWN_WHILE_IN_INIT);
         return -1;
     }
     int sh = api.get_shutdown(s);
@@ -685,7 +703,12 @@ KS_EXPORT int SSL_clear(SSL *s)
         struct ks_own *o = api.get_ex_data(s, own_idx);
         if (o) {
             own_wipe(o);
-            o->rx_on = false;
+            ks_own_tx_wipe(o);
+            o->rx_on = o->tx_on = false;
+            o->tx_seq = 0;
+            o->tx_seq_known = o->alert_pending = false;
+            o->wpend_buf = NULL;
+            o->wpend_done = 0;
             o->state = OWN_OPEN;
             o->fd = -1;
             o->last_err = -1;

@@ -3,7 +3,9 @@
  * without kTLS) or KTLSSHIM_KTLS=own asks for it, the library moves the
  * keys into the kernel itself and from then on serves that connection's
  * receiving calls (SSL_read/_ex, SSL_peek/_ex, SSL_pending, SSL_has_pending,
- * SSL_get_error, SSL_shutdown) with libssl's semantics. */
+ * SSL_get_error, SSL_shutdown; kswitch.c) and, where it switched the send
+ * side too, its sending calls (SSL_write/_ex, SSL_sendfile, SSL_shutdown;
+ * kswitch_tx.c) with libssl's semantics. */
 #ifndef KTLSSHIM_KSWITCH_H
 #define KTLSSHIM_KSWITCH_H
 
@@ -54,5 +56,29 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
 /* Any call that libssl serves on this connection clears the error the
  * switch recorded, so that SSL_get_error asks libssl about that call. */
 void ks_own_forget_error(struct ks_own *o);
+
+/* ---- the send side (kswitch_tx.c) ---- */
+
+/* The send side can run in this process. */
+bool ks_switch_tx_ready(void);
+
+/* Switches s's send direction to kTLS (s: a server connection whose
+ * receive ks_switch_rx() has just switched). True on success; otherwise
+ * *why says why and libssl carries on sending. */
+bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why);
+
+/* The send switch for s is decided (or will never be): libssl's records
+ * need no more counting, the program's own msg callback goes back on s. */
+void ks_own_tx_counting_over(SSL *s);
+
+/* o's send side is the own switch's. */
+bool ks_own_tx_on(const struct ks_own *o);
+
+/* SSL_write_ex on an own-TX connection (num > 0): 1 with *written, or -1
+ * (SSL_get_error says why). */
+int ks_own_write(SSL *s, struct ks_own *o, const void *buf, size_t num, size_t *written);
+
+/* SSL_sendfile on an own-TX connection: bytes sent, or -1. */
+ossl_ssize_t ks_own_sendfile(SSL *s, struct ks_own *o, int in_fd, off_t offset, size_t size);
 
 #endif

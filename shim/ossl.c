@@ -55,6 +55,7 @@ struct ks_conn {
     int fd;                           /* the socket with kTLS TX, -1 if none */
     bool rx_own_due;                  /* RX is for the own switch to try when the
                                          handshake call returns (kswitch.c) */
+    bool tx_own_due;                  /* TX likewise, right after RX (kswitch_tx.c) */
     bool tx_nic, rx_nic, offload_est; /* kTLS crypto on the NIC; a guess */
     struct ks_connlog *log;           /* KTLSSHIM_CONN_LOG entry, NULL when off */
 };
@@ -185,9 +186,9 @@ static bool bio_is_socket(BIO *b)
 static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher)
 {
     int mode = ks_config()->ktls;
-    /* KTLSSHIM_KTLS=own: libssl is not asked; the own switch does receive
-     * (its transmit side is not built: TX counts as disabled). */
-    if (mode == KS_KTLS_OFF || (mode == KS_KTLS_OWN && tx) ||
+    /* KTLSSHIM_KTLS=own: libssl is not asked; the own switch does both
+     * directions (sending only where its send side can run). */
+    if (mode == KS_KTLS_OFF || (mode == KS_KTLS_OWN && tx && !ks_switch_tx_ready()) ||
         (mode != KS_KTLS_OWN && !(api.get_options(s) & SSL_OP_ENABLE_KTLS)))
         return KS_FB_DISABLED;
     BIO *b = tx ? api.get_wbio(s) : api.get_rbio(s);
@@ -275,6 +276,19 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, co
         return;
     }
     enum ks_fallback r = why_not(s, tx, version, cipher);
+    /* What libssl leaves of the send side, the own switch may take with
+     * the receive side (server connections only): decided right after it. */
+    if (tx && (r == KS_FB_LIBSSL || r == KS_FB_OTHER) && ks_switch_tx_ready()) {
+        if (!api.is_server(s)) {
+            if (ks_config()->ktls == KS_KTLS_OWN)
+                r = KS_FB_CLIENT;
+        } else if (handshake_call == s) {
+            c->tx_own_due = true;
+            return;
+        } else {
+            r = KS_FB_UNREAD;
+        }
+    }
     /* What libssl leaves of the receive side, the own switch may take:
      * decided (and counted) when the program's handshake call returns. */
     if (!tx && (r == KS_FB_LIBSSL || r == KS_FB_OTHER) && ks_switch_ready()) {
@@ -364,6 +378,15 @@ static struct ks_conn *handshake_done(SSL *s)
         ks_count(KS_C_TLS_RESUMED, 1);
     record_direction(s, c, true, version, cipher);
     record_direction(s, c, false, version, cipher);
+    if (c->tx_own_due && !c->rx_own_due) {
+        /* The own send side follows the own receive side, which is not
+         * coming: sending stays with libssl, for receive's reason. */
+        c->tx_own_due = false;
+        count_fallback(s, c, true, version, cipher,
+                       c->rx == KS_PATH_USER ? (enum ks_fallback)c->rx_reason : KS_FB_OTHER);
+    }
+    if (!c->tx_own_due) /* decided: libssl's records need no more counting */
+        ks_own_tx_counting_over(s);
     if (c->tx != KS_PATH_USER) {
         if (c->fd < 0)
             c->fd = api.get_wfd(s);
@@ -383,13 +406,48 @@ static struct ks_conn *handshake_done(SSL *s)
     }
     ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", log_fd, version_name(version),
                  cipher ? cipher : "?", resumed ? " (resumed)" : "",
-                 c->tx == KS_PATH_KTLS_BIO ? "kTLS-bio"
-                 : c->tx                   ? "kTLS"
-                                           : ks_fallback_name(c->tx_reason),
+                 c->tx_own_due               ? "own switch due"
+                 : c->tx == KS_PATH_KTLS_BIO ? "kTLS-bio"
+                 : c->tx                     ? "kTLS"
+                                             : ks_fallback_name(c->tx_reason),
                  c->rx_own_due ? "own switch due"
                  : c->rx       ? "kTLS"
                                : ks_fallback_name(c->rx_reason));
     return c;
+}
+
+/* Right after the receive side's own switch (rx_on: it switched; else
+ * rx_why says why not): the send side's. */
+static void own_tx_due(SSL *s, struct ks_conn *c, bool rx_on, int version, const char *cipher,
+                       enum ks_fallback rx_why)
+{
+    c->tx_own_due = false;
+    enum ks_fallback why = rx_why;
+    bool on = rx_on && ks_switch_tx(s, version, cipher, &why);
+    ks_own_tx_counting_over(s);
+    if (!on) {
+        count_fallback(s, c, true, version, cipher, why);
+        return;
+    }
+    bool est;
+    int fd = api.get_wfd(s);
+    enum ks_offload kind = ks_ktls_offload(fd, true, &est);
+    c->tx = KS_PATH_KTLS_OWN;
+    c->tx_nic = kind == KS_OFFLOAD_NIC;
+    c->offload_est |= est;
+    ks_count(KS_C_KTLS_TX, 1);
+    ks_count(KS_C_KTLS_TX_OWN, 1);
+    ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_TX_NIC : KS_C_KTLS_TX_SW, 1);
+    if (est)
+        ks_count(KS_C_KTLS_OFFLOAD_ESTIMATED, 1);
+    c->fd = fd;
+    ks_ktls_fd_mark(fd, true);
+    if (ks_config()->zerocopy) {
+        if (ks_ktls_set_zerocopy(fd) == 0)
+            ks_count(KS_C_KTLS_TX_ZEROCOPY, 1);
+        else
+            ks_log_debug("TLS_TX_ZEROCOPY_RO refused on fd %d: %s", fd, strerror(errno));
+    }
 }
 
 /* The program's SSL_accept / SSL_do_handshake (called from caller) has
@@ -428,7 +486,14 @@ static void own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool compl
             why = KS_FB_LIBSSL;
         count_fallback(s, c, false, version, cipher, why);
     }
+    if (c->tx_own_due)
+        own_tx_due(s, c, on, version, cipher, why);
+    else
+        ks_own_tx_counting_over(s);
     if (KS_UNLIKELY(c->log)) { /* the log's entry was made at handshake done */
+        c->log->tx.path = path_name(c->tx);
+        c->log->tx.reason = c->tx_reason;
+        c->log->tx.nic = c->tx_nic;
         c->log->rx.path = path_name(c->rx);
         c->log->rx.reason = c->rx_reason;
         c->log->rx.nic = c->rx_nic;
@@ -758,15 +823,6 @@ HANDSHAKE_HOOK(SSL_accept, accept)
 HANDSHAKE_HOOK(SSL_connect, connect)
 HANDSHAKE_HOOK(SSL_do_handshake, do_handshake)
 
-/* A call libssl serves on a connection whose receive is the own switch's:
- * SSL_get_error must then ask libssl. */
-static inline void forget_own_error(SSL *s)
-{
-    struct ks_own *o = ks_own_of(s);
-    if (KS_UNLIKELY(o != NULL))
-        ks_own_forget_error(o);
-}
-
 /* Counts n bytes moved on connection c in direction tx. */
 static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
 {
@@ -843,11 +899,23 @@ KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
     }
     if (ks_hook_depth)
         return api.write(s, buf, num);
-    forget_own_error(s);
-    ks_hook_depth++;
-    int r = api.write(s, buf, num);
-    ks_hook_depth--;
-    const struct ks_conn *c = conn_of(s);
+    struct ks_own *o = ks_own_of(s);
+    int r;
+    if (KS_UNLIKELY(o != NULL) && num > 0 && ks_own_tx_on(o)) { /* send is the own switch's */
+        size_t w = 0;
+        r = ks_own_write(s, o, buf, (size_t)num, &w);
+        if (r > 0)
+            r = (int)w;
+    } else {
+        if (KS_UNLIKELY(o != NULL))
+            ks_own_forget_error(o);
+        ks_hook_depth++;
+        r = api.write(s, buf, num);
+        ks_hook_depth--;
+    }
+    struct ks_conn *c = conn_of(s);
+    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
+        own_rx_due(s, c, NULL, false);
     if (r > 0)
         count_bytes(c, true, (size_t)r);
     return r;
@@ -862,11 +930,23 @@ KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
     }
     if (ks_hook_depth)
         return api.write_ex(s, buf, num, written);
-    forget_own_error(s);
-    ks_hook_depth++;
-    int r = api.write_ex(s, buf, num, written);
-    ks_hook_depth--;
-    const struct ks_conn *c = conn_of(s);
+    struct ks_own *o = ks_own_of(s);
+    int r;
+    if (KS_UNLIKELY(o != NULL) && num > 0 && ks_own_tx_on(o)) { /* send is the own switch's */
+        size_t w = 0;
+        r = ks_own_write(s, o, buf, num, &w) > 0;
+        if (r && written)
+            *written = w;
+    } else {
+        if (KS_UNLIKELY(o != NULL))
+            ks_own_forget_error(o);
+        ks_hook_depth++;
+        r = api.write_ex(s, buf, num, written);
+        ks_hook_depth--;
+    }
+    struct ks_conn *c = conn_of(s);
+    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
+        own_rx_due(s, c, NULL, false);
     if (r == 1 && written)
         count_bytes(c, true, *written);
     return r;
@@ -881,10 +961,17 @@ KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, i
     }
     if (ks_hook_depth)
         return api.sendfile(s, fd, offset, size, flags);
-    forget_own_error(s);
-    ks_hook_depth++;
-    ossl_ssize_t r = api.sendfile(s, fd, offset, size, flags);
-    ks_hook_depth--;
+    struct ks_own *o = ks_own_of(s);
+    ossl_ssize_t r;
+    if (KS_UNLIKELY(o != NULL) && ks_own_tx_on(o)) { /* send is the own switch's */
+        r = ks_own_sendfile(s, o, fd, offset, size);
+    } else {
+        if (KS_UNLIKELY(o != NULL))
+            ks_own_forget_error(o);
+        ks_hook_depth++;
+        r = api.sendfile(s, fd, offset, size, flags);
+        ks_hook_depth--;
+    }
     if (r > 0) {
         struct ks_conn *c = conn_of(s);
         if (c && KS_UNLIKELY(c->log))

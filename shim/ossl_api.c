@@ -12,7 +12,7 @@
 
 struct ks_ossl_api ks_ossl_api;
 
-static bool helpers_ok, switch_ok;
+static bool helpers_ok, switch_ok, switch_tx_ok;
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 
 #define RESOLVE(field, name) (*(void **)&ks_ossl_api.field = ks_ossl_sym(name))
@@ -88,6 +88,17 @@ static void load_table(void)
           ks_ossl_api.shutdown && ks_ossl_api.clear && ks_ossl_api.CTX_set_keylog_callback &&
           ks_ossl_api.CTX_get_keylog_callback;
     switch_ok = ok && sw;
+
+    bool tx = true;
+    tx &= !!RESOLVE(CTX_set_msg_callback, "SSL_CTX_set_msg_callback");
+    tx &= !!RESOLVE(set_msg_callback, "SSL_set_msg_callback");
+    tx &= !!RESOLVE(want, "SSL_want");
+    tx &= !!RESOLVE(get_key_update_type, "SSL_get_key_update_type");
+    tx &= !!RESOLVE(get_quiet_shutdown, "SSL_get_quiet_shutdown");
+    tx &= !!RESOLVE(in_init, "SSL_in_init");
+    tx &= !!RESOLVE(ctrl, "SSL_ctrl");
+    tx &= ks_ossl_api.write && ks_ossl_api.write_ex && ks_ossl_api.sendfile;
+    switch_tx_ok = switch_ok && tx;
     if (ok && !sw)
         ks_log_debug("libssl.so.3 lacks functions the library's own kTLS switch needs; "
                      "it stays off");
@@ -104,6 +115,11 @@ bool ks_ossl_api_load(void)
 bool ks_ossl_api_switch_ok(void)
 {
     return switch_ok;
+}
+
+bool ks_ossl_api_switch_tx_ok(void)
+{
+    return switch_tx_ok;
 }
 
 bool ks_ossl_called_from_libssl(const void *pc)

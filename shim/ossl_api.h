@@ -14,6 +14,7 @@
 
 typedef void (*ks_info_cb_t)(const SSL *, int, int);
 typedef void (*ks_keylog_cb_t)(const SSL *, const char *);
+typedef void (*ks_msg_cb_t)(int, int, int, const void *, size_t, SSL *, void *);
 
 struct ks_ossl_api {
     /* The real functions behind hooks (NULL if absent: the hook then fails
@@ -79,6 +80,15 @@ struct ks_ossl_api {
     unsigned char *(*HMAC)(const EVP_MD *, const void *, int, const unsigned char *, size_t,
                            unsigned char *, unsigned int *);
     void (*cleanse)(void *, size_t);
+
+    /* The own switch's send side (kswitch_tx.c): ks_ossl_api_switch_tx_ok(). */
+    void (*CTX_set_msg_callback)(SSL_CTX *, ks_msg_cb_t);
+    void (*set_msg_callback)(SSL *, ks_msg_cb_t);
+    int (*want)(const SSL *);
+    int (*get_key_update_type)(const SSL *);
+    int (*get_quiet_shutdown)(const SSL *);
+    int (*in_init)(const SSL *);
+    long (*ctrl)(SSL *, int, long, void *);
 
     /* ---- biosock.c, optreset.c, resume.c: each block loaded on its own
      * (ks_ossl_bio_ready, ks_ossl_optreset_load, ks_ossl_resume_load), so
@@ -153,6 +163,9 @@ bool ks_ossl_api_load(void);
 /* The switch's functions (and kdf.c's) were all found. After
  * ks_ossl_api_load(). */
 bool ks_ossl_api_switch_ok(void);
+
+/* The switch's send side may run too (its functions were all found). */
+bool ks_ossl_api_switch_tx_ok(void);
 
 /* ossl.c: the table is loaded and the hooks' ex_data indexes exist (false:
  * the hooks pass everything through). */

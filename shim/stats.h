@@ -20,6 +20,7 @@
     X(BIO_NO_FD, "bio_no_fd")                                                                      \
     X(BIO_BUSY, "bio_busy")                                                                        \
     X(BIO_RX, "bio_rx")                                                                            \
+    X(UNSENT, "unsent")                                                                            \
     X(OTHER, "other")
 
 #define KS_COUNTERS(X)                                                                             \
@@ -38,6 +39,7 @@
     X(KTLS_OFFLOAD_ESTIMATED, "ktls", "offload_estimated")                                         \
     X(KTLS_TX_ZEROCOPY, "ktls", "tx_zerocopy")                                                     \
     X(KTLS_RX_OWN, "ktls", "rx_own")                                                               \
+    X(KTLS_TX_OWN, "ktls", "tx_own")                                                               \
     X(KTLS_RX_KEYUPDATE_REFUSED, "ktls", "rx_keyupdate_refused")                                   \
     X(KTLS_RX_RENEG_REFUSED, "ktls", "rx_renegotiation_refused")                                   \
     X(KTLS_RX_BAD_RECORD, "ktls", "rx_bad_record")                                                 \
@@ -55,6 +57,7 @@
     X(FB_TX_BIO_NO_FD, "fallback_tx", "bio_no_fd")                                                 \
     X(FB_TX_BIO_BUSY, "fallback_tx", "bio_busy")                                                   \
     X(FB_TX_BIO_RX, "fallback_tx", "bio_rx")                                                       \
+    X(FB_TX_UNSENT, "fallback_tx", "unsent")                                                       \
     X(FB_TX_OTHER, "fallback_tx", "other")                                                         \
     X(FB_RX_DISABLED, "fallback_rx", "disabled")                                                   \
     X(FB_RX_NO_KERNEL_TLS, "fallback_rx", "no_kernel_tls")                                         \
@@ -68,6 +71,7 @@
     X(FB_RX_BIO_NO_FD, "fallback_rx", "bio_no_fd")                                                 \
     X(FB_RX_BIO_BUSY, "fallback_rx", "bio_busy")                                                   \
     X(FB_RX_BIO_RX, "fallback_rx", "bio_rx")                                                       \
+    X(FB_RX_UNSENT, "fallback_rx", "unsent")                                                       \
     X(FB_RX_OTHER, "fallback_rx", "other")                                                         \
     X(B_KTLS_TX, "bytes", "ktls_tx")                                                               \
     X(B_KTLS_RX, "bytes", "ktls_rx")                                                               \

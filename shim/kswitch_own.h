@@ -1,0 +1,67 @@
+/* kswitch_own.h — the per-connection state of the library's own kTLS
+ * switch, shared by its receive side (kswitch.c) and its send side
+ * (kswitch_tx.c). Private to those two files. */
+#ifndef KTLSSHIM_KSWITCH_OWN_H
+#define KTLSSHIM_KSWITCH_OWN_H
+
+#include "common.h"
+#include "kdf.h"
+#include "ossl_api.h"
+
+#include <openssl/ssl.h>
+
+#define KS_OWN_SCRATCH 64 /* reads smaller than this go through our own buffer */
+
+enum ks_own_state { OWN_OPEN = 0, OWN_CLOSED, OWN_FAILED };
+
+struct ks_own {
+    bool rx_on;    /* the kernel has our receive keys */
+    bool tx_on;    /* the kernel has our send keys (only ever with rx_on) */
+    uint8_t state; /* enum ks_own_state */
+    int version;
+    int fd;
+    int last_err;                  /* SSL_ERROR_* of the last call served here; -1: none */
+    uint8_t secret[KS_MAX_SECRET]; /* TLS 1.3 client traffic secret, until switched */
+    size_t secret_len;
+    uint8_t stash[KS_OWN_SCRATCH]; /* data received for a short read, not yet returned */
+    size_t stash_off, stash_len;
+
+    /* Send side (kswitch_tx.c). */
+    uint8_t tx_secret[KS_MAX_SECRET]; /* TLS 1.3 server traffic secret, until switched */
+    size_t tx_secret_len;
+    uint64_t tx_seq;       /* records libssl wrote under the current send keys */
+    bool tx_seq_known;     /* the msg callback saw the keys change: tx_seq counts */
+    bool msg_cb_own;       /* the program set this SSL's msg callback itself */
+    bool msg_cb_restored;  /* counting is over: the program's callback is back */
+    ks_msg_cb_t msg_cb;    /* ... that callback (NULL: none) */
+    const void *wpend_buf; /* an SSL_write cut short: the caller's buffer */
+    size_t wpend_done;     /* ... and how much of it the kernel already took */
+    bool alert_pending;    /* our close_notify is still to be sent */
+};
+
+/* The state of s, made on first use (NULL without memory). */
+struct ks_own *ks_own_make(SSL *s);
+
+/* The state of s if it has one (never makes it). */
+struct ks_own *ks_own_peek(const SSL *s);
+
+/* An SSL error with reason on the error queue, as libssl raises it. */
+void ks_own_push_error(int reason);
+
+/* Puts k into fd's receive (tx: send) direction at record sequence seq.
+ * 0, or -1 with errno. */
+int ks_own_install(int fd, int version, const struct ks_keys *k, uint64_t seq, bool tx);
+
+/* kswitch_tx.c: its ex_data index (after kswitch.c's setup), the msg
+ * callback on a new SSL_CTX, the send keys changed (TLS 1.3 keylog). */
+void ks_switch_tx_setup(void);
+void ks_switch_tx_ctx_created(SSL_CTX *ctx);
+void ks_own_tx_keys_changed(struct ks_own *o);
+
+/* SSL_shutdown on a connection whose send side is the own switch's. */
+int ks_own_shutdown_tx(SSL *s, struct ks_own *o);
+
+/* Wipes the send side's secrets. */
+void ks_own_tx_wipe(struct ks_own *o);
+
+#endif

@@ -1,0 +1,315 @@
+#!/usr/bin/env bats
+# The library's own kTLS switch, send side (shim/kswitch_tx.c), in the VM
+# (Debian 6.1 kernel, OpenSSL 3.0). With KTLSSHIM_KTLS=own the library, not
+# libssl, puts both directions' keys into the kernel and serves SSL_write,
+# SSL_write_ex and SSL_shutdown itself. Real servers send files; every body
+# is hash-checked on the client, which also requires the server's
+# close_notify (no bare end of stream) and sends its own back; the kernel's
+# counters (/proc/net/tls_stat) and the library's per-path counts must show
+# the own switch's TX on every connection. Few connections: TCG is slow.
+
+load '../helpers/common'
+load '../helpers/tls'
+
+SIZES="0 1 16383 16384 16385 1048583"
+
+setup() {
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
+        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
+    fi
+    cd "$BATS_TEST_TMPDIR"
+    make_certs
+    # shellcheck disable=SC2086
+    make_files $SIZES
+    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
+    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
+    export KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
+    GOT="$BATS_TEST_TMPDIR/got"
+    mkdir -p "$GOT"
+    NAMES=()
+    for n in $SIZES; do NAMES+=("s$n"); done
+}
+teardown() { teardown_servers; }
+
+snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
+delta() {
+    local b
+    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
+    echo $(($(tls_stat "$1") - ${b:-0}))
+}
+
+# source_start NAME PORT [tls_source.py option...]: the Python file server
+# with the library, started as NAME.
+source_start() {
+    local name=$1 port=$2
+    shift 2
+    start "$name" "$PY" "$HELPERS_DIR/tls_source.py" --port "$port" \
+        --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW" "$@"
+}
+
+# fetch_files PORT VERSION AEAD [--slow] NAME...: tls_fetch.py without the
+# library, the cipher pinned (TLS 1.3 suites through a private OPENSSL_CONF).
+fetch_files() {
+    local port=$1 ver=$2 aead=$3
+    shift 3
+    local conf="$BATS_TEST_TMPDIR/client-$ver-$aead.cnf" cipher=""
+    if [ "$ver" = 1.3 ]; then
+        printf '%s\n' 'openssl_conf = c' '[c]' 'ssl_conf = s' '[s]' 'system_default = d' '[d]' \
+            "Ciphersuites = $(cipher_name 1.3 "$aead" ec)" >"$conf"
+    else
+        printf '%s\n' 'openssl_conf = c' '[c]' >"$conf"
+        cipher=$(cipher_name 1.2 "$aead" ec)
+    fi
+    env -u LD_PRELOAD OPENSSL_CONF="$conf" "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" "$ver" \
+        "$cipher" "$GOT" "$@"
+}
+
+# same_bodies NAME...: what came back equals $WWW's files.
+same_bodies() {
+    local n
+    for n in "$@"; do
+        if [ "$(sha "$GOT/$n")" != "$(sha "$WWW/$n")" ]; then
+            echo "differs: $n ($(stat -c %s "$GOT/$n") bytes)"
+            return 1
+        fi
+    done
+}
+
+# serve_files VERSION AEAD [--slow] NAME... (server options in SRV_OPTS):
+# one connection per file; bodies, clean shutdowns both ways, server exit.
+serve_files() {
+    local ver=$1 aead=$2 n=0 a
+    shift 2
+    for a in "$@"; do [ "$a" = --slow ] || n=$((n + 1)); done
+    port=$(pick_port)
+    # shellcheck disable=SC2086
+    source_start srv "$port" --serve "$n" ${SRV_OPTS:-}
+    wait_listen "$port"
+    run fetch_files "$port" "$ver" "$aead" "$@"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$(grep -c ' clean$' <<<"$output")" -eq "$n" ]
+    wait_gone "$(pid_of srv)" 120
+    cat "$BATS_TEST_TMPDIR/srv.out"
+    # the server saw each client's close_notify (unwrap returned)
+    [ "$(grep -c '^ok ' "$BATS_TEST_TMPDIR/srv.out")" -eq "$n" ]
+    local names=()
+    for a in "$@"; do [ "$a" = --slow ] || names+=("$a"); done
+    run same_bodies "${names[@]}"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    rm -f "$BATS_TEST_TMPDIR/srv.out" "$BATS_TEST_TMPDIR/srv.err.keep"
+}
+
+@test "KTLSSHIM_KTLS=own, python (blocking), TLS 1.3 AES-128-GCM, sizes 0..1 MiB+7: TX and RX by the own switch, bodies intact, close_notify both ways" {
+    export KTLSSHIM_KTLS=own
+    snap
+    serve_files 1.3 aes128 "${NAMES[@]}"
+    echo "# tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
+    assert_equal "$(delta TlsTxSw)" 6
+    assert_equal "$(delta TlsRxSw)" 6
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check "$KTLSSHIM_STATS" 'S("connections.tls1_3") == 6' \
+        'S("ktls.tx") == 6 and S("ktls.tx_own") == 6 and S("ktls.rx_own") == 6' \
+        'all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])' \
+        "S('bytes.ktls_tx') == $((0 + 1 + 16383 + 16384 + 16385 + 1048583)) and S('bytes.user_tx') == 0"
+    assert_output ok
+    run count_handshakes srv 1.3 TLS_AES_128_GCM_SHA256 "own switch due" "own switch due"
+    assert_output 6
+}
+
+@test "KTLSSHIM_KTLS=own, python, TLS 1.2 x AES-128-GCM, AES-256-GCM, CHACHA20 and TLS 1.3 AES-256-GCM, CHACHA20: TX own, bodies intact" {
+    export KTLSSHIM_KTLS=own
+    snap
+    serve_files 1.2 aes128 s16385 s1048583
+    serve_files 1.2 aes256 s16384 s1048583
+    serve_files 1.2 chacha s1 s1048583
+    serve_files 1.3 aes256 s16383 s1048583
+    serve_files 1.3 chacha s0 s1048583
+    echo "# tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
+    assert_equal "$(delta TlsTxSw)" 10
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check "$KTLSSHIM_STATS" 'len(R) == 5' 'S("connections.tls1_2") == 6' \
+        'S("ktls.tx_own") == 10 and S("ktls.tx") == 10 and S("ktls.rx_own") == 10'
+    assert_output ok
+}
+
+@test "KTLSSHIM_KTLS=own, slow reader against a python server with a socket timeout and a 4 KiB send buffer: partial writes and retries, byte-identical" {
+    export KTLSSHIM_KTLS=own
+    SRV_OPTS="--timeout 60 --small-buffers" serve_files 1.3 aes128 --slow s1048583 s16385
+    SRV_OPTS="--timeout 60 --small-buffers" serve_files 1.2 chacha --slow s1048583
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx_own") == 3'
+    assert_output ok
+}
+
+@test "the same bodies through libssl's kTLS (KTLSSHIM_KTLS=auto) and through the own switch (own)" {
+    for mode in auto own; do
+        export KTLSSHIM_KTLS=$mode
+        rm -f "$KTLSSHIM_STATS" "$GOT"/*
+        serve_files 1.3 aes128 s16385 s1048583
+        serve_files 1.2 aes256 s16384
+        for n in s16385 s1048583 s16384; do [ -f "$GOT/$n" ]; sha "$GOT/$n" >>"$BATS_TEST_TMPDIR/sums.$mode"; done
+        if [ $mode = auto ]; then
+            run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx") == 3 and S("ktls.tx_own") == 0'
+        else
+            run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx") == 3 and S("ktls.tx_own") == 3'
+        fi
+        assert_output ok
+    done
+    run diff "$BATS_TEST_TMPDIR/sums.auto" "$BATS_TEST_TMPDIR/sums.own"
+    assert_success
+}
+
+@test "KTLSSHIM_KTLS=own, nginx: TX by the own switch wherever RX is (read-ahead leaves some to libssl), bodies intact, connection log says ktls_own" {
+    export KTLSSHIM_KTLS=own KTLSSHIM_CONN_LOG="$BATS_TEST_TMPDIR/conn.jsonl"
+    port=$(pick_port)
+    nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
+    snap
+    # shellcheck disable=SC2046
+    start srv $(nginx_args)
+    wait_listen "$port"
+    run matrix "$port" ec 1.3 "aes128 chacha" s0 s16384 s1048583
+    assert_success
+    run matrix "$port" ec 1.2 aes256 s16385 s1048583
+    assert_success
+    stop_srv srv
+    own=$(lib_lines srv | grep -c "tx kTLS (own switch)" || true)
+    echo "# own TX on $own of 8; tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw)" >&3
+    [ "$own" -ge 3 ]
+    assert_equal "$(delta TlsTxSw)" "$own"
+    assert_equal "$(delta TlsRxSw)" "$own"
+    run stats_check "$KTLSSHIM_STATS" 'S("connections.tls") == 8' \
+        "S('ktls.tx_own') == $own and S('ktls.rx_own') == $own and S('ktls.tx') == $own" \
+        "S('fallback_tx.unread') == 8 - $own and S('fallback_rx.unread') == 8 - $own"
+    assert_output ok
+    run "$PY" -c '
+import json, sys
+L = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+own = [e for e in L if e["tx"]["path"] == "ktls_own"]
+assert len(own) == int(sys.argv[2]), L
+assert all(e["rx"]["path"] == "ktls_own" for e in own), own
+print("ok")' "$KTLSSHIM_CONN_LOG" "$own"
+    assert_output ok
+}
+
+# s_server_send VERSION AEAD NAME: openssl s_server -quiet (KTLSSHIM_KTLS=own)
+# sends what its standard input gets, a fifo fed with NAME once the library
+# says the connection's TX is its own. The client reads that many bytes and
+# sends close_notify first; s_server answers with SSL_shutdown (its own end
+# of input never ends a connection in -quiet mode). The client must see the
+# body and the server's close_notify.
+s_server_send() {
+    local ver=$1 aead=$2 name=$3 fifo="$BATS_TEST_TMPDIR/stdin.fifo" fd cpid
+    rm -f "$fifo" "$BATS_TEST_TMPDIR/fetch.out" "$GOT/$name"
+    mkfifo "$fifo"
+    port=$(pick_port)
+    start srv bash -c 'exec "$@" <"$0"' "$fifo" openssl s_server -quiet -naccept 1 \
+        -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    exec {fd}>"$fifo"
+    wait_listen "$port"
+    fetch_files "$port" "$ver" "$aead" --expect "$(stat -c %s "$WWW/$name")" "$name" \
+        >"$BATS_TEST_TMPDIR/fetch.out" 2>&1 &
+    cpid=$!
+    wait_until 120 lib_lines_have srv "tx kTLS (own switch)" || true
+    cat "$WWW/$name" >&"$fd"
+    wait "$cpid" || true
+    cat "$BATS_TEST_TMPDIR/fetch.out"
+    grep -q "^ok $name $(stat -c %s "$WWW/$name") clean$" "$BATS_TEST_TMPDIR/fetch.out"
+    assert_equal "$(sha "$GOT/$name")" "$(sha "$WWW/$name")"
+    wait_gone "$(pid_of srv)" 60
+    exec {fd}>&-
+}
+lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
+
+@test "KTLSSHIM_KTLS=own, openssl s_server (SSL_accept, stdin to the client): TLS 1.3 and 1.2 bodies intact, close_notify both ways (client first)" {
+    export KTLSSHIM_KTLS=own
+    snap
+    s_server_send 1.3 aes128 s1048583
+    s_server_send 1.2 chacha s16385
+    assert_equal "$(delta TlsTxSw)" 2
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx_own") == 2 and S("ktls.rx_own") == 2' \
+        "S('bytes.ktls_tx') == $((1048583 + 16385))"
+    assert_output ok
+}
+
+@test "SSL_sendfile (python via ctypes, socket timeout): the same bodies through libssl's kTLS and through the own switch's sendfile()" {
+    for mode in auto own; do
+        export KTLSSHIM_KTLS=$mode
+        rm -f "$KTLSSHIM_STATS" "$GOT"/*
+        SRV_OPTS="--sendfile --timeout 60" serve_files 1.3 aes256 s0 s16385 s1048583
+        SRV_OPTS="--sendfile" serve_files 1.2 aes128 s16384
+        for n in s0 s16385 s1048583 s16384; do [ -f "$GOT/$n" ]; sha "$GOT/$n" >>"$BATS_TEST_TMPDIR/sums.$mode"; done
+        own=0
+        [ $mode = own ] && own=4
+        run stats_check "$KTLSSHIM_STATS" "S('ktls.tx') == 4 and S('ktls.tx_own') == $own" \
+            "S('bytes.sendfile') == $((16385 + 1048583 + 16384))"
+        assert_output ok
+    done
+    run diff "$BATS_TEST_TMPDIR/sums.auto" "$BATS_TEST_TMPDIR/sums.own"
+    assert_success
+}
+
+@test "KTLSSHIM_KTLS=own, redis-server --tls-port (non-blocking, SSL_MODE_ENABLE_PARTIAL_WRITE): 1 MiB+7 values SET and GET back intact, slow reader" {
+    export KTLSSHIM_KTLS=own
+    port=$(pick_port)
+    start srv redis-server --port 0 --tls-port "$port" --tls-cert-file "$CERTS/ec.pem" \
+        --tls-key-file "$CERTS/ec.key" --tls-auth-clients no --save "" --appendonly no \
+        --dir "$BATS_TEST_TMPDIR"
+    wait_listen "$port"
+    cat >"$BATS_TEST_TMPDIR/rc.py" <<'PYEOF'
+import hashlib, socket, ssl, sys, time
+port, version, path, slow = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "slow"
+data = open(path, "rb").read()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.minimum_version = ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[version]
+raw = socket.socket()
+if slow:
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+raw.settimeout(120)
+raw.connect(("127.0.0.1", port))
+s = ctx.wrap_socket(raw)
+def cmd(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    s.sendall(out)
+buf = bytearray()
+def need(n):
+    while len(buf) < n:
+        b = s.recv(1000 if slow else 65536)
+        if not b:
+            raise EOFError("connection closed")
+        buf.extend(b)
+        if slow:
+            time.sleep(0.002)
+def line():
+    while b"\r\n" not in buf:
+        need(len(buf) + 1)
+    i = buf.index(b"\r\n")
+    l = bytes(buf[:i]); del buf[:i + 2]
+    return l
+cmd(b"SET", b"k", data)
+assert line() == b"+OK"
+for _ in range(2):
+    cmd(b"GET", b"k")
+    h = line()
+    assert h == b"$%d" % len(data), h
+    need(len(data) + 2)
+    got = bytes(buf[:len(data)]); del buf[:len(data) + 2]
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), "differs"
+print("ok")
+PYEOF
+    for v in 1.3 1.2; do
+        run env -u LD_PRELOAD "$PY" "$BATS_TEST_TMPDIR/rc.py" "$port" "$v" "$WWW/s1048583" slow
+        echo "$output"
+        assert_output ok
+    done
+    run env -u LD_PRELOAD "$PY" "$BATS_TEST_TMPDIR/rc.py" "$port" 1.3 "$WWW/s16385" fast
+    assert_output ok
+    stop_srv srv
+    lib_lines srv | grep -E "tx kTLS|handshake done" || true
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx_own") == 3 and S("ktls.rx_own") == 3'
+    assert_output ok
+}

@@ -253,6 +253,20 @@ KS_EXPORT ks_keylog_cb_t SSL_CTX_get_keylog_callback(const SSL_CTX *ctx)
 
 /* Puts k into fd's receive (tx: send) direction at record sequence seq.
  * 0, or -1 with errno. The crypto_info copy of the keys is wiped here. */
+int ks_own_tls12_keys(SSL *s, enum ks_hash hash, enum ks_aead aead, bool client_write,
+                      struct ks_keys *k)
+{
+    uint8_t master[48], cr[32], sr[32];
+    SSL_SESSION *sess = api.get_session(s);
+    size_t mlen = sess ? api.SESSION_get_master_key(sess, master, sizeof master) : 0;
+    int rc = mlen == sizeof master && api.get_client_random(s, cr, sizeof cr) == sizeof cr &&
+                     api.get_server_random(s, sr, sizeof sr) == sizeof sr
+                 ? ks_kdf_tls12_keys(hash, aead, master, mlen, cr, sr, client_write, k)
+                 : -1;
+    ks_cleanse(master, sizeof master);
+    return rc;
+}
+
 int ks_own_install(int fd, int version, const struct ks_keys *k, uint64_t seq, bool tx)
 {
     union {
@@ -360,14 +374,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         rc = ks_kdf_tls13_keys(hash, aead, o->secret, o->secret_len, &k);
         seq = 0;
     } else if (version == TLS1_2_VERSION) {
-        uint8_t master[48], cr[32], sr[32];
-        SSL_SESSION *sess = api.get_session(s);
-        size_t mlen = sess ? api.SESSION_get_master_key(sess, master, sizeof master) : 0;
-        rc = mlen == sizeof master && api.get_client_random(s, cr, sizeof cr) == sizeof cr &&
-                     api.get_server_random(s, sr, sizeof sr) == sizeof sr
-                 ? ks_kdf_tls12_keys(hash, aead, master, mlen, cr, sr, true, &k)
-                 : -1;
-        ks_cleanse(master, sizeof master);
+        rc = ks_own_tls12_keys(s, hash, aead, true, &k);
         seq = 1;
     } else {
         *why = KS_FB_VERSION;

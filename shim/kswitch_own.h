@@ -48,6 +48,12 @@ struct ks_own *ks_own_peek(const SSL *s);
 /* An SSL error with reason on the error queue, as libssl raises it. */
 void ks_own_push_error(int reason);
 
+/* TLS 1.2: the keys of one direction (client_write: the client's, which the
+ * server receives with) from s's master secret and randoms, through the
+ * PRF. 0, or -1. The master secret is wiped before it returns. */
+int ks_own_tls12_keys(SSL *s, enum ks_hash hash, enum ks_aead aead, bool client_write,
+                      struct ks_keys *k);
+
 /* Puts k into fd's receive (tx: send) direction at record sequence seq.
  * 0, or -1 with errno. */
 int ks_own_install(int fd, int version, const struct ks_keys *k, uint64_t seq, bool tx);

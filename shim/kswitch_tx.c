@@ -237,14 +237,7 @@ bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why
                  ? ks_kdf_tls13_keys(hash, aead, o->tx_secret, o->tx_secret_len, &k)
                  : -1;
     } else if (version == TLS1_2_VERSION) {
-        uint8_t master[48], cr[32], sr[32];
-        SSL_SESSION *sess = api.get_session(s);
-        size_t mlen = sess ? api.SESSION_get_master_key(sess, master, sizeof master) : 0;
-        rc = mlen == sizeof master && api.get_client_random(s, cr, sizeof cr) == sizeof cr &&
-                     api.get_server_random(s, sr, sizeof sr) == sizeof sr
-                 ? ks_kdf_tls12_keys(hash, aead, master, mlen, cr, sr, false, &k)
-                 : -1;
-        ks_cleanse(master, sizeof master);
+        rc = ks_own_tls12_keys(s, hash, aead, false, &k);
     } else {
         *why = KS_FB_VERSION;
         ks_own_tx_wipe(o);

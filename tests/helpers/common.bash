@@ -101,6 +101,24 @@ pid_of() { cat "$BATS_TEST_TMPDIR/$1.pid"; }
 # Children of a pid (the workers of a supervisor).
 children_of() { pgrep -P "$1" | sort -n; }
 
+# pids_with_arg STRING: pids whose command line holds STRING (a test's own
+# files: other programs on the machine run the same servers).
+pids_with_arg() {
+    NEEDLE="$1" "$PY" -c '
+import os
+needle = os.environ["NEEDLE"].encode()
+for d in os.listdir("/proc"):
+    if not d.isdigit() or int(d) == os.getpid():
+        continue
+    try:
+        with open("/proc/%s/cmdline" % d, "rb") as f:
+            if needle in f.read():
+                print(d)
+    except OSError:
+        pass
+'
+}
+
 # wait_gone PID [SECONDS]: until the process is gone.
 wait_gone() {
     local t=$(( ${2:-10} * 10 ))

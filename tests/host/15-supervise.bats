@@ -51,24 +51,6 @@ for _ in range(n):
 PYEOF
 }
 
-# pids_with_arg STRING: pids whose command line holds STRING (this test's
-# own config path: other programs on the machine run nginx too).
-pids_with_arg() {
-    NEEDLE="$1" "$PY" -c '
-import os
-needle = os.environ["NEEDLE"].encode()
-for d in os.listdir("/proc"):
-    if not d.isdigit() or int(d) == os.getpid():
-        continue
-    try:
-        with open("/proc/%s/cmdline" % d, "rb") as f:
-            if needle in f.read():
-                print(d)
-    except OSError:
-        pass
-'
-}
-
 @test "a crash-looping worker given up: its listener is closed, 20 of 20 new connections are served by the other" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \

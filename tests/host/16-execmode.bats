@@ -30,24 +30,6 @@ teardown() {
     fi
 }
 
-# pids_with_arg STRING: pids whose command line holds STRING (this test's
-# own files: other programs on the machine run the same servers).
-pids_with_arg() {
-    NEEDLE="$1" "$PY" -c '
-import os
-needle = os.environ["NEEDLE"].encode()
-for d in os.listdir("/proc"):
-    if not d.isdigit() or int(d) == os.getpid():
-        continue
-    try:
-        with open("/proc/%s/cmdline" % d, "rb") as f:
-            if needle in f.read():
-                print(d)
-    except OSError:
-        pass
-'
-}
-
 wait_for_line() {
     local t=$(( ${3:-10} * 10 ))
     for _ in $(seq "$t"); do

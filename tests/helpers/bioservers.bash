@@ -197,3 +197,20 @@ hosts:
 CONF
 }
 h2o_args() { echo "h2o -c $BATS_TEST_TMPDIR/h2o/h2o.conf"; }
+
+# leave_mid PORT FILE CURL-TLS-OPTIONS: a client that reads the first 64 KiB
+# of FILE (a large one) slowly, then leaves: its reader goes away and curl
+# ends with a write error (23) while most of the body is still unsent on the
+# server's side. Fails, saying why, if curl ended any other way (a whole
+# body at once, an error status, a timeout). curl's --limit-rate alone with
+# --max-time is not enough: it sometimes let a whole 1 MiB through in 2 s.
+leave_mid() {
+    local rc
+    # shellcheck disable=SC2086 # the options are words
+    curl -sSk --max-time 60 --limit-rate 64k $3 "https://127.0.0.1:$1/$2" 2>/dev/null |
+        head -c 65536 >/dev/null
+    rc=${PIPESTATUS[0]}
+    [ "$rc" = 23 ] && return 0
+    echo "curl exited $rc, not 23 (a write error once its reader left)"
+    return 1
+}

@@ -214,3 +214,10 @@ leave_mid() {
     echo "curl exited $rc, not 23 (a write error once its reader left)"
     return 1
 }
+
+# slow_fetch PORT FILE RATE: a client reading at RATE (curl --limit-rate);
+# prints the body's hash.
+slow_fetch() {
+    # shellcheck disable=SC2046 # the options are words
+    fetch "$1" "$2" --limit-rate "$3" $(curl_tls 1.3 aes128)
+}

@@ -40,12 +40,6 @@ note() {
 
 NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
 
-# slow_fetch PORT FILE RATE: a client reading at RATE (curl --limit-rate);
-# prints the body's hash.
-slow_fetch() {
-    fetch "$1" "$2" --limit-rate "$3" $(curl_tls 1.3 aes128)
-}
-
 @test "Apache mod_ssl: kTLS TX through its BIO on every connection (1.2, 1.3, AES-GCM, ChaCha20), a slow client, a client gone mid-transfer, a graceful restart; bodies intact" {
     port=$(pick_port)
     apache_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key"

@@ -550,8 +550,7 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         return -1;
     }
     /* Our KeyUpdate answer that could not go out at once (EAGAIN). */
-    if (KS_UNLIKELY(o->ku_answer_due) && ks_own_key_update_answer(o) != 0 &&
-        o->state == OWN_FAILED)
+    if (KS_UNLIKELY(o->ku_answer_due) && ks_own_key_update_answer(o) != 0 && o->state == OWN_FAILED)
         return fail_ssl(o, SSL_R_BAD_KEY_UPDATE);
     if (num > INT_MAX)
         num = INT_MAX;

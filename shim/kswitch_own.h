@@ -20,14 +20,14 @@ struct ks_own {
     uint8_t state; /* enum ks_own_state */
     int version;
     int fd;
-    int last_err;                  /* SSL_ERROR_* of the last call served here; -1: none */
+    int last_err; /* SSL_ERROR_* of the last call served here; -1: none */
     /* TLS 1.3 client application traffic secret: until switched, and after
      * that only where the kernel can rekey (a KeyUpdate: kswitch_rekey.c). */
     uint8_t secret[KS_MAX_SECRET];
     size_t secret_len;
-    uint8_t hash;         /* enum ks_hash of the switched connection */
-    uint8_t aead;         /* enum ks_aead of the switched connection */
-    bool ku_answer_due;   /* the peer asked for our KeyUpdate; not sent yet */
+    uint8_t hash;                  /* enum ks_hash of the switched connection */
+    uint8_t aead;                  /* enum ks_aead of the switched connection */
+    bool ku_answer_due;            /* the peer asked for our KeyUpdate; not sent yet */
     uint8_t stash[KS_OWN_SCRATCH]; /* data received for a short read, not yet returned */
     size_t stash_off, stash_len;
 

@@ -131,8 +131,10 @@ int ks_own_key_update_answer(struct ks_own *o)
     } cbuf;
     memset(&cbuf, 0, sizeof cbuf);
     struct iovec iov = {.iov_base = msg, .iov_len = sizeof msg};
-    struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = cbuf.buf,
+                        .msg_controllen = sizeof cbuf.buf};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_TLS;
     c->cmsg_type = TLS_SET_RECORD_TYPE;
@@ -196,8 +198,8 @@ int ks_own_key_update(SSL *s, struct ks_own *o, const uint8_t *msg, size_t len)
               "cannot rekey";
     if (why) {
         ks_count(KS_C_KTLS_RX_KEYUPDATE_REFUSED, 1);
-        ks_log_info("fd %d: the peer sent a TLS 1.3 KeyUpdate; %s: the connection is ended",
-                    o->fd, why);
+        ks_log_info("fd %d: the peer sent a TLS 1.3 KeyUpdate; %s: the connection is ended", o->fd,
+                    why);
         wipe_secrets(o);
         return SSL_R_BAD_KEY_UPDATE;
     }

@@ -492,7 +492,7 @@ static void own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool compl
         own_tx_due(s, c, on, version, cipher, why);
     else
         ks_own_tx_counting_over(s);
-    ks_switch_settled(s); /* only a KeyUpdate's secrets stay (kswitch_rekey.c) */
+    ks_switch_settled(s);      /* only a KeyUpdate's secrets stay (kswitch_rekey.c) */
     if (KS_UNLIKELY(c->log)) { /* the log's entry was made at handshake done */
         c->log->tx.path = path_name(c->tx);
         c->log->tx.reason = c->tx_reason;

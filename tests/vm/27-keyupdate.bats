@@ -51,7 +51,7 @@ keyupdates_are() { [ "$(grep -c KEYUPDATE "$BATS_TEST_TMPDIR/c.err")" -eq "$1" ]
 # keyupdate_session PORT SUITE L1 L2: one s_client connection (TLS 1.3,
 # SUITE) sends block 0, waits for its echo, sends the command L1 (K: update
 # requested, k: not requested) alone, block 1, waits, L2, block 2, waits,
-# then ends. Each block is 1500 lines (96 KiB). Leaves the blocks in
+# then ends. Each block is 600 lines (38 KiB: three records or more). Leaves the blocks in
 # $BATS_TEST_TMPDIR/sent and what came back in $BATS_TEST_TMPDIR/got.
 keyupdate_session() {
     local port=$1 suite=$2 fifo="$BATS_TEST_TMPDIR/c.fifo" fd cpid i=0 want=0 cmd
@@ -69,8 +69,8 @@ keyupdate_session() {
             printf '%s\n' "$cmd" >&"$fd"
             wait_until 60 keyupdates_are "$i"
         fi
-        hex_lines 1500 "block $i" | tee -a "$BATS_TEST_TMPDIR/sent" >&"$fd"
-        want=$((want + 1500))
+        hex_lines 600 "block $i" | tee -a "$BATS_TEST_TMPDIR/sent" >&"$fd"
+        want=$((want + 600))
         wait_until 120 echoed_at_least "$want"
         i=$((i + 1))
     done

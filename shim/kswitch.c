@@ -426,6 +426,7 @@ void ks_own_push_error(int reason)
 static int fail_ssl(struct ks_own *o, int reason)
 {
     o->state = OWN_FAILED;
+    ks_own_rx_ended(o);
     o->last_err = SSL_ERROR_SSL;
     ks_own_push_error(reason);
     return -1;
@@ -484,6 +485,7 @@ static int os_error(SSL *s, struct ks_own *o, int err)
                                            : SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC);
     default:
         o->state = OWN_FAILED;
+        ks_own_rx_ended(o);
         o->last_err = SSL_ERROR_SYSCALL;
         errno = err;
         return -1;
@@ -500,6 +502,7 @@ static int control_record(SSL *s, struct ks_own *o, uint8_t type, const uint8_t 
         if (b[1] == ALERT_CLOSE_NOTIFY) {
             api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
             o->state = OWN_CLOSED;
+            ks_own_rx_ended(o);
             o->last_err = SSL_ERROR_ZERO_RETURN;
             return 0;
         }
@@ -567,6 +570,7 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
             if (api.get_options(s) & SSL_OP_IGNORE_UNEXPECTED_EOF) {
                 api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
                 o->state = OWN_CLOSED;
+                ks_own_rx_ended(o);
                 o->last_err = SSL_ERROR_ZERO_RETURN;
                 return 0;
             }

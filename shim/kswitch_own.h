@@ -87,6 +87,11 @@ bool ks_own_rekey_possible(const struct ks_own *o);
  * on); otherwise the SSL_R_* reason that ends the connection. */
 int ks_own_key_update(SSL *s, struct ks_own *o, const uint8_t *msg, size_t len);
 
+/* o's receive side ended (closed or failed): no KeyUpdate can come any
+ * more, so the receive secret goes, and the send secret too unless our
+ * answer is still due on a connection that only closed. */
+void ks_own_rx_ended(struct ks_own *o);
+
 /* Our KeyUpdate answer, if one is due, is sent and our send keys renewed.
  * 0 (nothing due, or done); -1 with errno (EAGAIN: still due, try again;
  * anything else: the connection cannot go on, o->state is OWN_FAILED). */

@@ -34,8 +34,9 @@
  * Secrets: the traffic secrets stay in the connection's state after the
  * switch only where rekeying is possible (TLS 1.3, a kernel that can
  * rekey; the send secret only where the kernel holds the send keys). They
- * advance at each update, are wiped when the connection's state goes
- * (SSL_free, SSL_clear) or fails, and never reach a log. */
+ * advance at each update, are wiped when the receive side ends (close_notify,
+ * failure), or at the latest with the connection's state (SSL_free,
+ * SSL_clear), and never reach a log. */
 #include "kswitch.h"
 #include "kswitch_own.h"
 #include "kdf.h"
@@ -80,6 +81,14 @@ static void wipe_secrets(struct ks_own *o)
     o->secret_len = 0;
     ks_own_tx_wipe(o);
     o->ku_answer_due = false;
+}
+
+void ks_own_rx_ended(struct ks_own *o)
+{
+    ks_cleanse(o->secret, sizeof o->secret);
+    o->secret_len = 0;
+    if (!(o->ku_answer_due && o->state == OWN_CLOSED))
+        wipe_secrets(o);
 }
 
 void ks_switch_settled(SSL *s)

@@ -114,10 +114,10 @@ check_session() {
     assert_output ok
 }
 
-@test "KTLSSHIM_KTLS=own, TLS 1.3 CHACHA20: KeyUpdate not requested, then requested; both directions by the own switch, rekeyed in the kernel, echo identical" {
+@test "KTLSSHIM_KTLS=own, TLS 1.3 CHACHA20, non-blocking sink: KeyUpdate not requested, then requested; both directions by the own switch, rekeyed in the kernel, echo identical" {
     export KTLSSHIM_KTLS=own
     port=$(pick_port)
-    sink_start srv "$port" "$OUT" --serve 1 --echo
+    sink_start srv "$port" "$OUT" --serve 1 --echo --timeout 30
     wait_listen "$port"
     keyupdate_session "$port" TLS_CHACHA20_POLY1305_SHA256 k K
     check_session

@@ -9,7 +9,8 @@
  * program's own; the setter and getter are hooked so the program sees what
  * it set), TLS 1.2 from the master secret and the hello randoms — and
  * installs them with setsockopt(TLS_RX). Secrets are wiped as soon as the
- * kernel has the keys.
+ * kernel has the keys, except a TLS 1.3 connection's where the kernel can
+ * rekey (kswitch_rekey.c: KeyUpdate).
  *
  * Sequence numbers: a server handshake completed by SSL_accept or
  * SSL_do_handshake has read nothing past the client's Finished (libssl
@@ -25,10 +26,12 @@
  * records come with recvmsg and the TLS_GET_RECORD_TYPE cmsg; application
  * data is returned, close_notify gives SSL_ERROR_ZERO_RETURN and sets
  * SSL_RECEIVED_SHUTDOWN (so libssl's SSL_shutdown agrees), a fatal alert,
- * a record the kernel rejects (EBADMSG: forged or garbage), a TLS 1.3
- * KeyUpdate (this code does not rekey), any other handshake message or a
- * TLS 1.2 renegotiation attempt end the connection with an SSL error. The
- * sending side stays libssl's (its kTLS TX or user space). */
+ * a record the kernel rejects (EBADMSG: forged or garbage), any handshake
+ * message other than a TLS 1.3 KeyUpdate (kswitch_rekey.c applies those
+ * where the kernel can rekey, else ends the connection) or a TLS 1.2
+ * renegotiation attempt end the connection with an SSL error. The sending
+ * side stays libssl's (its kTLS TX or user space) unless kswitch_tx.c
+ * takes it. */
 #include "kswitch.h"
 #include "kswitch_own.h"
 #include "config.h"
@@ -381,8 +384,8 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         own_wipe(o);
         return false;
     }
-    own_wipe(o); /* the secret is no longer needed: keys derived */
     if (rc != 0) {
+        own_wipe(o);
         ks_log_debug("fd %d: key derivation failed; receive stays in user space", fd);
         return false;
     }
@@ -390,6 +393,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     int err = errno;
     ks_cleanse(&k, sizeof k);
     if (rc != 0) {
+        own_wipe(o);
         *why = KS_FB_REFUSED;
         ks_log_info("fd %d: the kernel refused the receive keys (setsockopt TLS_RX: %s); the "
                     "connection carries on in user space",
@@ -398,9 +402,13 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     }
     o->fd = fd;
     o->version = version;
+    o->hash = (uint8_t)hash;
+    o->aead = (uint8_t)aead;
     o->state = OWN_OPEN;
     o->last_err = -1;
     o->rx_on = true;
+    if (!ks_own_rekey_possible(o))
+        own_wipe(o); /* the secret is no longer needed: the kernel has the keys */
     __atomic_store_n(&ks_switch_any_switched, 1, __ATOMIC_RELAXED);
     return true;
 }
@@ -418,6 +426,7 @@ void ks_own_push_error(int reason)
 static int fail_ssl(struct ks_own *o, int reason)
 {
     o->state = OWN_FAILED;
+    ks_own_rx_ended(o);
     o->last_err = SSL_ERROR_SSL;
     ks_own_push_error(reason);
     return -1;
@@ -476,6 +485,7 @@ static int os_error(SSL *s, struct ks_own *o, int err)
                                            : SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC);
     default:
         o->state = OWN_FAILED;
+        ks_own_rx_ended(o);
         o->last_err = SSL_ERROR_SYSCALL;
         errno = err;
         return -1;
@@ -492,6 +502,7 @@ static int control_record(SSL *s, struct ks_own *o, uint8_t type, const uint8_t 
         if (b[1] == ALERT_CLOSE_NOTIFY) {
             api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
             o->state = OWN_CLOSED;
+            ks_own_rx_ended(o);
             o->last_err = SSL_ERROR_ZERO_RETURN;
             return 0;
         }
@@ -503,11 +514,8 @@ static int control_record(SSL *s, struct ks_own *o, uint8_t type, const uint8_t 
         return fail_ssl(o, SSL_AD_REASON_OFFSET + b[1]);
     }
     if (type == REC_HANDSHAKE && o->version == TLS1_3_VERSION && r >= 1 && b[0] == HS_KEY_UPDATE) {
-        ks_count(KS_C_KTLS_RX_KEYUPDATE_REFUSED, 1);
-        ks_log_info("fd %d: the peer sent a TLS 1.3 KeyUpdate; the library's kTLS receive "
-                    "cannot rekey, so the connection is ended",
-                    o->fd);
-        return fail_ssl(o, SSL_R_BAD_KEY_UPDATE);
+        int reason = ks_own_key_update(s, o, b, (size_t)r);
+        return reason ? fail_ssl(o, reason) : 1;
     }
     if (type == REC_HANDSHAKE && o->version == TLS1_2_VERSION) {
         ks_count(KS_C_KTLS_RX_RENEG_REFUSED, 1);
@@ -544,6 +552,9 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         ks_own_push_error(SSL_R_PROTOCOL_IS_SHUTDOWN);
         return -1;
     }
+    /* Our KeyUpdate answer that could not go out at once (EAGAIN). */
+    if (KS_UNLIKELY(o->ku_answer_due) && ks_own_key_update_answer(o) != 0 && o->state == OWN_FAILED)
+        return fail_ssl(o, SSL_R_BAD_KEY_UPDATE);
     if (num > INT_MAX)
         num = INT_MAX;
     for (;;) {
@@ -559,6 +570,7 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
             if (api.get_options(s) & SSL_OP_IGNORE_UNEXPECTED_EOF) {
                 api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
                 o->state = OWN_CLOSED;
+                ks_own_rx_ended(o);
                 o->last_err = SSL_ERROR_ZERO_RETURN;
                 return 0;
             }
@@ -713,7 +725,7 @@ KS_EXPORT int SSL_clear(SSL *s)
             ks_own_tx_wipe(o);
             o->rx_on = o->tx_on = false;
             o->tx_seq = 0;
-            o->tx_seq_known = o->alert_pending = false;
+            o->tx_seq_known = o->alert_pending = o->ku_answer_due = false;
             o->wpend_buf = NULL;
             o->wpend_done = 0;
             o->state = OWN_OPEN;

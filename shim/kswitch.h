@@ -35,6 +35,10 @@ void ks_switch_ctx_created(SSL_CTX *ctx);
  * why and the connection is untouched (libssl carries on). */
 bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why);
 
+/* The own switch's decisions on s are made (or will never be): the traffic
+ * secrets it does not need for a KeyUpdate are wiped (kswitch_rekey.c). */
+void ks_switch_settled(SSL *s);
+
 /* Set once a connection of this process was switched (atomic). */
 extern int ks_switch_any_switched;
 struct ks_own *ks_own_of_switched(const SSL *s);

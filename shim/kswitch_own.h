@@ -20,14 +20,19 @@ struct ks_own {
     uint8_t state; /* enum ks_own_state */
     int version;
     int fd;
-    int last_err;                  /* SSL_ERROR_* of the last call served here; -1: none */
-    uint8_t secret[KS_MAX_SECRET]; /* TLS 1.3 client traffic secret, until switched */
+    int last_err; /* SSL_ERROR_* of the last call served here; -1: none */
+    /* TLS 1.3 client application traffic secret: until switched, and after
+     * that only where the kernel can rekey (a KeyUpdate: kswitch_rekey.c). */
+    uint8_t secret[KS_MAX_SECRET];
     size_t secret_len;
+    uint8_t hash;                  /* enum ks_hash of the switched connection */
+    uint8_t aead;                  /* enum ks_aead of the switched connection */
+    bool ku_answer_due;            /* the peer asked for our KeyUpdate; not sent yet */
     uint8_t stash[KS_OWN_SCRATCH]; /* data received for a short read, not yet returned */
     size_t stash_off, stash_len;
 
     /* Send side (kswitch_tx.c). */
-    uint8_t tx_secret[KS_MAX_SECRET]; /* TLS 1.3 server traffic secret, until switched */
+    uint8_t tx_secret[KS_MAX_SECRET]; /* TLS 1.3 server traffic secret, as secret */
     size_t tx_secret_len;
     uint64_t tx_seq;       /* records libssl wrote under the current send keys */
     bool tx_seq_known;     /* the msg callback saw the keys change: tx_seq counts */
@@ -69,5 +74,27 @@ int ks_own_shutdown_tx(SSL *s, struct ks_own *o);
 
 /* Wipes the send side's secrets. */
 void ks_own_tx_wipe(struct ks_own *o);
+
+/* ---- TLS 1.3 KeyUpdate (kswitch_rekey.c) ---- */
+
+/* o is a TLS 1.3 connection whose receive was just switched: its traffic
+ * secrets are worth keeping (the kernel can rekey). */
+bool ks_own_rekey_possible(const struct ks_own *o);
+
+/* A handshake record (its len bytes in msg) received on an own-RX TLS 1.3
+ * connection that begins with a KeyUpdate: validated, applied (new receive
+ * keys, and the answer when the peer asks for it). 0 when applied (read
+ * on); otherwise the SSL_R_* reason that ends the connection. */
+int ks_own_key_update(SSL *s, struct ks_own *o, const uint8_t *msg, size_t len);
+
+/* o's receive side ended (closed or failed): no KeyUpdate can come any
+ * more, so the receive secret goes, and the send secret too unless our
+ * answer is still due on a connection that only closed. */
+void ks_own_rx_ended(struct ks_own *o);
+
+/* Our KeyUpdate answer, if one is due, is sent and our send keys renewed.
+ * 0 (nothing due, or done); -1 with errno (EAGAIN: still due, try again;
+ * anything else: the connection cannot go on, o->state is OWN_FAILED). */
+int ks_own_key_update_answer(struct ks_own *o);
 
 #endif

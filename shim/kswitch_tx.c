@@ -16,7 +16,8 @@
  *
  * Keys: TLS 1.3 from the server application traffic secret (the keylog
  * callback, kswitch.c), TLS 1.2 from the master secret and the hello
- * randoms (the PRF key block). Wiped as soon as the kernel has them.
+ * randoms (the PRF key block). Wiped as soon as the kernel has them, except
+ * the TLS 1.3 secret where the kernel can rekey (kswitch_rekey.c).
  *
  * Sequence number: never assumed. A msg callback on every SSL_CTX
  * (chained to the program's: SSL_CTX_set_msg_callback and
@@ -243,8 +244,8 @@ bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         ks_own_tx_wipe(o);
         return false;
     }
-    ks_own_tx_wipe(o);
     if (rc != 0) {
+        ks_own_tx_wipe(o);
         ks_log_debug("fd %d: no send keys (server traffic secret or key block); sending stays "
                      "with libssl",
                      fd);
@@ -253,6 +254,8 @@ bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     rc = ks_own_install(fd, version, &k, o->tx_seq, true);
     int err = errno;
     ks_cleanse(&k, sizeof k);
+    if (rc != 0 || version != TLS1_3_VERSION || !ks_own_rekey_possible(o))
+        ks_own_tx_wipe(o); /* kept only for a KeyUpdate answer */
     if (rc != 0) {
         *why = KS_FB_REFUSED;
         ks_log_info("fd %d: the kernel refused the send keys (setsockopt TLS_TX: %s); sending "
@@ -282,6 +285,19 @@ static int write_failed(struct ks_own *o, int reason)
     return -1;
 }
 
+/* Our KeyUpdate answer goes before any data (kswitch_rekey.c). 0 when
+ * nothing is due any more; -1 for the caller to return (WANT_WRITE while
+ * the socket cannot take it, an SSL error if it failed). */
+static int answer_first(struct ks_own *o)
+{
+    if (KS_LIKELY(!o->ku_answer_due) || ks_own_key_update_answer(o) == 0)
+        return 0;
+    if (o->state == OWN_FAILED)
+        return write_failed(o, SSL_R_BAD_KEY_UPDATE);
+    o->last_err = SSL_ERROR_WANT_WRITE;
+    return -1;
+}
+
 int ks_own_write(SSL *s, struct ks_own *o, const void *buf, size_t num, size_t *written)
 {
     o->last_err = -1;
@@ -289,6 +305,8 @@ int ks_own_write(SSL *s, struct ks_own *o, const void *buf, size_t num, size_t *
         return write_failed(o, SSL_R_PROTOCOL_IS_SHUTDOWN);
     if (o->state == OWN_FAILED)
         return write_failed(o, SSL_R_PROTOCOL_IS_SHUTDOWN);
+    if (answer_first(o) < 0)
+        return -1;
     long mode = api.ctrl(s, SSL_CTRL_MODE, 0, NULL);
     size_t done = o->wpend_done;
     if (done) {
@@ -335,6 +353,8 @@ ossl_ssize_t ks_own_sendfile(SSL *s, struct ks_own *o, int in_fd, off_t offset, 
     o->last_err = -1;
     if (api.get_shutdown(s) & SSL_SENT_SHUTDOWN)
         return write_failed(o, SSL_R_PROTOCOL_IS_SHUTDOWN);
+    if (answer_first(o) < 0)
+        return -1;
     off_t off = offset;
     ssize_t r = ks_libc()->sendfile(o->fd, in_fd, &off, size);
     if (r < 0) {
@@ -401,6 +421,11 @@ int ks_own_shutdown_tx(SSL *s, struct ks_own *o)
         return 1;
     }
     int sh = api.get_shutdown(s);
+    if (!(sh & SSL_SENT_SHUTDOWN) || o->alert_pending) {
+        /* Our KeyUpdate answer, if due, before our close_notify. */
+        if (answer_first(o) < 0)
+            return -1;
+    }
     if (!(sh & SSL_SENT_SHUTDOWN)) {
         /* First call: our close_notify goes out; nothing is read. */
         api.set_shutdown(s, sh | SSL_SENT_SHUTDOWN);

@@ -12,6 +12,10 @@
  *   software one certainly NIC; otherwise the answer is a guess and says so.
  *   (inet_diag's TLS_INFO_TXCONF would be exact but needs CAP_NET_ADMIN on
  *   the kernels this runs on.)
+ * - whether the kernel can rekey a TLS 1.3 connection (KeyUpdate): the
+ *   rekey series (6.14, and its backports) added TlsRxRekeyOk to
+ *   /proc/net/tls_stat with the feature, so that line is the exact test;
+ *   without the file (a sandbox), the kernel release (6.14+) decides;
  * - TLS_TX_ZEROCOPY_RO;
  * - a bitmap of fds with kTLS TX, for counting plain sendfile(). */
 #include "ktls.h"
@@ -24,8 +28,10 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -229,6 +235,33 @@ enum ks_offload ks_ktls_offload(int fd, bool tx, bool *estimated)
     }
     KS_RESTORE_ERRNO;
     return kind;
+}
+
+/* 0 unknown, 1 no, 2 yes: a kernel does not change under a process. */
+static int rekey_state;
+
+static bool release_can_rekey(void)
+{
+    struct utsname u;
+    unsigned major = 0, minor = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+        return false;
+    return major > 6 || (major == 6 && minor >= 14);
+}
+
+bool ks_ktls_kernel_can_rekey(void)
+{
+    int st = __atomic_load_n(&rekey_state, __ATOMIC_ACQUIRE);
+    if (st)
+        return st == 2;
+    KS_SAVE_ERRNO;
+    char buf[2048];
+    bool yes = read_small_file("/proc/net/tls_stat", buf, sizeof buf) > 0
+                   ? stat_value(buf, "TlsRxRekeyOk") >= 0
+                   : release_can_rekey();
+    KS_RESTORE_ERRNO;
+    __atomic_store_n(&rekey_state, yes ? 2 : 1, __ATOMIC_RELEASE);
+    return yes;
 }
 
 int ks_ktls_set_zerocopy(int fd)

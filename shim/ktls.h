@@ -15,6 +15,10 @@ bool ks_ktls_kernel_has_tls(void);
  * *estimated is set when the kernel's counters cannot tell for sure. */
 enum ks_offload ks_ktls_offload(int fd, bool tx, bool *estimated);
 
+/* The kernel can take new keys on a kTLS socket after a TLS 1.3 KeyUpdate
+ * (setsockopt TLS_RX / TLS_TX again; 6.14+). Cached for the process. */
+bool ks_ktls_kernel_can_rekey(void);
+
 /* Asks the kernel for TLS_TX_ZEROCOPY_RO on fd. 0 or -1 with errno. */
 int ks_ktls_set_zerocopy(int fd);
 

@@ -387,6 +387,8 @@ static struct ks_conn *handshake_done(SSL *s)
     }
     if (!c->tx_own_due) /* decided: libssl's records need no more counting */
         ks_own_tx_counting_over(s);
+    if (!c->rx_own_due) /* the own switch will not run: no secret of its stays */
+        ks_switch_settled(s);
     if (c->tx != KS_PATH_USER) {
         if (c->fd < 0)
             c->fd = api.get_wfd(s);
@@ -490,6 +492,7 @@ static void own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool compl
         own_tx_due(s, c, on, version, cipher, why);
     else
         ks_own_tx_counting_over(s);
+    ks_switch_settled(s);      /* only a KeyUpdate's secrets stay (kswitch_rekey.c) */
     if (KS_UNLIKELY(c->log)) { /* the log's entry was made at handshake done */
         c->log->tx.path = path_name(c->tx);
         c->log->tx.reason = c->tx_reason;

@@ -41,6 +41,9 @@
     X(KTLS_RX_OWN, "ktls", "rx_own")                                                               \
     X(KTLS_TX_OWN, "ktls", "tx_own")                                                               \
     X(KTLS_RX_KEYUPDATE_REFUSED, "ktls", "rx_keyupdate_refused")                                   \
+    X(KTLS_RX_KEYUPDATE, "ktls", "rx_keyupdate")                                                   \
+    X(KTLS_TX_KEYUPDATE, "ktls", "tx_keyupdate")                                                   \
+    X(KTLS_TX_KEYUPDATE_FAILED, "ktls", "tx_keyupdate_failed")                                     \
     X(KTLS_RX_RENEG_REFUSED, "ktls", "rx_renegotiation_refused")                                   \
     X(KTLS_RX_BAD_RECORD, "ktls", "rx_bad_record")                                                 \
     X(KTLS_TX_BIO, "ktls", "tx_bio")                                                               \

@@ -11,7 +11,8 @@ OUT/<n>.sum, then close with close_notify. --mode:
 --timeout puts the socket in Python's timeout mode (non-blocking at the
 OS level: SSL_read returns WANT_READ and Python polls). --slow reads 7
 bytes at a time (less than a record: the rest waits) and sleeps a
-millisecond every 1000 reads. --serve N: connections to serve, then exit 0.
+millisecond every 1000 reads. --echo (eof mode) sends every received
+chunk back as it comes (a download after each upload). --serve N: connections to serve, then exit 0.
 Errors on one connection are written to OUT/<n>.err; the server serves on."""
 import argparse, hashlib, os, socket, ssl, struct, sys, time
 
@@ -26,6 +27,7 @@ ap.add_argument("--ciphers")
 ap.add_argument("--timeout", type=float)
 ap.add_argument("--slow", action="store_true")
 ap.add_argument("--serve", type=int, default=1 << 30)
+ap.add_argument("--echo", action="store_true")
 a = ap.parse_args()
 
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -88,6 +90,8 @@ for n in range(a.serve):
                     break
                 h.update(b)
                 total += len(b)
+                if a.echo:
+                    c.sendall(b)
                 pace()
         with open(os.path.join(a.out, "%d.sum" % n), "w") as f:
             f.write("%s %d\n" % (h.hexdigest(), total))

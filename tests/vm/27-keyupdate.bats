@@ -1,0 +1,133 @@
+#!/usr/bin/env bats
+# TLS 1.3 KeyUpdate on connections whose receive is the library's own kTLS
+# switch (shim/kswitch_rekey.c), on a kernel that can rekey (6.14+: run with
+# scripts/vm-run --kernel 7.3; on older kernels these skip, and
+# 25-own-switch's 6.1 test covers the refusal). A real client (openssl
+# s_client, no library: its K and k commands) talks to the Python sink
+# under the library, which echoes every byte back: data before, between
+# and after the KeyUpdates goes up and comes back down, both hash-checked;
+# the library's counters and the kernel's (/proc/net/tls_stat: TlsRxRekeyOk,
+# TlsTxRekeyOk) must show each rekey. Few connections, strong checks.
+
+load '../helpers/common'
+load '../helpers/tls'
+
+setup() {
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
+        fail "not inside the kTLS VM: run these through scripts/vm-run --kernel 7.3"
+    fi
+    modprobe tls 2>/dev/null || true
+    grep -q TlsRxRekeyOk /proc/net/tls_stat 2>/dev/null || skip "this kernel cannot rekey kTLS"
+    cd "$BATS_TEST_TMPDIR"
+    make_certs
+    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
+    export KTLSSHIM_LOG=debug
+    export KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
+    OUT="$BATS_TEST_TMPDIR/out"
+    cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"
+}
+teardown() { teardown_servers; }
+
+delta() {
+    local b
+    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
+    echo $(($(tls_stat "$1") - ${b:-0}))
+}
+
+# hex_lines N SEED: N lines of 64 lowercase hex digits (never an s_client
+# command letter at the start of a read).
+hex_lines() {
+    "$PY" -c 'import hashlib, sys
+n, seed = int(sys.argv[1]), sys.argv[2]
+for i in range(n):
+    print(hashlib.sha256(("%s %d" % (seed, i)).encode()).hexdigest())' "$1" "$2"
+}
+
+# echoed: the hex lines s_client printed (its own lines never match).
+echoed() { grep -cE '^[0-9a-f]{64}$' "$BATS_TEST_TMPDIR/c.out" || true; }
+echoed_at_least() { [ "$(echoed)" -ge "$1" ]; }
+keyupdates_are() { [ "$(grep -c KEYUPDATE "$BATS_TEST_TMPDIR/c.err")" -eq "$1" ]; }
+
+# keyupdate_session PORT SUITE L1 L2: one s_client connection (TLS 1.3,
+# SUITE) sends block 0, waits for its echo, sends the command L1 (K: update
+# requested, k: not requested) alone, block 1, waits, L2, block 2, waits,
+# then ends. Each block is 600 lines (38 KiB: three records or more). Leaves the blocks in
+# $BATS_TEST_TMPDIR/sent and what came back in $BATS_TEST_TMPDIR/got.
+keyupdate_session() {
+    local port=$1 suite=$2 fifo="$BATS_TEST_TMPDIR/c.fifo" fd cpid i=0 want=0 cmd
+    : >"$BATS_TEST_TMPDIR/sent"
+    mkfifo "$fifo"
+    env -u LD_PRELOAD timeout 300 openssl s_client -connect "127.0.0.1:$port" -tls1_3 \
+        -ciphersuites "$suite" <"$fifo" >"$BATS_TEST_TMPDIR/c.out" 2>"$BATS_TEST_TMPDIR/c.err" &
+    cpid=$!
+    exec {fd}>"$fifo"
+    wait_until 60 grep -q "Verify return code" "$BATS_TEST_TMPDIR/c.out"
+    for cmd in "" "$3" "$4"; do
+        if [ -n "$cmd" ]; then
+            # s_client takes a command only at the start of what one read
+            # returns: the line goes alone, once the echo is all back.
+            printf '%s\n' "$cmd" >&"$fd"
+            wait_until 60 keyupdates_are "$i"
+        fi
+        hex_lines 600 "block $i" | tee -a "$BATS_TEST_TMPDIR/sent" >&"$fd"
+        want=$((want + 600))
+        wait_until 120 echoed_at_least "$want"
+        i=$((i + 1))
+    done
+    exec {fd}>&-
+    wait "$cpid" || true
+    grep -E '^[0-9a-f]{64}$' "$BATS_TEST_TMPDIR/c.out" >"$BATS_TEST_TMPDIR/got"
+}
+
+# check_session: the echo came back identical, the server received exactly
+# what was sent (its sum), and s_client saw no error.
+check_session() {
+    cmp "$BATS_TEST_TMPDIR/sent" "$BATS_TEST_TMPDIR/got"
+    wait_file "$OUT/0.sum"
+    run sums_match_one "$OUT/0.sum" "$BATS_TEST_TMPDIR/sent"
+    echo "$output"
+    assert_success
+    [ ! -e "$OUT/0.err" ]
+    run grep -iE "SSL routines|alert|bad record|decrypt" "$BATS_TEST_TMPDIR/c.err"
+    assert_failure
+}
+
+@test "KTLSSHIM_KTLS=auto, TLS 1.3 AES-256-GCM (SHA-384): KeyUpdate requested, then not requested; receive rekeyed twice, libssl's kTLS send rekeyed once by the library, echo identical" {
+    port=$(pick_port)
+    sink_start srv "$port" "$OUT" --serve 1 --echo
+    wait_listen "$port"
+    keyupdate_session "$port" TLS_AES_256_GCM_SHA384 K k
+    check_session
+    wait_gone "$(pid_of srv)" 60
+    echo "# tls_stat: TlsRxRekeyOk+$(delta TlsRxRekeyOk) TlsTxRekeyOk+$(delta TlsTxRekeyOk) TlsRxSw+$(delta TlsRxSw) TlsTxSw+$(delta TlsTxSw)" >&3
+    assert_equal "$(delta TlsRxSw)" 1
+    assert_equal "$(delta TlsTxSw)" 1
+    assert_equal "$(delta TlsRxRekeyOk)" 2
+    assert_equal "$(delta TlsTxRekeyOk)" 1
+    assert_equal "$(delta TlsRxRekeyError)" 0
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check "$KTLSSHIM_STATS" 'S("connections.tls1_3") == 1' \
+        'S("ktls.rx_own") == 1 and S("ktls.tx") == 1 and S("ktls.tx_own") == 0' \
+        'S("ktls.rx_keyupdate") == 2 and S("ktls.tx_keyupdate") == 1' \
+        'S("ktls.rx_keyupdate_refused") == 0 and S("ktls.tx_keyupdate_failed") == 0' \
+        "S('bytes.ktls_rx') == $(stat -c %s "$BATS_TEST_TMPDIR/sent")"
+    assert_output ok
+}
+
+@test "KTLSSHIM_KTLS=own, TLS 1.3 CHACHA20, non-blocking sink: KeyUpdate not requested, then requested; both directions by the own switch, rekeyed in the kernel, echo identical" {
+    export KTLSSHIM_KTLS=own
+    port=$(pick_port)
+    sink_start srv "$port" "$OUT" --serve 1 --echo --timeout 30
+    wait_listen "$port"
+    keyupdate_session "$port" TLS_CHACHA20_POLY1305_SHA256 k K
+    check_session
+    wait_gone "$(pid_of srv)" 60
+    echo "# tls_stat: TlsRxRekeyOk+$(delta TlsRxRekeyOk) TlsTxRekeyOk+$(delta TlsTxRekeyOk)" >&3
+    assert_equal "$(delta TlsRxRekeyOk)" 2
+    assert_equal "$(delta TlsTxRekeyOk)" 1
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.rx_own") == 1 and S("ktls.tx_own") == 1' \
+        'S("ktls.rx_keyupdate") == 2 and S("ktls.tx_keyupdate") == 1' \
+        'S("ktls.rx_keyupdate_refused") == 0'
+    assert_output ok
+}

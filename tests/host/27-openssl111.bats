@@ -143,3 +143,25 @@ mixed() {
         'S("connections.tls") == 1 and S("hooks.other_openssl") == 0'
     assert_output ok
 }
+
+@test "OpenSSL 1.1.1 s_server sharded (KTLSSHIM_SHARDS=2): both workers' records say 1.1.1w, sums add up, one line says the shared resumption stays off" {
+    need_no_tls
+    port=$(free_port)
+    echo hello >"$WWW/hello.txt"
+    start srv env --chdir="$WWW" KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$STATS" LD_LIBRARY_PATH="$LIB111" \
+        OPENSSL_CONF="$R111/openssl.cnf" "$R111/usr/bin/openssl" s_server -WWW \
+        -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    wait_listen "$port"
+    for _ in 1 2 3 4 5 6 7 8; do
+        run fetch "$port" hello.txt
+        assert_output "$(sha "$WWW/hello.txt")"
+    done
+    stop_srv srv
+    run stats_check "$STATS" 'len([r for r in R if r["role"] == "worker"]) == 2' \
+        'all(r["openssl"] == "1.1.1w" for r in R if r["role"] == "worker")' \
+        'SUP("connections.tls") == 8' "$SUMS_ADD_UP"
+    assert_output ok
+    run grep -c "OpenSSL 1.1: the shards' shared session cache and ticket keys stay off" \
+        "$BATS_TEST_TMPDIR/srv.err"
+    assert_output 1
+}

@@ -562,7 +562,8 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         if (r < 0)
             return os_error(s, o, errno);
         if (type == 0) { /* end of stream without close_notify */
-            if (ks_ossl_flavour() == KS_OSSL_111) { /* 1.1: a syscall error, errno 0 */
+            /* OpenSSL 1.1 reports it as a syscall error with errno 0. */
+            if (ks_ossl_flavour() == KS_OSSL_111) {
                 o->state = OWN_FAILED;
                 o->last_err = SSL_ERROR_SYSCALL;
                 errno = 0;

@@ -234,7 +234,7 @@ static const char *reason_text(enum ks_fallback r)
     case KS_FB_CIPHER:
         return "a cipher kTLS cannot carry";
     case KS_FB_LIBSSL:
-        return "this libssl cannot do it (TLS 1.3 receive needs OpenSSL 3.2)";
+        return "this libssl cannot do it (OpenSSL 1.1 has no kTLS; TLS 1.3 receive needs 3.2)";
     case KS_FB_CLIENT:
         return "a client connection (receive left to libssl)";
     case KS_FB_UNREAD:

@@ -118,8 +118,7 @@ void ks_ossl_flavour_loaded(void)
     ks_stats_set_openssl(num);
     if (ks_ossl_flavour() != KS_OSSL_111)
         return;
-    ks_log_debug("OpenSSL 1.1 (0x%lx): kTLS in both directions by the library's own switch",
-                 num);
+    ks_log_debug("OpenSSL 1.1 (0x%lx): kTLS in both directions by the library's own switch", num);
     /* resume.c's shared ticket keys are OpenSSL 3's (EVP_MAC). */
     if (ks_config()->shards > 1 || ks_config()->shards_auto)
         ks_log_info("OpenSSL 1.1: the shards' shared session cache and ticket keys stay off "
@@ -186,7 +185,8 @@ static inline bool not_111(int f)
 
 #define G30(ret, name, params, args, fail)                                                         \
     GATE(30, KS_OSSL_30, claim, "@@OPENSSL_3.0.0", ret, name, params, args, fail)
-#define G30_V(name, params, args) GATE_V(30, KS_OSSL_30, claim, "@@OPENSSL_3.0.0", name, params, args)
+#define G30_V(name, params, args)                                                                  \
+    GATE_V(30, KS_OSSL_30, claim, "@@OPENSSL_3.0.0", name, params, args)
 #define GBIO(ret, name, params, args, fail)                                                        \
     GATE(30, KS_OSSL_30, not_111, "@@OPENSSL_3.0.0", ret, name, params, args, fail)
 #define G110(ret, name, params, args, fail)                                                        \

@@ -92,7 +92,10 @@ static int find_lib(struct dl_phdr_info *info, size_t size, void *data)
         return 0;
     const char *base = strrchr(name, '/');
     base = base ? base + 1 : name;
-    if (strcmp(base, ctx->base) != 0)
+    /* The file name, or a longer one of the same library (a distribution's
+     * libssl.so.1.1.1k loaded by that path rather than by its soname). */
+    size_t n = strlen(ctx->base);
+    if (strncmp(base, ctx->base, n) != 0 || (base[n] != '\0' && base[n] != '.'))
         return 0;
     size_t len = strlen(name);
     if (len >= sizeof ctx->path)

@@ -6,7 +6,8 @@ server of its own.
 tls111_ctypes.py LIBDIR PORT CERT KEY FILE ORDER
   LIBDIR: where libssl.so.1.1 / libcrypto.so.1.1 are. ORDER "3-first": an
   OpenSSL 3 context is made before anything of 1.1 is called; "111-first":
-  after the 1.1 connection. Serves one connection on 127.0.0.1:PORT with
+  after the 1.1 connection. LIBSSL (environment): libssl's file name in
+  LIBDIR, libssl.so.1.1 by default. Serves one connection on 127.0.0.1:PORT with
   OpenSSL 1.1: reads one line, answers with FILE's bytes, shuts down. Prints
   "ok" at the end."""
 import ctypes, os, socket, ssl, sys
@@ -14,7 +15,7 @@ import ctypes, os, socket, ssl, sys
 libdir, port, cert, key, path, order = sys.argv[1:7]
 port = int(port)
 crypto = ctypes.CDLL(os.path.join(libdir, "libcrypto.so.1.1"))
-lib = ctypes.CDLL(os.path.join(libdir, "libssl.so.1.1"))
+lib = ctypes.CDLL(os.path.join(libdir, os.environ.get("LIBSSL", "libssl.so.1.1")))
 P = ctypes.c_void_p
 lib.TLS_server_method.restype = P
 lib.SSL_CTX_new.restype = P

@@ -96,15 +96,17 @@ check_111_records() {
     assert_success
 }
 
-# mixed ORDER: tests/helpers/tls111_ctypes.py with the library: Python's ssl
-# (OpenSSL 3) and, through ctypes, a libssl.so.1.1 server of one connection
-# that answers a line with 100000 random bytes (checked here).
+# mixed ORDER [DIR]: tests/helpers/tls111_ctypes.py with the library:
+# Python's ssl (OpenSSL 3) and, through ctypes, a libssl.so.1.1 (from DIR,
+# by the name in LIBSSL if set) server of one connection that answers a line
+# with 100000 random bytes (checked here).
 mixed() {
     local port
     port=$(free_port)
     head -c 100000 /dev/urandom >"$BATS_TEST_TMPDIR/body"
     rm -f "$STATS"
-    start mix env KTLSSHIM_STATS="$STATS" "$PY" "$HELPERS_DIR/tls111_ctypes.py" "$LIB111" \
+    start mix env KTLSSHIM_STATS="$STATS" LIBSSL="${LIBSSL:-libssl.so.1.1}" "$PY" \
+        "$HELPERS_DIR/tls111_ctypes.py" "${2:-$LIB111}" \
         "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$BATS_TEST_TMPDIR/body" "$1"
     wait_listen "$port"
     got=$( (echo hello; sleep 30) | timeout 30 openssl s_client -quiet -connect "127.0.0.1:$port" \
@@ -122,7 +124,12 @@ mixed() {
         'S("hooks.other_openssl") >= 1 and S("connections.tls") == 0'
     assert_output ok
     lib_lines mix | grep -q "calls to OpenSSL 1.1 (libssl.so.1.1) (.*) pass through untouched"
-    mixed 111-first
+    # libssl loaded by a longer file name than its soname (libssl.so.1.1.1w,
+    # as distributions name the file): still found
+    mkdir "$BATS_TEST_TMPDIR/lib"
+    ln -s "$LIB111/libcrypto.so.1.1" "$BATS_TEST_TMPDIR/lib/libcrypto.so.1.1"
+    ln -s "$LIB111/libssl.so.1.1" "$BATS_TEST_TMPDIR/lib/libssl.so.1.1.1w"
+    LIBSSL=libssl.so.1.1.1w mixed 111-first "$BATS_TEST_TMPDIR/lib"
     run stats_check "$STATS" 'len(R) == 1 and R[0]["openssl"] == "1.1.1w"' \
         'S("hooks.other_openssl") >= 1 and S("connections.tls") == 1' \
         'S("fallback_tx.no_kernel_tls") == 1 and S("fallback_rx.no_kernel_tls") == 1'

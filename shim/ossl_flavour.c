@@ -147,26 +147,32 @@ static void *other(void **slot, int f, const char *name)
 }
 
 /* A gate: exported as name@VERSION (.symver; the map declares the
- * versions). ks_gate* are local to the library (the map). */
-#define GATE(tag, f, decide, ver, ret, name, params, args, fail)                                   \
-    ret ks_gate##tag##_##name params;                                                              \
-    __asm__(".symver ks_gate" #tag "_" #name "," #name ver);                                       \
-    KS_EXPORT ret ks_gate##tag##_##name params                                                     \
+ * versions). ks_gate* are local to the library (the map). Its fast path is
+ * one load, one compare and a tail call to the body (the hot BIO_ctrl and
+ * SSL_read go through it); everything else is in the cold slow_ function. */
+#define GATE(tag, f, fast, decide, ver, ret, name, params, args, fail)                             \
+    __attribute__((noinline, cold)) static ret slow##tag##_##name params                           \
     {                                                                                              \
-        if (KS_LIKELY(decide(f)))                                                                  \
+        if (decide(f))                                                                             \
             return ks_hook_##name args;                                                            \
         static void *real_;                                                                        \
         ret(*fn_) params = (ret(*) params)other(&real_, f, #name);                                 \
         if (!fn_)                                                                                  \
             return fail;                                                                           \
         return fn_ args;                                                                           \
-    }
-#define GATE_V(tag, f, decide, ver, name, params, args)                                            \
-    void ks_gate##tag##_##name params;                                                             \
+    }                                                                                              \
+    ret ks_gate##tag##_##name params;                                                              \
     __asm__(".symver ks_gate" #tag "_" #name "," #name ver);                                       \
-    KS_EXPORT void ks_gate##tag##_##name params                                                    \
+    KS_EXPORT ret ks_gate##tag##_##name params                                                     \
     {                                                                                              \
-        if (KS_LIKELY(decide(f))) {                                                                \
+        if (KS_LIKELY(fast(f)))                                                                    \
+            return ks_hook_##name args;                                                            \
+        return slow##tag##_##name args;                                                            \
+    }
+#define GATE_V(tag, f, fast, decide, ver, name, params, args)                                      \
+    __attribute__((noinline, cold)) static void slow##tag##_##name params                          \
+    {                                                                                              \
+        if (decide(f)) {                                                                           \
             ks_hook_##name args;                                                                   \
             return;                                                                                \
         }                                                                                          \
@@ -174,29 +180,45 @@ static void *other(void **slot, int f, const char *name)
         void(*fn_) params = (void(*) params)other(&real_, f, #name);                               \
         if (fn_)                                                                                   \
             fn_ args;                                                                              \
+    }                                                                                              \
+    void ks_gate##tag##_##name params;                                                             \
+    __asm__(".symver ks_gate" #tag "_" #name "," #name ver);                                       \
+    KS_EXPORT void ks_gate##tag##_##name params                                                    \
+    {                                                                                              \
+        if (KS_LIKELY(fast(f))) {                                                                  \
+            ks_hook_##name args;                                                                   \
+            return;                                                                                \
+        }                                                                                          \
+        slow##tag##_##name args;                                                                   \
     }
+
+/* The fast test: the process is f's (decided). */
+static inline bool is(int f)
+{
+    return __atomic_load_n(&ks_ossl_flavour_now, __ATOMIC_RELAXED) == f;
+}
 
 /* The BIO hooks' test: anything but a decided OpenSSL 1.1 process. */
 static inline bool not_111(int f)
 {
     (void)f;
-    return ks_ossl_flavour() != KS_OSSL_111;
+    return __atomic_load_n(&ks_ossl_flavour_now, __ATOMIC_RELAXED) != KS_OSSL_111;
 }
 
 #define G30(ret, name, params, args, fail)                                                         \
-    GATE(30, KS_OSSL_30, claim, "@@OPENSSL_3.0.0", ret, name, params, args, fail)
+    GATE(30, KS_OSSL_30, is, claim, "@@OPENSSL_3.0.0", ret, name, params, args, fail)
 #define G30_V(name, params, args)                                                                  \
-    GATE_V(30, KS_OSSL_30, claim, "@@OPENSSL_3.0.0", name, params, args)
+    GATE_V(30, KS_OSSL_30, is, claim, "@@OPENSSL_3.0.0", name, params, args)
 #define GBIO(ret, name, params, args, fail)                                                        \
-    GATE(30, KS_OSSL_30, not_111, "@@OPENSSL_3.0.0", ret, name, params, args, fail)
+    GATE(30, KS_OSSL_30, not_111, not_111, "@@OPENSSL_3.0.0", ret, name, params, args, fail)
 #define G110(ret, name, params, args, fail)                                                        \
-    GATE(110, KS_OSSL_111, claim, "@OPENSSL_1_1_0", ret, name, params, args, fail)
+    GATE(110, KS_OSSL_111, is, claim, "@OPENSSL_1_1_0", ret, name, params, args, fail)
 #define G110_V(name, params, args)                                                                 \
-    GATE_V(110, KS_OSSL_111, claim, "@OPENSSL_1_1_0", name, params, args)
+    GATE_V(110, KS_OSSL_111, is, claim, "@OPENSSL_1_1_0", name, params, args)
 #define G111(ret, name, params, args, fail)                                                        \
-    GATE(111, KS_OSSL_111, claim, "@OPENSSL_1_1_1", ret, name, params, args, fail)
+    GATE(111, KS_OSSL_111, is, claim, "@OPENSSL_1_1_1", ret, name, params, args, fail)
 #define G111_V(name, params, args)                                                                 \
-    GATE_V(111, KS_OSSL_111, claim, "@OPENSSL_1_1_1", name, params, args)
+    GATE_V(111, KS_OSSL_111, is, claim, "@OPENSSL_1_1_1", name, params, args)
 
 KS_HOOKS_BOTH(G30, G30_V)
 KS_HOOKS_BOTH_111(G30, G30_V)

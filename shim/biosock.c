@@ -57,6 +57,8 @@
  * adds a switch on the command. While a
  * thread follows a "later" BIO, its writes compare their first bytes (at
  * most BS_LATER_TRIES writes). */
+#define KS_HOOKS_BIO
+#include "ossl_hooks.h" /* first: the hook bodies' names */
 #include "biosock.h"
 #include "config.h"
 #include "ktls.h"

@@ -32,6 +32,7 @@
  * renegotiation attempt end the connection with an SSL error. The sending
  * side stays libssl's (its kTLS TX or user space) unless kswitch_tx.c
  * takes it. */
+#include "ossl_hooks.h" /* first: the hook bodies' names */
 #include "kswitch.h"
 #include "kswitch_own.h"
 #include "config.h"
@@ -39,6 +40,7 @@
 #include "ktls.h"
 #include "log.h"
 #include "ossl_api.h"
+#include "real.h"
 
 #include <limits.h>
 #include <openssl/err.h>
@@ -417,6 +419,10 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
 
 void ks_own_push_error(int reason)
 {
+    if (!api.ERR_new) { /* OpenSSL 1.1 */
+        api.put_error(ERR_LIB_SSL, 0, reason, "ktlsshim", 0);
+        return;
+    }
     api.ERR_new();
     api.ERR_set_debug("ktlsshim", 0, "kTLS receive");
     api.ERR_set_error(ERR_LIB_SSL, reason, NULL);
@@ -567,6 +573,13 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         if (r < 0)
             return os_error(s, o, errno);
         if (type == 0) { /* end of stream without close_notify */
+            /* OpenSSL 1.1 reports it as a syscall error with errno 0. */
+            if (ks_ossl_flavour() == KS_OSSL_111) {
+                o->state = OWN_FAILED;
+                o->last_err = SSL_ERROR_SYSCALL;
+                errno = 0;
+                return 0;
+            }
             if (api.get_options(s) & SSL_OP_IGNORE_UNEXPECTED_EOF) {
                 api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
                 o->state = OWN_CLOSED;

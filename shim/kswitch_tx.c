@@ -32,6 +32,7 @@
  * The switch happens only when libssl has nothing of its own left to write
  * (SSL_want is SSL_NOTHING, its BIO has nothing pending, no KeyUpdate is
  * due); otherwise sending stays with libssl (reason unsent). */
+#include "ossl_hooks.h" /* first: the hook bodies' names */
 #include "config.h"
 #include "kdf.h"
 #include "ktls.h"

@@ -16,6 +16,7 @@
  *   (Ruby's `ctx.options &= ~OP_ENABLE_KTLS` clears all, then sets that):
  *   that is a choice too.
  * Nothing happens with KTLSSHIM_KTLS=off. */
+#include "ossl_hooks.h" /* first: the hook bodies' names */
 #include "common.h"
 #include "config.h"
 #include "log.h"

@@ -1,4 +1,6 @@
-/* ossl.c — the OpenSSL 3 hooks.
+/* ossl.c — the OpenSSL hooks (OpenSSL 3, and 1.1 through the same bodies:
+ * ossl_flavour.c; on 1.1 libssl has no kTLS, so both directions are the
+ * own switch's, kswitch.c and kswitch_tx.c).
  *
  * - SSL_CTX_new / SSL_CTX_new_ex: set SSL_OP_ENABLE_KTLS (unless
  *   KTLSSHIM_KTLS=off), so that libssl itself moves each connection's keys
@@ -23,6 +25,7 @@
  * Per-connection state hangs off the SSL object (ex_data), freed by libssl
  * with the SSL; per-context state likewise off the SSL_CTX. Each direction records its path, so
  * that a later installer of keys of our own (for what libssl cannot do) only adds a path value. */
+#include "ossl_hooks.h" /* first: the hook bodies' names */
 #include "biosock.h"
 #include "common.h"
 #include "config.h"
@@ -30,6 +33,7 @@
 #include "kswitch.h"
 #include "ktls.h"
 #include "log.h"
+#include "ossl_flavour.h"
 #include "ossl_api.h"
 #include "real.h"
 #include "resume.h"
@@ -126,11 +130,14 @@ static void resolve(void)
         ctx_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, ctx_free);
     }
     api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_idx >= 0;
-    if (api_ok)
+    if (api_ok) {
         ks_switch_setup();
+        ks_ossl_flavour_loaded(); /* the record says which OpenSSL */
+    }
     if (!api_ok)
-        ks_log_error("libssl.so.3 lacks functions the library needs; kTLS statistics are off "
-                     "for this process (connections are untouched)");
+        ks_log_error("%s lacks functions the library needs; kTLS statistics are off "
+                     "for this process (connections are untouched)",
+                     ks_ossl_flavour() == KS_OSSL_111 ? "libssl.so.1.1" : "libssl.so.3");
 }
 
 /* Called on every hook: after the first call this is one load. */
@@ -186,13 +193,17 @@ static bool bio_is_socket(BIO *b)
 static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher)
 {
     int mode = ks_config()->ktls;
+    /* OpenSSL 1.1's libssl has no kTLS: only the own switch can. */
+    bool v111 = ks_ossl_flavour() == KS_OSSL_111;
     /* KTLSSHIM_KTLS=own: libssl is not asked; the own switch does both
      * directions (sending only where its send side can run). */
     if (mode == KS_KTLS_OFF || (mode == KS_KTLS_OWN && tx && !ks_switch_tx_ready()) ||
-        (mode != KS_KTLS_OWN && !(api.get_options(s) & SSL_OP_ENABLE_KTLS)))
+        (mode != KS_KTLS_OWN && !v111 && !(api.get_options(s) & SSL_OP_ENABLE_KTLS)))
         return KS_FB_DISABLED;
     BIO *b = tx ? api.get_wbio(s) : api.get_rbio(s);
-    bool own_bio = !bio_is_socket(b), found = own_bio && ks_biosock_found(b, tx);
+    bool own_bio = !bio_is_socket(b), found = own_bio && !v111 && ks_biosock_found(b, tx);
+    if (own_bio && v111)
+        return KS_FB_NOT_SOCKET;
     if (own_bio && !found)
         return ks_biosock_reason(b, tx, false);
     if (!ks_ktls_kernel_has_tls())
@@ -203,8 +214,8 @@ static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher
         return KS_FB_CIPHER;
     if (own_bio)
         return ks_biosock_reason(b, tx, true);
-    /* OpenSSL before 3.2 has no TLS 1.3 receive offload. */
-    if (!tx && version == TLS1_3_VERSION && api.version_num() < 0x30200000UL)
+    /* OpenSSL before 3.2 has no TLS 1.3 receive offload; 1.1 none at all. */
+    if (v111 || (!tx && version == TLS1_3_VERSION && api.version_num() < 0x30200000UL))
         return KS_FB_LIBSSL;
     return KS_FB_OTHER;
 }
@@ -223,7 +234,7 @@ static const char *reason_text(enum ks_fallback r)
     case KS_FB_CIPHER:
         return "a cipher kTLS cannot carry";
     case KS_FB_LIBSSL:
-        return "this libssl cannot do it (TLS 1.3 receive needs OpenSSL 3.2)";
+        return "this libssl cannot do it (OpenSSL 1.1 has no kTLS; TLS 1.3 receive needs 3.2)";
     case KS_FB_CLIENT:
         return "a client connection (receive left to libssl)";
     case KS_FB_UNREAD:
@@ -248,9 +259,11 @@ static void count_fallback(SSL *s, struct ks_conn *c, bool tx, int version, cons
 static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, const char *cipher)
 {
     BIO *b = tx ? api.get_wbio(s) : api.get_rbio(s);
-    bool on =
-        b && api.BIO_ctrl(b, tx ? BIO_CTRL_GET_KTLS_SEND : BIO_CTRL_GET_KTLS_RECV, 0, NULL) == 1;
-    int bio_fd = on || !tx ? -1 : ks_biosock_tx_fd(b); /* biosock.c's switch */
+    /* OpenSSL 1.1: libssl never has kTLS, nor its BIOs these controls. */
+    bool v111 = ks_ossl_flavour() == KS_OSSL_111;
+    bool on = b && !v111 &&
+              api.BIO_ctrl(b, tx ? BIO_CTRL_GET_KTLS_SEND : BIO_CTRL_GET_KTLS_RECV, 0, NULL) == 1;
+    int bio_fd = on || !tx || v111 ? -1 : ks_biosock_tx_fd(b); /* biosock.c's switch */
     if (on || bio_fd >= 0) {
         bool est;
         enum ks_offload kind = ks_ktls_offload(api.get_wfd(s), tx, &est);
@@ -677,7 +690,9 @@ static SSL_CTX *ctx_created(SSL_CTX *ctx)
     struct ks_ctx *k;
     if (!ctx || !api_ok || api.CTX_get_ex_data(ctx, ctx_idx) || !(k = ctx_state(ctx)))
         return ctx;
-    if (ks_config()->ktls != KS_KTLS_OFF && ks_config()->ktls != KS_KTLS_OWN)
+    /* OpenSSL 1.1 has no such option (bit 3 is not ours to set there). */
+    if (ks_config()->ktls != KS_KTLS_OFF && ks_config()->ktls != KS_KTLS_OWN &&
+        ks_ossl_flavour() != KS_OSSL_111)
         api.CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
     ks_switch_ctx_created(ctx);
     api.CTX_set_info_callback(ctx, info_cb);

@@ -1,7 +1,8 @@
 /* ossl_api.c — fills the one table of OpenSSL functions (ossl_api.h) from
- * the libssl.so.3 / libcrypto.so.3 the program uses (real.c's
- * ks_ossl_sym: version OPENSSL_3.0.0, the global scope first, then a
- * privately loaded copy). Resolved once per process, on the first hook. */
+ * the libssl the program uses (real.c's ks_ossl_sym: libssl.so.3 /
+ * libcrypto.so.3 by version OPENSSL_3.0.0, the global scope first, then a
+ * privately loaded copy; or libssl.so.1.1 / libcrypto.so.1.1, by their own
+ * handle). Resolved once per process, on the first hook. */
 #include "ossl_api.h"
 #include "log.h"
 #include "real.h"
@@ -74,9 +75,10 @@ static void load_table(void)
     sw &= !!RESOLVE(SESSION_get_master_key, "SSL_SESSION_get_master_key");
     sw &= !!RESOLVE(get_client_random, "SSL_get_client_random");
     sw &= !!RESOLVE(get_server_random, "SSL_get_server_random");
-    sw &= !!RESOLVE(ERR_new, "ERR_new");
-    sw &= !!RESOLVE(ERR_set_debug, "ERR_set_debug");
-    sw &= !!RESOLVE(ERR_set_error, "ERR_set_error");
+    /* Raising an SSL error: OpenSSL 3's three calls, or 1.1's one. */
+    bool err3 = RESOLVE(ERR_new, "ERR_new") && RESOLVE(ERR_set_debug, "ERR_set_debug") &&
+                RESOLVE(ERR_set_error, "ERR_set_error");
+    sw &= err3 || RESOLVE(put_error, "ERR_put_error");
     sw &= !!RESOLVE(sha256, "EVP_sha256");
     sw &= !!RESOLVE(sha384, "EVP_sha384");
     sw &= !!RESOLVE(HMAC, "HMAC");
@@ -97,11 +99,13 @@ static void load_table(void)
     tx &= !!RESOLVE(get_quiet_shutdown, "SSL_get_quiet_shutdown");
     tx &= !!RESOLVE(in_init, "SSL_in_init");
     tx &= !!RESOLVE(ctrl, "SSL_ctrl");
-    tx &= ks_ossl_api.write && ks_ossl_api.write_ex && ks_ossl_api.sendfile;
+    /* OpenSSL 1.1 has no SSL_sendfile (nor a program calling it). */
+    tx &= ks_ossl_api.write && ks_ossl_api.write_ex &&
+          (ks_ossl_api.sendfile || ks_ossl_flavour() == KS_OSSL_111);
     switch_tx_ok = switch_ok && tx;
     if (ok && !sw)
-        ks_log_debug("libssl.so.3 lacks functions the library's own kTLS switch needs; "
-                     "it stays off");
+        ks_log_debug("%s lacks functions the library's own kTLS switch needs; it stays off",
+                     ks_ossl_flavour() == KS_OSSL_111 ? "libssl.so.1.1" : "libssl.so.3");
 }
 
 #undef RESOLVE

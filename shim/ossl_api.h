@@ -1,5 +1,6 @@
-/* ossl_api.h — the one table of OpenSSL 3 functions the library calls
- * (libssl.so.3 and libcrypto.so.3, resolved at run time: the library does
+/* ossl_api.h — the one table of OpenSSL functions the library calls
+ * (libssl.so.3 and libcrypto.so.3, or libssl.so.1.1 and libcrypto.so.1.1:
+ * the process's flavour, real.h; resolved at run time: the library does
  * not link OpenSSL). Hooks that need the real function behind themselves
  * and the kTLS switch (kswitch.c, kdf.c) take them from here; new callers
  * add a field and a line in ossl_api.c. */
@@ -72,9 +73,10 @@ struct ks_ossl_api {
     size_t (*SESSION_get_master_key)(const SSL_SESSION *, unsigned char *, size_t);
     size_t (*get_client_random)(const SSL *, unsigned char *, size_t);
     size_t (*get_server_random)(const SSL *, unsigned char *, size_t);
-    void (*ERR_new)(void);
+    void (*ERR_new)(void); /* OpenSSL 3: these three; */
     void (*ERR_set_debug)(const char *, int, const char *);
     void (*ERR_set_error)(int, int, const char *, ...);
+    void (*put_error)(int, int, int, const char *, int); /* 1.1: ERR_put_error */
     const EVP_MD *(*sha256)(void);
     const EVP_MD *(*sha384)(void);
     unsigned char *(*HMAC)(const EVP_MD *, const void *, int, const unsigned char *, size_t,
@@ -156,8 +158,9 @@ struct ks_ossl_api {
 
 extern struct ks_ossl_api ks_ossl_api;
 
-/* Resolves the table (once, thread-safe). True when every helper was found
- * (a libssl.so.3 is loaded); the hooks' real functions may still be NULL. */
+/* Resolves the table (once, thread-safe), from the libssl of the process's
+ * flavour (decided by then: ossl_flavour.c). True when every helper was
+ * found; the hooks' real functions may still be NULL. */
 bool ks_ossl_api_load(void);
 
 /* The switch's functions (and kdf.c's) were all found. After

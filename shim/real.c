@@ -2,14 +2,16 @@
  *
  * libc: dlsym(RTLD_NEXT) finds the definition after this library.
  *
- * OpenSSL: our hooks carry the version OPENSSL_3.0.0 (see libktlsshim.map) so
- * they only ever stand in for libssl.so.3. The real function is looked up
- * with dlvsym(RTLD_NEXT); when libssl was loaded privately (dlopen with
- * RTLD_LOCAL, e.g. by Python's _ssl module) it is not in the global scope and
- * RTLD_NEXT finds nothing, so we find the loaded libssl.so.3 by walking the
+ * OpenSSL: our hooks carry the versions of libssl.so.3 (OPENSSL_3.0.0) and of
+ * libssl.so.1.1 (OPENSSL_1_1_0, OPENSSL_1_1_1: see libktlsshim.map and
+ * ossl_flavour.c), so they only ever stand in for those. For OpenSSL 3 the
+ * real function is looked up with dlvsym(RTLD_NEXT); when libssl was loaded
+ * privately (dlopen with RTLD_LOCAL, e.g. by Python's _ssl module) it is not
+ * in the global scope and RTLD_NEXT finds nothing, so we find the loaded libssl.so.3 by walking the
  * link map (dl_iterate_phdr) and ask that object (and its dependencies,
  * i.e. libcrypto) directly. A handle obtained with RTLD_NOLOAD never loads
- * anything new. Lookups are idempotent, so racing threads are harmless. */
+ * anything new. Lookups are idempotent, so racing threads are harmless.
+ * For OpenSSL 1.1, the same walk finds libssl.so.1.1 wherever it is. */
 #include "real.h"
 #include "log.h"
 
@@ -90,7 +92,10 @@ static int find_lib(struct dl_phdr_info *info, size_t size, void *data)
         return 0;
     const char *base = strrchr(name, '/');
     base = base ? base + 1 : name;
-    if (strcmp(base, ctx->base) != 0)
+    /* The file name, or a longer one of the same library (a distribution's
+     * libssl.so.1.1.1k loaded by that path rather than by its soname). */
+    size_t n = strlen(ctx->base);
+    if (strncmp(base, ctx->base, n) != 0 || (base[n] != '\0' && base[n] != '.'))
         return 0;
     size_t len = strlen(name);
     if (len >= sizeof ctx->path)
@@ -121,9 +126,26 @@ static void *private_lib(void **slot, const char *base)
     return __atomic_load_n(slot, __ATOMIC_ACQUIRE);
 }
 
-void *ks_ossl_sym(const char *name)
+int ks_ossl_flavour_now;
+
+/* OpenSSL 1.1: every symbol has its own version (OPENSSL_1_1_0,
+ * OPENSSL_1_1_1, ...), so it is asked for by name, of libssl.so.1.1's own
+ * handle: that handle's scope is libssl.so.1.1 and its dependencies
+ * (libcrypto.so.1.1, libc), never this library nor a libssl.so.3. */
+static void *ossl111_sym(const char *name)
 {
-    KS_SAVE_ERRNO;
+    static void *libssl_handle, *libcrypto_handle; /* held references */
+    void *p = NULL;
+    void *h = private_lib(&libssl_handle, "libssl.so.1.1");
+    if (h)
+        p = dlsym(h, name);
+    if (!p && (h = private_lib(&libcrypto_handle, "libcrypto.so.1.1")))
+        p = dlsym(h, name);
+    return p;
+}
+
+static void *ossl3_sym(const char *name)
+{
     /* libssl's handle also finds libcrypto's symbols (its dependency); a
      * libcrypto loaded alone (Python's _hashlib before any _ssl) is asked
      * directly, for the libcrypto hooks (BIO_ctrl, BIO_write). */
@@ -139,6 +161,18 @@ void *ks_ossl_sym(const char *name)
         if (h)
             p = dlvsym(h, name, OSSL_VERSION);
     }
+    return p;
+}
+
+void *ks_ossl_sym_of(int flavour, const char *name)
+{
+    KS_SAVE_ERRNO;
+    void *p = flavour == KS_OSSL_111 ? ossl111_sym(name) : ossl3_sym(name);
     KS_RESTORE_ERRNO;
     return p;
+}
+
+void *ks_ossl_sym(const char *name)
+{
+    return ks_ossl_sym_of(ks_ossl_flavour(), name);
 }

@@ -564,6 +564,33 @@ static void program_name(char out[17])
             *p = '_';
 }
 
+static unsigned long openssl_num; /* atomic; 0: no OpenSSL hooked */
+
+void ks_stats_set_openssl(unsigned long version_num)
+{
+    __atomic_store_n(&openssl_num, version_num, __ATOMIC_RELAXED);
+}
+
+/* An OpenSSL_version_num() as OpenSSL writes it: 0x1010117f "1.1.1w",
+ * 0x30000020 "3.0.2" (3.x: MNN00PP0). */
+static void put_openssl(struct buf *b, unsigned long n)
+{
+    put_u64(b, (n >> 28) & 0xf);
+    put(b, ".");
+    put_u64(b, (n >> 20) & 0xff);
+    put(b, ".");
+    if (n >> 28 >= 3) {
+        put_u64(b, (n >> 4) & 0xff);
+        return;
+    }
+    put_u64(b, (n >> 12) & 0xff);
+    unsigned long letter = (n >> 4) & 0xff; /* 1: a, ... 26: z */
+    if (letter >= 1 && letter <= 26) {
+        char l[2] = {(char)('a' + letter - 1), 0};
+        put(b, l);
+    }
+}
+
 static void format_json(struct buf *b, const struct ks_record *r, const uint64_t *c,
                         uint64_t summed, const char *end)
 {
@@ -584,6 +611,12 @@ static void format_json(struct buf *b, const struct ks_record *r, const uint64_t
     put(b, ",\"end\":\"");
     put(b, end);
     put(b, "\"");
+    unsigned long ossl = __atomic_load_n(&openssl_num, __ATOMIC_RELAXED);
+    if (ossl && r->role != KS_ROLE_SUPERVISOR) {
+        put(b, ",\"openssl\":\"");
+        put_openssl(b, ossl);
+        put(b, "\"");
+    }
     if (r->role == KS_ROLE_SUPERVISOR) {
         put(b, ",\"summed_records\":");
         put_u64(b, summed);

@@ -81,6 +81,7 @@
     X(B_SENDFILE, "bytes", "sendfile")                                                             \
     X(B_USER_TX, "bytes", "user_tx")                                                               \
     X(B_USER_RX, "bytes", "user_rx")                                                               \
+    X(HOOKS_OTHER_OPENSSL, "hooks", "other_openssl")                                               \
     X(W_STARTED, "workers", "started")                                                             \
     X(W_RESPAWNED, "workers", "respawned")                                                         \
     X(W_GAVE_UP, "workers", "gave_up")                                                             \
@@ -136,6 +137,9 @@ void ks_stats_mark_active(void);
 /* The program accepted a TCP connection: counted; with KTLSSHIM_STATS set,
  * that makes the process active. */
 void ks_stats_accepted(void);
+/* The OpenSSL the hooks serve (OpenSSL_version_num()): the JSON record
+ * says it ("openssl"). */
+void ks_stats_set_openssl(unsigned long version_num);
 
 /* At load: opens KTLSSHIM_STATS while the process still has the privileges
  * it started with (close-on-exec, at a high fd number). */

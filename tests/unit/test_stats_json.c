@@ -166,3 +166,38 @@ TEST(stderr_line_says_who_ended_how)
     mem[b.len] = '\0';
     EXPECT_STREQ(mem, "ktlsshim[7]: worker 1/2 exit: 5 accepted, no TLS connections\n");
 }
+
+/* The "openssl" field: OpenSSL_version_num() as OpenSSL writes the version,
+ * only once an OpenSSL was hooked, never in the supervisor's record. */
+TEST(openssl_field_says_the_version_hooked)
+{
+    static const struct {
+        unsigned long num;
+        const char *want;
+    } cases[] = {
+        {0x1010117fUL, ",\"openssl\":\"1.1.1w\","}, {0x1010100fUL, ",\"openssl\":\"1.1.1\","},
+        {0x30000020UL, ",\"openssl\":\"3.0.2\","},  {0x30000130UL, ",\"openssl\":\"3.0.19\","},
+        {0x30200000UL, ",\"openssl\":\"3.2.0\","},
+    };
+    struct ks_record r;
+    uint64_t c[KS_C_COUNT];
+    char mem[4096];
+    struct buf b = {mem, 0, sizeof mem - 1};
+    record(&r, KS_ROLE_PROCESS, -1, c);
+    format_json(&b, &r, c, 0, "exit 0");
+    mem[b.len] = '\0';
+    EXPECT_TRUE(strstr(mem, "\"openssl\"") == NULL); /* nothing hooked yet */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ks_stats_set_openssl(cases[i].num);
+        b.len = 0;
+        format_json(&b, &r, c, 0, "exit 0");
+        mem[b.len] = '\0';
+        EXPECT_TRUE(strstr(mem, cases[i].want) != NULL);
+    }
+    record(&r, KS_ROLE_SUPERVISOR, -1, c);
+    b.len = 0;
+    format_json(&b, &r, c, 0, "exit 0");
+    mem[b.len] = '\0';
+    EXPECT_TRUE(strstr(mem, "\"openssl\"") == NULL);
+    ks_stats_set_openssl(0);
+}

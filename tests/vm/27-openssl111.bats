@@ -1,0 +1,155 @@
+#!/usr/bin/env bats
+# OpenSSL 1.1.1 programs (bullseye's libssl1.1, its openssl 1.1.1w and
+# nginx-light 1.18 built on it: scripts/openssl111) in the VM (Debian 6.1
+# kernel with kTLS). libssl 1.1 has no kTLS at all: with KTLSSHIM_KTLS unset
+# (auto) the library's own switch must take both directions. Checked per
+# connection by the kernel's counters (/proc/net/tls_stat TlsTxSw, TlsRxSw)
+# and the library's (ktls.tx_own, ktls.rx_own); bodies hash-checked against
+# the files served (downloads) or sent (uploads). The 1.1 libraries are given
+# to the servers only (curl and Python, the clients, stay on OpenSSL 3).
+# Few connections: TCG is slow.
+
+load '../helpers/common'
+load '../helpers/tls'
+
+setup() {
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
+        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
+    fi
+    R111=$("$ROOT/scripts/openssl111")
+    cd "$BATS_TEST_TMPDIR"
+    make_certs
+    make_files 0 1 16385 1048583
+    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
+    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
+    export KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
+    GOT="$BATS_TEST_TMPDIR/got"
+    mkdir -p "$GOT"
+}
+teardown() { teardown_servers; }
+
+# with111 CMD...: CMD with the OpenSSL 1.1 tree's libraries first.
+with111() {
+    env LD_LIBRARY_PATH="$R111/usr/lib/x86_64-linux-gnu" OPENSSL_CONF="$R111/openssl.cnf" "$@"
+}
+
+snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
+delta() {
+    local b
+    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
+    echo $(($(tls_stat "$1") - ${b:-0}))
+}
+lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
+
+# fetch_files PORT VERSION AEAD NAME...: tls_fetch.py (OpenSSL 3, without
+# the library), the cipher pinned.
+fetch_files() {
+    local port=$1 ver=$2 aead=$3
+    shift 3
+    local conf="$BATS_TEST_TMPDIR/client-$ver-$aead.cnf" cipher=""
+    if [ "$ver" = 1.3 ]; then
+        printf '%s\n' 'openssl_conf = c' '[c]' 'ssl_conf = s' '[s]' 'system_default = d' '[d]' \
+            "Ciphersuites = $(cipher_name 1.3 "$aead" ec)" >"$conf"
+    else
+        printf '%s\n' 'openssl_conf = c' '[c]' >"$conf"
+        cipher=$(cipher_name 1.2 "$aead" ec)
+    fi
+    env -u LD_PRELOAD OPENSSL_CONF="$conf" "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" "$ver" \
+        "$cipher" "$GOT" "$@"
+}
+
+# s111_send VERSION AEAD NAME: openssl s_server 1.1.1 -quiet sends what its
+# standard input gets (a fifo fed with NAME once the library says the
+# connection's TX is its own) to tls_fetch.py, which requires the body and
+# the server's close_notify.
+s111_send() {
+    local ver=$1 aead=$2 name=$3 fifo="$BATS_TEST_TMPDIR/stdin.fifo" fd cpid
+    rm -f "$fifo" "$BATS_TEST_TMPDIR/fetch.out" "$GOT/$name" "$BATS_TEST_TMPDIR/srv.err"
+    mkfifo "$fifo"
+    port=$(pick_port)
+    start srv bash -c 'exec "$@" <"$0"' "$fifo" env LD_LIBRARY_PATH="$R111/usr/lib/x86_64-linux-gnu" \
+        OPENSSL_CONF="$R111/openssl.cnf" "$R111/usr/bin/openssl" s_server -quiet -naccept 1 \
+        -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    exec {fd}>"$fifo"
+    wait_listen "$port"
+    fetch_files "$port" "$ver" "$aead" --expect "$(stat -c %s "$WWW/$name")" "$name" \
+        >"$BATS_TEST_TMPDIR/fetch.out" 2>&1 3>&- &
+    cpid=$!
+    # a wall-clock bound (wait_until's counts tries, which TCG makes slow)
+    local until=$((SECONDS + 90))
+    while ! lib_lines_have srv "tx kTLS (own switch)"; do
+        if [ "$SECONDS" -ge "$until" ]; then
+            echo "no own-switch TX line after 90 s"
+            kill "$cpid" 2>/dev/null || true
+            exec {fd}>&-
+            cat "$BATS_TEST_TMPDIR/srv.err"
+            return 1
+        fi
+        sleep 0.5
+    done
+    cat "$WWW/$name" >&"$fd"
+    wait "$cpid" || true
+    cat "$BATS_TEST_TMPDIR/fetch.out" "$BATS_TEST_TMPDIR/srv.err"
+    grep -q "^ok $name $(stat -c %s "$WWW/$name") clean$" "$BATS_TEST_TMPDIR/fetch.out"
+    assert_equal "$(sha "$GOT/$name")" "$(sha "$WWW/$name")"
+    wait_gone "$(pid_of srv)" 60
+    exec {fd}>&-
+}
+
+@test "OpenSSL 1.1.1 s_server, KTLSSHIM_KTLS=auto: a download (TLS 1.3 AES-128-GCM) and an upload (TLS 1.2 AES-256-GCM) of 1 MiB+7 with kTLS both ways by the own switch" {
+    snap
+    s111_send 1.3 aes128 s1048583
+    # upload: the received bytes go to s_server's stdout
+    port=$(pick_port)
+    start up bash -c 'exec "$@" < <(sleep 600)' _ env LD_LIBRARY_PATH="$R111/usr/lib/x86_64-linux-gnu" \
+        OPENSSL_CONF="$R111/openssl.cnf" "$R111/usr/bin/openssl" s_server -quiet -naccept 1 \
+        -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    wait_listen "$port"
+    run upload "$port" eof 1.2 aes256 "$WWW/s1048583"
+    echo "$output"
+    assert_success
+    wait_gone "$(pid_of up)" 60
+    assert_equal "$(sha "$BATS_TEST_TMPDIR/up.out")" "$(sha "$WWW/s1048583")"
+    echo "# tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
+    assert_equal "$(delta TlsTxSw)" 2
+    assert_equal "$(delta TlsRxSw)" 2
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check "$KTLSSHIM_STATS" 'len(R) == 2' 'all(r["openssl"] == "1.1.1w" for r in R)' \
+        'S("connections.tls1_3") == 1 and S("connections.tls1_2") == 1' \
+        'S("ktls.tx_own") == 2 and S("ktls.rx_own") == 2 and S("ktls.tx") == 2 and S("ktls.rx") == 2' \
+        "S('bytes.ktls_tx') == 1048583 and S('bytes.ktls_rx') >= 1048583" \
+        "S('bytes.user_tx') == 0 and S('bytes.user_rx') == 0" \
+        'S("hooks.other_openssl") == 0'
+    assert_output ok
+}
+
+@test "OpenSSL 1.1.1 nginx 1.18, KTLSSHIM_KTLS=auto: TLS 1.3 and 1.2 x AES-128/256-GCM, CHACHA20, sizes 0..1 MiB+7, bodies intact, own switch in both directions, kernel counters agree" {
+    port=$(pick_port)
+    nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
+    snap
+    start srv env LD_LIBRARY_PATH="$R111/usr/lib/x86_64-linux-gnu" OPENSSL_CONF="$R111/openssl.cnf" \
+        "$R111/usr/sbin/nginx" -c "$BATS_TEST_TMPDIR/nginx.conf"
+    wait_listen "$port"
+    run matrix "$port" ec 1.3 "aes128 chacha" s0 s1048583
+    echo "$output"
+    assert_success
+    run matrix "$port" ec 1.2 "aes256 chacha" s1 s16385
+    echo "$output"
+    assert_success
+    stop_srv srv
+    own=$(lib_lines srv | grep -c "rx kTLS (own switch)" || true)
+    lib_lines srv | grep -E "handshake done|: rx " | head -20
+    echo "# own switch on $own of 8; tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw)" >&3
+    # libssl 1.1.1 reads no further than the record it needs (no read-ahead
+    # in nginx): every handshake ends with nothing held, so every connection
+    # gets the own switch both ways.
+    assert_equal "$own" 8
+    assert_equal "$(delta TlsTxSw)" 8
+    assert_equal "$(delta TlsRxSw)" 8
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check "$KTLSSHIM_STATS" 'S("connections.tls") == 8' \
+        'all(r["openssl"] == "1.1.1w" for r in R)' \
+        'S("ktls.tx_own") == 8 and S("ktls.rx_own") == 8 and S("ktls.tx") == 8' \
+        'S("bytes.user_tx") == 0 and S("bytes.ktls_tx") >= 1048583 + 16385 + 1'
+    assert_output ok
+}

@@ -16,6 +16,8 @@ teardown() { teardown_servers; }
         "$PY" -m http.server "$port" --bind 127.0.0.1
     wait_port "$port"
     sup=$(pid_of srv)
+    # The port answers once one worker listens; the others may still be forking.
+    wait_until 30 n_children "$sup" 2
     run children_of "$sup"
     assert_equal "${#lines[@]}" 2
     ok=0
@@ -106,6 +108,8 @@ EOF2
         /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/nginx.conf"
     wait_port "$port"
     sup=$(pid_of srv)
+    # The port answers once one worker listens; the others may still be forking.
+    wait_until 30 n_children "$sup" 2
     run children_of "$sup"
     assert_equal "${#lines[@]}" 2
     ok=0
@@ -182,6 +186,7 @@ print('ok')"
     start srv env KTLSSHIM_SHARDS=4 "$PY" -m http.server "$port" --bind 127.0.0.1
     wait_port "$port"
     sup=$(pid_of srv)
+    wait_until 30 n_children "$sup" 4
     workers=$(children_of "$sup")
     [ "$(echo "$workers" | wc -l)" -eq 4 ]
     kill -TERM "$sup"
@@ -463,6 +468,7 @@ PYEOF
     start srv env KTLSSHIM_SHARDS=auto "$TINY" --port "$port"
     wait_port "$port"
     n=$(nproc)
+    [ "$n" -gt 1 ] && wait_until 30 n_children "$(pid_of srv)" "$n"
     run children_of "$(pid_of srv)"
     if [ "$n" -gt 1 ]; then assert_equal "${#lines[@]}" "$n"; else assert_output ""; fi
 }

@@ -343,6 +343,22 @@ tls_stat() {
     awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }' /proc/net/tls_stat 2>/dev/null || echo 0
 }
 
+# snap: remembers /proc/net/tls_stat; delta NAME: how much NAME moved since.
+snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
+delta() {
+    local b
+    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
+    echo $(($(tls_stat "$1") - ${b:-0}))
+}
+# note: what the kernel counted, in the bats output (for the record).
+note() {
+    local n out=""
+    for n in TlsTxSw TlsRxSw TlsDecryptError TlsCurrTxSw TlsCurrRxSw; do
+        out="$out $n+$(delta "$n")"
+    done
+    echo "# $BATS_TEST_NUMBER tls_stat:$out" >&3
+}
+
 # ---- uploads (the receive side): tests/vm/25-own-switch.bats ----
 
 HELPERS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -23,22 +23,6 @@ setup() {
 }
 teardown() { teardown_servers; }
 
-# snap: remembers /proc/net/tls_stat; delta NAME: how much NAME moved since.
-snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
-delta() {
-    local b
-    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
-    echo $(($(tls_stat "$1") - ${b:-0}))
-}
-# note: what the kernel counted, in the bats output (for the record).
-note() {
-    local n out=""
-    for n in TlsTxSw TlsRxSw TlsDecryptError TlsCurrTxSw TlsCurrRxSw; do
-        out="$out $n+$(delta "$n")"
-    done
-    echo "# $BATS_TEST_NUMBER tls_stat:$out" >&3
-}
-
 NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
 
 @test "nginx (sendfile on, no kTLS directive): kTLS TX and RX on every connection (1.3 RX: own switch), SSL_sendfile, bodies intact" {

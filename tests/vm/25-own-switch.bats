@@ -28,13 +28,6 @@ setup() {
 }
 teardown() { teardown_servers; }
 
-snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
-delta() {
-    local b
-    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
-    echo $(($(tls_stat "$1") - ${b:-0}))
-}
-
 # serve_uploads MODE VERSION AEAD [sink option...]: a sink for the six
 # uploads, the uploads, then the server's exit; checks the hashes.
 serve_uploads() {

@@ -31,13 +31,6 @@ setup() {
 }
 teardown() { teardown_servers; }
 
-snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
-delta() {
-    local b
-    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
-    echo $(($(tls_stat "$1") - ${b:-0}))
-}
-
 # source_start NAME PORT [tls_source.py option...]: the Python file server
 # with the library, started as NAME.
 source_start() {

@@ -28,12 +28,6 @@ setup() {
 }
 teardown() { teardown_servers; }
 
-delta() {
-    local b
-    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
-    echo $(($(tls_stat "$1") - ${b:-0}))
-}
-
 # hex_lines N SEED: N lines of 64 lowercase hex digits (never an s_client
 # command letter at the start of a read).
 hex_lines() {

@@ -33,12 +33,6 @@ with111() {
     env LD_LIBRARY_PATH="$R111/usr/lib/x86_64-linux-gnu" OPENSSL_CONF="$R111/openssl.cnf" "$@"
 }
 
-snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
-delta() {
-    local b
-    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
-    echo $(($(tls_stat "$1") - ${b:-0}))
-}
 lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
 
 # fetch_files PORT VERSION AEAD NAME...: tls_fetch.py (OpenSSL 3, without

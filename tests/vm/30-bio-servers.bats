@@ -24,20 +24,6 @@ setup() {
 }
 teardown() { teardown_servers; }
 
-snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
-delta() {
-    local b
-    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
-    echo $(($(tls_stat "$1") - ${b:-0}))
-}
-note() {
-    local n out=""
-    for n in TlsTxSw TlsRxSw TlsDecryptError TlsCurrTxSw; do
-        out="$out $n+$(delta "$n")"
-    done
-    echo "# $BATS_TEST_NUMBER tls_stat:$out" >&3
-}
-
 NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
 
 @test "Apache mod_ssl: kTLS TX through its BIO on every connection (1.2, 1.3, AES-GCM, ChaCha20), a slow client, a client gone mid-transfer, a graceful restart; bodies intact" {

@@ -24,20 +24,6 @@ setup() {
 }
 teardown() { teardown_servers; }
 
-snap() { cp /proc/net/tls_stat "$BATS_TEST_TMPDIR/tls_stat.before"; }
-delta() {
-    local b
-    b=$(awk -v n="$1" '$1 == n { print $2 }' "$BATS_TEST_TMPDIR/tls_stat.before")
-    echo $(($(tls_stat "$1") - ${b:-0}))
-}
-note() {
-    local n out=""
-    for n in TlsTxSw TlsRxSw TlsDecryptError TlsCurrTxSw TlsCurrRxSw; do
-        out="$out $n+$(delta "$n")"
-    done
-    echo "# $BATS_TEST_NUMBER tls_stat:$out" >&3
-}
-
 # echo_backend PORT: a plain HTTP/1.1 keep-alive server (no library) that
 # serves $WWW on GET and answers a POST with the SHA-256 of its body.
 echo_backend() {

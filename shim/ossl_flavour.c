@@ -18,6 +18,11 @@
  * without, libssl: Python's _hashlib); they pass through when the process
  * is OpenSSL 1.1's.
  *
+ * Two copies of OpenSSL 3 (the same symbol versions) are told apart by
+ * ossl_copies.c: once it has seen a second one, the gate word
+ * (ks_ossl_gate_now) leaves the fast path and every OpenSSL 3 gate asks it
+ * whose call it is.
+ *
  * OpenSSL 1.1 has no SSL_CTX_new_ex, SSL_sendfile,
  * SSL_CTX_set_tlsext_ticket_key_evp_cb, and no kTLS in libssl, so no 1.1
  * gates for those, nor for SSL_CTX_clear_options / SSL_new (optreset.c:
@@ -25,10 +30,13 @@
  * (biosock.c: kTLS through a program's own BIO, libssl 3's controls). */
 #include "ossl_flavour.h"
 #include "ossl_api.h"
+#include "ossl_copies.h"
 #include "config.h"
 #include "log.h"
 #include "real.h"
 #include "stats.h"
+
+#include <stdint.h>
 
 /* Every hook: X(return type, name, parameters, arguments, value on failure).
  * XV: the same, returning nothing. */
@@ -67,8 +75,6 @@ typedef int (*ks_ticket_evp_cb_t)(SSL *, unsigned char *, unsigned char *, EVP_C
 
 /* OpenSSL 3 only. */
 #define KS_HOOKS_30(X, XV)                                                                         \
-    X(SSL_CTX *, SSL_CTX_new_ex, (OSSL_LIB_CTX * l, const char *q, const SSL_METHOD *m),           \
-      (l, q, m), NULL)                                                                             \
     X(ossl_ssize_t, SSL_sendfile, (SSL * s, int fd, off_t o, size_t n, int f), (s, fd, o, n, f),   \
       -1)                                                                                          \
     X(int, SSL_CTX_set_tlsext_ticket_key_evp_cb, (SSL_CTX * c, ks_ticket_evp_cb_t cb), (c, cb), 0) \
@@ -88,6 +94,8 @@ KS_HOOKS_BOTH(DECLARE, DECLARE_V)
 KS_HOOKS_BOTH_111(DECLARE, DECLARE_V)
 KS_HOOKS_30(DECLARE, DECLARE_V)
 KS_HOOKS_BIO30(DECLARE, DECLARE_V)
+DECLARE(SSL_CTX *, SSL_CTX_new_ex, (OSSL_LIB_CTX * l, const char *q, const SSL_METHOD *m),
+        (l, q, m), NULL)
 #undef DECLARE
 #undef DECLARE_V
 
@@ -105,6 +113,7 @@ static inline bool claim(int f)
     if (cur == KS_OSSL_UNDECIDED &&
         __atomic_compare_exchange_n(&ks_ossl_flavour_now, &cur, f, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE)) {
+        __atomic_or_fetch(&ks_ossl_gate_now, f, __ATOMIC_ACQ_REL);
         ks_log_debug("the program's first OpenSSL call is to %s: the hooks serve it",
                      flavour_name(f));
         return true;
@@ -124,6 +133,8 @@ void ks_ossl_flavour_loaded(void)
         ks_log_info("OpenSSL 1.1: the shards' shared session cache and ticket keys stay off "
                     "(they need OpenSSL 3); the program's own resumption is untouched");
 }
+
+int ks_ossl_gate_now;
 
 /* The real function of the other flavour f behind a gate, cached in *slot;
  * the call is counted. NULL if that library cannot be found (the gate then
@@ -149,12 +160,67 @@ static void *other(void **slot, int f, const char *name)
 /* A gate: exported as name@VERSION (.symver; the map declares the
  * versions). ks_gate* are local to the library (the map). Its fast path is
  * one load, one compare and a tail call to the body (the hot BIO_ctrl and
- * SSL_read go through it); everything else is in the cold slow_ function. */
-#define GATE(tag, f, fast, decide, ver, ret, name, params, args, fail)                             \
-    __attribute__((noinline, cold)) static ret slow##tag##_##name params                           \
+ * SSL_read go through it); everything else is in the cold slow_ function,
+ * which also gets the gate's return address (the caller's code).
+ *
+ * The OpenSSL 3 gates' extras (ossl_copies.c), compiled away elsewhere:
+ * - probe: what may show a second copy of OpenSSL 3 first (the method of
+ *   SSL_CTX_new/_ex; the loaded objects at SSL_new and SSL_clear);
+ * - route: once there is one, whose call this is, by obj (the first
+ *   argument; SSL_CTX_new_ex's method); another copy's call goes to its own
+ *   real function;
+ * - made: an SSL or SSL_CTX a gate saw made is remembered with its copy. */
+#define KS_WITH_RA(...) (__VA_ARGS__, const void *ra_)
+#define KS_ARGS_RA(...) (__VA_ARGS__, __builtin_return_address(0))
+#define KS_FIRST(a, ...) (a)
+#define KS_KIND(obj)                                                                               \
+    _Generic((obj), const SSL_METHOD * : KS_COPY_METHOD, BIO * : KS_COPY_BIO, default : KS_COPY_SSL)
+#define KS_MAKES(ret) _Generic((ret)0, SSL * : 1, SSL_CTX * : 1, default : 0)
+
+static inline __attribute__((always_inline)) void probe30(const char *name, const void *obj)
+{
+    if (!__builtin_strcmp(name, "SSL_CTX_new") || !__builtin_strcmp(name, "SSL_CTX_new_ex"))
+        ks_copies_probe_method(obj);
+    else if (!__builtin_strcmp(name, "SSL_new") || !__builtin_strcmp(name, "SSL_clear"))
+        ks_copies_probe_loaded();
+}
+static inline __attribute__((always_inline)) void probe_none(const char *name, const void *obj)
+{
+    (void)name, (void)obj;
+}
+static inline int route30(enum ks_copy_kind kind, const void *obj, const void *ra)
+{
+    if (!__atomic_load_n(&ks_ossl_copies_many, __ATOMIC_ACQUIRE))
+        return KS_COPY_SERVED;
+    return ks_copies_route(kind, obj, ra);
+}
+static inline int route_none(enum ks_copy_kind kind, const void *obj, const void *ra)
+{
+    (void)kind, (void)obj, (void)ra;
+    return KS_COPY_SERVED;
+}
+
+#define GATE(tag, f, fast, decide, probe, route, ver, ret, name, params, args, fail, obj)          \
+    __attribute__((noinline, cold)) static ret slow##tag##_##name KS_WITH_RA params                \
     {                                                                                              \
-        if (decide(f))                                                                             \
-            return ks_hook_##name args;                                                            \
+        int copy_ = route(KS_KIND(obj), (const void *)(obj), ra_);                                 \
+        if (copy_ != KS_COPY_SERVED) {                                                             \
+            static void *copy_fn_[KS_COPIES_MAX + 1];                                              \
+            ret(*cfn_) params = (ret(*) params)ks_copies_fn(copy_fn_, copy_, #name);               \
+            if (!cfn_)                                                                             \
+                return fail;                                                                       \
+            ret made_ = cfn_ args;                                                                 \
+            if (KS_MAKES(ret))                                                                     \
+                ks_copies_made((const void *)(uintptr_t)made_, copy_);                             \
+            return made_;                                                                          \
+        }                                                                                          \
+        if (decide(f)) {                                                                           \
+            if (!KS_MAKES(ret) || route == route_none || !ks_ossl_copies_many)                     \
+                return ks_hook_##name args;                                                        \
+            ret made_ = ks_hook_##name args;                                                       \
+            ks_copies_made((const void *)(uintptr_t)made_, KS_COPY_SERVED);                        \
+            return made_;                                                                          \
+        }                                                                                          \
         static void *real_;                                                                        \
         ret(*fn_) params = (ret(*) params)other(&real_, f, #name);                                 \
         if (!fn_)                                                                                  \
@@ -165,13 +231,22 @@ static void *other(void **slot, int f, const char *name)
     __asm__(".symver ks_gate" #tag "_" #name "," #name ver);                                       \
     KS_EXPORT ret ks_gate##tag##_##name params                                                     \
     {                                                                                              \
+        probe(#name, (const void *)(obj));                                                         \
         if (KS_LIKELY(fast(f)))                                                                    \
             return ks_hook_##name args;                                                            \
-        return slow##tag##_##name args;                                                            \
+        return slow##tag##_##name KS_ARGS_RA args;                                                 \
     }
-#define GATE_V(tag, f, fast, decide, ver, name, params, args)                                      \
-    __attribute__((noinline, cold)) static void slow##tag##_##name params                          \
+#define GATE_V(tag, f, fast, decide, probe, route, ver, name, params, args, obj)                   \
+    __attribute__((noinline, cold)) static void slow##tag##_##name KS_WITH_RA params               \
     {                                                                                              \
+        int copy_ = route(KS_KIND(obj), (const void *)(obj), ra_);                                 \
+        if (copy_ != KS_COPY_SERVED) {                                                             \
+            static void *copy_fn_[KS_COPIES_MAX + 1];                                              \
+            void(*cfn_) params = (void(*) params)ks_copies_fn(copy_fn_, copy_, #name);             \
+            if (cfn_)                                                                              \
+                cfn_ args;                                                                         \
+            return;                                                                                \
+        }                                                                                          \
         if (decide(f)) {                                                                           \
             ks_hook_##name args;                                                                   \
             return;                                                                                \
@@ -185,44 +260,69 @@ static void *other(void **slot, int f, const char *name)
     __asm__(".symver ks_gate" #tag "_" #name "," #name ver);                                       \
     KS_EXPORT void ks_gate##tag##_##name params                                                    \
     {                                                                                              \
+        probe(#name, (const void *)(obj));                                                         \
         if (KS_LIKELY(fast(f))) {                                                                  \
             ks_hook_##name args;                                                                   \
             return;                                                                                \
         }                                                                                          \
-        slow##tag##_##name args;                                                                   \
+        slow##tag##_##name KS_ARGS_RA args;                                                        \
     }
 
-/* The fast test: the process is f's (decided). */
+/* The fast test of the OpenSSL 3 gates: the process is OpenSSL 3's and
+ * holds one copy of it. */
+static inline bool is30(int f)
+{
+    (void)f;
+    return __atomic_load_n(&ks_ossl_gate_now, __ATOMIC_RELAXED) == KS_OSSL_30;
+}
+
+/* The fast test of the OpenSSL 1.1 gates: the process is f's (decided). */
 static inline bool is(int f)
 {
     return __atomic_load_n(&ks_ossl_flavour_now, __ATOMIC_RELAXED) == f;
 }
 
-/* The BIO hooks' test: anything but a decided OpenSSL 1.1 process. */
+/* The BIO hooks' test: anything but a decided OpenSSL 1.1 process, with
+ * one copy of OpenSSL 3 (undecided is 0, OpenSSL 3 is 1). */
 static inline bool not_111(int f)
+{
+    (void)f;
+    return (unsigned)__atomic_load_n(&ks_ossl_gate_now, __ATOMIC_RELAXED) <= KS_OSSL_30;
+}
+static inline bool not_111_decide(int f)
 {
     (void)f;
     return __atomic_load_n(&ks_ossl_flavour_now, __ATOMIC_RELAXED) != KS_OSSL_111;
 }
 
-#define G30(ret, name, params, args, fail)                                                         \
-    GATE(30, KS_OSSL_30, is, claim, "@@OPENSSL_3.0.0", ret, name, params, args, fail)
+#define G30_OBJ(ret, name, params, args, fail, obj)                                                \
+    GATE(30, KS_OSSL_30, is30, claim, probe30, route30, "@@OPENSSL_3.0.0", ret, name, params,      \
+         args, fail, obj)
+#define G30(ret, name, params, args, fail) G30_OBJ(ret, name, params, args, fail, KS_FIRST args)
 #define G30_V(name, params, args)                                                                  \
-    GATE_V(30, KS_OSSL_30, is, claim, "@@OPENSSL_3.0.0", name, params, args)
+    GATE_V(30, KS_OSSL_30, is30, claim, probe30, route30, "@@OPENSSL_3.0.0", name, params, args,   \
+           KS_FIRST args)
 #define GBIO(ret, name, params, args, fail)                                                        \
-    GATE(30, KS_OSSL_30, not_111, not_111, "@@OPENSSL_3.0.0", ret, name, params, args, fail)
+    GATE(30, KS_OSSL_30, not_111, not_111_decide, probe_none, route30, "@@OPENSSL_3.0.0", ret,     \
+         name, params, args, fail, KS_FIRST args)
 #define G110(ret, name, params, args, fail)                                                        \
-    GATE(110, KS_OSSL_111, is, claim, "@OPENSSL_1_1_0", ret, name, params, args, fail)
+    GATE(110, KS_OSSL_111, is, claim, probe_none, route_none, "@OPENSSL_1_1_0", ret, name, params, \
+         args, fail, KS_FIRST args)
 #define G110_V(name, params, args)                                                                 \
-    GATE_V(110, KS_OSSL_111, is, claim, "@OPENSSL_1_1_0", name, params, args)
+    GATE_V(110, KS_OSSL_111, is, claim, probe_none, route_none, "@OPENSSL_1_1_0", name, params,    \
+           args, KS_FIRST args)
 #define G111(ret, name, params, args, fail)                                                        \
-    GATE(111, KS_OSSL_111, is, claim, "@OPENSSL_1_1_1", ret, name, params, args, fail)
+    GATE(111, KS_OSSL_111, is, claim, probe_none, route_none, "@OPENSSL_1_1_1", ret, name, params, \
+         args, fail, KS_FIRST args)
 #define G111_V(name, params, args)                                                                 \
-    GATE_V(111, KS_OSSL_111, is, claim, "@OPENSSL_1_1_1", name, params, args)
+    GATE_V(111, KS_OSSL_111, is, claim, probe_none, route_none, "@OPENSSL_1_1_1", name, params,    \
+           args, KS_FIRST args)
 
 KS_HOOKS_BOTH(G30, G30_V)
 KS_HOOKS_BOTH_111(G30, G30_V)
 KS_HOOKS_30(G30, G30_V)
+G30_OBJ(SSL_CTX *, SSL_CTX_new_ex, (OSSL_LIB_CTX * l, const char *q, const SSL_METHOD *m),
+        (l, q, m), NULL, m)
 KS_HOOKS_BIO30(GBIO, G30_V)
 KS_HOOKS_BOTH(G110, G110_V)
 KS_HOOKS_BOTH_111(G111, G111_V)

@@ -8,4 +8,11 @@
  * does not get is said once. */
 void ks_ossl_flavour_loaded(void);
 
+/* The word the OpenSSL 3 gates test (atomic): the process's flavour
+ * (enum ks_ossl_flavour), with KS_GATE_COPIES added once a second copy of
+ * OpenSSL 3 is seen (ossl_copies.c). A gate's fast path is taken only when
+ * it is exactly KS_OSSL_30 (the BIO gates: KS_OSSL_30 or undecided). */
+extern int ks_ossl_gate_now;
+#define KS_GATE_COPIES 4
+
 #endif

@@ -82,6 +82,7 @@
     X(B_USER_TX, "bytes", "user_tx")                                                               \
     X(B_USER_RX, "bytes", "user_rx")                                                               \
     X(HOOKS_OTHER_OPENSSL, "hooks", "other_openssl")                                               \
+    X(HOOKS_OTHER_COPY, "hooks", "other_copy")                                                     \
     X(W_STARTED, "workers", "started")                                                             \
     X(W_RESPAWNED, "workers", "respawned")                                                         \
     X(W_GAVE_UP, "workers", "gave_up")                                                             \

@@ -7,14 +7,15 @@ tls111_ctypes.py LIBDIR PORT CERT KEY FILE ORDER
   LIBDIR: where libssl.so.1.1 / libcrypto.so.1.1 are. ORDER "3-first": an
   OpenSSL 3 context is made before anything of 1.1 is called; "111-first":
   after the 1.1 connection. LIBSSL (environment): libssl's file name in
-  LIBDIR, libssl.so.1.1 by default. Serves one connection on 127.0.0.1:PORT with
+  LIBDIR, libssl.so.1.1 by default; LIBCRYPTO: libcrypto's, libcrypto.so.1.1 by default
+  (tests/host/28-openssl-copies.bats runs it on a copy of OpenSSL 3). Serves one connection on 127.0.0.1:PORT with
   OpenSSL 1.1: reads one line, answers with FILE's bytes, shuts down. Prints
   "ok" at the end."""
 import ctypes, os, socket, ssl, sys
 
 libdir, port, cert, key, path, order = sys.argv[1:7]
 port = int(port)
-crypto = ctypes.CDLL(os.path.join(libdir, "libcrypto.so.1.1"))
+crypto = ctypes.CDLL(os.path.join(libdir, os.environ.get("LIBCRYPTO", "libcrypto.so.1.1")))
 lib = ctypes.CDLL(os.path.join(libdir, os.environ.get("LIBSSL", "libssl.so.1.1")))
 P = ctypes.c_void_p
 lib.TLS_server_method.restype = P

@@ -54,7 +54,7 @@ check_111_records() {
     run stats_check "$STATS" 'len(R) >= 1' 'all(r["openssl"] == "1.1.1w" for r in R)' \
         "S('connections.tls') == $1" \
         "S('fallback_tx.no_kernel_tls') == $1 and S('fallback_rx.no_kernel_tls') == $1" \
-        'S("ktls.tx") == 0 and S("ktls.rx") == 0 and S("hooks.other_openssl") == 0'
+        'S("ktls.tx") == 0 and S("ktls.rx") == 0 and S("hooks.other_openssl") == 0 and S("hooks.other_copy") == 0'
     assert_output ok
 }
 
@@ -147,7 +147,7 @@ mixed() {
     assert_output "$(sha "$WWW/s16385")"
     stop_srv srv
     run stats_check "$STATS" 'len(R) == 1 and R[0]["openssl"].startswith("3.")' \
-        'S("connections.tls") == 1 and S("hooks.other_openssl") == 0'
+        'S("connections.tls") == 1 and S("hooks.other_openssl") == 0 and S("hooks.other_copy") == 0'
     assert_output ok
 }
 

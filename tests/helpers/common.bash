@@ -145,6 +145,21 @@ teardown_servers() {
         pid=$(cat "$f")
         kill -KILL -- "-$pid" 2>/dev/null || true
     done
+    sanitizer_reports
+}
+
+# With the ASan+UBSan build: a sanitizer's report in any output a test's
+# processes left (their .err/.out files, logs) fails the test, even where
+# the test itself did not look at that process's exit status.
+sanitizer_reports() {
+    [ "${KTLSSHIM_TEST_ASAN:-0}" = 1 ] || return 0
+    local hits
+    hits=$(grep -rlE 'ERROR: AddressSanitizer|ERROR: LeakSanitizer|: runtime error: ' \
+        "$BATS_TEST_TMPDIR" 2>/dev/null | head -5)
+    [ -z "$hits" ] && return 0
+    echo "sanitizer reports in: $hits"
+    grep -hE -A12 'ERROR: AddressSanitizer|: runtime error: ' $hits | head -60
+    return 1
 }
 
 # ask PORT LINE: sends LINE to the tiny server, prints the reply.

@@ -11,7 +11,8 @@ setup() {
     export KTLSSHIM_LOG=info
 }
 teardown() {
-    teardown_servers
+    local rc=0
+    teardown_servers || rc=$?
     # A daemon escapes the process group teardown_servers kills: end what
     # runs with this test's own files on its command line (and its
     # children), if anything.
@@ -20,6 +21,7 @@ teardown() {
         pkill -KILL -P "$p" 2>/dev/null || true
         kill -KILL "$p" 2>/dev/null || true
     done
+    return $rc
 }
 
 # wait_for_line FILE REGEX [SECONDS]: until a line of FILE matches.

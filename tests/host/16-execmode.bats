@@ -16,7 +16,8 @@ setup() {
     make_certs
 }
 teardown() {
-    teardown_servers
+    local rc=0
+    teardown_servers || rc=$?
     local p
     for p in $(pids_with_arg "$BATS_TEST_TMPDIR/"); do
         kill -KILL "$p" 2>/dev/null || true
@@ -28,6 +29,7 @@ teardown() {
             kill -KILL "$p" 2>/dev/null || true
         done
     fi
+    return $rc
 }
 
 wait_for_line() {
@@ -113,6 +115,9 @@ for d in os.listdir("/proc"):
 print("python %d shell %d" % (py, sh))
 '
 }
+
+# threaded PID: true when PID runs more than one thread.
+threaded() { [ "$(ls "/proc/$1/task" | wc -l)" -gt 1 ]; }
 
 @test "exec mode: an asyncio TLS server is sharded over 2 workers that both serve; bytes hash-checked; a worker killed -9 is replaced on its held listener; TERM ends everything" {
     head -c 300000 /dev/urandom >data.bin
@@ -338,9 +343,10 @@ EOF2
     wait_until 30 n_children "$sup" 2
     wait_listen "$port" 30
     wait_listen "$bport" 30
-    # HAProxy runs its default threads in each worker.
+    # HAProxy runs its default threads in each worker (they start after
+    # its listeners: wait for them).
     run children_of "$sup"
-    [ "$(ls "/proc/${lines[0]}/task" | wc -l)" -gt 1 ] || [ "$(nproc)" -eq 1 ]
+    [ "$(nproc)" -eq 1 ] || wait_until 30 threaded "${lines[0]}"
     want=$(printf '%s\n' "${lines[@]}")
     wait_until 30 test "$(https_pids "$port" 40 /pid)" = "$want"
     [ "$(curl -sk --max-time 10 "https://127.0.0.1:$port/s200000" | sha256sum)" = "$(sha256sum <"$WWW/s200000")" ]

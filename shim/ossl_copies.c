@@ -240,9 +240,12 @@ static int adds_of(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
+/* The loaded objects' names and bases, copied while the loader's list is
+ * held (no allocation in there: an allocator may itself walk the list). */
+#define LOADED_MAX 256
 struct loaded {
-    const void *base[256];
-    char *name[256];
+    const void *base[LOADED_MAX];
+    char name[LOADED_MAX][256];
     int n;
 };
 
@@ -250,15 +253,14 @@ static int collect(struct dl_phdr_info *info, size_t size, void *data)
 {
     (void)size;
     struct loaded *l = data;
-    if (l->n >= 256)
+    if (l->n >= LOADED_MAX)
         return 1;
-    if (!info->dlpi_name || !*info->dlpi_name)
+    const char *name = info->dlpi_name;
+    size_t len = name ? strlen(name) : 0;
+    if (len == 0 || len >= sizeof l->name[0])
         return 0;
-    char *copy = strdup(info->dlpi_name);
-    if (!copy)
-        return 1;
     /* dlpi_addr is the load bias; dladdr's dli_fbase is the lowest mapped
-     * address. Take the latter from the first PT_LOAD, as dladdr does. */
+     * address: the first PT_LOAD's, as the loader maps it. */
     const void *base = (const void *)info->dlpi_addr;
     for (int i = 0; i < info->dlpi_phnum; i++)
         if (info->dlpi_phdr[i].p_type == PT_LOAD) {
@@ -266,7 +268,7 @@ static int collect(struct dl_phdr_info *info, size_t size, void *data)
             break;
         }
     l->base[l->n] = base;
-    l->name[l->n++] = copy;
+    memcpy(l->name[l->n++], name, len + 1);
     return 0;
 }
 
@@ -293,7 +295,6 @@ void ks_copies_probe_loaded(void)
                 if (ossl)
                     (void)image_self(l->base[i], l->name[i]);
             }
-            free(l->name[i]);
         }
         free(l);
     }

@@ -90,6 +90,7 @@
 
 __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exec")));
 __thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
+int ks_biosock_ctrl_watch;
 
 /* ---- libcrypto: biosock.c's block of the one table (ossl_api.c) ---- */
 
@@ -163,20 +164,27 @@ static void fd_forget(struct bs_fd *f)
 }
 static struct bs_fd *bs_fds;                /* BS_FD_MAX entries, made on first use */
 static uint64_t bs_pending[BS_FD_MAX / 64]; /* bit: bs_fds[fd] has segments */
+static int bs_pending_fds; /* atomic: at least the bits set in bs_pending (0: none) */
 
+/* One load per write call while no socket has a note (the fast path). */
 static inline bool fd_pending(int fd)
 {
-    return (unsigned)fd < BS_FD_MAX &&
+    return __atomic_load_n(&bs_pending_fds, __ATOMIC_RELAXED) && (unsigned)fd < BS_FD_MAX &&
            (__atomic_load_n(&bs_pending[fd / 64], __ATOMIC_RELAXED) & (1ULL << (fd % 64)));
 }
 
+/* The count goes up before a bit is set and down after one is cleared: a
+ * write that can see a bit sees the count. */
 static void fd_set_pending(int fd, bool on)
 {
     uint64_t bit = 1ULL << (fd % 64);
-    if (on)
-        __atomic_fetch_or(&bs_pending[fd / 64], bit, __ATOMIC_RELAXED);
-    else
-        __atomic_fetch_and(&bs_pending[fd / 64], ~bit, __ATOMIC_RELAXED);
+    if (on) {
+        __atomic_add_fetch(&bs_pending_fds, 1, __ATOMIC_RELAXED);
+        if (__atomic_fetch_or(&bs_pending[fd / 64], bit, __ATOMIC_RELAXED) & bit)
+            __atomic_sub_fetch(&bs_pending_fds, 1, __ATOMIC_RELAXED); /* it was set */
+    } else if (__atomic_fetch_and(&bs_pending[fd / 64], ~bit, __ATOMIC_RELAXED) & bit) {
+        __atomic_sub_fetch(&bs_pending_fds, 1, __ATOMIC_RELAXED);
+    }
 }
 
 static struct bs_fd *fd_table(void)
@@ -828,7 +836,8 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
         return 0;
     }
     st->tx_on = true;
-    __atomic_store_n(&bs_any_tx, 1, __ATOMIC_RELAXED);
+    if (!__atomic_exchange_n(&bs_any_tx, 1, __ATOMIC_RELAXED))
+        __atomic_add_fetch(&ks_biosock_ctrl_watch, 1, __ATOMIC_RELAXED); /* for good */
     return 1;
 }
 
@@ -895,24 +904,16 @@ static void missing(const char *name)
         ks_log_error("cannot find the real %s in any loaded libcrypto.so.3; the call fails", name);
 }
 
-/* The controls this file acts on, given the state: everything else (libssl
- * asks its BIOs many controls per record, GET_KTLS_SEND among them) goes
- * straight to libcrypto with a tail call, which costs a few instructions. */
-static inline bool bio_ctrl_watched(int cmd)
-{
-    switch (cmd) {
-    case BIO_CTRL_FLUSH:
-        return ks_biosock_handshaking != 0;
-    case BIO_CTRL_GET_KTLS_SEND:
-        return __atomic_load_n(&bs_any_tx, __ATOMIC_RELAXED) != 0;
-    case KS_BIO_CTRL_SET_KTLS:
-    case KS_BIO_CTRL_SET_KTLS_TX_SEND_CTRL_MSG:
-    case KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG:
-        return true;
-    default:
-        return false;
-    }
-}
+/* Where BIO_ctrl, BIO_write and BIO_read send what they do not watch: the
+ * slow function, which finds libcrypto's and puts it here (so that the fast
+ * paths need no test for a function not found yet). */
+static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg);
+static int bio_write_slow(BIO *b, const void *data, int dlen);
+static int bio_read_slow(BIO *b, void *data, int dlen);
+static long (*bio_ctrl_next)(BIO *, int, long, void *) = bio_ctrl_slow;
+static int (*bio_write_next)(BIO *, const void *, int) = bio_write_slow;
+static int (*bio_read_next)(BIO *, void *, int) = bio_read_slow;
+#define BIO_NEXT_FOUND(next, field) __atomic_store_n(&(next), bs_api.field, __ATOMIC_RELAXED)
 
 __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg)
 {
@@ -920,6 +921,7 @@ __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, 
         missing("BIO_ctrl");
         return 0;
     }
+    BIO_NEXT_FOUND(bio_ctrl_next, ctrl);
     long r;
     switch (cmd) {
     case BIO_CTRL_FLUSH:
@@ -947,11 +949,29 @@ __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, 
     return bs_api.ctrl(b, cmd, larg, parg);
 }
 
+/* The controls this file acts on, given the state, go to bio_ctrl_slow;
+ * everything else straight to libcrypto with a tail call, which costs a few
+ * instructions. libssl asks many per record: per request of a small
+ * keep-alive response about 9 GET_KTLS_SEND (before every record it
+ * writes) and 7 FLUSH. While no thread is in a handshake call and no BIO
+ * got kTLS TX from the library (ks_biosock_ctrl_watch is 0), only SET_KTLS
+ * is watched: FLUSH only in a handshake call, GET_KTLS_SEND and the
+ * control-message controls only on a BIO that got kTLS TX from us. */
 KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
 {
-    long (*real)(BIO *, int, long, void *) = __atomic_load_n(&bs_api.ctrl, __ATOMIC_RELAXED);
-    if (KS_LIKELY(real != NULL) && KS_LIKELY(!bio_ctrl_watched(cmd)))
-        return real(b, cmd, larg, parg);
+    if (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED))) {
+        if (KS_LIKELY(cmd != KS_BIO_CTRL_SET_KTLS))
+            return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
+    } else if (cmd == BIO_CTRL_GET_KTLS_SEND) {
+        if (KS_LIKELY(!__atomic_load_n(&bs_any_tx, __ATOMIC_RELAXED)))
+            return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
+    } else if (cmd == BIO_CTRL_FLUSH) {
+        if (KS_LIKELY(!ks_biosock_handshaking))
+            return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
+    } else if (KS_LIKELY((unsigned)cmd - KS_BIO_CTRL_SET_KTLS >
+                         KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG - KS_BIO_CTRL_SET_KTLS)) {
+        return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
+    }
     return bio_ctrl_slow(b, cmd, larg, parg);
 }
 
@@ -961,6 +981,7 @@ __attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, in
         missing("BIO_write");
         return -1;
     }
+    BIO_NEXT_FOUND(bio_write_next, write);
     if (!ctrl_next.armed && !ks_biosock_handshaking)
         return bs_api.write(b, data, dlen);
     if (ctrl_next.armed) {
@@ -994,12 +1015,14 @@ __attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, in
 }
 
 /* Outside handshake calls (every record of every connection), BIO_write
- * and BIO_read tail-call libcrypto's. */
+ * and BIO_read tail-call libcrypto's. A control record is only announced
+ * on a BIO that got kTLS TX from us: while ks_biosock_ctrl_watch is 0,
+ * nothing to test on the thread. */
 KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
 {
-    int (*real)(BIO *, const void *, int) = __atomic_load_n(&bs_api.write, __ATOMIC_RELAXED);
-    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
-        return real(b, data, dlen);
+    if (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED)) ||
+        KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
+        return __atomic_load_n(&bio_write_next, __ATOMIC_RELAXED)(b, data, dlen);
     return bio_write_slow(b, data, dlen);
 }
 
@@ -1009,6 +1032,7 @@ __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
         missing("BIO_read");
         return -1;
     }
+    BIO_NEXT_FOUND(bio_read_next, read);
     if (!ks_biosock_handshaking || !__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED))
         return bs_api.read(b, data, dlen);
     int r = bs_api.read(b, data, dlen);
@@ -1022,9 +1046,9 @@ __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
 
 KS_EXPORT int BIO_read(BIO *b, void *data, int dlen)
 {
-    int (*real)(BIO *, void *, int) = __atomic_load_n(&bs_api.read, __ATOMIC_RELAXED);
-    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ks_biosock_handshaking))
-        return real(b, data, dlen);
+    if (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED)) ||
+        KS_LIKELY(!ks_biosock_handshaking))
+        return __atomic_load_n(&bio_read_next, __ATOMIC_RELAXED)(b, data, dlen);
     return bio_read_slow(b, data, dlen);
 }
 
@@ -1269,43 +1293,100 @@ static size_t iov_total(const struct iovec *iov, size_t cnt)
             later_sent(r);                                                                         \
     } while (0)
 
-KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+/* libc's functions behind the hooks below, copied from real.c's table by
+ * the first call (a stub until then), so that a fast path is one indirect
+ * jump. */
+#define LIBC_NEXT(name, params, args)                                                              \
+    static ssize_t name##_first params;                                                            \
+    static ssize_t(*libc_##name) params = name##_first;                                            \
+    static ssize_t name##_first params                                                             \
+    {                                                                                              \
+        ssize_t(*f_) params = ks_libc()->name;                                                     \
+        __atomic_store_n(&libc_##name, f_, __ATOMIC_RELAXED);                                      \
+        return f_ args;                                                                            \
+    }
+LIBC_NEXT(write, (int fd, const void *buf, size_t n), (fd, buf, n))
+LIBC_NEXT(writev, (int fd, const struct iovec *iov, int cnt), (fd, iov, cnt))
+LIBC_NEXT(send, (int fd, const void *buf, size_t n, int flags), (fd, buf, n, flags))
+LIBC_NEXT(sendto,
+          (int fd, const void *buf, size_t n, int flags, const struct sockaddr *to,
+           socklen_t tolen),
+          (fd, buf, n, flags, to, tolen))
+LIBC_NEXT(sendmsg, (int fd, const struct msghdr *msg, int flags), (fd, msg, flags))
+LIBC_NEXT(read, (int fd, void *buf, size_t n), (fd, buf, n))
+#undef LIBC_NEXT
+#define LIBC(name) __atomic_load_n(&libc_##name, __ATOMIC_RELAXED)
+
+/* Each write hook: the fast test, then a tail call to libc's function or to
+ * its slow path (a function of its own, so that the fast path needs no
+ * stack frame). */
+__attribute__((noinline)) static ssize_t write_watched(int fd, const void *buf, size_t n)
 {
-    if (WRITE_FAST(fd))
-        return ks_libc()->write(fd, buf, n);
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
     if (write_slow_later(fd, &m, 0, &r))
         return r;
-    r = ks_libc()->write(fd, buf, n);
+    r = LIBC(write)(fd, buf, n);
     WATCH_AFTER(fd, r, n);
+    return r;
+}
+
+KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    if (WRITE_FAST(fd))
+        return LIBC(write)(fd, buf, n);
+    return write_watched(fd, buf, n);
+}
+
+__attribute__((noinline)) static ssize_t writev_watched(int fd, const struct iovec *iov, int cnt)
+{
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
+    ssize_t r;
+    if (write_slow_later(fd, &m, 0, &r))
+        return r;
+    r = LIBC(writev)(fd, iov, cnt);
+    WATCH_AFTER(fd, r, iov_total(iov, (size_t)cnt));
     return r;
 }
 
 KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
     if (WRITE_FAST(fd) || cnt < 0)
-        return ks_libc()->writev(fd, iov, cnt);
-    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
+        return LIBC(writev)(fd, iov, cnt);
+    return writev_watched(fd, iov, cnt);
+}
+
+__attribute__((noinline)) static ssize_t send_watched(int fd, const void *buf, size_t n, int flags)
+{
+    struct iovec iov = {(void *)buf, n};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
-    if (write_slow_later(fd, &m, 0, &r))
+    if (write_slow_later(fd, &m, flags, &r))
         return r;
-    r = ks_libc()->writev(fd, iov, cnt);
-    WATCH_AFTER(fd, r, iov_total(iov, (size_t)cnt));
+    r = LIBC(send)(fd, buf, n, flags);
+    WATCH_AFTER(fd, r, n);
     return r;
 }
 
 KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     if (WRITE_FAST(fd))
-        return ks_libc()->send(fd, buf, n, flags);
+        return LIBC(send)(fd, buf, n, flags);
+    return send_watched(fd, buf, n, flags);
+}
+
+__attribute__((noinline)) static ssize_t sendto_watched(int fd, const void *buf, size_t n,
+                                                        int flags, const struct sockaddr *to,
+                                                        socklen_t tolen)
+{
     struct iovec iov = {(void *)buf, n};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr m = {
+        .msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
     if (write_slow_later(fd, &m, flags, &r))
         return r;
-    r = ks_libc()->send(fd, buf, n, flags);
+    r = LIBC(sendto)(fd, buf, n, flags, to, tolen);
     WATCH_AFTER(fd, r, n);
     return r;
 }
@@ -1314,37 +1395,45 @@ KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const str
                          socklen_t tolen)
 {
     if (WRITE_FAST(fd))
-        return ks_libc()->sendto(fd, buf, n, flags, to, tolen);
-    struct iovec iov = {(void *)buf, n};
-    struct msghdr m = {
-        .msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1};
+        return LIBC(sendto)(fd, buf, n, flags, to, tolen);
+    return sendto_watched(fd, buf, n, flags, to, tolen);
+}
+
+__attribute__((noinline)) static ssize_t sendmsg_watched(int fd, const struct msghdr *msg,
+                                                         int flags)
+{
     ssize_t r;
-    if (write_slow_later(fd, &m, flags, &r))
+    if (write_slow_later(fd, msg, flags, &r))
         return r;
-    r = ks_libc()->sendto(fd, buf, n, flags, to, tolen);
-    WATCH_AFTER(fd, r, n);
+    r = LIBC(sendmsg)(fd, msg, flags);
+    WATCH_AFTER(fd, r, iov_total(msg->msg_iov, msg->msg_iovlen));
     return r;
 }
 
 KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     if (WRITE_FAST(fd) || !msg)
-        return ks_libc()->sendmsg(fd, msg, flags);
-    ssize_t r;
-    if (write_slow_later(fd, msg, flags, &r))
-        return r;
-    r = ks_libc()->sendmsg(fd, msg, flags);
-    WATCH_AFTER(fd, r, iov_total(msg->msg_iov, msg->msg_iovlen));
-    return r;
+        return LIBC(sendmsg)(fd, msg, flags);
+    return sendmsg_watched(fd, msg, flags);
 }
 
-KS_EXPORT ssize_t read(int fd, void *buf, size_t n)
+/* Once a "later" BIO was found: a read that opens a ClientHello is noted. */
+__attribute__((noinline)) static ssize_t read_noting(int fd, void *buf, size_t n)
 {
-    ssize_t r = ks_libc()->read(fd, buf, n);
-    if (KS_LIKELY(!__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED)) || r < BS_SIG_MAX)
+    ssize_t r = LIBC(read)(fd, buf, n);
+    if (r < BS_SIG_MAX)
         return r;
     const uint8_t *b = buf;
     if (b[0] == 22 && b[1] == 3 && b[5] == 1) /* a handshake record, a ClientHello */
         hello_note(fd, b);
     return r;
+}
+
+/* The flag is tested before the read (a tail call): a read already under way
+ * in another thread when the first "later" BIO is found is not noted. */
+KS_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    if (KS_LIKELY(!__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED)))
+        return LIBC(read)(fd, buf, n);
+    return read_noting(fd, buf, n);
 }

@@ -15,14 +15,23 @@ extern __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exe
 /* Set when a thread's outermost handshake call begins: what libssl reads
  * through a program's BIO is looked at afresh (biosock.c, the ClientHello). */
 extern __thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
+/* Threads in a handshake call, plus one for good once a BIO got kTLS TX
+ * from the library (atomic): while 0, BIO_ctrl has one control to watch
+ * (SET_KTLS), the test on its hot path. A thread that never leaves its
+ * handshake call (it ends inside a callback, or a fork child inherits the
+ * count) only leaves that test on the slower path. */
+extern int ks_biosock_ctrl_watch __attribute__((visibility("hidden")));
 static inline void ks_biosock_handshake_enter(void)
 {
-    if (!ks_biosock_handshaking++)
+    if (!ks_biosock_handshaking++) {
         ks_biosock_rx_fresh = true;
+        __atomic_add_fetch(&ks_biosock_ctrl_watch, 1, __ATOMIC_RELAXED);
+    }
 }
 static inline void ks_biosock_handshake_leave(void)
 {
-    ks_biosock_handshaking--;
+    if (!--ks_biosock_handshaking)
+        __atomic_sub_fetch(&ks_biosock_ctrl_watch, 1, __ATOMIC_RELAXED);
 }
 
 /* The socket whose kTLS TX the library installed under the BIO chain b (the

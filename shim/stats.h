@@ -118,7 +118,7 @@ struct ks_record {
 
 /* NULL in a process forked by a sharded worker until it first counts
  * something: only then does it claim a record of the shared pool. */
-extern struct ks_record *ks_cur;
+extern struct ks_record *ks_cur __attribute__((visibility("hidden"))); /* direct access */
 struct ks_record *ks_stats_claim_lazily(void);
 
 static inline void ks_count(enum ks_counter c, uint64_t n)

@@ -904,18 +904,32 @@ static void call_done(SSL *s, bool tx, bool ok, size_t n)
  * path: no connection of the process needs a lookup (connwatch.h) and the
  * call is the program's own (not libssl's from inside a hook). Then libssl
  * serves the call and its bytes are user bytes, unless the call itself made
- * a connection watched (a handshake completed in it): then call_done(). */
+ * a connection watched (a handshake completed in it): then call_done().
+ * The rare ends are functions of their own that return the call's result,
+ * so that the fast path keeps almost nothing across libssl's call. */
+__attribute__((noinline)) static int fast_watched(SSL *s, int r, bool tx, bool ok, size_t n)
+{
+    call_done(s, tx, ok, n);
+    return r;
+}
+
+__attribute__((noinline)) static int fast_count(int r, bool tx, size_t n)
+{
+    ks_count(tx ? KS_C_B_USER_TX : KS_C_B_USER_RX, n);
+    return r;
+}
+
 #define FAST_CALL(call, ok, n, tx)                                                                 \
     do {                                                                                           \
         ks_hook_depth++;                                                                           \
-        r = call;                                                                                  \
+        int r = call;                                                                              \
         ks_hook_depth--;                                                                           \
-        if (KS_LIKELY(ks_conns_unwatched())) {                                                     \
-            if (ok)                                                                                \
-                ks_count(tx ? KS_C_B_USER_TX : KS_C_B_USER_RX, (uint64_t)(n));                     \
-        } else {                                                                                   \
-            call_done(s, tx, ok, (ok) ? (size_t)(n) : 0);                                          \
-        }                                                                                          \
+        if (KS_UNLIKELY(!ks_conns_unwatched()))                                                    \
+            return fast_watched(s, r, tx, ok, (ok) ? (size_t)(n) : 0);                             \
+        if ((ok) &&                                                                                \
+            KS_UNLIKELY(!ks_count_quick(tx ? KS_C_B_USER_TX : KS_C_B_USER_RX, (uint64_t)(n))))     \
+            return fast_count(r, tx, (size_t)(n));                                                 \
+        return r;                                                                                  \
     } while (0)
 
 __attribute__((noinline)) static int read_slow(SSL *s, void *buf, int num)
@@ -945,9 +959,7 @@ KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
 {
     if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
         return read_slow(s, buf, num);
-    int r;
     FAST_CALL(api.read(s, buf, num), r > 0, r, false);
-    return r;
 }
 
 __attribute__((noinline)) static int read_ex_slow(SSL *s, void *buf, size_t num, size_t *readbytes)
@@ -979,10 +991,8 @@ KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 {
     if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
         return read_ex_slow(s, buf, num, readbytes);
-    int r;
     FAST_CALL(api.read_ex(s, buf, num, readbytes), r == 1 && readbytes,
               r == 1 && readbytes ? *readbytes : 0, false);
-    return r;
 }
 
 __attribute__((noinline)) static int write_slow(SSL *s, const void *buf, int num)
@@ -1016,9 +1026,7 @@ KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
 {
     if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
         return write_slow(s, buf, num);
-    int r;
     FAST_CALL(api.write(s, buf, num), r > 0, r, true);
-    return r;
 }
 
 __attribute__((noinline)) static int write_ex_slow(SSL *s, const void *buf, size_t num,
@@ -1053,10 +1061,8 @@ KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
 {
     if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
         return write_ex_slow(s, buf, num, written);
-    int r;
     FAST_CALL(api.write_ex(s, buf, num, written), r == 1 && written,
               r == 1 && written ? *written : 0, true);
-    return r;
 }
 
 KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, int flags)

@@ -129,6 +129,18 @@ static inline void ks_count(enum ks_counter c, uint64_t n)
     __atomic_fetch_add(&r->c[c], n, __ATOMIC_RELAXED);
 }
 
+/* ks_count on a hot path that keeps no stack frame for the rare case:
+ * false (nothing counted) while the process has no record yet, when the
+ * caller must call ks_count. */
+static inline bool ks_count_quick(enum ks_counter c, uint64_t n)
+{
+    struct ks_record *r = __atomic_load_n(&ks_cur, __ATOMIC_ACQUIRE);
+    if (KS_UNLIKELY(!r))
+        return false;
+    __atomic_fetch_add(&r->c[c], n, __ATOMIC_RELAXED);
+    return true;
+}
+
 /* Marks that the library did something in this process, so that it writes
  * a record however it ends (processes where it did nothing stay silent and
  * untouched): from now on, signals the program left at their default action

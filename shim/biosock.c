@@ -585,6 +585,22 @@ static void rx_saw(BIO *b, const void *p, int n)
     ks_log_debug("fd %d: found under the program's BIO by the ClientHello it read", fd);
 }
 
+/* A handshake call wrote through a BIO chain that ends in neither one of
+ * libcrypto's descriptor BIOs nor a memory BIO (libssl keeps every
+ * handshake's transcript in one): a program's own BIO, under which a socket
+ * may be found. From then on BIO_ctrl watches SET_KTLS (through
+ * ks_biosock_ctrl_watch, for good). Until then the only BIOs of the
+ * program's libssl can ask SET_KTLS of met it outside handshake calls,
+ * where no socket is ever found under them: set_ktls_tx would say no
+ * (bio_no_fd), and the BIO's own answer (no) comes instead; the fallback
+ * reason is the same (ks_biosock_reason). */
+static int bs_own_bio_seen; /* atomic */
+static void own_bio_seen(void)
+{
+    if (!__atomic_exchange_n(&bs_own_bio_seen, 1, __ATOMIC_RELAXED))
+        __atomic_add_fetch(&ks_biosock_ctrl_watch, 1, __ATOMIC_RELAXED);
+}
+
 /* Starts watching the chain under b for this call; false if already
  * watching (a nested call) or nothing to watch. */
 static bool watch_begin(BIO *b)
@@ -594,6 +610,8 @@ static bool watch_begin(BIO *b)
     BIO *end = chain_end(b);
     if (!end || libcrypto_socket_bio(end))
         return false;
+    if (!__atomic_load_n(&bs_own_bio_seen, __ATOMIC_RELAXED) && !memory_bio(end))
+        own_bio_seen();
     struct bs_bio *st = bio_state(end);
     if (st && (st->ambiguous || st->tx_on))
         return false;
@@ -953,16 +971,16 @@ __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, 
  * everything else straight to libcrypto with a tail call, which costs a few
  * instructions. libssl asks many per record: per request of a small
  * keep-alive response about 9 GET_KTLS_SEND (before every record it
- * writes) and 7 FLUSH. While no thread is in a handshake call and no BIO
- * got kTLS TX from the library (ks_biosock_ctrl_watch is 0), only SET_KTLS
- * is watched: FLUSH only in a handshake call, GET_KTLS_SEND and the
- * control-message controls only on a BIO that got kTLS TX from us. */
+ * writes) and 7 FLUSH. While ks_biosock_ctrl_watch is 0 (no thread in a
+ * handshake call, no BIO with kTLS TX from the library, no program's BIO
+ * seen in a handshake call) none is watched: FLUSH only in a handshake
+ * call, GET_KTLS_SEND and the control-message controls only on a BIO that
+ * got kTLS TX from us, SET_KTLS only on a program's BIO (own_bio_seen). */
 KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
 {
-    if (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED))) {
-        if (KS_LIKELY(cmd != KS_BIO_CTRL_SET_KTLS))
-            return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
-    } else if (cmd == BIO_CTRL_GET_KTLS_SEND) {
+    if (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED)))
+        return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
+    if (cmd == BIO_CTRL_GET_KTLS_SEND) {
         if (KS_LIKELY(!__atomic_load_n(&bs_any_tx, __ATOMIC_RELAXED)))
             return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
     } else if (cmd == BIO_CTRL_FLUSH) {
@@ -1274,7 +1292,13 @@ static bool write_slow_later(int fd, const struct msghdr *m, int flags, ssize_t 
     return true;
 }
 
-#define WRITE_FAST(fd) (KS_LIKELY(!watch.target && !later.st && !fd_pending(fd)))
+/* A write with nothing to note or send differently. watch (a handshake
+ * call) and later (a program's BIO seen in one) need ks_biosock_ctrl_watch
+ * to be set: while it is 0, their thread-local tests are skipped. */
+#define WRITE_FAST(fd)                                                                             \
+    (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED) ||                       \
+               (!watch.target && !later.st)) &&                                                    \
+     KS_LIKELY(!fd_pending(fd)))
 
 static size_t iov_total(const struct iovec *iov, size_t cnt)
 {

@@ -16,10 +16,11 @@ extern __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exe
  * through a program's BIO is looked at afresh (biosock.c, the ClientHello). */
 extern __thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
 /* Threads in a handshake call, plus one for good once a BIO got kTLS TX
- * from the library (atomic): while 0, BIO_ctrl has one control to watch
- * (SET_KTLS), the test on its hot path. A thread that never leaves its
- * handshake call (it ends inside a callback, or a fork child inherits the
- * count) only leaves that test on the slower path. */
+ * from the library, plus one for good once a handshake call wrote through
+ * a program's own BIO (atomic): while 0, BIO_ctrl, BIO_write and BIO_read
+ * have nothing to watch, the one test on their hot path. A thread that
+ * never leaves its handshake call (it ends inside a callback, or a fork
+ * child inherits the count) only leaves them on the slower path. */
 extern int ks_biosock_ctrl_watch __attribute__((visibility("hidden")));
 static inline void ks_biosock_handshake_enter(void)
 {

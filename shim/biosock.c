@@ -52,9 +52,12 @@
  *    EIO on every control record (close_notify, tickets, key updates).
  *    Reason bio_rx.
  *
- * Cost when none of this is in use: two thread-local tests and one bitmap
- * test per write call, a load and a test per read() and BIO_read; BIO_ctrl
- * adds a switch on the command. While a
+ * Cost: until a handshake call meets a program's own BIO (nginx, Python,
+ * s_server: libcrypto's socket BIOs; asyncio: memory BIOs) nothing of this
+ * can apply, and each hook (BIO_ctrl, BIO_write, BIO_read, the libc writes
+ * and read) is one indirect jump to the real function. From then on: two
+ * thread-local tests and one bitmap test per write call, a load and a test
+ * per read() and BIO_read, a few tests on the command per BIO_ctrl. While a
  * thread follows a "later" BIO, its writes compare their first bytes (at
  * most BS_LATER_TRIES writes). */
 #define KS_HOOKS_BIO
@@ -90,7 +93,6 @@
 
 __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exec")));
 __thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
-int ks_biosock_ctrl_watch;
 
 /* ---- libcrypto: biosock.c's block of the one table (ossl_api.c) ---- */
 
@@ -585,21 +587,8 @@ static void rx_saw(BIO *b, const void *p, int n)
     ks_log_debug("fd %d: found under the program's BIO by the ClientHello it read", fd);
 }
 
-/* A handshake call wrote through a BIO chain that ends in neither one of
- * libcrypto's descriptor BIOs nor a memory BIO (libssl keeps every
- * handshake's transcript in one): a program's own BIO, under which a socket
- * may be found. From then on BIO_ctrl watches SET_KTLS (through
- * ks_biosock_ctrl_watch, for good). Until then the only BIOs of the
- * program's libssl can ask SET_KTLS of met it outside handshake calls,
- * where no socket is ever found under them: set_ktls_tx would say no
- * (bio_no_fd), and the BIO's own answer (no) comes instead; the fallback
- * reason is the same (ks_biosock_reason). */
-static int bs_own_bio_seen; /* atomic */
-static void own_bio_seen(void)
-{
-    if (!__atomic_exchange_n(&bs_own_bio_seen, 1, __ATOMIC_RELAXED))
-        __atomic_add_fetch(&ks_biosock_ctrl_watch, 1, __ATOMIC_RELAXED);
-}
+static int bs_own_bio_seen; /* atomic: a program's own BIO was met (ks_biosock_handshake_bios) */
+static void own_bio_seen(void);
 
 /* Starts watching the chain under b for this call; false if already
  * watching (a nested call) or nothing to watch. */
@@ -611,7 +600,7 @@ static bool watch_begin(BIO *b)
     if (!end || libcrypto_socket_bio(end))
         return false;
     if (!__atomic_load_n(&bs_own_bio_seen, __ATOMIC_RELAXED) && !memory_bio(end))
-        own_bio_seen();
+        own_bio_seen(); /* found here first: a BIO under no SSL's own ones */
     struct bs_bio *st = bio_state(end);
     if (st && (st->ambiguous || st->tx_on))
         return false;
@@ -854,8 +843,7 @@ static long set_ktls_tx(BIO *end, void *crypto_info)
         return 0;
     }
     st->tx_on = true;
-    if (!__atomic_exchange_n(&bs_any_tx, 1, __ATOMIC_RELAXED))
-        __atomic_add_fetch(&ks_biosock_ctrl_watch, 1, __ATOMIC_RELAXED); /* for good */
+    __atomic_store_n(&bs_any_tx, 1, __ATOMIC_RELAXED);
     return 1;
 }
 
@@ -922,16 +910,29 @@ static void missing(const char *name)
         ks_log_error("cannot find the real %s in any loaded libcrypto.so.3; the call fails", name);
 }
 
-/* Where BIO_ctrl, BIO_write and BIO_read send what they do not watch: the
- * slow function, which finds libcrypto's and puts it here (so that the fast
- * paths need no test for a function not found yet). */
+/* ---- the hooks' one jump ----
+ * Everything this file does is for a program's own BIO (the top of the
+ * file). Until a handshake call meets one (ks_biosock_handshake_bios, for
+ * good), no BIO_ctrl, BIO_write, BIO_read nor libc write or read has
+ * anything for it to do: each hook is then one indirect jump through its
+ * pointer below, to libcrypto's or libc's function. Each pointer starts at
+ * a function that finds the real one (and puts it there, unless a program's
+ * BIO was met meanwhile); once one is met, it is the hook's watching
+ * function, which tests what the hook must act on. */
+#define HOOK_SET(hook, from, to)                                                                   \
+    do {                                                                                           \
+        __typeof__(hook) from_ = (from);                                                           \
+        __atomic_compare_exchange_n(&(hook), &from_, (to), false, __ATOMIC_SEQ_CST,                \
+                                    __ATOMIC_SEQ_CST);                                             \
+    } while (0)
+#define HOOK_JUMP(hook) __atomic_load_n(&(hook), __ATOMIC_RELAXED)
+
 static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg);
 static int bio_write_slow(BIO *b, const void *data, int dlen);
 static int bio_read_slow(BIO *b, void *data, int dlen);
-static long (*bio_ctrl_next)(BIO *, int, long, void *) = bio_ctrl_slow;
-static int (*bio_write_next)(BIO *, const void *, int) = bio_write_slow;
-static int (*bio_read_next)(BIO *, void *, int) = bio_read_slow;
-#define BIO_NEXT_FOUND(next, field) __atomic_store_n(&(next), bs_api.field, __ATOMIC_RELAXED)
+static long (*bio_ctrl_hook)(BIO *, int, long, void *) = bio_ctrl_slow;
+static int (*bio_write_hook)(BIO *, const void *, int) = bio_write_slow;
+static int (*bio_read_hook)(BIO *, void *, int) = bio_read_slow;
 
 __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg)
 {
@@ -939,7 +940,7 @@ __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, 
         missing("BIO_ctrl");
         return 0;
     }
-    BIO_NEXT_FOUND(bio_ctrl_next, ctrl);
+    HOOK_SET(bio_ctrl_hook, bio_ctrl_slow, bs_api.ctrl);
     long r;
     switch (cmd) {
     case BIO_CTRL_FLUSH:
@@ -967,30 +968,33 @@ __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, 
     return bs_api.ctrl(b, cmd, larg, parg);
 }
 
-/* The controls this file acts on, given the state, go to bio_ctrl_slow;
- * everything else straight to libcrypto with a tail call, which costs a few
- * instructions. libssl asks many per record: per request of a small
- * keep-alive response about 9 GET_KTLS_SEND (before every record it
- * writes) and 7 FLUSH. While ks_biosock_ctrl_watch is 0 (no thread in a
- * handshake call, no BIO with kTLS TX from the library, no program's BIO
- * seen in a handshake call) none is watched: FLUSH only in a handshake
- * call, GET_KTLS_SEND and the control-message controls only on a BIO that
- * got kTLS TX from us, SET_KTLS only on a program's BIO (own_bio_seen). */
-KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
+/* Once a program's BIO was met: the controls this file acts on, given the
+ * state, go to bio_ctrl_slow; everything else straight to libcrypto.
+ * Tested in the order of how often libssl asks them: per request of a
+ * small keep-alive response about 9 GET_KTLS_SEND (before every record it
+ * writes) and 7 FLUSH; SET_KTLS and the control-message controls (72-75)
+ * once per connection or never. */
+static long bio_ctrl_watching(BIO *b, int cmd, long larg, void *parg)
 {
-    if (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED)))
-        return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
+    long (*real)(BIO *, int, long, void *) = __atomic_load_n(&bs_api.ctrl, __ATOMIC_RELAXED);
+    if (KS_UNLIKELY(!real))
+        return bio_ctrl_slow(b, cmd, larg, parg);
     if (cmd == BIO_CTRL_GET_KTLS_SEND) {
         if (KS_LIKELY(!__atomic_load_n(&bs_any_tx, __ATOMIC_RELAXED)))
-            return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
+            return real(b, cmd, larg, parg);
     } else if (cmd == BIO_CTRL_FLUSH) {
         if (KS_LIKELY(!ks_biosock_handshaking))
-            return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
+            return real(b, cmd, larg, parg);
     } else if (KS_LIKELY((unsigned)cmd - KS_BIO_CTRL_SET_KTLS >
                          KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG - KS_BIO_CTRL_SET_KTLS)) {
-        return __atomic_load_n(&bio_ctrl_next, __ATOMIC_RELAXED)(b, cmd, larg, parg);
+        return real(b, cmd, larg, parg);
     }
     return bio_ctrl_slow(b, cmd, larg, parg);
+}
+
+KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
+{
+    return HOOK_JUMP(bio_ctrl_hook)(b, cmd, larg, parg);
 }
 
 __attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, int dlen)
@@ -999,7 +1003,7 @@ __attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, in
         missing("BIO_write");
         return -1;
     }
-    BIO_NEXT_FOUND(bio_write_next, write);
+    HOOK_SET(bio_write_hook, bio_write_slow, bs_api.write);
     if (!ctrl_next.armed && !ks_biosock_handshaking)
         return bs_api.write(b, data, dlen);
     if (ctrl_next.armed) {
@@ -1032,16 +1036,19 @@ __attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, in
     return r;
 }
 
-/* Outside handshake calls (every record of every connection), BIO_write
- * and BIO_read tail-call libcrypto's. A control record is only announced
- * on a BIO that got kTLS TX from us: while ks_biosock_ctrl_watch is 0,
- * nothing to test on the thread. */
+/* Once a program's BIO was met: outside handshake calls (every record of
+ * every connection), BIO_write and BIO_read tail-call libcrypto's. */
+static int bio_write_watching(BIO *b, const void *data, int dlen)
+{
+    int (*real)(BIO *, const void *, int) = __atomic_load_n(&bs_api.write, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
+        return real(b, data, dlen);
+    return bio_write_slow(b, data, dlen);
+}
+
 KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
 {
-    if (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED)) ||
-        KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
-        return __atomic_load_n(&bio_write_next, __ATOMIC_RELAXED)(b, data, dlen);
-    return bio_write_slow(b, data, dlen);
+    return HOOK_JUMP(bio_write_hook)(b, data, dlen);
 }
 
 __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
@@ -1050,7 +1057,7 @@ __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
         missing("BIO_read");
         return -1;
     }
-    BIO_NEXT_FOUND(bio_read_next, read);
+    HOOK_SET(bio_read_hook, bio_read_slow, bs_api.read);
     if (!ks_biosock_handshaking || !__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED))
         return bs_api.read(b, data, dlen);
     int r = bs_api.read(b, data, dlen);
@@ -1062,12 +1069,17 @@ __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
     return r;
 }
 
+static int bio_read_watching(BIO *b, void *data, int dlen)
+{
+    int (*real)(BIO *, void *, int) = __atomic_load_n(&bs_api.read, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ks_biosock_handshaking))
+        return real(b, data, dlen);
+    return bio_read_slow(b, data, dlen);
+}
+
 KS_EXPORT int BIO_read(BIO *b, void *data, int dlen)
 {
-    if (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED)) ||
-        KS_LIKELY(!ks_biosock_handshaking))
-        return __atomic_load_n(&bio_read_next, __ATOMIC_RELAXED)(b, data, dlen);
-    return bio_read_slow(b, data, dlen);
+    return HOOK_JUMP(bio_read_hook)(b, data, dlen);
 }
 
 /* ---- what ossl.c asks ---- */
@@ -1292,13 +1304,8 @@ static bool write_slow_later(int fd, const struct msghdr *m, int flags, ssize_t 
     return true;
 }
 
-/* A write with nothing to note or send differently. watch (a handshake
- * call) and later (a program's BIO seen in one) need ks_biosock_ctrl_watch
- * to be set: while it is 0, their thread-local tests are skipped. */
-#define WRITE_FAST(fd)                                                                             \
-    (KS_LIKELY(!__atomic_load_n(&ks_biosock_ctrl_watch, __ATOMIC_RELAXED) ||                       \
-               (!watch.target && !later.st)) &&                                                    \
-     KS_LIKELY(!fd_pending(fd)))
+/* A write with nothing to note or send differently. */
+#define WRITE_FAST(fd) (KS_LIKELY(!watch.target && !later.st && !fd_pending(fd)))
 
 static size_t iov_total(const struct iovec *iov, size_t cnt)
 {
@@ -1318,15 +1325,18 @@ static size_t iov_total(const struct iovec *iov, size_t cnt)
     } while (0)
 
 /* libc's functions behind the hooks below, copied from real.c's table by
- * the first call (a stub until then), so that a fast path is one indirect
- * jump. */
+ * the first call (a stub until then), and each hook's pointer (the hook's
+ * one jump, as for the BIO hooks above): the stub, then libc's function
+ * until a program's BIO is met, then the hook's watching function. */
 #define LIBC_NEXT(name, params, args)                                                              \
     static ssize_t name##_first params;                                                            \
     static ssize_t(*libc_##name) params = name##_first;                                            \
+    static ssize_t(*name##_hook) params = name##_first;                                            \
     static ssize_t name##_first params                                                             \
     {                                                                                              \
         ssize_t(*f_) params = ks_libc()->name;                                                     \
         __atomic_store_n(&libc_##name, f_, __ATOMIC_RELAXED);                                      \
+        HOOK_SET(name##_hook, name##_first, f_);                                                   \
         return f_ args;                                                                            \
     }
 LIBC_NEXT(write, (int fd, const void *buf, size_t n), (fd, buf, n))
@@ -1341,9 +1351,8 @@ LIBC_NEXT(read, (int fd, void *buf, size_t n), (fd, buf, n))
 #undef LIBC_NEXT
 #define LIBC(name) __atomic_load_n(&libc_##name, __ATOMIC_RELAXED)
 
-/* Each write hook: the fast test, then a tail call to libc's function or to
- * its slow path (a function of its own, so that the fast path needs no
- * stack frame). */
+/* Each write hook once a program's BIO was met: the fast test, then libc's
+ * function, or the hook's slow path. */
 __attribute__((noinline)) static ssize_t write_watched(int fd, const void *buf, size_t n)
 {
     struct iovec iov = {(void *)buf, n};
@@ -1356,11 +1365,16 @@ __attribute__((noinline)) static ssize_t write_watched(int fd, const void *buf, 
     return r;
 }
 
-KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+static ssize_t write_watching(int fd, const void *buf, size_t n)
 {
     if (WRITE_FAST(fd))
         return LIBC(write)(fd, buf, n);
     return write_watched(fd, buf, n);
+}
+
+KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    return HOOK_JUMP(write_hook)(fd, buf, n);
 }
 
 __attribute__((noinline)) static ssize_t writev_watched(int fd, const struct iovec *iov, int cnt)
@@ -1374,11 +1388,16 @@ __attribute__((noinline)) static ssize_t writev_watched(int fd, const struct iov
     return r;
 }
 
-KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+static ssize_t writev_watching(int fd, const struct iovec *iov, int cnt)
 {
     if (WRITE_FAST(fd) || cnt < 0)
         return LIBC(writev)(fd, iov, cnt);
     return writev_watched(fd, iov, cnt);
+}
+
+KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    return HOOK_JUMP(writev_hook)(fd, iov, cnt);
 }
 
 __attribute__((noinline)) static ssize_t send_watched(int fd, const void *buf, size_t n, int flags)
@@ -1393,11 +1412,16 @@ __attribute__((noinline)) static ssize_t send_watched(int fd, const void *buf, s
     return r;
 }
 
-KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+static ssize_t send_watching(int fd, const void *buf, size_t n, int flags)
 {
     if (WRITE_FAST(fd))
         return LIBC(send)(fd, buf, n, flags);
     return send_watched(fd, buf, n, flags);
+}
+
+KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    return HOOK_JUMP(send_hook)(fd, buf, n, flags);
 }
 
 __attribute__((noinline)) static ssize_t sendto_watched(int fd, const void *buf, size_t n,
@@ -1415,12 +1439,18 @@ __attribute__((noinline)) static ssize_t sendto_watched(int fd, const void *buf,
     return r;
 }
 
-KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *to,
-                         socklen_t tolen)
+static ssize_t sendto_watching(int fd, const void *buf, size_t n, int flags,
+                               const struct sockaddr *to, socklen_t tolen)
 {
     if (WRITE_FAST(fd))
         return LIBC(sendto)(fd, buf, n, flags, to, tolen);
     return sendto_watched(fd, buf, n, flags, to, tolen);
+}
+
+KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *to,
+                         socklen_t tolen)
+{
+    return HOOK_JUMP(sendto_hook)(fd, buf, n, flags, to, tolen);
 }
 
 __attribute__((noinline)) static ssize_t sendmsg_watched(int fd, const struct msghdr *msg,
@@ -1434,11 +1464,16 @@ __attribute__((noinline)) static ssize_t sendmsg_watched(int fd, const struct ms
     return r;
 }
 
-KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+static ssize_t sendmsg_watching(int fd, const struct msghdr *msg, int flags)
 {
     if (WRITE_FAST(fd) || !msg)
         return LIBC(sendmsg)(fd, msg, flags);
     return sendmsg_watched(fd, msg, flags);
+}
+
+KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    return HOOK_JUMP(sendmsg_hook)(fd, msg, flags);
 }
 
 /* Once a "later" BIO was found: a read that opens a ClientHello is noted. */
@@ -1455,9 +1490,53 @@ __attribute__((noinline)) static ssize_t read_noting(int fd, void *buf, size_t n
 
 /* The flag is tested before the read (a tail call): a read already under way
  * in another thread when the first "later" BIO is found is not noted. */
-KS_EXPORT ssize_t read(int fd, void *buf, size_t n)
+static ssize_t read_watching(int fd, void *buf, size_t n)
 {
     if (KS_LIKELY(!__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED)))
         return LIBC(read)(fd, buf, n);
     return read_noting(fd, buf, n);
+}
+
+KS_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    return HOOK_JUMP(read_hook)(fd, buf, n);
+}
+
+/* ---- a program's own BIO met in a handshake call ---- */
+
+/* A BIO chain that ends in neither one of libcrypto's descriptor BIOs nor a
+ * memory BIO (or a BIO pair): a program's own, under which a socket may be
+ * found. */
+static bool program_bio(BIO *b)
+{
+    BIO *end = b ? chain_end(b) : NULL;
+    return end && !libcrypto_socket_bio(end) && !memory_bio(end);
+}
+
+/* From now on every hook of this file watches (for good). */
+static void own_bio_seen(void)
+{
+    if (__atomic_exchange_n(&bs_own_bio_seen, 1, __ATOMIC_SEQ_CST))
+        return;
+    __atomic_store_n(&bio_ctrl_hook, bio_ctrl_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&bio_write_hook, bio_write_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&bio_read_hook, bio_read_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&write_hook, write_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&writev_hook, writev_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&send_hook, send_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sendto_hook, sendto_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sendmsg_hook, sendmsg_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&read_hook, read_watching, __ATOMIC_SEQ_CST);
+    ks_log_debug("a handshake call goes through a BIO of the program's own: its hooks watch");
+}
+
+void ks_biosock_handshake_bios(BIO *rbio, BIO *wbio)
+{
+    if (KS_LIKELY(__atomic_load_n(&bs_own_bio_seen, __ATOMIC_RELAXED)) ||
+        ks_ossl_flavour() == KS_OSSL_111 || (!rbio && !wbio) || !api_ready())
+        return;
+    KS_SAVE_ERRNO;
+    if (program_bio(rbio) || (wbio != rbio && program_bio(wbio)))
+        own_bio_seen();
+    KS_RESTORE_ERRNO;
 }

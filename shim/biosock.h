@@ -15,25 +15,20 @@ extern __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exe
 /* Set when a thread's outermost handshake call begins: what libssl reads
  * through a program's BIO is looked at afresh (biosock.c, the ClientHello). */
 extern __thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
-/* Threads in a handshake call, plus one for good once a BIO got kTLS TX
- * from the library, plus one for good once a handshake call wrote through
- * a program's own BIO (atomic): while 0, BIO_ctrl, BIO_write and BIO_read
- * have nothing to watch, the one test on their hot path. A thread that
- * never leaves its handshake call (it ends inside a callback, or a fork
- * child inherits the count) only leaves them on the slower path. */
-extern int ks_biosock_ctrl_watch __attribute__((visibility("hidden")));
 static inline void ks_biosock_handshake_enter(void)
 {
-    if (!ks_biosock_handshaking++) {
+    if (!ks_biosock_handshaking++)
         ks_biosock_rx_fresh = true;
-        __atomic_add_fetch(&ks_biosock_ctrl_watch, 1, __ATOMIC_RELAXED);
-    }
 }
 static inline void ks_biosock_handshake_leave(void)
 {
-    if (!--ks_biosock_handshaking)
-        __atomic_sub_fetch(&ks_biosock_ctrl_watch, 1, __ATOMIC_RELAXED);
+    ks_biosock_handshaking--;
 }
+
+/* A handshake call on an SSL with these BIOs begins: a program's own BIO
+ * among them makes this file's hooks watch, for good. Until then each is
+ * one jump to libcrypto's or libc's function (biosock.c). */
+void ks_biosock_handshake_bios(BIO *rbio, BIO *wbio);
 
 /* The socket whose kTLS TX the library installed under the BIO chain b (the
  * program's own BIO), or -1. */

@@ -860,6 +860,8 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq, const
         bool seen_ = top && api_ok && api.get_ex_data(s, conn_idx);                                \
         ks_hook_depth++;                                                                           \
         ks_biosock_handshake_enter();                                                              \
+        if (api_ok)                                                                                \
+            ks_biosock_handshake_bios(api.get_rbio(s), api.get_wbio(s));                           \
         int r = api.field(s);                                                                      \
         ks_biosock_handshake_leave();                                                              \
         ks_hook_depth--;                                                                           \

@@ -96,6 +96,9 @@ __thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
 
 /* ---- libcrypto: biosock.c's block of the one table (ossl_api.c) ---- */
 
+/* This library's own table: declared as such, a call through it is one
+ * instruction (no load of its address first). */
+extern struct ks_ossl_api ks_ossl_api __attribute__((visibility("hidden")));
 #define bs_api ks_ossl_api.bio
 #define api_ready ks_ossl_bio_ready
 #define BS_RESOLVE(field, name) ks_ossl_bio_sym((void **)&bs_api.field, name)

@@ -52,9 +52,12 @@
  *    EIO on every control record (close_notify, tickets, key updates).
  *    Reason bio_rx.
  *
- * Cost when none of this is in use: two thread-local tests and one bitmap
- * test per write call, a load and a test per read() and BIO_read; BIO_ctrl
- * adds a switch on the command. While a
+ * Cost: until a handshake call meets a program's own BIO (nginx, Python,
+ * s_server: libcrypto's socket BIOs; asyncio: memory BIOs) nothing of this
+ * can apply, and each hook (BIO_ctrl, BIO_write, BIO_read, the libc writes
+ * and read) is one indirect jump to the real function. From then on: two
+ * thread-local tests and one bitmap test per write call, a load and a test
+ * per read() and BIO_read, a few tests on the command per BIO_ctrl. While a
  * thread follows a "later" BIO, its writes compare their first bytes (at
  * most BS_LATER_TRIES writes). */
 #define KS_HOOKS_BIO
@@ -93,6 +96,9 @@ __thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
 
 /* ---- libcrypto: biosock.c's block of the one table (ossl_api.c) ---- */
 
+/* This library's own table: declared as such, a call through it is one
+ * instruction (no load of its address first). */
+extern struct ks_ossl_api ks_ossl_api __attribute__((visibility("hidden")));
 #define bs_api ks_ossl_api.bio
 #define api_ready ks_ossl_bio_ready
 #define BS_RESOLVE(field, name) ks_ossl_bio_sym((void **)&bs_api.field, name)
@@ -163,20 +169,27 @@ static void fd_forget(struct bs_fd *f)
 }
 static struct bs_fd *bs_fds;                /* BS_FD_MAX entries, made on first use */
 static uint64_t bs_pending[BS_FD_MAX / 64]; /* bit: bs_fds[fd] has segments */
+static int bs_pending_fds; /* atomic: at least the bits set in bs_pending (0: none) */
 
+/* One load per write call while no socket has a note (the fast path). */
 static inline bool fd_pending(int fd)
 {
-    return (unsigned)fd < BS_FD_MAX &&
+    return __atomic_load_n(&bs_pending_fds, __ATOMIC_RELAXED) && (unsigned)fd < BS_FD_MAX &&
            (__atomic_load_n(&bs_pending[fd / 64], __ATOMIC_RELAXED) & (1ULL << (fd % 64)));
 }
 
+/* The count goes up before a bit is set and down after one is cleared: a
+ * write that can see a bit sees the count. */
 static void fd_set_pending(int fd, bool on)
 {
     uint64_t bit = 1ULL << (fd % 64);
-    if (on)
-        __atomic_fetch_or(&bs_pending[fd / 64], bit, __ATOMIC_RELAXED);
-    else
-        __atomic_fetch_and(&bs_pending[fd / 64], ~bit, __ATOMIC_RELAXED);
+    if (on) {
+        __atomic_add_fetch(&bs_pending_fds, 1, __ATOMIC_RELAXED);
+        if (__atomic_fetch_or(&bs_pending[fd / 64], bit, __ATOMIC_RELAXED) & bit)
+            __atomic_sub_fetch(&bs_pending_fds, 1, __ATOMIC_RELAXED); /* it was set */
+    } else if (__atomic_fetch_and(&bs_pending[fd / 64], ~bit, __ATOMIC_RELAXED) & bit) {
+        __atomic_sub_fetch(&bs_pending_fds, 1, __ATOMIC_RELAXED);
+    }
 }
 
 static struct bs_fd *fd_table(void)
@@ -577,6 +590,9 @@ static void rx_saw(BIO *b, const void *p, int n)
     ks_log_debug("fd %d: found under the program's BIO by the ClientHello it read", fd);
 }
 
+static int bs_own_bio_seen; /* atomic: a program's own BIO was met (ks_biosock_handshake_bios) */
+static void own_bio_seen(void);
+
 /* Starts watching the chain under b for this call; false if already
  * watching (a nested call) or nothing to watch. */
 static bool watch_begin(BIO *b)
@@ -586,6 +602,8 @@ static bool watch_begin(BIO *b)
     BIO *end = chain_end(b);
     if (!end || libcrypto_socket_bio(end))
         return false;
+    if (!__atomic_load_n(&bs_own_bio_seen, __ATOMIC_RELAXED) && !memory_bio(end))
+        own_bio_seen(); /* found here first: a BIO under no SSL's own ones */
     struct bs_bio *st = bio_state(end);
     if (st && (st->ambiguous || st->tx_on))
         return false;
@@ -895,24 +913,29 @@ static void missing(const char *name)
         ks_log_error("cannot find the real %s in any loaded libcrypto.so.3; the call fails", name);
 }
 
-/* The controls this file acts on, given the state: everything else (libssl
- * asks its BIOs many controls per record, GET_KTLS_SEND among them) goes
- * straight to libcrypto with a tail call, which costs a few instructions. */
-static inline bool bio_ctrl_watched(int cmd)
-{
-    switch (cmd) {
-    case BIO_CTRL_FLUSH:
-        return ks_biosock_handshaking != 0;
-    case BIO_CTRL_GET_KTLS_SEND:
-        return __atomic_load_n(&bs_any_tx, __ATOMIC_RELAXED) != 0;
-    case KS_BIO_CTRL_SET_KTLS:
-    case KS_BIO_CTRL_SET_KTLS_TX_SEND_CTRL_MSG:
-    case KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG:
-        return true;
-    default:
-        return false;
-    }
-}
+/* ---- the hooks' one jump ----
+ * Everything this file does is for a program's own BIO (the top of the
+ * file). Until a handshake call meets one (ks_biosock_handshake_bios, for
+ * good), no BIO_ctrl, BIO_write, BIO_read nor libc write or read has
+ * anything for it to do: each hook is then one indirect jump through its
+ * pointer below, to libcrypto's or libc's function. Each pointer starts at
+ * a function that finds the real one (and puts it there, unless a program's
+ * BIO was met meanwhile); once one is met, it is the hook's watching
+ * function, which tests what the hook must act on. */
+#define HOOK_SET(hook, from, to)                                                                   \
+    do {                                                                                           \
+        __typeof__(hook) from_ = (from);                                                           \
+        __atomic_compare_exchange_n(&(hook), &from_, (to), false, __ATOMIC_SEQ_CST,                \
+                                    __ATOMIC_SEQ_CST);                                             \
+    } while (0)
+#define HOOK_JUMP(hook) __atomic_load_n(&(hook), __ATOMIC_RELAXED)
+
+static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg);
+static int bio_write_slow(BIO *b, const void *data, int dlen);
+static int bio_read_slow(BIO *b, void *data, int dlen);
+static long (*bio_ctrl_hook)(BIO *, int, long, void *) = bio_ctrl_slow;
+static int (*bio_write_hook)(BIO *, const void *, int) = bio_write_slow;
+static int (*bio_read_hook)(BIO *, void *, int) = bio_read_slow;
 
 __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg)
 {
@@ -920,6 +943,7 @@ __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, 
         missing("BIO_ctrl");
         return 0;
     }
+    HOOK_SET(bio_ctrl_hook, bio_ctrl_slow, bs_api.ctrl);
     long r;
     switch (cmd) {
     case BIO_CTRL_FLUSH:
@@ -947,12 +971,33 @@ __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, 
     return bs_api.ctrl(b, cmd, larg, parg);
 }
 
-KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
+/* Once a program's BIO was met: the controls this file acts on, given the
+ * state, go to bio_ctrl_slow; everything else straight to libcrypto.
+ * Tested in the order of how often libssl asks them: per request of a
+ * small keep-alive response about 9 GET_KTLS_SEND (before every record it
+ * writes) and 7 FLUSH; SET_KTLS and the control-message controls (72-75)
+ * once per connection or never. */
+static long bio_ctrl_watching(BIO *b, int cmd, long larg, void *parg)
 {
     long (*real)(BIO *, int, long, void *) = __atomic_load_n(&bs_api.ctrl, __ATOMIC_RELAXED);
-    if (KS_LIKELY(real != NULL) && KS_LIKELY(!bio_ctrl_watched(cmd)))
+    if (KS_UNLIKELY(!real))
+        return bio_ctrl_slow(b, cmd, larg, parg);
+    if (cmd == BIO_CTRL_GET_KTLS_SEND) {
+        if (KS_LIKELY(!__atomic_load_n(&bs_any_tx, __ATOMIC_RELAXED)))
+            return real(b, cmd, larg, parg);
+    } else if (cmd == BIO_CTRL_FLUSH) {
+        if (KS_LIKELY(!ks_biosock_handshaking))
+            return real(b, cmd, larg, parg);
+    } else if (KS_LIKELY((unsigned)cmd - KS_BIO_CTRL_SET_KTLS >
+                         KS_BIO_CTRL_CLEAR_KTLS_TX_CTRL_MSG - KS_BIO_CTRL_SET_KTLS)) {
         return real(b, cmd, larg, parg);
+    }
     return bio_ctrl_slow(b, cmd, larg, parg);
+}
+
+KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
+{
+    return HOOK_JUMP(bio_ctrl_hook)(b, cmd, larg, parg);
 }
 
 __attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, int dlen)
@@ -961,6 +1006,7 @@ __attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, in
         missing("BIO_write");
         return -1;
     }
+    HOOK_SET(bio_write_hook, bio_write_slow, bs_api.write);
     if (!ctrl_next.armed && !ks_biosock_handshaking)
         return bs_api.write(b, data, dlen);
     if (ctrl_next.armed) {
@@ -993,14 +1039,19 @@ __attribute__((noinline)) static int bio_write_slow(BIO *b, const void *data, in
     return r;
 }
 
-/* Outside handshake calls (every record of every connection), BIO_write
- * and BIO_read tail-call libcrypto's. */
-KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
+/* Once a program's BIO was met: outside handshake calls (every record of
+ * every connection), BIO_write and BIO_read tail-call libcrypto's. */
+static int bio_write_watching(BIO *b, const void *data, int dlen)
 {
     int (*real)(BIO *, const void *, int) = __atomic_load_n(&bs_api.write, __ATOMIC_RELAXED);
     if (KS_LIKELY(real != NULL) && KS_LIKELY(!ctrl_next.armed && !ks_biosock_handshaking))
         return real(b, data, dlen);
     return bio_write_slow(b, data, dlen);
+}
+
+KS_EXPORT int BIO_write(BIO *b, const void *data, int dlen)
+{
+    return HOOK_JUMP(bio_write_hook)(b, data, dlen);
 }
 
 __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
@@ -1009,6 +1060,7 @@ __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
         missing("BIO_read");
         return -1;
     }
+    HOOK_SET(bio_read_hook, bio_read_slow, bs_api.read);
     if (!ks_biosock_handshaking || !__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED))
         return bs_api.read(b, data, dlen);
     int r = bs_api.read(b, data, dlen);
@@ -1020,12 +1072,17 @@ __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
     return r;
 }
 
-KS_EXPORT int BIO_read(BIO *b, void *data, int dlen)
+static int bio_read_watching(BIO *b, void *data, int dlen)
 {
     int (*real)(BIO *, void *, int) = __atomic_load_n(&bs_api.read, __ATOMIC_RELAXED);
     if (KS_LIKELY(real != NULL) && KS_LIKELY(!ks_biosock_handshaking))
         return real(b, data, dlen);
     return bio_read_slow(b, data, dlen);
+}
+
+KS_EXPORT int BIO_read(BIO *b, void *data, int dlen)
+{
+    return HOOK_JUMP(bio_read_hook)(b, data, dlen);
 }
 
 /* ---- what ossl.c asks ---- */
@@ -1250,6 +1307,7 @@ static bool write_slow_later(int fd, const struct msghdr *m, int flags, ssize_t 
     return true;
 }
 
+/* A write with nothing to note or send differently. */
 #define WRITE_FAST(fd) (KS_LIKELY(!watch.target && !later.st && !fd_pending(fd)))
 
 static size_t iov_total(const struct iovec *iov, size_t cnt)
@@ -1269,82 +1327,219 @@ static size_t iov_total(const struct iovec *iov, size_t cnt)
             later_sent(r);                                                                         \
     } while (0)
 
-KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+/* libc's functions behind the hooks below, copied from real.c's table by
+ * the first call (a stub until then), and each hook's pointer (the hook's
+ * one jump, as for the BIO hooks above): the stub, then libc's function
+ * until a program's BIO is met, then the hook's watching function. */
+#define LIBC_NEXT(name, params, args)                                                              \
+    static ssize_t name##_first params;                                                            \
+    static ssize_t(*libc_##name) params = name##_first;                                            \
+    static ssize_t(*name##_hook) params = name##_first;                                            \
+    static ssize_t name##_first params                                                             \
+    {                                                                                              \
+        ssize_t(*f_) params = ks_libc()->name;                                                     \
+        __atomic_store_n(&libc_##name, f_, __ATOMIC_RELAXED);                                      \
+        HOOK_SET(name##_hook, name##_first, f_);                                                   \
+        return f_ args;                                                                            \
+    }
+LIBC_NEXT(write, (int fd, const void *buf, size_t n), (fd, buf, n))
+LIBC_NEXT(writev, (int fd, const struct iovec *iov, int cnt), (fd, iov, cnt))
+LIBC_NEXT(send, (int fd, const void *buf, size_t n, int flags), (fd, buf, n, flags))
+LIBC_NEXT(sendto,
+          (int fd, const void *buf, size_t n, int flags, const struct sockaddr *to,
+           socklen_t tolen),
+          (fd, buf, n, flags, to, tolen))
+LIBC_NEXT(sendmsg, (int fd, const struct msghdr *msg, int flags), (fd, msg, flags))
+LIBC_NEXT(read, (int fd, void *buf, size_t n), (fd, buf, n))
+#undef LIBC_NEXT
+#define LIBC(name) __atomic_load_n(&libc_##name, __ATOMIC_RELAXED)
+
+/* Each write hook once a program's BIO was met: the fast test, then libc's
+ * function, or the hook's slow path. */
+__attribute__((noinline)) static ssize_t write_watched(int fd, const void *buf, size_t n)
 {
-    if (WRITE_FAST(fd))
-        return ks_libc()->write(fd, buf, n);
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
     if (write_slow_later(fd, &m, 0, &r))
         return r;
-    r = ks_libc()->write(fd, buf, n);
+    r = LIBC(write)(fd, buf, n);
     WATCH_AFTER(fd, r, n);
     return r;
 }
 
-KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+static ssize_t write_watching(int fd, const void *buf, size_t n)
 {
-    if (WRITE_FAST(fd) || cnt < 0)
-        return ks_libc()->writev(fd, iov, cnt);
+    if (WRITE_FAST(fd))
+        return LIBC(write)(fd, buf, n);
+    return write_watched(fd, buf, n);
+}
+
+KS_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    return HOOK_JUMP(write_hook)(fd, buf, n);
+}
+
+__attribute__((noinline)) static ssize_t writev_watched(int fd, const struct iovec *iov, int cnt)
+{
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
     ssize_t r;
     if (write_slow_later(fd, &m, 0, &r))
         return r;
-    r = ks_libc()->writev(fd, iov, cnt);
+    r = LIBC(writev)(fd, iov, cnt);
     WATCH_AFTER(fd, r, iov_total(iov, (size_t)cnt));
     return r;
 }
 
-KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+static ssize_t writev_watching(int fd, const struct iovec *iov, int cnt)
 {
-    if (WRITE_FAST(fd))
-        return ks_libc()->send(fd, buf, n, flags);
+    if (WRITE_FAST(fd) || cnt < 0)
+        return LIBC(writev)(fd, iov, cnt);
+    return writev_watched(fd, iov, cnt);
+}
+
+KS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    return HOOK_JUMP(writev_hook)(fd, iov, cnt);
+}
+
+__attribute__((noinline)) static ssize_t send_watched(int fd, const void *buf, size_t n, int flags)
+{
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
     if (write_slow_later(fd, &m, flags, &r))
         return r;
-    r = ks_libc()->send(fd, buf, n, flags);
+    r = LIBC(send)(fd, buf, n, flags);
     WATCH_AFTER(fd, r, n);
     return r;
 }
 
-KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *to,
-                         socklen_t tolen)
+static ssize_t send_watching(int fd, const void *buf, size_t n, int flags)
 {
     if (WRITE_FAST(fd))
-        return ks_libc()->sendto(fd, buf, n, flags, to, tolen);
+        return LIBC(send)(fd, buf, n, flags);
+    return send_watched(fd, buf, n, flags);
+}
+
+KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    return HOOK_JUMP(send_hook)(fd, buf, n, flags);
+}
+
+__attribute__((noinline)) static ssize_t sendto_watched(int fd, const void *buf, size_t n,
+                                                        int flags, const struct sockaddr *to,
+                                                        socklen_t tolen)
+{
     struct iovec iov = {(void *)buf, n};
     struct msghdr m = {
         .msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1};
     ssize_t r;
     if (write_slow_later(fd, &m, flags, &r))
         return r;
-    r = ks_libc()->sendto(fd, buf, n, flags, to, tolen);
+    r = LIBC(sendto)(fd, buf, n, flags, to, tolen);
     WATCH_AFTER(fd, r, n);
     return r;
 }
 
-KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+static ssize_t sendto_watching(int fd, const void *buf, size_t n, int flags,
+                               const struct sockaddr *to, socklen_t tolen)
 {
-    if (WRITE_FAST(fd) || !msg)
-        return ks_libc()->sendmsg(fd, msg, flags);
+    if (WRITE_FAST(fd))
+        return LIBC(sendto)(fd, buf, n, flags, to, tolen);
+    return sendto_watched(fd, buf, n, flags, to, tolen);
+}
+
+KS_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *to,
+                         socklen_t tolen)
+{
+    return HOOK_JUMP(sendto_hook)(fd, buf, n, flags, to, tolen);
+}
+
+__attribute__((noinline)) static ssize_t sendmsg_watched(int fd, const struct msghdr *msg,
+                                                         int flags)
+{
     ssize_t r;
     if (write_slow_later(fd, msg, flags, &r))
         return r;
-    r = ks_libc()->sendmsg(fd, msg, flags);
+    r = LIBC(sendmsg)(fd, msg, flags);
     WATCH_AFTER(fd, r, iov_total(msg->msg_iov, msg->msg_iovlen));
     return r;
 }
 
-KS_EXPORT ssize_t read(int fd, void *buf, size_t n)
+static ssize_t sendmsg_watching(int fd, const struct msghdr *msg, int flags)
 {
-    ssize_t r = ks_libc()->read(fd, buf, n);
-    if (KS_LIKELY(!__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED)) || r < BS_SIG_MAX)
+    if (WRITE_FAST(fd) || !msg)
+        return LIBC(sendmsg)(fd, msg, flags);
+    return sendmsg_watched(fd, msg, flags);
+}
+
+KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    return HOOK_JUMP(sendmsg_hook)(fd, msg, flags);
+}
+
+/* Once a "later" BIO was found: a read that opens a ClientHello is noted. */
+__attribute__((noinline)) static ssize_t read_noting(int fd, void *buf, size_t n)
+{
+    ssize_t r = LIBC(read)(fd, buf, n);
+    if (r < BS_SIG_MAX)
         return r;
     const uint8_t *b = buf;
     if (b[0] == 22 && b[1] == 3 && b[5] == 1) /* a handshake record, a ClientHello */
         hello_note(fd, b);
     return r;
+}
+
+/* The flag is tested before the read (a tail call): a read already under way
+ * in another thread when the first "later" BIO is found is not noted. */
+static ssize_t read_watching(int fd, void *buf, size_t n)
+{
+    if (KS_LIKELY(!__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED)))
+        return LIBC(read)(fd, buf, n);
+    return read_noting(fd, buf, n);
+}
+
+KS_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    return HOOK_JUMP(read_hook)(fd, buf, n);
+}
+
+/* ---- a program's own BIO met in a handshake call ---- */
+
+/* A BIO chain that ends in neither one of libcrypto's descriptor BIOs nor a
+ * memory BIO (or a BIO pair): a program's own, under which a socket may be
+ * found. */
+static bool program_bio(BIO *b)
+{
+    BIO *end = b ? chain_end(b) : NULL;
+    return end && !libcrypto_socket_bio(end) && !memory_bio(end);
+}
+
+/* From now on every hook of this file watches (for good). */
+static void own_bio_seen(void)
+{
+    if (__atomic_exchange_n(&bs_own_bio_seen, 1, __ATOMIC_SEQ_CST))
+        return;
+    __atomic_store_n(&bio_ctrl_hook, bio_ctrl_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&bio_write_hook, bio_write_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&bio_read_hook, bio_read_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&write_hook, write_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&writev_hook, writev_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&send_hook, send_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sendto_hook, sendto_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sendmsg_hook, sendmsg_watching, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&read_hook, read_watching, __ATOMIC_SEQ_CST);
+    ks_log_debug("a handshake call goes through a BIO of the program's own: its hooks watch");
+}
+
+void ks_biosock_handshake_bios(BIO *rbio, BIO *wbio)
+{
+    if (KS_LIKELY(__atomic_load_n(&bs_own_bio_seen, __ATOMIC_RELAXED)) ||
+        ks_ossl_flavour() == KS_OSSL_111 || (!rbio && !wbio) || !api_ready())
+        return;
+    KS_SAVE_ERRNO;
+    if (program_bio(rbio) || (wbio != rbio && program_bio(wbio)))
+        own_bio_seen();
+    KS_RESTORE_ERRNO;
 }

@@ -25,6 +25,11 @@ static inline void ks_biosock_handshake_leave(void)
     ks_biosock_handshaking--;
 }
 
+/* A handshake call on an SSL with these BIOs begins: a program's own BIO
+ * among them makes this file's hooks watch, for good. Until then each is
+ * one jump to libcrypto's or libc's function (biosock.c). */
+void ks_biosock_handshake_bios(BIO *rbio, BIO *wbio);
+
 /* The socket whose kTLS TX the library installed under the BIO chain b (the
  * program's own BIO), or -1. */
 int ks_biosock_tx_fd(BIO *b);

@@ -36,6 +36,7 @@
 #include "kswitch.h"
 #include "kswitch_own.h"
 #include "config.h"
+#include "connwatch.h"
 #include "kdf.h"
 #include "ktls.h"
 #include "log.h"
@@ -69,8 +70,8 @@ enum { ALERT_WARNING = 1, ALERT_CLOSE_NOTIFY = 0, ALERT_USER_CANCELED = 90 };
 static int own_idx = -1;    /* SSL: struct ks_own */
 static int keylog_idx = -1; /* SSL_CTX: the program's keylog callback */
 static bool ready;          /* the switch can run in this process */
-int ks_switch_any_switched; /* a connection was switched (atomic): the
-                               fast no on every hook until then */
+int ks_switch_live;         /* connections switched now (atomic): the fast
+                               no on every hook while there is none */
 
 struct keylog_box {
     ks_keylog_cb_t cb;
@@ -89,6 +90,8 @@ static void own_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
     struct ks_own *o = ptr;
     if (!o)
         return;
+    if (o->rx_on)
+        __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
     own_wipe(o);
     ks_own_tx_wipe(o);
     free(o);
@@ -411,7 +414,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     o->rx_on = true;
     if (!ks_own_rekey_possible(o))
         own_wipe(o); /* the secret is no longer needed: the kernel has the keys */
-    __atomic_store_n(&ks_switch_any_switched, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
     return true;
 }
 
@@ -664,22 +667,24 @@ KS_EXPORT int SSL_has_pending(const SSL *s)
     return o->stash_len > 0;
 }
 
-static int get_error_slow(const SSL *s, int ret)
+__attribute__((noinline)) static int get_error_slow(const SSL *s, int ret)
 {
+    int (*real)(const SSL *, int) = __atomic_load_n(&api.get_error, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && !__atomic_load_n(&ks_switch_live, __ATOMIC_RELAXED))
+        return real(s, ret);
     struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
     if (o && o->last_err >= 0)
         return ret > 0 ? SSL_ERROR_NONE : o->last_err;
     return api.get_error ? api.get_error(s, ret) : SSL_ERROR_SSL;
 }
 
-/* Called after most SSL_read/SSL_write returns: until a connection of this
- * process was switched, straight to libssl with a tail call. */
+/* Called after most SSL_read/SSL_write returns: while no connection of
+ * this process needs a lookup (connwatch.h: none is switched then) or none
+ * is switched, straight to libssl with a tail call. */
 KS_EXPORT int SSL_get_error(const SSL *s, int ret)
 {
-    int (*real)(const SSL *, int) = __atomic_load_n(&api.get_error, __ATOMIC_RELAXED);
-    if (KS_LIKELY(real != NULL) &&
-        KS_LIKELY(!__atomic_load_n(&ks_switch_any_switched, __ATOMIC_RELAXED)))
-        return real(s, ret);
+    if (ks_conns_unwatched())
+        return api.get_error(s, ret);
     return get_error_slow(s, ret);
 }
 
@@ -734,6 +739,8 @@ KS_EXPORT int SSL_clear(SSL *s)
     if (ks_ossl_ready() && ready && s) {
         struct ks_own *o = api.get_ex_data(s, own_idx);
         if (o) {
+            if (o->rx_on)
+                __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
             own_wipe(o);
             ks_own_tx_wipe(o);
             o->rx_on = o->tx_on = false;

@@ -39,16 +39,17 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
  * secrets it does not need for a KeyUpdate are wiped (kswitch_rekey.c). */
 void ks_switch_settled(SSL *s);
 
-/* Set once a connection of this process was switched (atomic). */
-extern int ks_switch_any_switched;
+/* How many live connections of this process have their receive switched
+ * (atomic): taken at the switch, given back by SSL_clear and SSL_free. */
+extern int ks_switch_live __attribute__((visibility("hidden")));
 struct ks_own *ks_own_of_switched(const SSL *s);
 
 /* The switch's state for s when its receive is the library's own, or NULL
- * (the caller then passes the call to libssl). One load on every hook until
- * a connection was switched. */
+ * (the caller then passes the call to libssl). One load on every hook while
+ * no connection is switched. */
 static inline struct ks_own *ks_own_of(const SSL *s)
 {
-    if (KS_LIKELY(!__atomic_load_n(&ks_switch_any_switched, __ATOMIC_RELAXED)))
+    if (KS_LIKELY(!__atomic_load_n(&ks_switch_live, __ATOMIC_ACQUIRE)))
         return NULL;
     return ks_own_of_switched(s);
 }

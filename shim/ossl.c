@@ -30,6 +30,7 @@
 #include "common.h"
 #include "config.h"
 #include "connlog.h"
+#include "connwatch.h"
 #include "kswitch.h"
 #include "ktls.h"
 #include "log.h"
@@ -61,6 +62,7 @@ struct ks_conn {
                                          handshake call returns (kswitch.c) */
     bool tx_own_due;                  /* TX likewise, right after RX (kswitch_tx.c) */
     bool tx_nic, rx_nic, offload_est; /* kTLS crypto on the NIC; a guess */
+    bool watched;                     /* counted in ks_conns_watched (connwatch.h) */
     struct ks_connlog *log;           /* KTLSSHIM_CONN_LOG entry, NULL when off */
 };
 
@@ -112,6 +114,8 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
         ks_ktls_fd_mark(c->fd, false);
     if (KS_UNLIKELY(c->log))
         ks_connlog_end(c->log);
+    if (c->watched)
+        ks_conns_watch(-1);
     free(c);
 }
 
@@ -138,6 +142,9 @@ static void resolve(void)
         ks_log_error("%s lacks functions the library needs; kTLS statistics are off "
                      "for this process (connections are untouched)",
                      ks_ossl_flavour() == KS_OSSL_111 ? "libssl.so.1.1" : "libssl.so.3");
+    /* Every function the fast paths call is there: they may run. */
+    if (api_ok && api.read && api.read_ex && api.write && api.write_ex && api.get_error)
+        ks_conns_watch(-1);
 }
 
 /* Called on every hook: after the first call this is one load. */
@@ -370,13 +377,15 @@ static const char *path_name(uint8_t path)
 static struct ks_conn *handshake_done(SSL *s)
 {
     struct ks_conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
-    c->fd = -1;
-    if (!api.set_ex_data(s, conn_idx, c)) {
+    if (c && !api.set_ex_data(s, conn_idx, c)) {
         free(c);
+        c = NULL;
+    }
+    if (!c) { /* not recorded: the next calls on s look it up and try again */
+        ks_conns_watch_for_good();
         return NULL;
     }
+    c->fd = -1;
     ks_stats_mark_active();
     int version = api.version(s);
     const SSL_CIPHER *ciph = api.get_current_cipher(s);
@@ -418,6 +427,12 @@ static struct ks_conn *handshake_done(SSL *s)
         struct ks_connlog_dir tx = {path_name(c->tx), c->tx_reason, c->tx_nic, c->offload_est};
         struct ks_connlog_dir rx = {path_name(c->rx), c->rx_reason, c->rx_nic, c->offload_est};
         c->log = ks_connlog_begin(s, log_fd, version, cipher, resumed, &tx, &rx);
+    }
+    /* The calls on this connection need its state (connwatch.h). */
+    if (c->tx != KS_PATH_USER || c->rx != KS_PATH_USER || c->tx_own_due || c->rx_own_due ||
+        c->log) {
+        c->watched = true;
+        ks_conns_watch(1);
     }
     ks_log_debug("handshake done on fd %d: %s %s%s, tx %s, rx %s", log_fd, version_name(version),
                  cipher ? cipher : "?", resumed ? " (resumed)" : "",
@@ -551,15 +566,19 @@ struct cb_box {
     ks_info_cb_t cb;
 };
 
-/* The context's state, made (and listed) on first sight. */
+/* The context's state, made (and listed) on first sight. Without it the
+ * context may go without our info callback: lookups for good (connwatch.h). */
 static struct ks_ctx *ctx_state(SSL_CTX *ctx)
 {
     struct ks_ctx *k = api.CTX_get_ex_data(ctx, ctx_idx);
-    if (k || !(k = calloc(1, sizeof *k)))
+    if (k)
         return k;
-    k->ctx = ctx;
-    if (!api.CTX_set_ex_data(ctx, ctx_idx, k)) {
+    if ((k = calloc(1, sizeof *k)) && (k->ctx = ctx, !api.CTX_set_ex_data(ctx, ctx_idx, k))) {
         free(k);
+        k = NULL;
+    }
+    if (!k) {
+        ks_conns_watch_for_good();
         return NULL;
     }
     pthread_mutex_lock(&ctx_list_lock);
@@ -660,10 +679,12 @@ KS_EXPORT void SSL_set_info_callback(SSL *s, ks_info_cb_t cb)
     }
     /* NULL lets libssl fall back to the context's callback: ours. Without
      * memory to chain, the program's own callback goes in unchained. */
-    if (store_ssl_cb(s, cb))
+    if (store_ssl_cb(s, cb)) {
         api.set_info_callback(s, cb ? info_cb : NULL);
-    else
+    } else {
+        ks_conns_watch_for_good(); /* s's handshake may go unseen */
         api.set_info_callback(s, cb);
+    }
 }
 
 KS_EXPORT ks_info_cb_t SSL_get_info_callback(const SSL *s)
@@ -780,6 +801,10 @@ KS_EXPORT long SSL_CTX_callback_ctrl(SSL_CTX *ctx, int cmd, void (*fp)(void))
     return real(ctx, cmd, fp);
 }
 
+/* SSL_CTX_new's hook is running on this thread (its context is set up when
+ * libssl's returns, whatever SSL_CTX_new_ex's hook did inside). */
+static __thread bool ctx_new_call;
+
 KS_EXPORT SSL_CTX *SSL_CTX_new(const SSL_METHOD *meth)
 {
     need_api();
@@ -787,7 +812,11 @@ KS_EXPORT SSL_CTX *SSL_CTX_new(const SSL_METHOD *meth)
         missing("SSL_CTX_new");
         return NULL;
     }
-    return ctx_created(api.CTX_new(meth));
+    bool outer = ctx_new_call;
+    ctx_new_call = true;
+    SSL_CTX *ctx = api.CTX_new(meth);
+    ctx_new_call = outer;
+    return ctx_created(ctx);
 }
 
 KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq, const SSL_METHOD *meth)
@@ -797,9 +826,16 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq, const
         missing("SSL_CTX_new_ex");
         return NULL;
     }
-    /* SSL_CTX_new calls SSL_CTX_new_ex inside libssl: set the option once. */
-    if (ks_hook_depth)
-        return api.CTX_new_ex(libctx, propq, meth);
+    /* SSL_CTX_new calls SSL_CTX_new_ex inside libssl: set the option once.
+     * A context made inside another hook (a program's callback during a
+     * handshake call) gets no info callback: its handshakes are found by
+     * the lookup (connwatch.h). */
+    if (ks_hook_depth) {
+        SSL_CTX *made = api.CTX_new_ex(libctx, propq, meth);
+        if (made && api_ok && !ctx_new_call && !api.CTX_get_ex_data(made, ctx_idx))
+            ks_conns_watch_for_good();
+        return made;
+    }
     ks_hook_depth++;
     SSL_CTX *ctx = ctx_created(api.CTX_new_ex(libctx, propq, meth));
     ks_hook_depth--;
@@ -824,6 +860,8 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq, const
         bool seen_ = top && api_ok && api.get_ex_data(s, conn_idx);                                \
         ks_hook_depth++;                                                                           \
         ks_biosock_handshake_enter();                                                              \
+        if (api_ok)                                                                                \
+            ks_biosock_handshake_bios(api.get_rbio(s), api.get_wbio(s));                           \
         int r = api.field(s);                                                                      \
         ks_biosock_handshake_leave();                                                              \
         ks_hook_depth--;                                                                           \
@@ -852,7 +890,51 @@ static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
         ks_connlog_bytes(c->log, tx, tx ? c->tx : c->rx, n);
 }
 
-KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
+/* After a read or write call on s (ok: it moved n bytes): a handshake it
+ * completed is recorded, the own switch's receive decision if it is still
+ * due, and the bytes are counted on their path. */
+static void call_done(SSL *s, bool tx, bool ok, size_t n)
+{
+    struct ks_conn *c = conn_of(s);
+    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
+        own_rx_due(s, c, NULL, false);
+    if (ok)
+        count_bytes(c, tx, n);
+}
+
+/* The hooks below (the calls made for every record) first try the fast
+ * path: no connection of the process needs a lookup (connwatch.h) and the
+ * call is the program's own (not libssl's from inside a hook). Then libssl
+ * serves the call and its bytes are user bytes, unless the call itself made
+ * a connection watched (a handshake completed in it): then call_done().
+ * The rare ends are functions of their own that return the call's result,
+ * so that the fast path keeps almost nothing across libssl's call. */
+__attribute__((noinline)) static int fast_watched(SSL *s, int r, bool tx, bool ok, size_t n)
+{
+    call_done(s, tx, ok, n);
+    return r;
+}
+
+__attribute__((noinline)) static int fast_count(int r, bool tx, size_t n)
+{
+    ks_count(tx ? KS_C_B_USER_TX : KS_C_B_USER_RX, n);
+    return r;
+}
+
+#define FAST_CALL(call, ok, n, tx)                                                                 \
+    do {                                                                                           \
+        ks_hook_depth++;                                                                           \
+        int r = call;                                                                              \
+        ks_hook_depth--;                                                                           \
+        if (KS_UNLIKELY(!ks_conns_unwatched()))                                                    \
+            return fast_watched(s, r, tx, ok, (ok) ? (size_t)(n) : 0);                             \
+        if ((ok) &&                                                                                \
+            KS_UNLIKELY(!ks_count_quick(tx ? KS_C_B_USER_TX : KS_C_B_USER_RX, (uint64_t)(n))))     \
+            return fast_count(r, tx, (size_t)(n));                                                 \
+        return r;                                                                                  \
+    } while (0)
+
+__attribute__((noinline)) static int read_slow(SSL *s, void *buf, int num)
 {
     need_api();
     if (!api.read) {
@@ -871,15 +953,18 @@ KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
         r = api.read(s, buf, num);
         ks_hook_depth--;
     }
-    struct ks_conn *c = conn_of(s);
-    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
-        own_rx_due(s, c, NULL, false);
-    if (r > 0)
-        count_bytes(c, false, (size_t)r);
+    call_done(s, false, r > 0, r > 0 ? (size_t)r : 0);
     return r;
 }
 
-KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
+KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
+{
+    if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
+        return read_slow(s, buf, num);
+    FAST_CALL(api.read(s, buf, num), r > 0, r, false);
+}
+
+__attribute__((noinline)) static int read_ex_slow(SSL *s, void *buf, size_t num, size_t *readbytes)
 {
     need_api();
     if (!api.read_ex) {
@@ -900,15 +985,19 @@ KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
         r = api.read_ex(s, buf, num, readbytes);
         ks_hook_depth--;
     }
-    struct ks_conn *c = conn_of(s);
-    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
-        own_rx_due(s, c, NULL, false);
-    if (r == 1 && readbytes)
-        count_bytes(c, false, *readbytes);
+    call_done(s, false, r == 1 && readbytes, r == 1 && readbytes ? *readbytes : 0);
     return r;
 }
 
-KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
+KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
+{
+    if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
+        return read_ex_slow(s, buf, num, readbytes);
+    FAST_CALL(api.read_ex(s, buf, num, readbytes), r == 1 && readbytes,
+              r == 1 && readbytes ? *readbytes : 0, false);
+}
+
+__attribute__((noinline)) static int write_slow(SSL *s, const void *buf, int num)
 {
     need_api();
     if (!api.write) {
@@ -931,15 +1020,19 @@ KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
         r = api.write(s, buf, num);
         ks_hook_depth--;
     }
-    struct ks_conn *c = conn_of(s);
-    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
-        own_rx_due(s, c, NULL, false);
-    if (r > 0)
-        count_bytes(c, true, (size_t)r);
+    call_done(s, true, r > 0, r > 0 ? (size_t)r : 0);
     return r;
 }
 
-KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
+KS_EXPORT int SSL_write(SSL *s, const void *buf, int num)
+{
+    if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
+        return write_slow(s, buf, num);
+    FAST_CALL(api.write(s, buf, num), r > 0, r, true);
+}
+
+__attribute__((noinline)) static int write_ex_slow(SSL *s, const void *buf, size_t num,
+                                                   size_t *written)
 {
     need_api();
     if (!api.write_ex) {
@@ -962,12 +1055,16 @@ KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
         r = api.write_ex(s, buf, num, written);
         ks_hook_depth--;
     }
-    struct ks_conn *c = conn_of(s);
-    if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
-        own_rx_due(s, c, NULL, false);
-    if (r == 1 && written)
-        count_bytes(c, true, *written);
+    call_done(s, true, r == 1 && written, r == 1 && written ? *written : 0);
     return r;
+}
+
+KS_EXPORT int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
+{
+    if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
+        return write_ex_slow(s, buf, num, written);
+    FAST_CALL(api.write_ex(s, buf, num, written), r == 1 && written,
+              r == 1 && written ? *written : 0, true);
 }
 
 KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, int flags)

@@ -119,7 +119,7 @@ struct ks_record {
 
 /* NULL in a process forked by a sharded worker until it first counts
  * something: only then does it claim a record of the shared pool. */
-extern struct ks_record *ks_cur;
+extern struct ks_record *ks_cur __attribute__((visibility("hidden"))); /* direct access */
 struct ks_record *ks_stats_claim_lazily(void);
 
 static inline void ks_count(enum ks_counter c, uint64_t n)
@@ -128,6 +128,18 @@ static inline void ks_count(enum ks_counter c, uint64_t n)
     if (KS_UNLIKELY(!r))
         r = ks_stats_claim_lazily();
     __atomic_fetch_add(&r->c[c], n, __ATOMIC_RELAXED);
+}
+
+/* ks_count on a hot path that keeps no stack frame for the rare case:
+ * false (nothing counted) while the process has no record yet, when the
+ * caller must call ks_count. */
+static inline bool ks_count_quick(enum ks_counter c, uint64_t n)
+{
+    struct ks_record *r = __atomic_load_n(&ks_cur, __ATOMIC_ACQUIRE);
+    if (KS_UNLIKELY(!r))
+        return false;
+    __atomic_fetch_add(&r->c[c], n, __ATOMIC_RELAXED);
+    return true;
 }
 
 /* Marks that the library did something in this process, so that it writes

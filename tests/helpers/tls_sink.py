@@ -12,7 +12,9 @@ OUT/<n>.sum, then close with close_notify. --mode:
 OS level: SSL_read returns WANT_READ and Python polls). --slow reads 7
 bytes at a time (less than a record: the rest waits) and sleeps a
 millisecond every 1000 reads. --echo (eof mode) sends every received
-chunk back as it comes (a download after each upload). --serve N: connections to serve, then exit 0.
+chunk back as it comes (a download after each upload). --lazy: no handshake
+call (do_handshake_on_connect=False): the first SSL_read completes the
+handshake, and returns the first bytes. --serve N: connections to serve, then exit 0.
 Errors on one connection are written to OUT/<n>.err; the server serves on."""
 import argparse, hashlib, os, socket, ssl, struct, sys, time
 
@@ -28,6 +30,7 @@ ap.add_argument("--timeout", type=float)
 ap.add_argument("--slow", action="store_true")
 ap.add_argument("--serve", type=int, default=1 << 30)
 ap.add_argument("--echo", action="store_true")
+ap.add_argument("--lazy", action="store_true")
 a = ap.parse_args()
 
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -72,7 +75,7 @@ for n in range(a.serve):
         raw.settimeout(a.timeout)
     c = None
     try:
-        c = ctx.wrap_socket(raw, server_side=True)
+        c = ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=not a.lazy)
         h = hashlib.sha256()
         if a.mode == "length":
             hdr = b""

@@ -385,3 +385,26 @@ PYEOF
         'S("fallback_tx.not_socket") == 3 and S("fallback_rx.not_socket") == 3'
     assert_output ok
 }
+
+@test "handshakes completed inside SSL_read (python, no handshake call): every connection counted, its bytes as user bytes" {
+    # The read hooks look no connection up on a host without kTLS
+    # (shim/connwatch.h): such a handshake is recorded by the info callback.
+    need_no_tls
+    local out="$BATS_TEST_TMPDIR/out" files=("$WWW/s1" "$WWW/s16385" "$WWW/s1048583")
+    export KTLSSHIM_STATS="$STATS"
+    port=$(free_port)
+    sink_start srv "$port" "$out" --lazy --serve 6
+    wait_listen "$port"
+    run upload "$port" eof 1.3 aes128 "${files[@]}"
+    assert_success
+    run upload "$port" eof 1.2 chacha "${files[@]}"
+    assert_success
+    wait_gone "$(pid_of srv)" 30
+    run sums_match "$out" "${files[@]}" "${files[@]}"
+    assert_success
+    run stats_check "$STATS" 'S("connections.tls") == 6' \
+        'S("connections.tls1_3") == 3 and S("connections.tls1_2") == 3' \
+        'S("fallback_tx.no_kernel_tls") == 6 and S("fallback_rx.no_kernel_tls") == 6' \
+        "S('bytes.user_rx') == 2 * $((1 + 16385 + 1048583)) and S('bytes.ktls_rx') == 0"
+    assert_output ok
+}

@@ -244,3 +244,27 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
         "S('bytes.sendfile') == 16385 + 2 * 1048583"
     assert_output ok
 }
+
+@test "handshakes completed inside SSL_read (python, no handshake call): that read's bytes count on the connection's kTLS path" {
+    # The read hooks look the connection up only when some connection needs
+    # it (shim/connwatch.h), and ask again after libssl's call: the handshake
+    # completed inside it gave this connection kTLS RX (TLS 1.2: libssl's).
+    local out="$BATS_TEST_TMPDIR/out" files=("$WWW/s16385" "$WWW/s1048583")
+    export KTLSSHIM_STATS="$STATS"
+    port=$(pick_port)
+    snap
+    sink_start srv "$port" "$out" --lazy --serve 4
+    wait_listen "$port"
+    run upload "$port" eof 1.2 aes128 "${files[@]}"
+    assert_success
+    run upload "$port" eof 1.3 aes128 "${files[@]}"
+    assert_success
+    wait_gone "$(pid_of srv)" 60
+    run sums_match "$out" "${files[@]}" "${files[@]}"
+    assert_success
+    note
+    run stats_check "$STATS" 'S("connections.tls") == 4 and S("ktls.tx") == 4' \
+        'S("ktls.rx") == 2 and S("fallback_rx.unread") == 2' \
+        "S('bytes.ktls_rx') == 16385 + 1048583 and S('bytes.user_rx') == 16385 + 1048583"
+    assert_output ok
+}

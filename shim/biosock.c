@@ -328,7 +328,8 @@ static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
 
 static void make_index(void)
 {
-    bs_bio_idx = bs_api.get_ex_new_index(CRYPTO_EX_INDEX_BIO, 0, NULL, NULL, NULL, bio_state_free);
+    bs_bio_idx = bs_api.get_ex_new_index(CRYPTO_EX_INDEX_BIO, 0, NULL, NULL, ks_ex_dup_keep_own,
+                                         bio_state_free);
 }
 
 static struct bs_bio *bio_state(const BIO *b)

@@ -107,7 +107,8 @@ bool ks_switch_setup(void)
 {
     if (!ks_ossl_api_switch_ok() || ks_config()->ktls == KS_KTLS_OFF)
         return false;
-    own_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, own_free);
+    own_idx =
+        api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, ks_ex_dup_keep_own, own_free);
     keylog_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, box_free);
     ready = own_idx >= 0 && keylog_idx >= 0;
     if (ready)

@@ -129,8 +129,10 @@ static void resolve(void)
 {
     bool ok = ks_ossl_api_load();
     if (ok) {
-        conn_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, conn_free);
-        ssl_cb_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, NULL, box_free);
+        conn_idx =
+            api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, ks_ex_dup_keep_own, conn_free);
+        ssl_cb_idx =
+            api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, ks_ex_dup_keep_own, box_free);
         ctx_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, ctx_free);
     }
     api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_idx >= 0;

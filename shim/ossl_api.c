@@ -143,6 +143,20 @@ void ks_cleanse(void *p, size_t n)
         explicit_bzero(p, n);
 }
 
+int ks_ex_dup_keep_own(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx,
+                       long argl, void *argp)
+{
+    (void)from, (void)argl, (void)argp;
+    static void *(*get)(const CRYPTO_EX_DATA *, int);
+    void *(*fn)(const CRYPTO_EX_DATA *, int) = __atomic_load_n(&get, __ATOMIC_ACQUIRE);
+    if (!fn) {
+        *(void **)&fn = ks_ossl_sym("CRYPTO_get_ex_data");
+        __atomic_store_n(&get, fn, __ATOMIC_RELEASE);
+    }
+    *from_d = fn ? fn(to, idx) : NULL;
+    return 1;
+}
+
 /* ---- the blocks of biosock.c, optreset.c and resume.c ---- */
 
 #define RESOLVE_IN(block, field, name) (*(void **)&ks_ossl_api.block.field = ks_ossl_sym(name))

@@ -205,4 +205,13 @@ bool ks_ossl_resume_load(void);
 /* Wipes n bytes of secret: OPENSSL_cleanse when found, else explicit_bzero. */
 void ks_cleanse(void *p, size_t n);
 
+/* The dup callback of every ex_data index the library keeps on an SSL or a
+ * BIO. SSL_dup and BIO_dup_chain copy ex_data pointers as they are unless
+ * the index has one: both objects would then free the same state. The
+ * duplicate keeps what it already has of its own (SSL_dup sets the info
+ * callback, and so the library's box, before copying ex_data), else
+ * nothing. */
+int ks_ex_dup_keep_own(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx,
+                       long argl, void *argp);
+
 #endif

@@ -95,7 +95,10 @@ set -e
 ip link set lo up
 sysctl -qw net.ipv4.tcp_migrate_req=1
 env LD_PRELOAD="$PRELOAD" KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=info "$PY" "$PIDSRV" --port 4433 \
-    --exit-worker 1 3 2> srv.err &
+    --exit-worker 1 3 >/dev/null 2> srv.err &
+# the server holds none of run's output, and ends with this script whatever
+# fails in it (else run would wait for it, unbounded)
+trap 'kill -KILL %1 2>/dev/null || true' EXIT
 for _ in \$(seq 100); do ss -Hltn 'sport = :4433' | grep -q . && break; sleep 0.05; done
 "$PY" - <<'PYEOF'
 import socket, threading
@@ -114,7 +117,6 @@ ts = [threading.Thread(target=one) for _ in range(30)]
 print("\n".join(res))
 PYEOF
 grep -q 'crash loop, not respawning' srv.err
-kill -KILL %1
 EOF2
     run timeout 60 unshare -n bash inner.sh
     echo "$output"

@@ -1230,24 +1230,14 @@ static ssize_t send_ctrl(int fd, struct bs_fd *f, const struct msghdr *theirs, i
     }
     if (!took) /* a zero-length write: nothing to mark */
         return ks_libc()->sendmsg(fd, theirs, flags);
-    union {
-        char buf[CMSG_SPACE(sizeof(unsigned char))];
-        struct cmsghdr align;
-    } u;
-    memset(&u, 0, sizeof u);
+    union ks_record_type_cmsg room;
     struct msghdr m = {
         .msg_name = theirs->msg_name,
         .msg_namelen = theirs->msg_namelen,
         .msg_iov = iov,
         .msg_iovlen = (size_t)n,
-        .msg_control = u.buf,
-        .msg_controllen = sizeof u.buf,
     };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_TLS;
-    c->cmsg_type = TLS_SET_RECORD_TYPE;
-    c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
-    *CMSG_DATA(c) = f->seg[0].type;
+    ks_ktls_set_record_type(&m, &room, f->seg[0].type);
     /* The kernel takes no MSG_MORE with a record type. */
     ssize_t r = ks_libc()->sendmsg(fd, &m, flags & ~MSG_MORE);
     if (r > 0) {

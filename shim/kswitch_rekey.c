@@ -134,21 +134,10 @@ int ks_own_key_update_answer(struct ks_own *o)
     if (!o->ku_answer_due)
         return 0;
     uint8_t msg[5] = {HS_KEY_UPDATE, 0, 0, 1, KU_NOT_REQUESTED};
-    union {
-        char buf[CMSG_SPACE(sizeof(uint8_t))];
-        struct cmsghdr align;
-    } cbuf;
-    memset(&cbuf, 0, sizeof cbuf);
+    union ks_record_type_cmsg room;
     struct iovec iov = {.iov_base = msg, .iov_len = sizeof msg};
-    struct msghdr mh = {.msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = cbuf.buf,
-                        .msg_controllen = sizeof cbuf.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_TLS;
-    c->cmsg_type = TLS_SET_RECORD_TYPE;
-    c->cmsg_len = CMSG_LEN(sizeof(uint8_t));
-    *CMSG_DATA(c) = REC_HANDSHAKE;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    ks_ktls_set_record_type(&mh, &room, REC_HANDSHAKE);
     /* MSG_NOSIGNAL: a peer gone must not kill the program with SIGPIPE
      * from inside a receiving call. */
     ssize_t r = sendmsg(o->fd, &mh, MSG_NOSIGNAL);

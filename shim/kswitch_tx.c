@@ -380,21 +380,10 @@ ossl_ssize_t ks_own_sendfile(SSL *s, struct ks_own *o, int in_fd, off_t offset, 
 static int send_close_notify(struct ks_own *o)
 {
     uint8_t alert[2] = {ALERT_LEVEL_WARNING, ALERT_CLOSE_NOTIFY};
-    union {
-        char buf[CMSG_SPACE(sizeof(uint8_t))];
-        struct cmsghdr align;
-    } cbuf;
-    memset(&cbuf, 0, sizeof cbuf);
+    union ks_record_type_cmsg room;
     struct iovec iov = {.iov_base = alert, .iov_len = sizeof alert};
-    struct msghdr msg = {.msg_iov = &iov,
-                         .msg_iovlen = 1,
-                         .msg_control = cbuf.buf,
-                         .msg_controllen = sizeof cbuf.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_TLS;
-    c->cmsg_type = TLS_SET_RECORD_TYPE;
-    c->cmsg_len = CMSG_LEN(sizeof(uint8_t));
-    *CMSG_DATA(c) = REC_ALERT;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    ks_ktls_set_record_type(&msg, &room, REC_ALERT);
     ssize_t r = sendmsg(o->fd, &msg, 0);
     if (r == (ssize_t)sizeof alert) {
         o->alert_pending = false;

@@ -17,7 +17,10 @@
  *   /proc/net/tls_stat with the feature, so that line is the exact test;
  *   without the file (a sandbox), the kernel release (6.14+) decides;
  * - TLS_TX_ZEROCOPY_RO;
- * - a bitmap of fds with kTLS TX, for counting plain sendfile(). */
+ * - a bitmap of fds with kTLS TX, for counting plain sendfile();
+ * - the TLS_SET_RECORD_TYPE control message, for the three places that
+ *   send a record other than data (the own switch's alerts and KeyUpdate,
+ *   biosock.c's control records through a program's own writes). */
 #include "ktls.h"
 
 #include <fcntl.h>
@@ -289,4 +292,16 @@ bool ks_ktls_fd_marked(int fd)
     if (fd < 0 || fd >= FD_BITS)
         return false;
     return __atomic_load_n(&fd_bits[fd / 64], __ATOMIC_RELAXED) & (1ULL << (fd % 64));
+}
+
+void ks_ktls_set_record_type(struct msghdr *m, union ks_record_type_cmsg *room, uint8_t type)
+{
+    memset(room, 0, sizeof *room);
+    m->msg_control = room->buf;
+    m->msg_controllen = sizeof room->buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(m);
+    c->cmsg_level = SOL_TLS;
+    c->cmsg_type = TLS_SET_RECORD_TYPE;
+    c->cmsg_len = CMSG_LEN(sizeof(uint8_t));
+    *CMSG_DATA(c) = type;
 }

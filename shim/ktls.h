@@ -6,6 +6,9 @@
 
 #include "common.h"
 
+#include <stdint.h>
+#include <sys/socket.h>
+
 enum ks_offload { KS_OFFLOAD_SW, KS_OFFLOAD_NIC };
 
 /* The tls ULP is registered (net.ipv4.tcp_available_ulp lists it). */
@@ -21,6 +24,18 @@ bool ks_ktls_kernel_can_rekey(void);
 
 /* Asks the kernel for TLS_TX_ZEROCOPY_RO on fd. 0 or -1 with errno. */
 int ks_ktls_set_zerocopy(int fd);
+
+/* Room for one TLS_SET_RECORD_TYPE control message, aligned. */
+union ks_record_type_cmsg {
+    char buf[CMSG_SPACE(sizeof(uint8_t))];
+    struct cmsghdr align;
+};
+
+/* Makes m send its bytes as one record of `type` (an alert, a handshake
+ * message: TLS_SET_RECORD_TYPE) on a kTLS socket: its control is set to
+ * room, which must live until the sendmsg. The kernel takes no MSG_MORE
+ * with a record type. */
+void ks_ktls_set_record_type(struct msghdr *m, union ks_record_type_cmsg *room, uint8_t type);
 
 /* fds whose TX is kTLS, so that a plain sendfile() on them is counted. */
 void ks_ktls_fd_mark(int fd, bool on);

@@ -26,12 +26,6 @@ PY
     cp "$sys/libssl.so.3" "$sys/libcrypto.so.3" "$1/same/"
 }
 
-# fetch_line PORT: sends a line, prints the sha256 of the 100000 bytes back.
-fetch_line() {
-    (echo hello; sleep 30) | timeout 30 openssl s_client -quiet -connect "127.0.0.1:$1" \
-        2>/dev/null | head -c 100000 | sha256sum | cut -d' ' -f1
-}
-
 # plugin_and_ssl ORDER: tests/helpers/two_copies.py with the library
 # (KTLSSHIM_STATS=$STATS), from the current directory, whose file "body"
 # both servers answer with; both bodies checked.

@@ -423,3 +423,11 @@ sums_match_one() {
     want="$(sha "$2") $(stat -c %s "$2")"
     [ "$(cat "$1" 2>/dev/null)" = "$want" ] || { echo "want $want, got $(cat "$1" 2>/dev/null)"; return 1; }
 }
+
+# fetch_line PORT [BYTES]: sends a line over TLS (openssl s_client), prints
+# the sha256 of the BYTES (100000) that come back. -quiet implies -ign_eof:
+# s_client reads on after its input ends, until the server closes.
+fetch_line() {
+    echo hello | timeout 30 openssl s_client -quiet -connect "127.0.0.1:$1" 2>/dev/null |
+        head -c "${2:-100000}" | sha256sum | cut -d' ' -f1
+}

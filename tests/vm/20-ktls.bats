@@ -25,7 +25,7 @@ teardown() { teardown_servers; }
 
 NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
 
-@test "nginx (sendfile on, no kTLS directive): kTLS TX and RX on every connection (1.3 RX: own switch), SSL_sendfile, bodies intact" {
+@test "nginx (sendfile on, no kTLS directive): kTLS TX on every connection, RX on every one libssl holds nothing of (1.3 RX: own switch; read-ahead may hold a request), SSL_sendfile, bodies intact" {
     port=$(pick_port)
     nginx_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" off
     snap

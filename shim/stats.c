@@ -35,6 +35,9 @@
 
 #define POOL_RECORDS 1024
 
+/* A record's `written` (atomic). */
+enum { RECORD_UNWRITTEN = 0, RECORD_WRITING = 1, RECORD_WRITTEN = 2 };
+
 struct ks_pool {
     uint32_t nrec;
     uint32_t hint;                      /* atomic: where the next search for a free record starts */
@@ -408,7 +411,7 @@ static int claim(enum ks_role role, int shard, pid_t pid)
         r->role = role;
         r->shard = shard;
         r->pid = (int32_t)pid;
-        __atomic_store_n(&r->written, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->written, RECORD_UNWRITTEN, __ATOMIC_RELAXED);
     }
     r->shards = self_rec->shards;
     __atomic_store_n(&r->in_use, 1, __ATOMIC_RELEASE);
@@ -462,7 +465,7 @@ void ks_stats_release(int idx)
                                      __ATOMIC_RELAXED))
         return;
     retire_counts(r, true);
-    __atomic_store_n(&r->written, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->written, RECORD_UNWRITTEN, __ATOMIC_RELAXED);
     __atomic_store_n(&r->in_use, 0, __ATOMIC_RELEASE);
 }
 
@@ -477,7 +480,7 @@ void ks_stats_after_fork_child(void)
     }
     memset(own.c, 0, sizeof own.c);
     own.pid = 0;
-    own.written = 0;
+    own.written = RECORD_UNWRITTEN;
     exit_status = -1;
     __atomic_store_n(&active, false, __ATOMIC_RELAXED);
     /* A worker's child claims a record of the pool only once it counts. */
@@ -807,18 +810,55 @@ static void snapshot(const struct ks_record *r, uint64_t *c)
         c[i] = __atomic_load_n(&r->c[i], __ATOMIC_RELAXED);
 }
 
+/* This thread is writing (or waiting for) the process's record: a signal
+ * that ends the process arriving in the middle must not wait for itself. */
+static __thread bool record_in_hand __attribute__((tls_model("initial-exec")));
+
+#define RECORD_WAIT_MAX_NS 2000000000LL /* a writer stuck on a full stderr pipe */
+
+/* Another thread is writing the record: the caller is about to end the
+ * process (h2o's threads each call _exit when their last connection
+ * closes; exit() in one thread races _exit in another), and ending it now
+ * would kill the writer halfway. So wait until it is out, within bounds.
+ * Async-signal-safe: only clock_gettime and nanosleep. */
+static void wait_for_record(const struct ks_record *r)
+{
+    KS_SAVE_ERRNO;
+    struct timespec start, now, nap = {0, 200000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (__atomic_load_n(&r->written, __ATOMIC_ACQUIRE) == RECORD_WRITING) {
+        nanosleep(&nap, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long ns = (now.tv_sec - start.tv_sec) * 1000000000LL + (now.tv_nsec - start.tv_nsec);
+        if (ns > RECORD_WAIT_MAX_NS)
+            break;
+    }
+    KS_RESTORE_ERRNO;
+}
+
 void ks_stats_write_own(const char *end)
 {
     struct ks_record *r = __atomic_load_n(&ks_cur, __ATOMIC_ACQUIRE);
     if (!__atomic_load_n(&active, __ATOMIC_ACQUIRE) || !r || r->role == KS_ROLE_SUPERVISOR)
         return;
-    if (__atomic_exchange_n(&r->written, 1, __ATOMIC_ACQ_REL))
+    if (record_in_hand)
+        return; /* a signal in this thread's own write or wait */
+    record_in_hand = true;
+    int32_t was = RECORD_UNWRITTEN;
+    if (!__atomic_compare_exchange_n(&r->written, &was, RECORD_WRITING, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        if (was == RECORD_WRITING)
+            wait_for_record(r);
+        record_in_hand = false;
         return;
+    }
     if (!r->pid)
         r->pid = (int32_t)getpid();
     uint64_t c[KS_C_COUNT];
     snapshot(r, c);
     emit(r, c, 0, end);
+    __atomic_store_n(&r->written, RECORD_WRITTEN, __ATOMIC_RELEASE);
+    record_in_hand = false;
 }
 
 /* "exit 3", "signal 15" */
@@ -890,12 +930,12 @@ void ks_stats_at_exec(void)
             /* a worker keeps its record (the supervisor watches it): its
              * counts so far move to the retired sum */
             retire_counts(r, false);
-            __atomic_store_n(&r->written, 0, __ATOMIC_RELEASE);
+            __atomic_store_n(&r->written, RECORD_UNWRITTEN, __ATOMIC_RELEASE);
         }
     } else {
         for (int i = 0; i < KS_C_COUNT; i++)
             __atomic_store_n(&r->c[i], 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&r->written, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&r->written, RECORD_UNWRITTEN, __ATOMIC_RELEASE);
     }
 }
 
@@ -904,11 +944,14 @@ void ks_stats_write_for(int idx, const char *end)
     if (!pool || idx < 0 || idx >= (int)pool->nrec - 1)
         return;
     struct ks_record *r = &pool->rec[idx];
-    if (__atomic_exchange_n(&r->written, 1, __ATOMIC_ACQ_REL))
-        return;
+    int32_t was = RECORD_UNWRITTEN;
+    if (!__atomic_compare_exchange_n(&r->written, &was, RECORD_WRITING, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return; /* the worker wrote it (or died writing it) */
     uint64_t c[KS_C_COUNT];
     snapshot(r, c);
     emit(r, c, 0, end);
+    __atomic_store_n(&r->written, RECORD_WRITTEN, __ATOMIC_RELEASE);
 }
 
 void ks_stats_write_supervisor(const char *end)

@@ -113,7 +113,7 @@ struct ks_record {
     int32_t role;  /* enum ks_role */
     int32_t shard; /* worker index, -1 when none */
     int32_t shards;
-    int32_t written; /* the exit record has been written (atomic) */
+    int32_t written; /* the exit record: 0 not yet, 1 being written, 2 written (atomic) */
     int32_t in_use;  /* pool: 0 free, 1 in use, 2 being claimed (atomic) */
 };
 

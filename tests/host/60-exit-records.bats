@@ -222,6 +222,31 @@ EOF2
     assert_output 1
 }
 
+@test "threads that end the process at once (three _exit, one exit, as h2o's threads do): one whole record and one exit line, 40 times of 40" {
+    "$PY" - "$PRELOAD" "$TINY" <<'PYEOF'
+import os, socket, subprocess, sys
+preload, tiny = sys.argv[1:3]
+env = dict(os.environ, LD_PRELOAD=preload, KTLSSHIM_STATS=os.path.abspath("s.jsonl"))
+bad = []
+for i in range(40):
+    err = "race%d.err" % i
+    p = subprocess.Popen([tiny, "--port", "0"], env=env, stdout=subprocess.PIPE,
+                         stderr=open(err, "wb"), start_new_session=True)
+    port = int(p.stdout.readline().split()[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"race 3\n")
+        c.settimeout(10)
+        c.recv(1)
+    rc = p.wait(timeout=30)
+    recs = [l for l in open("s.jsonl") if '"pid":%d,' % p.pid in l]
+    lines = [l for l in open(err) if l.startswith("ktlsshim[%d]: exit 3: 1 accepted" % p.pid)]
+    if rc != 3 or len(recs) != 1 or '"end":"exit 3"' not in recs[0] or len(lines) != 1:
+        bad.append((i, rc, len(recs), len(lines)))
+print("bad (run, returncode, records, exit lines):", bad)
+sys.exit(1 if bad else 0)
+PYEOF
+}
+
 @test "the stats fd: high, close-on-exec, and a program that closes it and reuses the number gets its own file untouched" {
     port=$(free_port)
     start srv env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$PY" -c "

@@ -22,6 +22,8 @@
  *              cloexec=.. reuseport=.. waitpid=.. hups=.. fd=..
  *              int=.. quit=.. usr1=.. usr2=..\n"
  *   exit N  -> the process exits with N
+ *   race N  -> three threads call _exit(N) and this one exit(N), all at
+ *              once (as h2o's threads each call _exit at shutdown)
  *   crash   -> abort()
  */
 #include <arpa/inet.h>
@@ -71,6 +73,26 @@ static void *idle(void *arg)
 }
 
 static int reuseport;
+
+static pthread_barrier_t race_start;
+static int race_status;
+static void *race_to_exit(void *arg)
+{
+    (void)arg;
+    pthread_barrier_wait(&race_start);
+    _exit(race_status);
+}
+
+static void race(int status)
+{
+    pthread_t t;
+    race_status = status;
+    pthread_barrier_init(&race_start, NULL, 4);
+    for (int i = 0; i < 3; i++)
+        pthread_create(&t, NULL, race_to_exit, NULL);
+    pthread_barrier_wait(&race_start);
+    exit(status);
+}
 
 static int make_socket(int six, int port)
 {
@@ -145,6 +167,8 @@ static void serve(int c, int lfd)
         }
     } else if (strncmp(line, "exit", 4) == 0) {
         exit(atoi(line + 5));
+    } else if (strncmp(line, "race", 4) == 0) {
+        race(atoi(line + 5));
     } else if (strncmp(line, "crash", 5) == 0) {
         abort();
     }

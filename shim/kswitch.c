@@ -733,26 +733,23 @@ KS_EXPORT int SSL_shutdown(SSL *s)
     }
 }
 
-KS_EXPORT int SSL_clear(SSL *s)
+void ks_switch_clear(SSL *s)
 {
-    /* A reused SSL starts a new connection: nothing of the old one's
-     * switch may apply to it. */
-    if (ks_ossl_ready() && ready && s) {
-        struct ks_own *o = api.get_ex_data(s, own_idx);
-        if (o) {
-            if (o->rx_on)
-                __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
-            own_wipe(o);
-            ks_own_tx_wipe(o);
-            o->rx_on = o->tx_on = false;
-            o->tx_seq = 0;
-            o->tx_seq_known = o->alert_pending = o->ku_answer_due = false;
-            o->wpend_buf = NULL;
-            o->wpend_done = 0;
-            o->state = OWN_OPEN;
-            o->fd = -1;
-            o->last_err = -1;
-        }
-    }
-    return api.clear ? api.clear(s) : 0;
+    if (!ready || !s)
+        return;
+    struct ks_own *o = api.get_ex_data(s, own_idx);
+    if (!o)
+        return;
+    if (o->rx_on)
+        __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
+    own_wipe(o);
+    ks_own_tx_wipe(o);
+    o->rx_on = o->tx_on = false;
+    o->tx_seq = 0;
+    o->tx_seq_known = o->alert_pending = o->ku_answer_due = false;
+    o->wpend_buf = NULL;
+    o->wpend_done = 0;
+    o->state = OWN_OPEN;
+    o->fd = -1;
+    o->last_err = -1;
 }

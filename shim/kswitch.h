@@ -39,6 +39,10 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
  * secrets it does not need for a KeyUpdate are wiped (kswitch_rekey.c). */
 void ks_switch_settled(SSL *s);
 
+/* SSL_clear(s): a reused SSL starts a new connection, so nothing of the old
+ * one's switch may apply to it (its secrets are wiped). ossl.c's hook. */
+void ks_switch_clear(SSL *s);
+
 /* How many live connections of this process have their receive switched
  * (atomic): taken at the switch, given back by SSL_clear and SSL_free. */
 extern int ks_switch_live __attribute__((visibility("hidden")));

@@ -844,6 +844,30 @@ KS_EXPORT SSL_CTX *SSL_CTX_new_ex(OSSL_LIB_CTX *libctx, const char *propq, const
     return ctx;
 }
 
+/* A reused SSL (SSL_clear, then a new handshake on it) is a new connection:
+ * the old one's record ends here (its connection-log line is written), and
+ * the next handshake completing on s makes a fresh one, with the own
+ * switch's turn (kswitch.c forgets its state of the old connection). */
+KS_EXPORT int SSL_clear(SSL *s)
+{
+    need_api();
+    if (!api.clear) {
+        missing("SSL_clear");
+        return 0;
+    }
+    if (api_ok && s) {
+        KS_SAVE_ERRNO;
+        struct ks_conn *c = api.get_ex_data(s, conn_idx);
+        if (c) {
+            api.set_ex_data(s, conn_idx, NULL);
+            conn_free(s, c, NULL, conn_idx, 0, NULL);
+        }
+        ks_switch_clear(s);
+        KS_RESTORE_ERRNO;
+    }
+    return api.clear(s);
+}
+
 /* A handshake call by the program. If the handshake completes in it, the
  * connection is recorded, and the own switch gets its turn (only here: see
  * handshake_call). */

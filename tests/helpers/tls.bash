@@ -431,3 +431,29 @@ fetch_line() {
     echo hello | timeout 30 openssl s_client -quiet -connect "127.0.0.1:$1" 2>/dev/null |
         head -c "${2:-100000}" | sha256sum | cut -d' ' -f1
 }
+
+# reuse_server MODE: tests/helpers/ssl_reuse_server.c (dup or clear) serves
+# 3 connections under the library: checks the bodies, its exit, its
+# callbacks, and the library's count of TLS connections and connection-log
+# lines (3 each). Its record is s.jsonl.
+reuse_server() {
+    gcc -O1 -Wall -o reusesrv "$HELPERS_DIR/ssl_reuse_server.c" -lssl -lcrypto
+    head -c 70000 /dev/urandom >body
+    port=$(free_port)
+    start srv env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" KTLSSHIM_CONN_LOG="$BATS_TEST_TMPDIR/c.jsonl" \
+        ./reusesrv "$1" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" body 3
+    wait_listen "$port"
+    for _ in 1 2 3; do
+        assert_equal "$(fetch_line "$port" 70000)" "$(sha256sum <body | cut -d' ' -f1)"
+    done
+    wait_status srv
+    cat srv.out srv.err
+    assert_equal "$status_of" 0
+    grep -qx ok srv.out
+    grep -qx "callbacks 3" srv.out
+    # the library saw the three handshakes (its hooks ran on each connection)
+    run "$PY" -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print(sum(x["connections"]["tls"] for x in r))' "$BATS_TEST_TMPDIR/s.jsonl"
+    assert_output 3
+    run wc -l <c.jsonl
+    assert_output 3
+}

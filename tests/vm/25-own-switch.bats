@@ -311,3 +311,15 @@ s_server_sink() {
     run sh -c "grep -l 'Invalid \\(read\\|write\\)\\|uninitialised' $BATS_TEST_TMPDIR/vg.*.log"
     assert_output ""
 }
+
+@test "one SSL reused with SSL_clear (TLS 1.3): each connection switched afresh, receive by the own switch, send by libssl" {
+    snap
+    reuse_server clear
+    echo "# tls_stat: TlsRxSw+$(delta TlsRxSw) TlsTxSw+$(delta TlsTxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
+    assert_equal "$(delta TlsRxSw)" 3
+    assert_equal "$(delta TlsTxSw)" 3
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check s.jsonl 'S("connections.tls1_3") == 3' 'S("ktls.rx_own") == 3' \
+        'S("ktls.tx") == 3 and S("ktls.tx_own") == 0' 'S("bytes.ktls_tx") == 3 * 70000'
+    assert_output ok
+}

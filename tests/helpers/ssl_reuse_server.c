@@ -1,14 +1,18 @@
-/* ssl_dup_server.c — a TLS server that makes each connection's SSL with
- * SSL_dup from a template SSL that carries an info callback (a pattern of
- * older code: configure once, duplicate per connection). SSL_dup copies
- * ex_data pointers unless their index has a dup callback, so state the
- * library keeps on the template must not end up shared (freed twice).
- * tests/host/40-interpose.bats runs it under the library.
+/* ssl_reuse_server.c — a TLS server that does not make a fresh SSL for each
+ * connection, in one of two older patterns:
+ * - dup: each connection's SSL is SSL_dup of a template SSL that carries an
+ *   info callback (configure once, duplicate per connection). SSL_dup
+ *   copies ex_data pointers unless their index has a dup callback, so state
+ *   the library keeps on the template must not end up shared (freed twice).
+ * - clear: one SSL serves every connection, SSL_clear between them. Each
+ *   handshake on it is a new connection to the library.
+ * tests/host/40-interpose.bats and tests/vm/20-ktls.bats run it under the
+ * library.
  *
- *   ssl_dup_server PORT CERT KEY FILE N
+ *   ssl_reuse_server dup|clear PORT CERT KEY FILE N
  * Serves N connections on 127.0.0.1:PORT: reads a line, answers with FILE's
  * bytes. Then prints "callbacks N" (the program's info callback calls seen
- * on the duplicates' handshakes) and "ok", and exits 0. */
+ * on the connections' handshakes) and "ok", and exits 0. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
@@ -29,8 +33,10 @@ static void info(const SSL *s, int where, int ret)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6)
+    if (argc != 7)
         return 2;
+    int clear = !strcmp(argv[1], "clear");
+    argv++;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, argv[2]) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, argv[3], SSL_FILETYPE_PEM) != 1)
@@ -45,8 +51,8 @@ int main(int argc, char **argv)
         return 4;
     for (int n = atoi(argv[5]); n > 0; n--) {
         int fd = accept(l, NULL, NULL);
-        SSL *s = SSL_dup(tmpl);
-        if (fd < 0 || !s || s == tmpl || SSL_get_info_callback(s) != info)
+        SSL *s = clear ? tmpl : SSL_dup(tmpl);
+        if (fd < 0 || !s || (s == tmpl) != clear || SSL_get_info_callback(s) != info)
             return 5;
         SSL_set_fd(s, fd);
         if (SSL_accept(s) != 1)
@@ -64,7 +70,10 @@ int main(int argc, char **argv)
         if (f)
             fclose(f);
         SSL_shutdown(s);
-        SSL_free(s);
+        if (clear && SSL_clear(s) != 1)
+            return 8;
+        if (!clear)
+            SSL_free(s);
         close(fd);
     }
     SSL_free(tmpl);

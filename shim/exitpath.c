@@ -9,6 +9,10 @@
  *   which may still count);
  * - _exit/_Exit: the usual end of a fork child, and how h2o ends (from a
  *   worker thread, so no destructor runs): the record, then the real call;
+ * - quick_exit(status): the status is noted; the record is written by the
+ *   library's own at_quick_exit handler, registered at load and so run
+ *   after every handler the program registered (which may still count),
+ *   just before glibc's internal _exit;
  * - the exec family: the record ("exec") before the image is replaced; if
  *   the exec fails, the process carries on with a fresh record (stats.c).
  * glibc's own calls between these (execl -> execve, exit -> _exit) are
@@ -57,6 +61,25 @@ KS_EXPORT void _exit(int status)
     ks_stats_at_exit(status);
     ks_libc()->_exit(status);
     __builtin_unreachable();
+}
+
+KS_EXPORT void quick_exit(int status)
+{
+    ks_stats_note_exit_status(status);
+    ks_libc()->quick_exit(status);
+    __builtin_unreachable();
+}
+
+static void record_at_quick_exit(void)
+{
+    ks_stats_at_destructor();
+}
+
+void ks_exitpath_setup(void)
+{
+    /* Registered before the program's own handlers: run after them. A
+     * failure (no memory at load) only loses quick_exit's record. */
+    (void)at_quick_exit(record_at_quick_exit);
 }
 
 KS_EXPORT void _Exit(int status)

@@ -34,6 +34,7 @@ __attribute__((constructor)) static void ks_load(void)
     ks_config();
     ks_libc(); /* resolved now, never first inside a signal handler's write() */
     ks_stats_open_file();
+    ks_exitpath_setup();
     pthread_atfork(NULL, NULL, child_after_fork);
     KS_RESTORE_ERRNO;
 }

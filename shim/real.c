@@ -59,6 +59,7 @@ const struct ks_libc *ks_libc(void)
     l.libc_start_main = need("__libc_start_main");
     l.exit = need("exit");
     l._exit = need("_exit");
+    l.quick_exit = need("quick_exit");
     l.execve = need("execve");
     l.execv = need("execv");
     l.execvp = need("execvp");

@@ -29,6 +29,7 @@ struct ks_libc {
                            void (*)(void), void (*)(void), void *);
     void (*exit)(int);
     void (*_exit)(int);
+    void (*quick_exit)(int);
     int (*execve)(const char *, char *const[], char *const[]);
     int (*execv)(const char *, char *const[]);
     int (*execvp)(const char *, char *const[]);

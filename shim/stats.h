@@ -198,12 +198,15 @@ void ks_stats_write_own(const char *end);
  * active and this is the process that owns it (not a vfork child). */
 void ks_stats_note_exit_status(int status); /* exit(status): for the destructor */
 void ks_stats_at_destructor(void);
-void ks_stats_at_exit(int status); /* _exit, _Exit, quick_exit */
+void ks_stats_at_exit(int status); /* _exit, _Exit */
 void ks_stats_at_signal(int sig);  /* async-signal-safe */
 /* Before exec: writes the record ("exec"), moves its counts out (to the
  * pool's retired sum when shared) and makes the process inactive, so that if
  * the exec fails the process starts over with a fresh record and sums stay
  * exact. */
 void ks_stats_at_exec(void);
+/* exitpath.c, at load (init.c): the handler that writes quick_exit's
+ * record after the program's own at_quick_exit handlers. */
+void ks_exitpath_setup(void);
 
 #endif

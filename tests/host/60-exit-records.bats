@@ -465,3 +465,31 @@ print(len(kids), len({r['pid'] for r in kids}), sorted({r['connections']['accept
       sorted({r['end'] for r in kids}), len(sup), sup[0]['connections']['accepted'], sup[0]['end'])"
     assert_output "1100 1100 [1] ['exit 0'] 1 1100 signal 15"
 }
+
+@test "quick_exit: the record is written after the program's at_quick_exit handlers (what they count is in it), with quick_exit's status" {
+    port=$(free_port)
+    start srv env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$PY" -c "
+import ctypes, socket
+s = socket.socket(); s.bind(('127.0.0.1', $port)); s.listen(8)
+for _ in range(2):
+    c, _ = s.accept(); c.close()
+libc = ctypes.CDLL(None)
+@ctypes.CFUNCTYPE(None)
+def last_one():
+    c, _ = s.accept(); c.close()
+    print('handler ran', flush=True)
+libc.__cxa_at_quick_exit(last_one, None)  # at_quick_exit, as libc_nonshared.a makes it
+libc.quick_exit(5)"
+    wait_port "$port"   # 1st connection
+    for i in 1 2; do "$PY" -c "import socket; socket.create_connection(('127.0.0.1',$port)).close()"; done
+    wait_status srv
+    assert_equal "$status_of" 5
+    run cat srv.out
+    assert_output "handler ran"
+    pid=$(pid_of srv)
+    run "$PY" -c "
+import json
+rs = [json.loads(l) for l in open('s.jsonl')]
+print([(r['pid'] == $pid, r['end'], r['connections']['accepted']) for r in rs])"
+    assert_output "[(True, 'exit 5', 3)]"
+}

@@ -85,6 +85,20 @@ struct ks_ctx {
 static struct ks_ctx *ctx_list;
 static pthread_mutex_t ctx_list_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* A fork while another thread holds the list's lock would leave the child
+ * with it held for ever (its next SSL_CTX_new or SSL_CTX_free would hang):
+ * fork waits for it, and both sides let it go. Registered when the list
+ * is first used (resolve()); the lock is held only around list updates,
+ * which never fork. */
+static void ctx_list_prefork(void)
+{
+    pthread_mutex_lock(&ctx_list_lock);
+}
+static void ctx_list_postfork(void)
+{
+    pthread_mutex_unlock(&ctx_list_lock);
+}
+
 static void ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
@@ -136,6 +150,8 @@ static void resolve(void)
         ctx_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, ctx_free);
     }
     api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_idx >= 0;
+    if (api_ok && pthread_atfork(ctx_list_prefork, ctx_list_postfork, ctx_list_postfork) != 0)
+        api_ok = false; /* no memory: the hooks pass everything through */
     if (api_ok) {
         ks_switch_setup();
         ks_ossl_flavour_loaded(); /* the record says which OpenSSL */

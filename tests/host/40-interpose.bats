@@ -136,3 +136,45 @@ PYEOF
 @test "one SSL reused with SSL_clear: each handshake on it is a new connection, with a record of its own" {
     reuse_server clear
 }
+
+@test "a fork while another thread holds the library's SSL_CTX list lock (held there by gdb): the child makes and frees an SSL_CTX" {
+    command -v gdb >/dev/null || skip "no gdb"
+    # The library's only lock (the session cache's is process-shared and
+    # fails open: 31-resume-lock.bats): ctx_free's, stopped on the line
+    # after it takes it.
+    line=$(grep -n 'if (k->prev)' "$ROOT/shim/ossl.c" | cut -d: -f1)
+    gcc -O1 -g -Wall -o fork_lock "$HELPERS_DIR/fork_lock.c" -lssl -lcrypto -pthread
+    mkfifo go
+    start srv ./fork_lock go
+    wait_until 10 grep -qx ready srv.out
+    pid=$(pid_of srv)
+    # gdb holds the freeing thread there and lets only main run (it forks);
+    # once main waits for a mutex (the library's fork handler waiting for
+    # that lock) everyone runs again. gdb ends with the process.
+    cat >g.gdb <<EOF
+set pagination off
+set confirm off
+attach $pid
+break ossl.c:$line
+commands 1
+  silent
+  set scheduler-locking on
+  thread 1
+  shell kill -USR1 $pid
+  continue
+end
+break pthread_mutex_lock if \$_thread == 1
+commands 2
+  silent
+  set scheduler-locking off
+  delete
+  continue
+end
+shell (echo x >go) &
+continue
+EOF
+    timeout 60 gdb -batch -nx -x g.gdb >gdb.out 2>&1 || true
+    wait_gone "$pid" 20
+    run cat srv.out
+    assert_output "$(printf 'ready\nchild ok')"
+}

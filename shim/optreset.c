@@ -1,14 +1,17 @@
-/* optreset.c — kTLS back on for programs that reset their options
- * wholesale. Ruby's openssl, for one, sets a context's options by clearing
- * every bit (SSL_CTX_clear_options(ctx, SSL_CTX_get_options(ctx))) and then
- * setting its own set: that wipes the SSL_OP_ENABLE_KTLS the library set at
- * SSL_CTX_new, and every connection would fall back with `disabled`.
+/* optreset.c — kTLS back on for programs that set their options wholesale.
+ * Ruby's openssl, for one, sets a context's options by clearing every bit
+ * (SSL_CTX_clear_options(ctx, SSL_CTX_get_options(ctx))) and then setting
+ * its own set; Python's `ctx.options = X` clears every bit X does not name
+ * (SSL_CTX_clear_options(ctx, old & ~X)). Either wipes the
+ * SSL_OP_ENABLE_KTLS the library set at SSL_CTX_new, and every connection
+ * would fall back with `disabled`, though the program never asked that.
  *
  * - SSL_CTX_clear_options: a mask that takes SSL_OP_ENABLE_KTLS together
- *   with every other bit the context had is a wholesale reset: the context
- *   is marked. A mask that clears SSL_OP_ENABLE_KTLS but leaves some other
- *   option standing (SSL_CTX_clear_options(ctx, SSL_OP_ENABLE_KTLS) above
- *   all) is a choice: the mark comes off and the choice is kept.
+ *   with any other bit the context had is such a reset: the context is
+ *   marked. A mask whose only bit the context had is SSL_OP_ENABLE_KTLS
+ *   (SSL_CTX_clear_options(ctx, SSL_OP_ENABLE_KTLS); Python's
+ *   `ctx.options &= ~OP_ENABLE_KTLS`) is a choice: the mark comes off and
+ *   the choice is kept.
  * - SSL_new on a marked context whose options lack SSL_OP_ENABLE_KTLS: the
  *   option is set on that SSL only (the context keeps exactly what the
  *   program set, as it reads it back), counted in ktls.reasserted. Unless
@@ -61,11 +64,12 @@ static void missing(const char *name)
         ks_log_error("cannot find the real %s in any loaded libssl.so.3; the call fails", name);
 }
 
-/* A wholesale reset: SSL_OP_ENABLE_KTLS and every other bit that was set. */
+/* A reset, not a choice: SSL_OP_ENABLE_KTLS cleared with another bit that
+ * was set. */
 static bool wholesale(uint64_t before, uint64_t mask)
 {
     uint64_t others = before & ~(uint64_t)SSL_OP_ENABLE_KTLS;
-    return (mask & SSL_OP_ENABLE_KTLS) && others && (mask & others) == others;
+    return (mask & SSL_OP_ENABLE_KTLS) && (mask & others);
 }
 
 KS_EXPORT uint64_t SSL_CTX_clear_options(SSL_CTX *ctx, uint64_t op)
@@ -94,9 +98,9 @@ KS_EXPORT uint64_t SSL_CTX_clear_options(SSL_CTX *ctx, uint64_t op)
             or_api.CTX_set_ex_data(ctx, wiped_idx, NULL);
             free(w);
         }
-        ks_log_debug("the program cleared %s of a context's options, SSL_OP_ENABLE_KTLS "
-                     "with them: %s",
-                     reset ? "all" : "some",
+        ks_log_debug("the program cleared SSL_OP_ENABLE_KTLS of a context's options, "
+                     "with %s of its other options: %s",
+                     reset ? "others" : "none",
                      reset ? "kTLS is set again on each of its connections"
                            : "kept as the program's choice");
         KS_RESTORE_ERRNO;

@@ -179,6 +179,7 @@ SUMS_ADD_UP='all(SUP(g+"."+k) == S(g+"."+k) for g in ("connections","ktls","fall
 # py_server: writes the Python HTTPS server to $BATS_TEST_TMPDIR/https_server.py
 # and prints its path. Python's own http.server and ssl, nothing else:
 #   https_server.py --port P --cert C --key K --dir D [--max 1.2|1.3] [--ciphers S]
+#                   [--clear-ktls] [--assign-options]
 # Each connection is wrapped (and its handshake done) in its own thread;
 # SIGTERM ends it normally, so that the library writes its exit record.
 py_server() {
@@ -193,12 +194,17 @@ ap.add_argument("--dir", default=".")
 ap.add_argument("--max", choices=["1.2", "1.3"])
 ap.add_argument("--ciphers")
 ap.add_argument("--clear-ktls", action="store_true")
+ap.add_argument("--assign-options", action="store_true")
 a = ap.parse_args()
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(a.cert, a.key)
 if a.clear_ktls:
     # the program opts out: SSL_CTX_clear_options(SSL_OP_ENABLE_KTLS = 1 << 3)
     ctx.options = int(ctx.options) & ~8
+if a.assign_options:
+    # options set by assignment, as hypercorn does: Python clears every bit
+    # not named (SSL_OP_ENABLE_KTLS among them), then sets the named ones
+    ctx.options = ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
 if a.max:
     ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[a.max]
 if a.ciphers:

@@ -346,6 +346,19 @@ bad_inputs() {
     assert_output ok
 }
 
+@test "a program that sets its options by assignment (Python's ctx.options = X, as hypercorn does): kTLS asked again on each connection (reason no_kernel_tls, not disabled)" {
+    port=$(free_port)
+    start srv env KTLSSHIM_STATS="$STATS" "$PY" "$(py_server)" --port "$port" --assign-options \
+        --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
+    wait_listen "$port"
+    run matrix "$port" ec "1.2 1.3" aes128 s16385
+    assert_success
+    stop_srv srv
+    run stats_check "$STATS" 'S("connections.tls") == 2 and S("ktls.reasserted") == 2' \
+        'S("fallback_tx.no_kernel_tls") == 2 and S("fallback_tx.disabled") == 0'
+    assert_output ok
+}
+
 @test "asyncio TLS (memory BIOs): fallback reason not_socket for tx and rx, bodies intact" {
     cat > aio.py <<'PYEOF'
 import asyncio, ssl, sys

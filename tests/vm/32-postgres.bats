@@ -31,6 +31,9 @@ pg_no_ssl_error() {
 NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
 
 @test "PostgreSQL 15 with psql, TLS 1.2 and 1.3: kTLS TX through its BIO, RX in user space (bio_rx); KTLSSHIM_KTLS=own: no kTLS; data intact both ways, exit 0" {
+    if [ "${KTLSSHIM_TEST_ASAN:-0}" = 1 ]; then
+        skip "postgres hangs at start with libasan preloaded, even without the library"
+    fi
     base64 -w 76 /dev/urandom | head -c 300000 >up.txt
     echo >>up.txt
     local s1 s2 v

@@ -882,8 +882,6 @@ static bool set_ktls_allowed(BIO *b, bool tx, long *ret)
 
 static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
 {
-    if (!api_ready())
-        return false;
     if (cmd == KS_BIO_CTRL_SET_KTLS) {
         bool on;
         KS_SAVE_ERRNO;
@@ -892,6 +890,8 @@ static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
         if (!on)
             return true; /* refused: *ret is 0 */
     }
+    if (!api_ready())
+        return false;
     BIO *end = chain_end(b);
     if (!end || libcrypto_socket_bio(end))
         return false;

@@ -51,18 +51,28 @@
  *    see them; and after TLS_RX their plain read()/recv() would fail with
  *    EIO on every control record (close_notify, tickets, key updates).
  *    Reason bio_rx.
+ * 5. Which chains are whose: bioproof.c, by the BIO's method. libssl's
+ *    BIO_CTRL_SET_KTLS reaches libcrypto only under a chain proven to be
+ *    its socket BIO; under a program's own BIO this file answers (TX) or
+ *    says no (RX); under anything else (a filter of the program's over
+ *    libcrypto's socket BIO) no, in every process (bio_unproven). A copy
+ *    of libcrypto's socket method with the program's own read and write
+ *    (PostgreSQL) is the program's: libcrypto's ctrl would switch the
+ *    socket while the program's reads and writes know nothing of kTLS.
  *
  * Cost: until a handshake call meets a program's own BIO (nginx, Python,
  * s_server: libcrypto's socket BIOs; asyncio: memory BIOs) nothing of this
- * can apply, and each hook (BIO_ctrl, BIO_write, BIO_read, the libc writes
- * and read) is one indirect jump to the real function. From then on: two
- * thread-local tests and one bitmap test per write call, a load and a test
+ * can apply, and each hook (BIO_write, BIO_read, the libc writes and read)
+ * is one indirect jump to the real function; BIO_ctrl one test of the
+ * command first (BIO_CTRL_SET_KTLS is always checked: 5. above). From then
+ * on: two thread-local tests and one bitmap test per write call, a load and a test
  * per read() and BIO_read, a few tests on the command per BIO_ctrl. While a
  * thread follows a "later" BIO, its writes compare their first bytes (at
  * most BS_LATER_TRIES writes). */
 #define KS_HOOKS_BIO
 #include "ossl_hooks.h" /* first: the hook bodies' names */
 #include "biosock.h"
+#include "bioproof.h"
 #include "config.h"
 #include "ktls.h"
 #include "log.h"
@@ -354,25 +364,15 @@ static struct bs_bio *bio_state_make(BIO *b)
     return st;
 }
 
-/* One of libcrypto's own descriptor BIOs (BIO_s_socket, BIO_s_fd, connect,
- * accept, datagram): libssl's kTLS is theirs to answer, or not. A BIO of the
- * program's may carry a socket type too: h2o's is BIO_TYPE_FD, named
- * "h2o_socket"; the name tells them apart. */
-static bool libcrypto_socket_bio(BIO *b)
+/* A chain end that is libcrypto's own BIO (socket, fd, connect, accept,
+ * datagram, memory, pair: by its method, bioproof.c), not the program's:
+ * nothing for this file to watch under it. A program's BIO may carry a
+ * socket type and even libcrypto's name and ctrl (PostgreSQL's is a copy
+ * of BIO_s_socket's method with its own read and write): it is the
+ * program's. */
+static bool libcrypto_socket_bio(BIO *end)
 {
-    static const char *const names[] = {"socket", "file descriptor", "socket connect",
-                                        "socket accept", "datagram socket"};
-    int t = bs_api.method_type(b);
-    if (t != BIO_TYPE_SOCKET && t != BIO_TYPE_CONNECT && t != BIO_TYPE_ACCEPT && t != BIO_TYPE_FD &&
-        t != BIO_TYPE_DGRAM)
-        return false;
-    const char *name = bs_api.method_name(b);
-    if (!name)
-        return true; /* unknown: left to libcrypto, as before */
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcmp(name, names[i]) == 0)
-            return true;
-    return false;
+    return !ks_bio_end_is_programs(end);
 }
 
 /* The BIO at the end of the chain (libssl puts a buffering BIO on top of
@@ -859,8 +859,37 @@ static __thread struct {
     bool armed;
 } ctrl_next __attribute__((tls_model("initial-exec")));
 
+/* libssl asks to switch direction tx under the chain b: true if the call may
+ * go on, to libcrypto when the chain is proven to be its socket BIO
+ * (bioproof.c), to this file for TX under a program's own BIO; false with
+ * *ret 0 (no) for anything else. With KTLSSHIM_KTLS=off libssl's kTLS is the
+ * program's own doing: untouched. */
+static bool set_ktls_allowed(BIO *b, bool tx, long *ret)
+{
+    if (ks_config()->ktls == KS_KTLS_OFF)
+        return true;
+    enum ks_bio_shape shape = ks_bio_shape(b, tx);
+    if (shape == KS_BIO_SOCKET || (shape == KS_BIO_PROGRAM && tx))
+        return true;
+    if (shape != KS_BIO_OTHER)
+        ks_log_debug("libssl's kTLS %s refused: %s", tx ? "TX" : "RX",
+                     shape == KS_BIO_PROGRAM
+                         ? "receiving through the program's own BIO (see biosock.c)"
+                         : "the BIO chain is not proven to be libcrypto's socket BIO");
+    *ret = 0;
+    return false;
+}
+
 static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
 {
+    if (cmd == KS_BIO_CTRL_SET_KTLS) {
+        bool on;
+        KS_SAVE_ERRNO;
+        on = set_ktls_allowed(b, num != 0, ret);
+        KS_RESTORE_ERRNO;
+        if (!on)
+            return true; /* refused: *ret is 0 */
+    }
     if (!api_ready())
         return false;
     BIO *end = chain_end(b);
@@ -869,9 +898,7 @@ static bool biosock_ctrl(BIO *b, int cmd, long num, void *ptr, long *ret)
     struct bs_bio *st;
     switch (cmd) {
     case KS_BIO_CTRL_SET_KTLS:
-        if (!num) /* RX: not done under the program's BIO (see the top) */
-            return false;
-        if (ks_config()->ktls == KS_KTLS_OFF)
+        if (!num || ks_config()->ktls == KS_KTLS_OFF) /* RX: refused above */
             return false;
         KS_SAVE_ERRNO;
         *ret = set_ktls_tx(end, ptr);
@@ -919,7 +946,9 @@ static void missing(const char *name)
  * file). Until a handshake call meets one (ks_biosock_handshake_bios, for
  * good), no BIO_ctrl, BIO_write, BIO_read nor libc write or read has
  * anything for it to do: each hook is then one indirect jump through its
- * pointer below, to libcrypto's or libc's function. Each pointer starts at
+ * pointer below, to libcrypto's or libc's function (BIO_ctrl: to
+ * bio_ctrl_proving, which tests the command, BIO_CTRL_SET_KTLS being
+ * libssl's request to switch that bioproof.c must allow). Each pointer starts at
  * a function that finds the real one (and puts it there, unless a program's
  * BIO was met meanwhile); once one is met, it is the hook's watching
  * function, which tests what the hook must act on. */
@@ -938,13 +967,25 @@ static long (*bio_ctrl_hook)(BIO *, int, long, void *) = bio_ctrl_slow;
 static int (*bio_write_hook)(BIO *, const void *, int) = bio_write_slow;
 static int (*bio_read_hook)(BIO *, void *, int) = bio_read_slow;
 
+/* Until a program's BIO is met: libssl's request to switch (once per
+ * connection and direction) is the one control that must be looked at, by
+ * every process, whatever BIO it meets first: only a chain proven to be
+ * libcrypto's socket BIO gets libcrypto's answer (bioproof.c). */
+static long bio_ctrl_proving(BIO *b, int cmd, long larg, void *parg)
+{
+    long (*real)(BIO *, int, long, void *) = __atomic_load_n(&bs_api.ctrl, __ATOMIC_RELAXED);
+    if (KS_LIKELY(cmd != KS_BIO_CTRL_SET_KTLS) && KS_LIKELY(real != NULL))
+        return real(b, cmd, larg, parg);
+    return bio_ctrl_slow(b, cmd, larg, parg);
+}
+
 __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg)
 {
     if (KS_UNLIKELY(!api_ready()) && !bs_api.ctrl && !BS_RESOLVE(ctrl, "BIO_ctrl")) {
         missing("BIO_ctrl");
         return 0;
     }
-    HOOK_SET(bio_ctrl_hook, bio_ctrl_slow, bs_api.ctrl);
+    HOOK_SET(bio_ctrl_hook, bio_ctrl_slow, bio_ctrl_proving);
     long r;
     switch (cmd) {
     case BIO_CTRL_FLUSH:

@@ -35,6 +35,7 @@
 #include "ossl_hooks.h" /* first: the hook bodies' names */
 #include "kswitch.h"
 #include "kswitch_own.h"
+#include "bioproof.h"
 #include "config.h"
 #include "connwatch.h"
 #include "kdf.h"
@@ -358,6 +359,13 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     int fd = api.get_rfd(s);
     if (fd < 0 || fd != api.get_wfd(s)) {
         *why = KS_FB_NOT_SOCKET;
+        return false;
+    }
+    /* Records are read from fd past the BIO: only under libcrypto's own
+     * socket BIO are they what the program's reads would have been. */
+    enum ks_bio_shape shape = ks_bio_shape(api.get_rbio(s), false);
+    if (shape != KS_BIO_SOCKET) {
+        *why = shape == KS_BIO_OTHER ? KS_FB_NOT_SOCKET : KS_FB_BIO_UNPROVEN;
         return false;
     }
     enum ks_hash hash = KS_HASH_SHA256;

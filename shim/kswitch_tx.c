@@ -33,6 +33,7 @@
  * (SSL_want is SSL_NOTHING, its BIO has nothing pending, no KeyUpdate is
  * due); otherwise sending stays with libssl (reason unsent). */
 #include "ossl_hooks.h" /* first: the hook bodies' names */
+#include "bioproof.h"
 #include "config.h"
 #include "kdf.h"
 #include "ktls.h"
@@ -218,6 +219,13 @@ bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     BIO *wbio = api.get_wbio(s);
     if (api.get_wfd(s) != fd || !wbio) {
         *why = KS_FB_NOT_SOCKET;
+        return false;
+    }
+    /* Records are written to fd past the BIO: libcrypto's own socket BIO
+     * only (bioproof.c). */
+    enum ks_bio_shape shape = ks_bio_shape(wbio, false);
+    if (shape != KS_BIO_SOCKET) {
+        *why = shape == KS_BIO_OTHER ? KS_FB_NOT_SOCKET : KS_FB_BIO_UNPROVEN;
         return false;
     }
     if (api.want(s) != SSL_NOTHING || api.BIO_ctrl(wbio, BIO_CTRL_WPENDING, 0, NULL) > 0 ||

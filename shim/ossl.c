@@ -27,6 +27,7 @@
  * that a later installer of keys of our own (for what libssl cannot do) only adds a path value. */
 #include "ossl_hooks.h" /* first: the hook bodies' names */
 #include "biosock.h"
+#include "bioproof.h"
 #include "common.h"
 #include "config.h"
 #include "connlog.h"
@@ -207,14 +208,6 @@ static bool cipher_ktls_capable(const char *name, int version)
     return version == TLS1_2_VERSION && strstr(name, "AES128-CCM") && !strstr(name, "CCM8");
 }
 
-static bool bio_is_socket(BIO *b)
-{
-    if (!b)
-        return false;
-    int t = api.BIO_method_type(b);
-    return t == BIO_TYPE_SOCKET || t == BIO_TYPE_CONNECT || t == BIO_TYPE_ACCEPT;
-}
-
 static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher)
 {
     int mode = ks_config()->ktls;
@@ -226,7 +219,12 @@ static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher
         (mode != KS_KTLS_OWN && !v111 && !(api.get_options(s) & SSL_OP_ENABLE_KTLS)))
         return KS_FB_DISABLED;
     BIO *b = tx ? api.get_wbio(s) : api.get_rbio(s);
-    bool own_bio = !bio_is_socket(b), found = own_bio && !v111 && ks_biosock_found(b, tx);
+    /* libcrypto's socket BIO itself, proven by its method (bioproof.c), for
+     * both directions: the own switch reads and writes the socket past it. */
+    enum ks_bio_shape shape = ks_bio_shape(b, false);
+    if (shape == KS_BIO_UNPROVEN)
+        return KS_FB_BIO_UNPROVEN;
+    bool own_bio = shape != KS_BIO_SOCKET, found = own_bio && !v111 && ks_biosock_found(b, tx);
     if (own_bio && v111)
         return KS_FB_NOT_SOCKET;
     if (own_bio && !found)
@@ -273,6 +271,8 @@ static const char *reason_text(enum ks_fallback r)
         return "the program's own BIO still held output when libssl switched";
     case KS_FB_BIO_RX:
         return "receiving through the program's own BIO stays in user space";
+    case KS_FB_BIO_UNPROVEN:
+        return "a BIO chain kTLS is not proven sound under (a filter over libcrypto's socket BIO)";
     default:
         return "libssl did not enable it";
     }

@@ -20,6 +20,7 @@
     X(BIO_NO_FD, "bio_no_fd")                                                                      \
     X(BIO_BUSY, "bio_busy")                                                                        \
     X(BIO_RX, "bio_rx")                                                                            \
+    X(BIO_UNPROVEN, "bio_unproven")                                                                \
     X(UNSENT, "unsent")                                                                            \
     X(OTHER, "other")
 
@@ -60,6 +61,7 @@
     X(FB_TX_BIO_NO_FD, "fallback_tx", "bio_no_fd")                                                 \
     X(FB_TX_BIO_BUSY, "fallback_tx", "bio_busy")                                                   \
     X(FB_TX_BIO_RX, "fallback_tx", "bio_rx")                                                       \
+    X(FB_TX_BIO_UNPROVEN, "fallback_tx", "bio_unproven")                                           \
     X(FB_TX_UNSENT, "fallback_tx", "unsent")                                                       \
     X(FB_TX_OTHER, "fallback_tx", "other")                                                         \
     X(FB_RX_DISABLED, "fallback_rx", "disabled")                                                   \
@@ -74,6 +76,7 @@
     X(FB_RX_BIO_NO_FD, "fallback_rx", "bio_no_fd")                                                 \
     X(FB_RX_BIO_BUSY, "fallback_rx", "bio_busy")                                                   \
     X(FB_RX_BIO_RX, "fallback_rx", "bio_rx")                                                       \
+    X(FB_RX_BIO_UNPROVEN, "fallback_rx", "bio_unproven")                                           \
     X(FB_RX_UNSENT, "fallback_rx", "unsent")                                                       \
     X(FB_RX_OTHER, "fallback_rx", "other")                                                         \
     X(B_KTLS_TX, "bytes", "ktls_tx")                                                               \

@@ -128,8 +128,9 @@ TEST(every_fallback_reason_is_a_field_in_both_directions)
     ASSERT_TRUE(group_text(mem, "fallback_tx", tx, sizeof tx));
     ASSERT_TRUE(group_text(mem, "fallback_rx", rx, sizeof rx));
     static const char *const documented[] = {
-        "disabled", "no_kernel_tls", "not_socket", "version",  "cipher", "libssl", "client",
-        "unread",   "refused",       "bio_no_fd",  "bio_busy", "bio_rx", "unsent", "other"};
+        "disabled", "no_kernel_tls", "not_socket",   "version", "cipher",
+        "libssl",   "client",        "unread",       "refused", "bio_no_fd",
+        "bio_busy", "bio_rx",        "bio_unproven", "unsent",  "other"};
     EXPECT_EQ(sizeof documented / sizeof *documented, KS_FB_COUNT);
     for (size_t i = 0; i < sizeof documented / sizeof *documented; i++) {
         char k[40];

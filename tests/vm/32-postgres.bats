@@ -1,0 +1,113 @@
+#!/usr/bin/env bats
+# kTLS only under BIOs the library can prove (shim/bioproof.c), in the VM.
+# PostgreSQL 15's backend reads and writes through a copy of BIO_s_socket's
+# method with its own read and write (recv/send): libssl's kTLS receive side
+# must not be switched under it (it was: every TLS 1.2 connection failed with
+# "could not accept SSL connection: Input/output error"); its send side goes
+# through biosock.c. The same for a test server of our own whose BIO is such
+# a copy that even keeps libcrypto's type and name, and for a filter of the
+# program's over libcrypto's socket BIO (no kTLS either way: bio_unproven).
+
+load '../helpers/common'
+load '../helpers/tls'
+load '../helpers/pg'
+
+setup() {
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
+        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
+    fi
+    cd "$BATS_TEST_TMPDIR"
+    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY KTLSSHIM_STATS
+    export KTLSSHIM_LOG=debug
+}
+teardown() { teardown_servers; }
+
+# No line of postgres's own saying a TLS connection failed.
+pg_no_ssl_error() {
+    ! grep -E 'could not accept SSL|SSL error|SSL SYSCALL|could not receive data|unexpected EOF' \
+        "$BATS_TEST_TMPDIR/$1.err"
+}
+
+NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
+
+@test "PostgreSQL 15 with psql, TLS 1.2 and 1.3: kTLS TX through its BIO, RX in user space (bio_rx); KTLSSHIM_KTLS=own: no kTLS; data intact both ways, exit 0" {
+    if [ "${KTLSSHIM_TEST_ASAN:-0}" = 1 ]; then
+        skip "postgres hangs at start with libasan preloaded, even without the library"
+    fi
+    base64 -w 76 /dev/urandom | head -c 300000 >up.txt
+    echo >>up.txt
+    local s1 s2 v
+    s1=$(pg_dir pg)/default.jsonl
+    snap
+    pg_start pg KTLSSHIM_STATS="$s1"
+    for v in 1.2 1.3; do
+        run pg_roundtrip pg "$v" "$PWD/up.txt"
+        assert_success
+        assert_output "$(pg_expected up.txt "$v")"
+    done
+    pg_stop pg
+    note
+    # The kernel encrypted both connections' output; it decrypted nothing.
+    assert_equal "$(delta TlsTxSw)" 2
+    assert_equal "$(delta TlsRxSw)" 0
+    assert_equal "$(delta TlsDecryptError)" 0
+    run stats_check "$s1" 'S("connections.tls1_2") == 1' 'S("connections.tls1_3") == 1' \
+        'S("ktls.tx_bio") == 2' 'S("ktls.rx") == 0' 'S("fallback_rx.bio_rx") == 2' \
+        "$NO_FALLBACK_TX"
+    assert_success
+    run pg_no_ssl_error pg
+    assert_success
+    grep -q "libssl's kTLS RX refused: receiving through the program's own BIO" pg.err
+
+    # The own switch: it must not install keys under postgres's BIO either.
+    s2=$(pg_dir pg)/own.jsonl
+    snap
+    pg_start pg KTLSSHIM_STATS="$s2" KTLSSHIM_KTLS=own
+    run pg_roundtrip pg 1.2 "$PWD/up.txt"
+    assert_success
+    assert_output "$(pg_expected up.txt 1.2)"
+    pg_stop pg
+    note
+    assert_equal "$(delta TlsTxSw)" 0
+    assert_equal "$(delta TlsRxSw)" 0
+    run stats_check "$s2" 'S("connections.tls") == 1' 'S("ktls.tx") == 0' 'S("ktls.rx") == 0' \
+        'S("fallback_rx.bio_rx") == 1'
+    assert_success
+    run pg_no_ssl_error pg
+    assert_success
+}
+
+@test "a copy of BIO_s_socket's method that keeps its type and name: biosock TX, RX user space; a filter over the socket BIO: no kTLS (bio_unproven); bodies and close_notify intact" {
+    make_certs
+    make_files 300007
+    gcc -O1 -Wall -o bcs "$HELPERS_DIR/bio_copy_server.c" -lssl -lcrypto
+    local mode port
+    for mode in copy filter; do
+        port=$(pick_port)
+        snap
+        start "$mode" env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/$mode.jsonl" \
+            ./bcs "$mode" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW" 2
+        wait_listen "$port"
+        mkdir -p "out-$mode/1.2" "out-$mode/1.3"
+        run "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" 1.2 "" "out-$mode/1.2" s300007
+        assert_output "ok s300007 300007 clean"
+        run "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" 1.3 "" "out-$mode/1.3" s300007
+        assert_output "ok s300007 300007 clean"
+        wait_status "$mode"
+        assert_equal "$status_of" 0
+        note
+        assert_equal "$(sha "out-$mode/1.2/s300007")" "$(sha "$WWW/s300007")"
+        assert_equal "$(sha "out-$mode/1.3/s300007")" "$(sha "$WWW/s300007")"
+        assert_equal "$(delta TlsRxSw)" 0
+        assert_equal "$(delta TlsDecryptError)" 0
+        if [ "$mode" = copy ]; then
+            assert_equal "$(delta TlsTxSw)" 2
+            run stats_check "$mode.jsonl" 'S("ktls.tx_bio") == 2' 'S("fallback_rx.bio_rx") == 2'
+        else
+            assert_equal "$(delta TlsTxSw)" 0
+            run stats_check "$mode.jsonl" 'S("fallback_tx.bio_unproven") == 2' \
+                'S("fallback_rx.bio_unproven") == 2' 'S("ktls.tx") == 0'
+        fi
+        assert_success
+    done
+}

@@ -59,25 +59,65 @@ srv_round() {
     port=$(pick_port)
     "srv_${name}_conf" "$port"
     case $mode in
-    plain) start_plain "$mode" "${SRV_CMD[@]}" ;;
-    lib) start "$mode" env KTLSSHIM_STATS="$STATS" "${SRV_CMD[@]}" ;;
-    shard) start "$mode" env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$STATS" "${SRV_CMD[@]}" ;;
+    plain) srv_start "$mode" "${SRV_CMD[@]}" ;;
+    lib) srv_start "$mode" env LD_PRELOAD="$PRELOAD" KTLSSHIM_STATS="$STATS" "${SRV_CMD[@]}" ;;
+    shard) srv_start "$mode" env LD_PRELOAD="$PRELOAD" KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$STATS" \
+        "${SRV_CMD[@]}" ;;
     esac
     wait_listen "$port" || { echo "$name ($mode): not listening; its output:" >&2; srv_log "$mode" >&2; return 1; }
     "srv_${name}_use" "$port" >"$SRV_DIR/use.out" 2>&1 || rc=1
-    pid=$(pid_of "$mode")
+    pid=$(cat "$BATS_TEST_TMPDIR/$mode.spid")
     kill "-$SRV_SIG" "$pid" 2>/dev/null || true
     if ! wait_gone "$pid" 30; then
         echo "$name ($mode) did not stop on SIG$SRV_SIG" >&2
         return 1
     fi
-    wait_status "$mode"
-    echo "$status_of" >"$SRV_DIR/status"
+    srv_status "$mode" >"$SRV_DIR/status"
     srv_log "$mode" >"$SRV_DIR/log"
     if [ "$rc" != 0 ]; then
         echo "$name ($mode): the client's check failed:" >&2
         cat "$SRV_DIR/use.out" >&2
         return 1
+    fi
+}
+
+# srv_start NAME CMD...: CMD in its own session, output to NAME.out and
+# NAME.err, its pid in NAME.spid. On the host a Python parent (without the
+# library) waits for it and writes in NAME.status how it ended, "exit N" or
+# "signal N" (a shell's wait says 143 for both exit 143 and SIGTERM); its
+# session's pid goes to NAME.pid for teardown_servers. In the VM, where
+# Python takes seconds to start, the shell's wait status.
+srv_start() {
+    local name=$1 d=$BATS_TEST_TMPDIR
+    shift
+    rm -f "$d/$name.status" "$d/$name.spid"
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" = 1 ]; then
+        setsid "$@" >"$d/$name.out" 2>"$d/$name.err" &
+        echo $! >"$d/$name.pid"
+        echo $! >"$d/$name.spid"
+        return
+    fi
+    setsid "$PY" -c '
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[2:])
+with open(sys.argv[1] + ".spid.tmp", "w") as f:
+    f.write(str(p.pid))
+os.rename(sys.argv[1] + ".spid.tmp", sys.argv[1] + ".spid")
+r = p.wait()
+with open(sys.argv[1] + ".status", "w") as f:
+    f.write("signal %d" % -r if r < 0 else "exit %d" % r)
+' "$d/$name" "$@" >"$d/$name.out" 2>"$d/$name.err" &
+    echo $! >"$d/$name.pid"
+    wait_file "$d/$name.spid" 10
+}
+
+# srv_status NAME: how the server started as NAME ended.
+srv_status() {
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" = 1 ]; then
+        wait_status "$1"
+        echo "$status_of"
+    else
+        wait_file "$BATS_TEST_TMPDIR/$1.status" 10 && cat "$BATS_TEST_TMPDIR/$1.status"
     fi
 }
 

@@ -72,7 +72,8 @@ srv_round() {
         echo "$name ($mode) did not stop on SIG$SRV_SIG" >&2
         return 1
     fi
-    srv_status "$mode" >"$SRV_DIR/status"
+    srv_status "$mode" >"$SRV_DIR/status" && [ -s "$SRV_DIR/status" ] ||
+        { echo "$name ($mode): no exit status" >&2; return 1; }
     srv_log "$mode" >"$SRV_DIR/log"
     if [ "$rc" != 0 ]; then
         echo "$name ($mode): the client's check failed:" >&2
@@ -98,7 +99,11 @@ srv_start() {
         return
     fi
     setsid "$PY" -c '
-import os, subprocess, sys
+import os, signal, subprocess, sys
+# Servers that signal their whole process group on the way out (Apache)
+# must not end the parent: caught here, so default again in the child after exec.
+for n in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+    signal.signal(n, lambda *_: None)
 p = subprocess.Popen(sys.argv[2:])
 with open(sys.argv[1] + ".spid.tmp", "w") as f:
     f.write(str(p.pid))

@@ -38,11 +38,6 @@ teardown() { teardown_servers; }
 @test "dnsdist (DNS over TLS)" { run srv_matrix dnsdist lib shard; assert_success; }
 @test "nsd (DNS over TLS)" { run srv_matrix nsd lib shard; assert_success; }
 @test "proftpd (FTPS)" { run srv_matrix proftpd lib shard; assert_success; }
-@test "hypercorn: its connections fall back with not_socket (memory BIOs), not disabled" {
-    skip "known: hypercorn's ctx.options = OP_NO_COMPRESSION is taken for turning kTLS off (FINDINGS.md)"
-    SRV_HYPERCORN_REASON=not_socket run srv_matrix hypercorn lib
-    assert_success
-}
 @test "proftpd, anonymous (chrooted sessions): every session's record is written" {
     skip "known: a chrooted session cannot open KTLSSHIM_STATS again after proftpd closed every fd (FINDINGS.md)"
     SRV_FTP_ANON=1 run srv_matrix proftpd lib

@@ -669,9 +669,18 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
 
 /* ---- hooks of calls that only own-RX connections need served ---- */
 
+/* The program's I/O call on s: this process uses the connection (ossl.c). */
+static struct ks_own *own_in_use(SSL *s)
+{
+    if (!ks_ossl_ready())
+        return NULL;
+    ks_conn_in_use(s);
+    return ks_own_of(s);
+}
+
 KS_EXPORT int SSL_peek(SSL *s, void *buf, int num)
 {
-    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    struct ks_own *o = own_in_use(s);
     if (!o)
         return api.peek ? api.peek(s, buf, num) : -1;
     size_t got;
@@ -680,7 +689,7 @@ KS_EXPORT int SSL_peek(SSL *s, void *buf, int num)
 
 KS_EXPORT int SSL_peek_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 {
-    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    struct ks_own *o = own_in_use(s);
     if (!o)
         return api.peek_ex ? api.peek_ex(s, buf, num, readbytes) : 0;
     size_t got;
@@ -731,7 +740,7 @@ KS_EXPORT int SSL_get_error(const SSL *s, int ret)
 
 KS_EXPORT int SSL_shutdown(SSL *s)
 {
-    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    struct ks_own *o = own_in_use(s);
     if (!api.shutdown)
         return -1;
     if (!o)

@@ -20,7 +20,7 @@ setup() {
 }
 teardown() { teardown_servers; }
 
-@test "Perl server, a child per connection (TLS 1.2, 1.3; KTLSSHIM_KTLS auto, own): bodies intact, stderr as without the library, one conn-log line per connection (the child's), the children's bytes in the parent's record" {
+@test "Perl server, a child per connection (TLS 1.2, 1.3; KTLSSHIM_KTLS auto, own; children end with exit, _exit): bodies intact, stderr as without the library, one conn-log line per connection (the child's), the children's bytes in the parent's record" {
     port=$(pick_port)
     perl_start_plain plain "$port" --serve 4
     run serve_forked plain "$port"
@@ -30,7 +30,10 @@ teardown() { teardown_servers; }
     for mode in auto own; do
         rm -f "$KTLSSHIM_STATS" "$BATS_TEST_TMPDIR/conn.log"
         port=$(pick_port)
-        KTLSSHIM_KTLS=$mode KTLSSHIM_CONN_LOG="$BATS_TEST_TMPDIR/conn.log" perl_start srv "$port" --serve 4
+        end=exit
+        [ "$mode" = own ] && end=_exit
+        KTLSSHIM_KTLS=$mode KTLSSHIM_CONN_LOG="$BATS_TEST_TMPDIR/conn.log" perl_start srv "$port" \
+            --serve 4 --child-end "$end"
         run serve_forked srv "$port"
         assert_success
         wait_status srv

@@ -16,6 +16,8 @@
 # --mode child  (default) the child serves the connection, as above.
 # --mode inline the parent serves every connection itself; POST /fork-echo
 #               forks as described (a CGI-style fork for other work).
+# --child-end _exit  a serving child ends with POSIX::_exit (after closing
+#               its connection) rather than exit (global destruction).
 # --serve N     after N connections, wait for the children and exit 0.
 # --max 1.2|1.3 the highest TLS version.
 #
@@ -26,9 +28,9 @@ use Getopt::Long;
 use IO::Socket::SSL;
 use POSIX ();
 
-my ($port, $cert, $key, $dir, $max, $mode, $serve) = (0, '', '', '.', '', 'child', 0);
+my ($port, $cert, $key, $dir, $max, $mode, $serve, $end) = (0, '', '', '.', '', 'child', 0, 'exit');
 GetOptions('port=i' => \$port, 'cert=s' => \$cert, 'key=s' => \$key, 'dir=s' => \$dir,
-    'max=s' => \$max, 'mode=s' => \$mode, 'serve=i' => \$serve)
+    'max=s' => \$max, 'mode=s' => \$mode, 'serve=i' => \$serve, 'child-end=s' => \$end)
     or die "bad options\n";
 
 my %ver = ('1.2' => 'TLSv1_2', '1.3' => 'TLSv1_3');
@@ -103,6 +105,7 @@ while (!$stop && (!$serve || $accepted < $serve)) {
         $srv->close(SSL_no_shutdown => 1);
         1 while serve_one($c);
         $c->close;
+        POSIX::_exit(0) if $end eq '_exit';
         exit 0;
     }
     $c->close(SSL_no_shutdown => 1);

@@ -23,7 +23,9 @@
  * read past it.
  *
  * After the switch this file serves the connection's receiving calls:
- * records come with recvmsg and the TLS_GET_RECORD_TYPE cmsg; application
+ * records come with recvmsg and the TLS_GET_RECORD_TYPE cmsg (SSL_peek
+ * takes the next record and holds it, so that SSL_pending counts it as
+ * libssl's does); application
  * data is returned, close_notify gives SSL_ERROR_ZERO_RETURN and sets
  * SSL_RECEIVED_SHUTDOWN (so libssl's SSL_shutdown agrees), a fatal alert,
  * a record the kernel rejects (EBADMSG: forged or garbage), any handshake
@@ -85,6 +87,16 @@ static void own_wipe(struct ks_own *o)
     o->secret_len = o->stash_len = o->stash_off = 0;
 }
 
+/* The record SSL_peek took: wiped and given back. */
+static void held_free(struct ks_own *o)
+{
+    if (o->held)
+        ks_cleanse(o->held, KS_OWN_HELD);
+    free(o->held);
+    o->held = NULL;
+    o->held_off = o->held_len = 0;
+}
+
 static void own_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
@@ -95,6 +107,7 @@ static void own_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
         __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
     own_wipe(o);
     ks_own_tx_wipe(o);
+    held_free(o);
     free(o);
 }
 
@@ -545,21 +558,48 @@ static int control_record(SSL *s, struct ks_own *o, uint8_t type, const uint8_t 
     return fail_ssl(o, SSL_R_UNEXPECTED_MESSAGE);
 }
 
+/* Serves a read from bytes taken from the kernel earlier (b, cap bytes,
+ * *len of them from *off on); peek leaves them there. */
+static int from_buffer(struct ks_own *o, uint8_t *b, size_t cap, size_t *off, size_t *len,
+                       void *buf, size_t num, size_t *got, bool peek)
+{
+    size_t n = num < *len ? num : *len;
+    memcpy(buf, b + *off, n);
+    if (!peek) {
+        *off += n;
+        *len -= n;
+        if (!*len)
+            ks_cleanse(b, cap), *off = 0;
+    }
+    o->last_err = SSL_ERROR_NONE;
+    *got = n;
+    return (int)n;
+}
+
 int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bool peek)
 {
     *got = 0;
-    if (o->stash_len) {
-        size_t n = num < o->stash_len ? num : o->stash_len;
-        memcpy(buf, o->stash + o->stash_off, n);
-        if (!peek) {
-            o->stash_off += n;
-            o->stash_len -= n;
-            if (!o->stash_len)
-                ks_cleanse(o->stash, sizeof o->stash), o->stash_off = 0;
-        }
-        o->last_err = SSL_ERROR_NONE;
-        *got = n;
-        return (int)n;
+    /* At most one of the two holds bytes: each is filled only when both
+     * are empty. */
+    if (o->stash_len)
+        return from_buffer(o, o->stash, sizeof o->stash, &o->stash_off, &o->stash_len, buf, num,
+                           got, peek);
+    if (o->held_len)
+        return from_buffer(o, o->held, KS_OWN_HELD, &o->held_off, &o->held_len, buf, num, got,
+                           peek);
+    /* SSL_peek takes the next record from the kernel and holds it, as
+     * libssl does: SSL_pending then counts its bytes (IO::Socket::SSL's
+     * readline peeks one byte, then reads what SSL_pending says). Without
+     * memory for it, the kernel's MSG_PEEK below (SSL_pending says 0). */
+    if (peek && num && o->state == OWN_OPEN && (o->held || (o->held = malloc(KS_OWN_HELD)))) {
+        size_t n = 0;
+        int r = ks_own_read(s, o, o->held, KS_OWN_HELD, &n, false);
+        if (r <= 0)
+            return r;
+        o->held_off = 0;
+        o->held_len = n;
+        return from_buffer(o, o->held, KS_OWN_HELD, &o->held_off, &o->held_len, buf, num, got,
+                           true);
     }
     if (o->state == OWN_CLOSED) {
         o->last_err = SSL_ERROR_ZERO_RETURN;
@@ -637,9 +677,18 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
 
 /* ---- hooks of calls that only own-RX connections need served ---- */
 
+/* The program's I/O call on s: this process uses the connection (ossl.c). */
+static struct ks_own *own_in_use(SSL *s)
+{
+    if (!ks_ossl_ready())
+        return NULL;
+    ks_conn_in_use(s);
+    return ks_own_of(s);
+}
+
 KS_EXPORT int SSL_peek(SSL *s, void *buf, int num)
 {
-    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    struct ks_own *o = own_in_use(s);
     if (!o)
         return api.peek ? api.peek(s, buf, num) : -1;
     size_t got;
@@ -648,7 +697,7 @@ KS_EXPORT int SSL_peek(SSL *s, void *buf, int num)
 
 KS_EXPORT int SSL_peek_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 {
-    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    struct ks_own *o = own_in_use(s);
     if (!o)
         return api.peek_ex ? api.peek_ex(s, buf, num, readbytes) : 0;
     size_t got;
@@ -665,7 +714,7 @@ KS_EXPORT int SSL_pending(const SSL *s)
         return api.pending ? api.pending(s) : 0;
     /* Bytes the kernel holds make the socket readable; only what this
      * file holds back is "pending" in libssl's sense. */
-    return (int)o->stash_len;
+    return (int)(o->stash_len + o->held_len);
 }
 
 KS_EXPORT int SSL_has_pending(const SSL *s)
@@ -673,7 +722,7 @@ KS_EXPORT int SSL_has_pending(const SSL *s)
     struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
     if (!o)
         return api.has_pending ? api.has_pending(s) : 0;
-    return o->stash_len > 0;
+    return o->stash_len + o->held_len > 0;
 }
 
 __attribute__((noinline)) static int get_error_slow(const SSL *s, int ret)
@@ -699,7 +748,7 @@ KS_EXPORT int SSL_get_error(const SSL *s, int ret)
 
 KS_EXPORT int SSL_shutdown(SSL *s)
 {
-    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    struct ks_own *o = own_in_use(s);
     if (!api.shutdown)
         return -1;
     if (!o)
@@ -752,6 +801,7 @@ void ks_switch_clear(SSL *s)
         __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
     own_wipe(o);
     ks_own_tx_wipe(o);
+    held_free(o);
     o->rx_on = o->tx_on = false;
     o->tx_seq = 0;
     o->tx_seq_known = o->alert_pending = o->ku_answer_due = false;

@@ -11,6 +11,7 @@
 #include <openssl/ssl.h>
 
 #define KS_OWN_SCRATCH 64 /* reads smaller than this go through our own buffer */
+#define KS_OWN_HELD 16384 /* the most plaintext a TLS record carries */
 
 enum ks_own_state { OWN_OPEN = 0, OWN_CLOSED, OWN_FAILED };
 
@@ -30,6 +31,9 @@ struct ks_own {
     bool ku_answer_due;            /* the peer asked for our KeyUpdate; not sent yet */
     uint8_t stash[KS_OWN_SCRATCH]; /* data received for a short read, not yet returned */
     size_t stash_off, stash_len;
+    uint8_t *held; /* KS_OWN_HELD bytes (NULL until the first SSL_peek): the data SSL_peek
+                      took from the kernel, not yet returned; what SSL_pending counts */
+    size_t held_off, held_len;
 
     /* Send side (kswitch_tx.c). */
     uint8_t tx_secret[KS_MAX_SECRET]; /* TLS 1.3 server traffic secret, as secret */

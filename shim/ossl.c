@@ -64,8 +64,49 @@ struct ks_conn {
     bool tx_own_due;                  /* TX likewise, right after RX (kswitch_tx.c) */
     bool tx_nic, rx_nic, offload_est; /* kTLS crypto on the NIC; a guess */
     bool watched;                     /* counted in ks_conns_watched (connwatch.h) */
+    bool io;                          /* the program made an I/O call on it */
+    pid_t user;                       /* the process that last used it (see below) */
+    unsigned fork_gen;                /* fork_gen when its handshake was recorded */
     struct ks_connlog *log;           /* KTLSSHIM_CONN_LOG entry, NULL when off */
 };
+
+/* A connection is one process's to end.
+ *
+ * After fork() both processes hold a copy of every SSL (and of the socket);
+ * usually one of them goes on with it and the other only frees its copy
+ * and closes its descriptor: the parent of a server that forks a child per
+ * connection after the handshake (Perl's IO::Socket::SSL servers), or a
+ * child forked for other work (a CGI helper) that exits or execs. The rule:
+ * a process USES a connection from its handshake on, and from its first
+ * I/O call on it (SSL_read/_ex, SSL_peek/_ex, SSL_write/_ex, SSL_sendfile,
+ * SSL_shutdown); the process that made the last such call in its own
+ * history is its user (pid recorded in the copy, so a child's copy says
+ * its parent until the child makes one). A process that merely holds a
+ * copy is one that is not its user, or one that made no I/O call on it
+ * since its handshake and forked since (the connection was handed over).
+ *
+ * The library never touches a connection's socket outside the program's
+ * own calls on it: no read, drain, alert, close_notify or KeyUpdate of its
+ * own at SSL_free, close or exit (own_free in kswitch.c wipes memory only),
+ * and every call that does touch the socket makes the caller its user. So
+ * SSL_free, SSL_shutdown-less close and exit in a holder do on the socket
+ * exactly what libssl alone does (nothing). What a holder must not do
+ * either is write the connection's KTLSSHIM_CONN_LOG line: the user writes
+ * it, with the bytes it moved, once. A connection freed without any I/O
+ * call after a fork since its handshake writes no line (docs/config.md). */
+static unsigned fork_gen; /* forks of this process or its ancestors (both sides count) */
+
+static void conn_forked(void)
+{
+    __atomic_add_fetch(&fork_gen, 1, __ATOMIC_RELAXED);
+}
+
+/* This process merely holds its copy of c (the rule above). */
+static bool conn_held_only(const struct ks_conn *c)
+{
+    return c->user != ks_self_pid ||
+           (!c->io && c->fork_gen != __atomic_load_n(&fork_gen, __ATOMIC_RELAXED));
+}
 
 /* The libssl/libcrypto functions we call: the one table (ossl_api.h). */
 #define api ks_ossl_api
@@ -86,18 +127,20 @@ struct ks_ctx {
 static struct ks_ctx *ctx_list;
 static pthread_mutex_t ctx_list_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* A fork while another thread holds the list's lock would leave the child
+/* Fork handlers, registered when the hooks are first used (resolve()).
+ * A fork while another thread holds the list's lock would leave the child
  * with it held for ever (its next SSL_CTX_new or SSL_CTX_free would hang):
- * fork waits for it, and both sides let it go. Registered when the list
- * is first used (resolve()); the lock is held only around list updates,
- * which never fork. */
-static void ctx_list_prefork(void)
+ * fork waits for it, and both sides let it go (the lock is held only around
+ * list updates, which never fork). Both sides also count the fork for the
+ * connections' ownership (conn_forked). */
+static void before_fork(void)
 {
     pthread_mutex_lock(&ctx_list_lock);
 }
-static void ctx_list_postfork(void)
+static void after_fork(void)
 {
     pthread_mutex_unlock(&ctx_list_lock);
+    conn_forked();
 }
 
 static void ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
@@ -127,8 +170,12 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
         return;
     if (c->fd >= 0)
         ks_ktls_fd_mark(c->fd, false);
-    if (KS_UNLIKELY(c->log))
-        ks_connlog_end(c->log);
+    if (KS_UNLIKELY(c->log)) {
+        if (conn_held_only(c))
+            free(c->log); /* the user's line, not a holder's */
+        else
+            ks_connlog_end(c->log);
+    }
     if (c->watched)
         ks_conns_watch(-1);
     free(c);
@@ -151,7 +198,7 @@ static void resolve(void)
         ctx_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, ctx_free);
     }
     api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_idx >= 0;
-    if (api_ok && pthread_atfork(ctx_list_prefork, ctx_list_postfork, ctx_list_postfork) != 0)
+    if (api_ok && pthread_atfork(before_fork, after_fork, after_fork) != 0)
         api_ok = false; /* no memory: the hooks pass everything through */
     if (api_ok) {
         ks_switch_setup();
@@ -404,6 +451,8 @@ static struct ks_conn *handshake_done(SSL *s)
         return NULL;
     }
     c->fd = -1;
+    c->user = ks_self_pid;
+    c->fork_gen = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
     ks_stats_mark_active();
     int version = api.version(s);
     const SSL_CIPHER *ciph = api.get_current_cipher(s);
@@ -575,6 +624,15 @@ static inline struct ks_conn *conn_state(SSL *s, bool done)
 static inline struct ks_conn *conn_of(SSL *s)
 {
     return conn_state(s, false);
+}
+
+void ks_conn_in_use(SSL *s)
+{
+    struct ks_conn *c = ks_conns_unwatched() || ks_hook_depth ? NULL : conn_of(s);
+    if (c) {
+        c->io = true;
+        c->user = ks_self_pid;
+    }
 }
 
 /* ---- info callbacks ---- */
@@ -938,6 +996,10 @@ static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
 static void call_done(SSL *s, bool tx, bool ok, size_t n)
 {
     struct ks_conn *c = conn_of(s);
+    if (c) {
+        c->io = true;
+        c->user = ks_self_pid;
+    }
     if (KS_UNLIKELY(c && c->rx_own_due)) /* completed, but not by a handshake call */
         own_rx_due(s, c, NULL, false);
     if (ok)
@@ -1129,8 +1191,12 @@ KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, i
         r = api.sendfile(s, fd, offset, size, flags);
         ks_hook_depth--;
     }
+    struct ks_conn *c = conn_of(s);
+    if (c) {
+        c->io = true;
+        c->user = ks_self_pid;
+    }
     if (r > 0) {
-        struct ks_conn *c = conn_of(s);
         if (c && KS_UNLIKELY(c->log))
             ks_connlog_sendfile(c->log, (uint64_t)r);
         ks_count(KS_C_B_KTLS_TX, (uint64_t)r);

@@ -174,6 +174,10 @@ bool ks_ossl_api_switch_tx_ok(void);
  * the hooks pass everything through). */
 bool ks_ossl_ready(void);
 
+/* ossl.c: the program makes an I/O call on s (SSL_peek, SSL_shutdown): this
+ * process uses the connection (ossl.c: a connection is one process's). */
+void ks_conn_in_use(SSL *s);
+
 /* The code at address pc is inside the libssl whose functions the table
  * holds (a call libssl made to one of its own exported functions, e.g.
  * BIO_f_ssl's SSL_do_handshake), rather than the program's. */

@@ -68,6 +68,16 @@ static bool active;            /* accessed with atomics */
 static int lineage_shard = -1; /* the worker this process descends from */
 static int exit_status = -1;   /* exit(status) seen, for the destructor's record */
 
+/* Unsharded, a forked child that does not become active (it serves what its
+ * parent handed it: a connection whose handshake the parent did) writes no
+ * record of its own: when it ends, what it counted is added to the record
+ * of the nearest active process it descends from, in that process's live
+ * area (shared memory, still mapped here), so that the server's record
+ * includes its children's bytes. NULL when there is none (or once given). */
+static struct ks_record *parent_rec;
+static struct ks_area *parent_area;
+static size_t parent_area_size;
+
 /* KTLSSHIM_STATS, opened at load; identity checked before each write. */
 static int stats_fd = -1;
 static dev_t stats_dev;
@@ -189,6 +199,10 @@ static void activate(void)
 {
     if (__atomic_exchange_n(&active, true, __ATOMIC_ACQ_REL))
         return;
+    /* A record of its own from now on: nothing goes to the parent's. */
+    if (__atomic_exchange_n(&parent_rec, NULL, __ATOMIC_ACQ_REL) && parent_area)
+        munmap(parent_area, parent_area_size);
+    parent_area = NULL;
     if (!pool && !area)
         publish_self(offsetof(struct ks_area, pool));
     ks_signals_catch();
@@ -475,7 +489,11 @@ void ks_stats_after_fork_child(void)
     own.role = self_rec->role == KS_ROLE_SUPERVISOR ? KS_ROLE_WORKER_CHILD : self_rec->role;
     self_rec = &own;
     if (area && !pool) { /* the parent's live area is the parent's */
-        munmap(area, area_size);
+        if (parent_area)
+            munmap(parent_area, parent_area_size);
+        parent_area = area;
+        parent_area_size = area_size;
+        parent_rec = &area->self;
         area = NULL;
     }
     memset(own.c, 0, sizeof own.c);
@@ -836,8 +854,27 @@ static void wait_for_record(const struct ks_record *r)
     KS_RESTORE_ERRNO;
 }
 
+/* An inactive child's counts go to its parent's record (parent_rec), once;
+ * each counter is taken with an exchange, so a thread still counting loses
+ * nothing to a double count. Async-signal-safe. */
+static void give_to_parent(void)
+{
+    if (__atomic_load_n(&active, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&ks_cur, __ATOMIC_ACQUIRE) != &own)
+        return;
+    struct ks_record *p = __atomic_exchange_n(&parent_rec, NULL, __ATOMIC_ACQ_REL);
+    if (!p)
+        return;
+    for (int i = 0; i < KS_C_COUNT; i++) {
+        uint64_t v = __atomic_exchange_n(&own.c[i], 0, __ATOMIC_RELAXED);
+        if (v)
+            __atomic_fetch_add(&p->c[i], v, __ATOMIC_RELAXED);
+    }
+}
+
 void ks_stats_write_own(const char *end)
 {
+    give_to_parent();
     struct ks_record *r = __atomic_load_n(&ks_cur, __ATOMIC_ACQUIRE);
     if (!__atomic_load_n(&active, __ATOMIC_ACQUIRE) || !r || r->role == KS_ROLE_SUPERVISOR)
         return;
@@ -912,6 +949,8 @@ void ks_stats_at_signal(int sig)
 
 void ks_stats_at_exec(void)
 {
+    if (owner())
+        give_to_parent();
     if (!owner() || !__atomic_load_n(&active, __ATOMIC_ACQUIRE))
         return;
     struct ks_record *r = __atomic_load_n(&ks_cur, __ATOMIC_ACQUIRE);

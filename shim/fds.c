@@ -1,13 +1,29 @@
 /* fds.c — walks /proc/self/fd with getdents64 into a stack buffer: no
  * malloc, so it is safe in the supervisor between fork and exec and in a
- * process whose allocator the library must not disturb. */
+ * process whose allocator the library must not disturb. And tells whether
+ * two descriptors are one socket. */
 #include "fds.h"
 #include "common.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+bool ks_same_socket(int a, int b)
+{
+    if (a < 0 || b < 0)
+        return false;
+    if (a == b)
+        return true;
+    KS_SAVE_ERRNO;
+    struct stat sa, sb;
+    bool same = fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && S_ISSOCK(sa.st_mode) &&
+                sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    KS_RESTORE_ERRNO;
+    return same;
+}
 
 struct ks_dirent64 {
     uint64_t d_ino;

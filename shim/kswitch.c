@@ -40,6 +40,7 @@
 #include "bioproof.h"
 #include "config.h"
 #include "connwatch.h"
+#include "fds.h"
 #include "kdf.h"
 #include "ktls.h"
 #include "log.h"
@@ -370,7 +371,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         return false;
     }
     int fd = api.get_rfd(s);
-    if (fd < 0 || fd != api.get_wfd(s)) {
+    if (!ks_same_socket(fd, api.get_wfd(s))) {
         *why = KS_FB_NOT_SOCKET;
         return false;
     }

@@ -35,6 +35,7 @@
 #include "ossl_hooks.h" /* first: the hook bodies' names */
 #include "bioproof.h"
 #include "config.h"
+#include "fds.h"
 #include "kdf.h"
 #include "ktls.h"
 #include "kswitch.h"
@@ -217,7 +218,7 @@ bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         return false;
     }
     BIO *wbio = api.get_wbio(s);
-    if (api.get_wfd(s) != fd || !wbio) {
+    if (!ks_same_socket(api.get_wfd(s), fd) || !wbio) {
         *why = KS_FB_NOT_SOCKET;
         return false;
     }

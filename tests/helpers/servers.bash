@@ -676,10 +676,8 @@ CONF
     SRV_CMD=(proftpd -n -c "$SRV_DIR/proftpd.conf")
     SRV_LOGS=("$SRV_DIR/system.log" "$SRV_DIR/tls.log")
     SRV_CONNS=4
-    # kTLS RX on TLS 1.3 should be the own switch's, but it refuses
-    # connections whose read and write fds differ (proftpd's are dups of
-    # one socket) with not_socket: FINDINGS.md.
-    SRV_VM_RX13=any
+    # Its sessions read on fd 0 and write on fd 1 (one socket): TLS 1.3
+    # receive is the own switch's all the same.
 }
 srv_proftpd_use() {
     local v got want out user=t:t

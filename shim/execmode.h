@@ -57,4 +57,7 @@ void ks_exec_report_listener(int fd);
  * (daemonize.c). Async-signal-safe. */
 void ks_exec_report_setsid(void);
 
+/* Supervisor: the listeners slot holds (its fds stay the supervisor's). */
+int ks_exec_slot_listeners(int slot, int *out, int max);
+
 #endif

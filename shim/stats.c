@@ -17,6 +17,7 @@
  * checked to be still ours before each write. Writing is async-signal-safe:
  * no stdio, no malloc, only syscalls and our own formatting. */
 #include "stats.h"
+#include "daemonize.h"
 #include "config.h"
 #include "log.h"
 
@@ -618,6 +619,12 @@ static void format_json(struct buf *b, const struct ks_record *r, const uint64_t
     if (ossl && r->role != KS_ROLE_SUPERVISOR) {
         put(b, ",\"openssl\":\"");
         put_openssl(b, ossl);
+        put(b, "\"");
+    }
+    const char *fb = ks_daemon_fallback(r->pid);
+    if (fb) {
+        put(b, ",\"shard_fallback\":\"");
+        put(b, fb);
         put(b, "\"");
     }
     if (r->role == KS_ROLE_SUPERVISOR) {

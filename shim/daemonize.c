@@ -46,9 +46,9 @@ extern char **environ;
 
 struct watch {
     pid_t supervisor;
-    uint32_t pid_checks; /* worker children that ended after a parent check */
+    uint32_t pid_checks;  /* worker children that ended after a parent check */
     pid_t pid_check_last; /* the last of them */
-    uint32_t n;          /* reports made (may exceed REPORTS_MAX) */
+    uint32_t n;           /* reports made (may exceed REPORTS_MAX) */
     struct {
         pid_t pid, ppid; /* the setsid() caller, its parent at the time */
     } r[REPORTS_MAX];
@@ -203,7 +203,7 @@ KS_EXPORT int daemon(int nochdir, int noclose)
 
 #define PARENT_CHECK_EXIT_MS 1000
 
-static pid_t my_worker; /* in a fork-mode worker and its children: the worker */
+static pid_t my_worker;         /* in a fork-mode worker and its children: the worker */
 static int64_t asked_parent_ms; /* atomic: when getppid() last said my_worker */
 
 static int64_t mono_ms(void)
@@ -438,10 +438,11 @@ __attribute__((constructor)) static void ks_daemon_take_held(void)
             held[nheld].len = sizeof held[nheld].addr;
             if (getsockname((int)fd, (struct sockaddr *)&held[nheld].addr, &held[nheld].len) != 0)
                 continue;
-            fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+            fcntl((int)fd, F_SETFD, FD_CLOEXEC); /* never leaked to a program it runs */
             nheld++;
         }
         __atomic_store_n(&held_any, nheld > 0, __ATOMIC_RELEASE);
+        ks_log_debug("%d listener%s kept across the unsharded exec", nheld, nheld == 1 ? "" : "s");
     }
     KS_RESTORE_ERRNO;
 }
@@ -466,6 +467,7 @@ bool ks_daemon_bind_held(int fd, const struct sockaddr *addr, socklen_t len)
             int zero = 0;
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero);
         }
+        ks_log_debug("the program's bind() on fd %d takes the kept listener", fd);
         close(held[i].fd);
         held[i].fd = -1;
         return true;
@@ -476,8 +478,8 @@ bool ks_daemon_bind_held(int fd, const struct sockaddr *addr, socklen_t len)
 void ks_daemon_at_listen(void)
 {
     static bool once;
-    if (fallback_token[0] && getpid() == fallback_pid && !__atomic_exchange_n(&once, true, __ATOMIC_ACQ_REL) &&
-        ks_config()->stats_path[0])
+    if (fallback_token[0] && getpid() == fallback_pid &&
+        !__atomic_exchange_n(&once, true, __ATOMIC_ACQ_REL) && ks_config()->stats_path[0])
         ks_stats_mark_active(); /* its record says the fallback happened */
     if (!__atomic_exchange_n(&held_any, false, __ATOMIC_ACQ_REL))
         return;
@@ -524,11 +526,15 @@ void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored, const c
     if (nkeep > 0) {
         size_t at = (size_t)snprintf(heldvar, sizeof heldvar, ENV_HELD "=%d:", (int)getpid());
         for (int i = 0; i < nkeep && i < HELD_MAX; i++) {
-            int fl = fcntl(keep[i].fd, F_GETFD);
-            if (fl < 0 || fcntl(keep[i].fd, F_SETFD, fl & ~FD_CLOEXEC) != 0)
+            /* out of the way of the fd numbers the program will get */
+            int fd = fcntl(keep[i].fd, F_DUPFD, 900 - HELD_MAX);
+            if (fd < 0)
+                fd = fcntl(keep[i].fd, F_DUPFD, 3);
+            if (fd < 0)
                 continue;
+            close(keep[i].fd);
             at += (size_t)snprintf(heldvar + at, sizeof heldvar - at, "%s%d%s",
-                                   heldvar[at - 1] == ':' ? "" : ",", keep[i].fd,
+                                   heldvar[at - 1] == ':' ? "" : ",", fd,
                                    keep[i].clear_reuseport ? "r" : "");
             if (at >= sizeof heldvar)
                 break;

@@ -52,7 +52,7 @@
     1000 /* all workers exited 0 with children left: wait for a                                    \
             setsid() report this long before exiting */
 #define EXITED0_MAX 64
-#define START_WINDOW_MS 5000 /* a worker failing this soon after the group started: fallback */
+#define START_WINDOW_MS 5000  /* a worker failing this soon after the group started: fallback */
 #define FALLBACK_TERM_MS 3000 /* the fallback's SIGTERM, then SIGKILL */
 #define PARENT_CHECKS_MAX 2   /* worker children ending after a parent check: fallback */
 

@@ -198,10 +198,10 @@ KS_EXPORT int daemon(int nochdir, int noclose)
  * supervisor kept it). We cannot see the comparison, only its trace: a
  * process forked by a worker asks for its parent's pid, gets the worker's
  * (which the program never saw before listen()), and ends on its own within
- * a second while that parent still runs. Each such end is counted in the
+ * 5 seconds while that parent still runs. Each such end is counted in the
  * shared page; the supervisor falls back on the second. */
 
-#define PARENT_CHECK_EXIT_MS 1000
+#define PARENT_CHECK_EXIT_MS 5000
 
 static pid_t my_worker;         /* in a fork-mode worker and its children: the worker */
 static int64_t asked_parent_ms; /* atomic: when getppid() last said my_worker */

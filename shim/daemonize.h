@@ -51,7 +51,7 @@ void ks_daemon_at_listen(void);
 
 /* Fork mode: a worker calls this once it starts; its children inherit it.
  * ks_daemon_at_exit (exit paths) reports a child of a worker that ends
- * within a second of asking getppid() and being told the worker's pid,
+ * within 5 s of asking getppid() and being told the worker's pid,
  * while the worker still runs; ks_daemon_parent_checks returns how many
  * did (and the last one's pid). */
 void ks_daemon_worker_started(void);

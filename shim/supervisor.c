@@ -663,7 +663,7 @@ static void check_parent_checks(void)
         return;
     sup.fallback = "parent_pid_check";
     snprintf(sup.fallback_why, sizeof sup.fallback_why,
-             "%u processes the workers forked ended within a second of asking their parent's "
+             "%u processes the workers forked ended within 5 s of asking their parent's "
              "pid (getppid(), the last pid %d) while that parent ran: the program compares it "
              "with a pid it recorded before listen(), which is not the worker's in fork mode",
              n, (int)last);

@@ -16,7 +16,7 @@ setup() {
 }
 teardown() {
     teardown_servers
-    [ -n "${PGDIR:-}" ] && rm -rf "$PGDIR"
+    [ -n "${PGDIR:-}" ] && [ -z "${KEEP_PG:-}" ] && rm -rf "$PGDIR"
     return 0
 }
 
@@ -145,6 +145,8 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$PGDIR'
 EOF2
+    export KTLSSHIM_STATS="$PGDIR/s.jsonl" # writable by the postgres user
+    install -o postgres -m 644 /dev/null "$KTLSSHIM_STATS"
     start pgs env KTLSSHIM_SHARDS=2 setpriv --reuid postgres --regid postgres --init-groups \
         "$pgbin/postgres" -D "$PGDIR/data"
     # the second copy fails at once on the socket lock file: wait for the

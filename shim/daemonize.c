@@ -499,18 +499,24 @@ void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored, const c
         return;
     }
     char **argv = ks_daemon_start_argv();
+    /* The environment the user started it with, if kept: the program may
+     * have cleaned its own before listen() (dovecot keeps 3 variables). */
     size_t envc = 0;
-    for (char **e = environ; e && *e; e++)
-        envc++;
+    char **from = ks_exec_start_env(0, &envc);
+    if (!from) {
+        for (char **e = environ; e && *e; e++)
+            envc++;
+    }
     char **envp = calloc(envc + 3, sizeof *envp);
     if (!argv || !envp) {
         ks_log_error("cannot start the program again: out of memory");
         free(argv);
         free(envp);
+        free(from);
         return;
     }
     size_t k = 0;
-    for (char **e = environ; e && *e; e++)
+    for (char **e = from ? from : environ; e && *e; e++)
         if (strncmp(*e, "KTLSSHIM_SHARDS=", 16) != 0 && strncmp(*e, "KTLSSHIM_WORKER=", 16) != 0 &&
             strncmp(*e, "KTLSSHIM_EXEC_", 14) != 0)
             envp[k++] = *e;
@@ -555,4 +561,5 @@ void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored, const c
                  strerror(err));
     free(argv);
     free(envp);
+    free(from);
 }

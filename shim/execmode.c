@@ -387,6 +387,11 @@ static char **start_envp(size_t extra, size_t *n_out)
     return envp;
 }
 
+char **ks_exec_start_env(size_t extra, size_t *n_out)
+{
+    return start_env ? start_envp(extra, n_out) : NULL;
+}
+
 static const char *addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
 {
     char host[INET6_ADDRSTRLEN] = "?";

@@ -646,7 +646,7 @@ static void restart_daemonized(void)
 static void fall_back(void)
 {
     ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: %s; stopping the workers and starting the "
-                 "program again unsharded, its listeners kept",
+                 "program again unsharded",
                  sup.plan->nslots, sup.fallback_why);
     steer_to_slot0();
     restart_unsharded(sup.fallback, FALLBACK_TERM_MS);

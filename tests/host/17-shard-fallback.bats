@@ -16,7 +16,7 @@ setup() {
 }
 teardown() {
     teardown_servers
-    [ -n "${PGDIR:-}" ] && [ -z "${KEEP_PG:-}" ] && rm -rf "$PGDIR"
+    [ -n "${PUBDIR:-}" ] && rm -rf "$PUBDIR"
     return 0
 }
 
@@ -40,6 +40,12 @@ print(sorted(r["shard_fallback"] for r in recs if "shard_fallback" in r),
       sum(r["role"] == "supervisor" for r in recs))
 PYEOF
     assert_output "['$1'] 0"
+}
+
+# pubdir: sets PUBDIR to a fresh directory other users can reach (the
+# test's own is root's, 0700): a server's unprivileged processes need it.
+pubdir() {
+    PUBDIR=$(mktemp -d /tmp/ktlsshim-17.XXXXXX) && chmod 755 "$PUBDIR"
 }
 
 # http_many PORT N SCHEME: N POSTs with random bodies one after another
@@ -132,8 +138,7 @@ PYEOF
     pgbin=/usr/lib/postgresql/15/bin
     [ -x "$pgbin/postgres" ] && [ "$(id -u)" = 0 ] || skip "needs postgresql 15 and root"
     port=$(free_port)
-    # a directory the postgres user can reach (the test's own is root's, 0700)
-    PGDIR=$(mktemp -d /tmp/ktlsshim-pg.XXXXXX) && chmod 755 "$PGDIR" && chown postgres "$PGDIR"
+    pubdir && PGDIR=$PUBDIR && chown postgres "$PGDIR"
     setpriv --reuid postgres --regid postgres --init-groups \
         "$pgbin/initdb" -D "$PGDIR/data" -A trust -U postgres >/dev/null
     install -o postgres -m 600 "$CERTS/rsa.pem" "$CERTS/rsa.key" "$PGDIR/data/"
@@ -163,6 +168,60 @@ EOF2
     one_fallback_line "$BATS_TEST_TMPDIR/pgs.err" 'worker [01]/2 ended with (signal 6|exit 1)'
     kill -TERM "$(pid_of pgs)"
     wait_status pgs
+    assert_equal "$status_of" 0
+    fallback_record workers_failed
+}
+
+@test "dovecot imapd (one base_dir, its master socket), N=2: one line, unsharded, 20 of 20 IMAPS LOGIN/LIST, SIGTERM exits 0" {
+    command -v dovecot >/dev/null && [ "$(id -u)" = 0 ] || skip "needs dovecot and root"
+    port=$(free_port)
+    pubdir
+    D=$PUBDIR
+    mkdir -m 777 "$D/mail"
+    cp "$CERTS/rsa.pem" "$CERTS/rsa.key" "$D/"
+    echo "u:{PLAIN}pw:65534:65534::$D/mail/u" > "$D/passwd"
+    cat > "$D/dovecot.conf" <<EOF2
+base_dir = $D/run
+state_dir = $D/state
+log_path = /dev/stderr
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <$D/rsa.pem
+ssl_key = <$D/rsa.key
+auth_mechanisms = plain
+passdb {
+  driver = passwd-file
+  args = $D/passwd
+}
+userdb {
+  driver = passwd-file
+  args = $D/passwd
+}
+mail_location = maildir:~/Maildir
+service imap-login {
+  inet_listener imap {
+    port = 0
+  }
+  inet_listener imaps {
+    port = $port
+    ssl = yes
+  }
+}
+EOF2
+    start dv env KTLSSHIM_SHARDS=2 dovecot -F -c "$D/dovecot.conf"
+    # the second copy fails at once (its base_dir's sockets are taken)
+    wait_until 20 grep -q 'not sharding' "$BATS_TEST_TMPDIR/dv.err"
+    wait_port "$port"
+    ok=0
+    for _ in $(seq 20); do
+        r=$(curl -sk -m 5 --user u:pw "imaps://127.0.0.1:$port/") || true
+        [[ "$r" == *'"." INBOX'* ]] && ok=$((ok + 1))
+    done
+    assert_equal "$ok" 20
+    one_fallback_line "$BATS_TEST_TMPDIR/dv.err" 'worker [01]/2 ended with exit 89'
+    kill -TERM "$(pid_of dv)"
+    wait_status dv
     assert_equal "$status_of" 0
     fallback_record workers_failed
 }

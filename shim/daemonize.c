@@ -382,11 +382,6 @@ static bool held_any; /* atomic */
 static char fallback_token[32];
 static pid_t fallback_pid;
 
-const char *ks_daemon_fallback(pid_t pid)
-{
-    return fallback_token[0] && pid == fallback_pid ? fallback_token : NULL;
-}
-
 static bool same_addr(const struct sockaddr *a, socklen_t alen, const struct sockaddr_storage *b)
 {
     if (a->sa_family != b->ss_family)
@@ -415,6 +410,7 @@ __attribute__((constructor)) static void ks_daemon_take_held(void)
     if (v && sscanf(v, "%d:%31[a-z_]:%n", &pid, tok, &at) == 2 && at > 0 && pid == getpid()) {
         memcpy(fallback_token, tok, sizeof tok);
         fallback_pid = pid;
+        ks_stats_set_fallback(fallback_token, pid);
         if (v[at]) /* the program's name, not "exe" (from /proc/self/exe) */
             prctl(PR_SET_NAME, v + at, 0, 0, 0);
     }
@@ -475,11 +471,18 @@ bool ks_daemon_bind_held(int fd, const struct sockaddr *addr, socklen_t len)
     return false;
 }
 
+static bool marked_active; /* atomic */
+
+bool ks_daemon_listen_watched(void)
+{
+    return __atomic_load_n(&held_any, __ATOMIC_ACQUIRE) ||
+           (fallback_token[0] && !__atomic_load_n(&marked_active, __ATOMIC_ACQUIRE));
+}
+
 void ks_daemon_at_listen(void)
 {
-    static bool once;
     if (fallback_token[0] && getpid() == fallback_pid &&
-        !__atomic_exchange_n(&once, true, __ATOMIC_ACQ_REL) && ks_config()->stats_path[0])
+        !__atomic_exchange_n(&marked_active, true, __ATOMIC_ACQ_REL) && ks_config()->stats_path[0])
         ks_stats_mark_active(); /* its record says the fallback happened */
     if (!__atomic_exchange_n(&held_any, false, __ATOMIC_ACQ_REL))
         return;

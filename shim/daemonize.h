@@ -35,11 +35,6 @@ struct ks_held_fd {
 void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored, const char *token,
                                 const struct ks_held_fd *keep, int nkeep);
 
-/* The fallback that started the image of process pid unsharded (a token
- * for its stats record: "daemonized", "workers_failed", "parent_pid_check"),
- * NULL if none (or pid is another process, a child of it). */
-const char *ks_daemon_fallback(pid_t pid);
-
 /* In that image: the program's bind() to the address of a listener kept
  * across the exec puts it at fd (true; the listener is the program's now).
  * ks_daemon_at_listen (at every listen() when unsharded) closes those it has
@@ -47,7 +42,8 @@ const char *ks_daemon_fallback(pid_t pid);
  * writes the stats record that names the fallback). */
 bool ks_daemon_has_held(void);
 bool ks_daemon_bind_held(int fd, const struct sockaddr *addr, socklen_t len);
-void ks_daemon_at_listen(void);
+bool ks_daemon_listen_watched(void); /* cheap: whether at_listen has work */
+void ks_daemon_at_listen(void);      /* at a listen() on a TCP socket */
 
 /* Fork mode: a worker calls this once it starts; its children inherit it.
  * ks_daemon_at_exit (exit paths) reports a child of a worker that ends

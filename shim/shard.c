@@ -222,9 +222,10 @@ KS_EXPORT int listen(int fd, int backlog)
     int r = ks_libc()->listen(fd, backlog);
     if (r == 0 && s == SHARD_WORKER && ks_exec_is_worker())
         ks_exec_report_listener(fd);
-    if (s == SHARD_OFF) {
+    if (s == SHARD_OFF && ks_daemon_listen_watched()) {
         KS_SAVE_ERRNO;
-        ks_daemon_at_listen();
+        if (is_inet_tcp(fd, NULL))
+            ks_daemon_at_listen();
         KS_RESTORE_ERRNO;
     }
     return r;

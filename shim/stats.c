@@ -17,7 +17,6 @@
  * checked to be still ours before each write. Writing is async-signal-safe:
  * no stdio, no malloc, only syscalls and our own formatting. */
 #include "stats.h"
-#include "daemonize.h"
 #include "config.h"
 #include "log.h"
 
@@ -595,6 +594,17 @@ static void put_openssl(struct buf *b, unsigned long n)
     }
 }
 
+/* The fallback that started this image unsharded (daemonize.c), for the
+ * record of that pid only. */
+static const char *fallback_token;
+static pid_t fallback_pid;
+
+void ks_stats_set_fallback(const char *token, pid_t pid)
+{
+    fallback_token = token;
+    fallback_pid = pid;
+}
+
 static void format_json(struct buf *b, const struct ks_record *r, const uint64_t *c,
                         uint64_t summed, const char *end)
 {
@@ -621,7 +631,7 @@ static void format_json(struct buf *b, const struct ks_record *r, const uint64_t
         put_openssl(b, ossl);
         put(b, "\"");
     }
-    const char *fb = ks_daemon_fallback(r->pid);
+    const char *fb = fallback_pid && r->pid == fallback_pid ? fallback_token : NULL;
     if (fb) {
         put(b, ",\"shard_fallback\":\"");
         put(b, fb);

@@ -137,6 +137,9 @@ PYEOF
 @test "PostgreSQL 15 (lock files), N=2: one line, unsharded, 20 of 20 queries over TLS, SIGTERM exits 0" {
     pgbin=/usr/lib/postgresql/15/bin
     [ -x "$pgbin/postgres" ] && [ "$(id -u)" = 0 ] || skip "needs postgresql 15 and root"
+    # postgres with libasan preloaded (no ktlsshim at all) hangs in
+    # bindtextdomain() at start, most runs: not ours to test
+    [ "${KTLSSHIM_TEST_ASAN:-0}" = 1 ] && skip "postgres hangs at start under a preloaded libasan alone"
     port=$(free_port)
     pubdir && PGDIR=$PUBDIR && chown postgres "$PGDIR"
     setpriv --reuid postgres --regid postgres --init-groups \

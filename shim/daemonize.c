@@ -17,7 +17,13 @@
  * For that exec, the library keeps what the program was started with: its
  * command line (read from /proc/self/cmdline when the library loads, before
  * a program such as nginx rewrites its argv for ps) and the set of fds it
- * inherited; every fd the program made itself is closed at exec. */
+ * inherited; every fd the program made itself is closed at exec.
+ *
+ * The same exec serves the supervisor's other fallback to one unsharded
+ * copy (supervisor.c: workers that fail at start-up, or whose children
+ * check a parent pid recorded before listen()); for it this file also
+ * keeps worker 0's listeners across the exec, and watches worker children's
+ * getppid() for that check (below). */
 #include "daemonize.h"
 #include "config.h"
 #include "execmode.h"

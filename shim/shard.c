@@ -165,9 +165,12 @@ KS_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
             mark_ours(fd, !had && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
         }
         KS_RESTORE_ERRNO;
-    } else if (s == SHARD_OFF && addr && ks_daemon_has_held() && is_inet_tcp(fd, NULL) &&
-               ks_daemon_bind_held(fd, addr, len)) {
-        return 0; /* a listener kept across a fallback to unsharded is at fd now */
+    } else if (s == SHARD_OFF && addr && ks_daemon_has_held()) {
+        KS_SAVE_ERRNO;
+        bool took = is_inet_tcp(fd, NULL) && ks_daemon_bind_held(fd, addr, len);
+        KS_RESTORE_ERRNO;
+        if (took)
+            return 0; /* a listener kept across a fallback to unsharded is at fd now */
     }
     return ks_libc()->bind(fd, addr, len);
 }

@@ -160,7 +160,12 @@ EOF2
     # the second copy fails at once on the socket lock file: wait for the
     # fallback (a connection queued on the dead copy's listener is lost)
     wait_until 20 grep -q 'not sharding' "$BATS_TEST_TMPDIR/pgs.err"
-    wait_port "$port"
+    # as for any postgres start: ready once it says so (after the fallback;
+    # "the database system is starting up" before)
+    ready_again() {
+        sed -n '/not sharding/,$p' "$BATS_TEST_TMPDIR/pgs.err" | grep -q 'ready to accept connections'
+    }
+    wait_until 20 ready_again
     ok=0
     for i in $(seq 20); do
         r=$(psql "host=127.0.0.1 port=$port user=postgres dbname=postgres sslmode=require connect_timeout=5" \

@@ -46,6 +46,8 @@ static const char *const known[] = {
 static const char *const internal[] = {
     "KTLSSHIM_EXEC_SUPERVISOR",
     "KTLSSHIM_EXEC_WORKER",
+    "KTLSSHIM_EXEC_FALLBACK",
+    "KTLSSHIM_EXEC_HELD",
 };
 static const char *const reserved_prefixes[] = {
     "KTLSSHIM_BUILD",

@@ -17,7 +17,13 @@
  * For that exec, the library keeps what the program was started with: its
  * command line (read from /proc/self/cmdline when the library loads, before
  * a program such as nginx rewrites its argv for ps) and the set of fds it
- * inherited; every fd the program made itself is closed at exec. */
+ * inherited; every fd the program made itself is closed at exec.
+ *
+ * The same exec serves the supervisor's other fallback to one unsharded
+ * copy (supervisor.c: workers that fail at start-up, or whose children
+ * check a parent pid recorded before listen()); for it this file also
+ * keeps worker 0's listeners across the exec, and watches worker children's
+ * getppid() for that check (below). */
 #include "daemonize.h"
 #include "config.h"
 #include "execmode.h"
@@ -25,15 +31,19 @@
 #include "log.h"
 #include "real.h"
 #include "shard.h"
+#include "stats.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -42,7 +52,9 @@ extern char **environ;
 
 struct watch {
     pid_t supervisor;
-    uint32_t n; /* reports made (may exceed REPORTS_MAX) */
+    uint32_t pid_checks;  /* worker children that ended after a parent check */
+    pid_t pid_check_last; /* the last of them */
+    uint32_t n;           /* reports made (may exceed REPORTS_MAX) */
     struct {
         pid_t pid, ppid; /* the setsid() caller, its parent at the time */
     } r[REPORTS_MAX];
@@ -135,7 +147,7 @@ static void report_setsid(void)
     KS_SAVE_ERRNO;
     uint32_t i = __atomic_fetch_add(&watch_page->n, 1, __ATOMIC_ACQ_REL);
     if (i < REPORTS_MAX) {
-        watch_page->r[i].ppid = getppid();
+        watch_page->r[i].ppid = (pid_t)syscall(SYS_getppid); /* not ours: no parent check */
         __atomic_store_n(&watch_page->r[i].pid, getpid(), __ATOMIC_RELEASE);
     }
     kill(watch_page->supervisor, SIGCHLD); /* wakes it; it reaps nothing extra */
@@ -181,6 +193,69 @@ KS_EXPORT int daemon(int nochdir, int noclose)
             close(fd);
     }
     return 0;
+}
+
+/* ---- a parent's pid checked against the one recorded before listen() ----
+ *
+ * A program that notes getpid() before its first listen() and later checks
+ * it from its own children (gunicorn's workers compare os.getppid() with the
+ * arbiter's recorded pid, and exit when they differ) breaks under fork mode:
+ * the worker that forked them is not the pid the program recorded (the
+ * supervisor kept it). We cannot see the comparison, only its trace: a
+ * process forked by a worker asks for its parent's pid, gets the worker's
+ * (which the program never saw before listen()), and ends on its own within
+ * 5 seconds while that parent still runs. Each such end is counted in the
+ * shared page; the supervisor falls back on the second. */
+
+#define PARENT_CHECK_EXIT_MS 5000
+
+static pid_t my_worker;         /* in a fork-mode worker and its children: the worker */
+static int64_t asked_parent_ms; /* atomic: when getppid() last said my_worker */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void ks_daemon_worker_started(void)
+{
+    my_worker = getpid();
+    __atomic_store_n(&asked_parent_ms, 0, __ATOMIC_RELAXED);
+}
+
+KS_EXPORT pid_t getppid(void)
+{
+    pid_t r = (pid_t)syscall(SYS_getppid);
+    if (my_worker > 0 && r == my_worker && watch_page)
+        __atomic_store_n(&asked_parent_ms, mono_ms(), __ATOMIC_RELAXED);
+    return r;
+}
+
+void ks_daemon_at_exit(void)
+{
+    if (my_worker <= 0 || !watch_page)
+        return;
+    int64_t asked = __atomic_load_n(&asked_parent_ms, __ATOMIC_RELAXED);
+    if (asked == 0 || mono_ms() - asked > PARENT_CHECK_EXIT_MS)
+        return;
+    KS_SAVE_ERRNO;
+    if ((pid_t)syscall(SYS_getppid) == my_worker && getpid() != my_worker) {
+        __atomic_store_n(&asked_parent_ms, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&watch_page->pid_check_last, getpid(), __ATOMIC_RELAXED);
+        __atomic_fetch_add(&watch_page->pid_checks, 1, __ATOMIC_ACQ_REL);
+        kill(watch_page->supervisor, SIGCHLD); /* wakes it */
+    }
+    KS_RESTORE_ERRNO;
+}
+
+unsigned ks_daemon_parent_checks(pid_t *last)
+{
+    if (!watch_page)
+        return 0;
+    *last = __atomic_load_n(&watch_page->pid_check_last, __ATOMIC_RELAXED);
+    return __atomic_load_n(&watch_page->pid_checks, __ATOMIC_ACQUIRE);
 }
 
 pid_t ks_daemon_parent_of(pid_t pid)
@@ -286,7 +361,146 @@ void ks_daemon_add_report(pid_t pid, pid_t ppid)
     }
 }
 
-void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored)
+/* ---- the listeners kept across the unsharded exec ----
+ *
+ * A fallback to one unsharded copy happens while clients may be connecting:
+ * slot 0's listeners (the program's own sockets) are kept open across the
+ * exec, named in KTLSSHIM_EXEC_HELD=<pid>:<fd>[r],..., and the new image's
+ * bind() to one of their addresses puts the kept listener at the program's
+ * fd instead of binding a new socket (as an exec-mode worker takes its
+ * slot's). Connections queued on it meanwhile are served. "r": the library,
+ * not the program, had set SO_REUSEPORT on it; it is cleared again. Kept
+ * listeners the program has not bound again by its first listen() are
+ * closed then. */
+
+#define ENV_HELD "KTLSSHIM_EXEC_HELD"
+#define ENV_FALLBACK "KTLSSHIM_EXEC_FALLBACK"
+#define HELD_MAX 64
+
+static struct {
+    int fd;
+    bool clear_reuseport;
+    socklen_t len;
+    struct sockaddr_storage addr;
+} held[HELD_MAX];
+static int nheld;
+static bool held_any; /* atomic */
+static char fallback_token[32];
+static pid_t fallback_pid;
+
+static bool same_addr(const struct sockaddr *a, socklen_t alen, const struct sockaddr_storage *b)
+{
+    if (a->sa_family != b->ss_family)
+        return false;
+    if (a->sa_family == AF_INET && alen >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->sa_family == AF_INET6 && alen >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+    }
+    return false;
+}
+
+/* Ours to read only if made for this very process (a child inherits the
+ * environment, not the listeners' meaning). */
+__attribute__((constructor)) static void ks_daemon_take_held(void)
+{
+    KS_SAVE_ERRNO;
+    const char *v = getenv(ENV_FALLBACK);
+    int pid;
+    char tok[32];
+    int at = 0;
+    if (v && sscanf(v, "%d:%31[a-z_]:%n", &pid, tok, &at) == 2 && at > 0 && pid == getpid()) {
+        memcpy(fallback_token, tok, sizeof tok);
+        fallback_pid = pid;
+        ks_stats_set_fallback(fallback_token, pid);
+        if (v[at]) /* the program's name, not "exe" (from /proc/self/exe) */
+            prctl(PR_SET_NAME, v + at, 0, 0, 0);
+    }
+    v = getenv(ENV_HELD);
+    char *end;
+    if (v && strtol(v, &end, 10) == getpid() && *end == ':') {
+        for (const char *p = end + 1; *p && nheld < HELD_MAX;) {
+            long fd = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            bool r = *end == 'r';
+            p = end + (r ? 1 : 0);
+            if (*p == ',')
+                p++;
+            int acc = 0;
+            socklen_t al = sizeof acc;
+            if (fd < 3 || getsockopt((int)fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) != 0 || !acc)
+                continue;
+            held[nheld].fd = (int)fd;
+            held[nheld].clear_reuseport = r;
+            held[nheld].len = sizeof held[nheld].addr;
+            if (getsockname((int)fd, (struct sockaddr *)&held[nheld].addr, &held[nheld].len) != 0)
+                continue;
+            fcntl((int)fd, F_SETFD, FD_CLOEXEC); /* never leaked to a program it runs */
+            nheld++;
+        }
+        __atomic_store_n(&held_any, nheld > 0, __ATOMIC_RELEASE);
+        ks_log_debug("%d listener%s kept across the unsharded exec", nheld, nheld == 1 ? "" : "s");
+    }
+    KS_RESTORE_ERRNO;
+}
+
+bool ks_daemon_has_held(void)
+{
+    return __atomic_load_n(&held_any, __ATOMIC_ACQUIRE);
+}
+
+bool ks_daemon_bind_held(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    if (!__atomic_load_n(&held_any, __ATOMIC_ACQUIRE) || !addr)
+        return false;
+    for (int i = 0; i < nheld; i++) {
+        if (held[i].fd < 0 || !same_addr(addr, len, &held[i].addr))
+            continue;
+        int fdfl = fcntl(fd, F_GETFD), flfl = fcntl(fd, F_GETFL);
+        if (fdfl < 0 || flfl < 0 || dup3(held[i].fd, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+            return false;
+        fcntl(fd, F_SETFL, flfl);
+        if (held[i].clear_reuseport) {
+            int zero = 0;
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero);
+        }
+        ks_log_debug("the program's bind() on fd %d takes the kept listener", fd);
+        close(held[i].fd);
+        held[i].fd = -1;
+        return true;
+    }
+    return false;
+}
+
+static bool marked_active; /* atomic */
+
+bool ks_daemon_listen_watched(void)
+{
+    return __atomic_load_n(&held_any, __ATOMIC_ACQUIRE) ||
+           (fallback_token[0] && !__atomic_load_n(&marked_active, __ATOMIC_ACQUIRE));
+}
+
+void ks_daemon_at_listen(void)
+{
+    if (fallback_token[0] && getpid() == fallback_pid &&
+        !__atomic_exchange_n(&marked_active, true, __ATOMIC_ACQ_REL) && ks_config()->stats_path[0])
+        ks_stats_mark_active(); /* its record says the fallback happened */
+    if (!__atomic_exchange_n(&held_any, false, __ATOMIC_ACQ_REL))
+        return;
+    for (int i = 0; i < nheld; i++)
+        if (held[i].fd >= 0) {
+            close(held[i].fd);
+            held[i].fd = -1;
+        }
+}
+
+void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored, const char *token,
+                                const struct ks_held_fd *keep, int nkeep)
 {
     if (!start_cmdline) {
         ks_log_error("cannot start the program again: its command line was not kept "
@@ -294,23 +508,54 @@ void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored)
         return;
     }
     char **argv = ks_daemon_start_argv();
+    /* The environment the user started it with, if kept: the program may
+     * have cleaned its own before listen() (dovecot keeps 3 variables). */
     size_t envc = 0;
-    for (char **e = environ; e && *e; e++)
-        envc++;
-    char **envp = calloc(envc + 1, sizeof *envp);
+    char **from = ks_exec_start_env(0, &envc);
+    if (!from) {
+        for (char **e = environ; e && *e; e++)
+            envc++;
+    }
+    char **envp = calloc(envc + 3, sizeof *envp);
     if (!argv || !envp) {
         ks_log_error("cannot start the program again: out of memory");
         free(argv);
         free(envp);
+        free(from);
         return;
     }
     size_t k = 0;
-    for (char **e = environ; e && *e; e++)
+    for (char **e = from ? from : environ; e && *e; e++)
         if (strncmp(*e, "KTLSSHIM_SHARDS=", 16) != 0 && strncmp(*e, "KTLSSHIM_WORKER=", 16) != 0 &&
             strncmp(*e, "KTLSSHIM_EXEC_", 14) != 0)
             envp[k++] = *e;
+    static char tokvar[96], heldvar[64 + 16 * HELD_MAX];
+    if (token) {
+        char comm[17] = "";
+        prctl(PR_GET_NAME, comm, 0, 0, 0);
+        snprintf(tokvar, sizeof tokvar, ENV_FALLBACK "=%d:%s:%s", (int)getpid(), token, comm);
+        envp[k++] = tokvar;
+    }
 
     ks_for_each_fd(cloexec_made, NULL);
+    if (nkeep > 0) {
+        size_t at = (size_t)snprintf(heldvar, sizeof heldvar, ENV_HELD "=%d:", (int)getpid());
+        for (int i = 0; i < nkeep && i < HELD_MAX; i++) {
+            /* out of the way of the fd numbers the program will get */
+            int fd = fcntl(keep[i].fd, F_DUPFD, 900 - HELD_MAX);
+            if (fd < 0)
+                fd = fcntl(keep[i].fd, F_DUPFD, 3);
+            if (fd < 0)
+                continue;
+            close(keep[i].fd);
+            at += (size_t)snprintf(heldvar + at, sizeof heldvar - at, "%s%d%s",
+                                   heldvar[at - 1] == ':' ? "" : ",", fd,
+                                   keep[i].clear_reuseport ? "r" : "");
+            if (at >= sizeof heldvar)
+                break;
+        }
+        envp[k++] = heldvar;
+    }
     prctl(PR_SET_CHILD_SUBREAPER, 0);
     /* exec resets handlers but keeps SIG_IGN: as the program had it. */
     struct sigaction chld = {.sa_handler = chld_ignored ? SIG_IGN : SIG_DFL};
@@ -325,4 +570,5 @@ void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored)
                  strerror(err));
     free(argv);
     free(envp);
+    free(from);
 }

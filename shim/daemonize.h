@@ -6,6 +6,8 @@
 
 #include "common.h"
 
+#include <sys/socket.h>
+
 /* Supervisor, before forking: the shared page where workers (and their
  * children) report a setsid(). False if it cannot be made. */
 bool ks_daemon_watch_prepare(pid_t supervisor);
@@ -26,7 +28,31 @@ int ks_daemon_reported(pid_t *out, int max);
  * closed at exec. `app_mask` is the program's signal mask (a sigset_t),
  * `chld_ignored` whether it had SIGCHLD ignored. Returns only if the exec
  * failed (it says why). */
-void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored);
+struct ks_held_fd {
+    int fd;
+    bool clear_reuseport; /* the library set SO_REUSEPORT on it, not the program */
+};
+void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored, const char *token,
+                                const struct ks_held_fd *keep, int nkeep);
+
+/* In that image: the program's bind() to the address of a listener kept
+ * across the exec puts it at fd (true; the listener is the program's now).
+ * ks_daemon_at_listen (at every listen() when unsharded) closes those it has
+ * not taken, and makes an image a fallback started count as active (so it
+ * writes the stats record that names the fallback). */
+bool ks_daemon_has_held(void);
+bool ks_daemon_bind_held(int fd, const struct sockaddr *addr, socklen_t len);
+bool ks_daemon_listen_watched(void); /* cheap: whether at_listen has work */
+void ks_daemon_at_listen(void);      /* at a listen() on a TCP socket */
+
+/* Fork mode: a worker calls this once it starts; its children inherit it.
+ * ks_daemon_at_exit (exit paths) reports a child of a worker that ends
+ * within 5 s of asking getppid() and being told the worker's pid,
+ * while the worker still runs; ks_daemon_parent_checks returns how many
+ * did (and the last one's pid). */
+void ks_daemon_worker_started(void);
+void ks_daemon_at_exit(void);
+unsigned ks_daemon_parent_checks(pid_t *last);
 
 /* The program's argv as it started (read at load): a calloc'd vector into
  * the kept command line, NULL if it was not kept. */

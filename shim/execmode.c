@@ -387,6 +387,11 @@ static char **start_envp(size_t extra, size_t *n_out)
     return envp;
 }
 
+char **ks_exec_start_env(size_t extra, size_t *n_out)
+{
+    return start_env ? start_envp(extra, n_out) : NULL;
+}
+
 static const char *addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
 {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -670,6 +675,14 @@ int ks_exec_reported(pid_t pid)
     return n;
 }
 
+int ks_exec_slot_listeners(int slot, int *out, int max)
+{
+    int k = 0;
+    for (int j = 0; slot >= 0 && slot < sup_nslots && j < sup_nheld[slot] && k < max; j++)
+        out[k++] = sup_held[slot][j].fd;
+    return k;
+}
+
 int ks_exec_held_count(int slot)
 {
     return slot >= 0 && slot < sup_nslots ? sup_nheld[slot] : 0;
@@ -709,7 +722,7 @@ void ks_exec_supervisor_if_asked(void)
                      "(out of memory, or no command line kept); starting the program again "
                      "unsharded",
                      nslots);
-        ks_daemon_reexec_unsharded(&mask, chld.sa_handler == SIG_IGN);
+        ks_daemon_reexec_unsharded(&mask, chld.sa_handler == SIG_IGN, NULL, NULL, 0);
         ks_libc()->_exit(1);
     }
     for (char **e = environ; e && *e; e++)

@@ -57,4 +57,12 @@ void ks_exec_report_listener(int fd);
  * (daemonize.c). Async-signal-safe. */
 void ks_exec_report_setsid(void);
 
+/* Supervisor: the listeners slot holds (its fds stay the supervisor's). */
+int ks_exec_slot_listeners(int slot, int *out, int max);
+
+/* The environment the program started with (read at load, in a process
+ * that may shard), as a calloc'd vector with room for `extra` more entries
+ * (its count in *n_out); NULL if it was not kept. KTLSSHIM_EXEC_* left out. */
+char **ks_exec_start_env(size_t extra, size_t *n_out);
+
 #endif

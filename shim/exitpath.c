@@ -18,6 +18,7 @@
  * glibc's own calls between these (execl -> execve, exit -> _exit) are
  * internal and never come back through here. A vfork() child, which shares
  * our memory, writes nothing (stats.c checks the pid). */
+#include "daemonize.h"
 #include "execmode.h"
 #include "real.h"
 #include "stats.h"
@@ -52,12 +53,14 @@ KS_EXPORT int __libc_start_main(ks_main_fn main_fn, int argc, char **argv, void 
 KS_EXPORT void exit(int status)
 {
     ks_stats_note_exit_status(status);
+    ks_daemon_at_exit();
     ks_libc()->exit(status);
     __builtin_unreachable();
 }
 
 KS_EXPORT void _exit(int status)
 {
+    ks_daemon_at_exit();
     ks_stats_at_exit(status);
     ks_libc()->_exit(status);
     __builtin_unreachable();

@@ -11,6 +11,7 @@
  * that would have to be closed (closing a listener in a reuseport group
  * drops the connections queued on it). */
 #include "shard.h"
+#include "daemonize.h"
 #include "config.h"
 #include "execmode.h"
 #include "fds.h"
@@ -113,6 +114,11 @@ static bool is_ours(int fd)
            (__atomic_load_n(&ours[fd / 64], __ATOMIC_RELAXED) & (1ULL << (fd % 64)));
 }
 
+bool ks_shard_reuseport_ours(int fd)
+{
+    return is_ours(fd);
+}
+
 /* fds the program bound to port 0 (any free port): exec mode cannot shard
  * them, each worker would get its own port. */
 static uint64_t port0[OURS_BITS / 64];
@@ -159,6 +165,12 @@ KS_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
             mark_ours(fd, !had && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0);
         }
         KS_RESTORE_ERRNO;
+    } else if (s == SHARD_OFF && addr && ks_daemon_has_held()) {
+        KS_SAVE_ERRNO;
+        bool took = is_inet_tcp(fd, NULL) && ks_daemon_bind_held(fd, addr, len);
+        KS_RESTORE_ERRNO;
+        if (took)
+            return 0; /* a listener kept across a fallback to unsharded is at fd now */
     }
     return ks_libc()->bind(fd, addr, len);
 }
@@ -213,6 +225,12 @@ KS_EXPORT int listen(int fd, int backlog)
     int r = ks_libc()->listen(fd, backlog);
     if (r == 0 && s == SHARD_WORKER && ks_exec_is_worker())
         ks_exec_report_listener(fd);
+    if (s == SHARD_OFF && ks_daemon_listen_watched()) {
+        KS_SAVE_ERRNO;
+        if (is_inet_tcp(fd, NULL))
+            ks_daemon_at_listen();
+        KS_RESTORE_ERRNO;
+    }
     return r;
 }
 

@@ -44,6 +44,9 @@ void ks_supervise(struct ks_plan *p);
 /* KTLSSHIM_PIN: the CPU of worker slot (valid once sharding started). */
 int ks_shard_pin_cpu(int slot);
 
+/* The library, not the program, set SO_REUSEPORT on fd at its bind(). */
+bool ks_shard_reuseport_ours(int fd);
+
 /* This process is a worker of a sharded group. */
 bool ks_shard_in_worker(void);
 

@@ -612,6 +612,17 @@ static void put_openssl(struct buf *b, unsigned long n)
     }
 }
 
+/* The fallback that started this image unsharded (daemonize.c), for the
+ * record of that pid only. */
+static const char *fallback_token;
+static pid_t fallback_pid;
+
+void ks_stats_set_fallback(const char *token, pid_t pid)
+{
+    fallback_token = token;
+    fallback_pid = pid;
+}
+
 static void format_json(struct buf *b, const struct ks_record *r, const uint64_t *c,
                         uint64_t summed, const char *end)
 {
@@ -636,6 +647,12 @@ static void format_json(struct buf *b, const struct ks_record *r, const uint64_t
     if (ossl && r->role != KS_ROLE_SUPERVISOR) {
         put(b, ",\"openssl\":\"");
         put_openssl(b, ossl);
+        put(b, "\"");
+    }
+    const char *fb = fallback_pid && r->pid == fallback_pid ? fallback_token : NULL;
+    if (fb) {
+        put(b, ",\"shard_fallback\":\"");
+        put(b, fb);
         put(b, "\"");
     }
     if (r->role == KS_ROLE_SUPERVISOR) {

@@ -150,6 +150,10 @@ static inline bool ks_count_quick(enum ks_counter c, uint64_t n)
  * untouched): from now on, signals the program left at their default action
  * are caught to write it (sigcatch.c). */
 void ks_stats_mark_active(void);
+
+/* The record of process pid gets "shard_fallback": token (a static string:
+ * why sharding started this image again unsharded). */
+void ks_stats_set_fallback(const char *token, pid_t pid);
 /* The program accepted a TCP connection: counted; with KTLSSHIM_STATS set,
  * that makes the process active. */
 void ks_stats_accepted(void);

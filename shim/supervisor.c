@@ -35,7 +35,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <linux/filter.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +52,9 @@
     1000 /* all workers exited 0 with children left: wait for a                                    \
             setsid() report this long before exiting */
 #define EXITED0_MAX 64
+#define START_WINDOW_MS 5000  /* a worker failing this soon after the group started: fallback */
+#define FALLBACK_TERM_MS 3000 /* the fallback's SIGTERM, then SIGKILL */
+#define PARENT_CHECKS_MAX 2   /* worker children ending after a parent check: fallback */
 
 bool ks_supervisor_forking;
 
@@ -97,6 +104,9 @@ static struct {
     bool exec;                   /* exec mode: workers are exec'd, signals come through sigfd */
     int sigfd;                   /* exec mode: signalfd of the waited signals */
     bool ignored_at_start[NSIG]; /* waited-for signals the program had ignored */
+    int64_t start_ms;            /* the group started */
+    const char *fallback;        /* a fallback is due: its stats token */
+    char fallback_why[320];      /* and what made it so */
 } sup;
 
 /* KTLSSHIM_RELOAD (exec mode): the rolling restart, one slot at a time. */
@@ -191,6 +201,7 @@ static pid_t start_incarnation(int i, int rec)
         char v[32];
         snprintf(v, sizeof v, "%d/%d", i, sup.plan->nslots);
         setenv("KTLSSHIM_WORKER", v, 1);
+        ks_daemon_worker_started();
         ks_plan_enter_worker(sup.plan, i);
         ks_ossl_worker_started();
         sigaction(SIGCHLD, &sup.app_chld, NULL);
@@ -230,6 +241,28 @@ static int spawn(int i)
     return 0;
 }
 
+/* An end the program gave itself: a non-zero exit, or a crash (abort(),
+ * an assertion, a fault). A signal from outside (SIGKILL, SIGTERM) is not. */
+static bool program_failed(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status) != 0;
+    if (!WIFSIGNALED(status))
+        return false;
+    switch (WTERMSIG(status)) {
+    case SIGABRT:
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGILL:
+    case SIGFPE:
+    case SIGSYS:
+    case SIGTRAP:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void worker_ended(struct slot *s, int i, int status)
 {
     char how[32];
@@ -248,6 +281,22 @@ static void worker_ended(struct slot *s, int i, int status)
         return;
     }
     int64_t now = now_ms();
+    if (program_failed(status) && now - sup.start_ms < START_WINDOW_MS) {
+        /* At start-up: most likely something the copies share (a pid or
+         * lock file, a runtime directory) or a pid the program recorded
+         * before listen(). One copy unsharded settles it: if it fails
+         * alone too, that is the program's own failure, with its status. */
+        if (!sup.fallback) {
+            sup.fallback = "workers_failed";
+            snprintf(sup.fallback_why, sizeof sup.fallback_why,
+                     "worker %d/%d ended with %s %.1f s after the workers started (copies of "
+                     "the program may share a pid file, a lock or a runtime directory, or "
+                     "check a pid recorded before listen())",
+                     i, sup.plan->nslots, how, (double)(now - sup.start_ms) / 1000);
+        }
+        s->state = SLOT_DONE;
+        return;
+    }
     if (now - s->started_ms >= HEALTHY_AFTER_MS)
         s->fails = 0;
     s->fails++;
@@ -457,25 +506,90 @@ static bool have_adopted(void)
     return false;
 }
 
-/* The program daemonized in its workers. Stop every process of the group
- * (each is ours: a worker, or adopted once its worker exited), close every
- * socket, and exec the program again without sharding, so that the user's
- * command does what it does without the library. */
-static void restart_unsharded(void)
+/* Slot 0's listeners, kept across the unsharded exec (daemonize.c) so that
+ * connections queued on them meanwhile are served by the program again. */
+static int slot0_listeners(struct ks_held_fd *out, int max)
 {
-    ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: the program daemonized (fork and setsid() "
-                 "in a worker), which would leave %d copies that nobody supervises; stopping "
-                 "them and starting it again unsharded. To shard it, run it in the foreground "
-                 "(nginx: \"daemon off;\", Apache: -DFOREGROUND, redis: --daemonize no)",
-                 sup.plan->nslots, sup.plan->nslots);
+    int k = 0;
+    if (sup.exec) {
+        int fds[KS_MAX_REPLICATED];
+        int n = ks_exec_slot_listeners(0, fds, KS_MAX_REPLICATED);
+        for (int j = 0; j < n && k < max; j++)
+            out[k++] = (struct ks_held_fd){fds[j], true};
+        return k;
+    }
+    for (int t = 0; t < sup.plan->nsock && k < max; t++) {
+        int fd = *ks_plan_fd(sup.plan, 0, t), acc = 0;
+        socklen_t l = sizeof acc;
+        if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l) == 0 && acc)
+            out[k++] = (struct ks_held_fd){fd, ks_shard_reuseport_ours(sup.plan->sock[t].fd)};
+    }
+    return k;
+}
+
+/* Fork mode, before a fallback stops the workers: new connections all go to
+ * slot 0's listeners (a reuseport program that picks the group's first
+ * socket, slot 0's: it listened first), which are kept across the exec;
+ * the other slots' workers, still running, drain their queues (one second
+ * at most: tcpi_unacked is a listener's queue length) before they are
+ * stopped and their listeners closed. A slot whose worker is dead cannot
+ * drain: what is queued there is lost when it closes, unless
+ * net.ipv4.tcp_migrate_req=1 moves it to slot 0's. */
+static void steer_to_slot0(void)
+{
+    if (sup.exec)
+        return;
+    struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+    struct sock_fprog prog = {.len = 1, .filter = code};
+    for (int t = 0; t < sup.plan->nsock; t++) {
+        int fd = *ks_plan_fd(sup.plan, 0, t);
+        if (fd >= 0 && sup.plan->sock[t].listener &&
+            setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0)
+            ks_log_debug("fallback: cannot steer connections to slot 0: %s", strerror(errno));
+    }
+    int64_t until = now_ms() + 1000;
+    for (;;) {
+        bool queued = false;
+        for (int i = 1; i < sup.plan->nslots && !queued; i++) {
+            if (sup.slots[i].state != SLOT_RUNNING)
+                continue;
+            for (int t = 0; t < sup.plan->nsock && !queued; t++) {
+                int fd = *ks_plan_fd(sup.plan, i, t);
+                struct tcp_info ti;
+                socklen_t l = sizeof ti;
+                if (fd >= 0 && getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0 &&
+                    ti.tcpi_state == TCP_LISTEN && ti.tcpi_unacked > 0)
+                    queued = true;
+            }
+        }
+        if (!queued || now_ms() >= until)
+            return;
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Stop every process of the group (each is ours: a worker, or adopted once
+ * its worker exited): with `term_ms`, SIGTERM to the workers first and that
+ * long for the group to end, then SIGKILL to what is left; close every
+ * socket but slot 0's listeners, and exec the program again without
+ * sharding, so that the user's command does what it does without the
+ * library. `token` goes to the new image's stats record. */
+static void restart_unsharded(const char *token, int64_t term_ms)
+{
     sup.stopping = true;
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
-    int64_t until = now_ms() + 10000;
+    if (term_ms > 0)
+        for (int i = 0; i < sup.plan->nslots; i++)
+            if (sup.slots[i].pid > 0 && sup.slots[i].state == SLOT_RUNNING)
+                kill(sup.slots[i].pid, SIGTERM);
+    int64_t term_until = now_ms() + term_ms, until = now_ms() + term_ms + 10000;
     for (;;) {
         pid_t kids[256];
-        int n = list_children(kids, 256);
+        bool terming = now_ms() < term_until;
+        int n = terming ? 0 : list_children(kids, 256);
         for (int k = 0; k < n; k++)
             kill(kids[k], SIGKILL); /* our children: unreaped, so never a reused pid */
         if (n < 0) {
@@ -506,10 +620,53 @@ static void restart_unsharded(void)
         struct timespec ts = {0, 20 * 1000000};
         sigtimedwait(&chld, NULL, &ts);
     }
-    for (int i = 0; i < sup.plan->nslots; i++)
+    for (int i = 1; i < sup.plan->nslots; i++)
         close_slot_sockets(i);
-    ks_daemon_reexec_unsharded(&sup.app_mask, sup.app_chld.sa_handler == SIG_IGN);
+    struct ks_held_fd keep[KS_MAX_REPLICATED];
+    int nkeep = slot0_listeners(keep, KS_MAX_REPLICATED);
+    ks_daemon_reexec_unsharded(&sup.app_mask, sup.app_chld.sa_handler == SIG_IGN, token, keep,
+                               nkeep);
     _exit(1); /* it said why */
+}
+
+/* The program daemonized in its workers. */
+static void restart_daemonized(void)
+{
+    ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: the program daemonized (fork and setsid() "
+                 "in a worker), which would leave %d copies that nobody supervises; stopping "
+                 "them and starting it again unsharded. To shard it, run it in the foreground "
+                 "(nginx: \"daemon off;\", Apache: -DFOREGROUND, redis: --daemonize no)",
+                 sup.plan->nslots, sup.plan->nslots);
+    restart_unsharded("daemonized", 0);
+}
+
+/* Sharding itself made the program fail (or would): the one line, then one
+ * copy unsharded, the workers given SIGTERM first (a server's clean stop
+ * leaves no stale pid or lock file for its successor). */
+static void fall_back(void)
+{
+    ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: %s; stopping the workers and starting the "
+                 "program again unsharded",
+                 sup.plan->nslots, sup.fallback_why);
+    steer_to_slot0();
+    restart_unsharded(sup.fallback, FALLBACK_TERM_MS);
+}
+
+/* Children of the workers that ended right after checking their parent's
+ * pid (daemonize.c): the program compares getppid() with a pid it recorded
+ * before listen(), which fork mode changed. */
+static void check_parent_checks(void)
+{
+    pid_t last = 0;
+    unsigned n = ks_daemon_parent_checks(&last);
+    if (n < PARENT_CHECKS_MAX || sup.fallback)
+        return;
+    sup.fallback = "parent_pid_check";
+    snprintf(sup.fallback_why, sizeof sup.fallback_why,
+             "%u processes the workers forked ended within 5 s of asking their parent's "
+             "pid (getppid(), the last pid %d) while that parent ran: the program compares it "
+             "with a pid it recorded before listen(), which is not the worker's in fork mode",
+             n, (int)last);
 }
 
 /* KTLSSHIM_STOP_TIMEOUT: a stop must end. */
@@ -713,6 +870,7 @@ void ks_supervise(struct ks_plan *plan)
     if (!ks_daemon_watch_prepare(sup.self))
         ks_log_error("no shared memory to watch for daemonization: %s", strerror(errno));
 
+    sup.start_ms = now_ms();
     for (int i = 0; i < plan->nslots; i++)
         if (spawn(i))
             return; /* in the new worker */
@@ -720,7 +878,11 @@ void ks_supervise(struct ks_plan *plan)
     int64_t all_done_ms = -1;
     for (;;) {
         if (!sup.stopping && ks_daemon_detected(sup.exited0, sup.nexited0, sup.self, have_adopted))
-            restart_unsharded();
+            restart_daemonized();
+        if (!sup.stopping && !sup.exec)
+            check_parent_checks();
+        if (!sup.stopping && sup.fallback)
+            fall_back();
         bool alive;
         int64_t next = next_deadline(&alive);
         if (!alive) {

@@ -56,8 +56,8 @@ PYEOF
 @test "a crash-looping worker given up: its listener is closed, 20 of 20 new connections are served by the other" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
-        "$PY" "$PIDSRV" --port "$port" --exit-worker 1 3
-    wait_for_line "$BATS_TEST_TMPDIR/srv.err" 'worker 1/2 .*crash loop, not respawning it' 20
+        "$PY" "$PIDSRV" --port "$port" --exit-worker 1 3 --first-after 6
+    wait_for_line "$BATS_TEST_TMPDIR/srv.err" 'worker 1/2 .*crash loop, not respawning it' 30
     run children_of "$(pid_of srv)"
     assert_equal "${#lines[@]}" 1
     served_by=${lines[0]}
@@ -86,7 +86,9 @@ PYEOF
 @test "with net.ipv4.tcp_migrate_req=1 (own netns), connections queued on a given-up slot are served by the other" {
     [ -e /proc/sys/net/ipv4/tcp_migrate_req ] || skip "no net.ipv4.tcp_migrate_req in this kernel"
     unshare -n true 2>/dev/null || skip "cannot make a network namespace here"
-    # Worker 1 exits right after listen(), 5 times: the 30 clients started
+    # Worker 1 exits once the supervisor's start-up window is over (before,
+    # a failure makes it fall back unsharded), then right after listen(),
+    # 5 times in all; it never accepts. The 30 clients started
     # at once queue partly on its listener (never accepted there). When the
     # supervisor gives the slot up and closes it, the kernel moves them to
     # worker 0's queue instead of resetting them.
@@ -95,7 +97,7 @@ set -e
 ip link set lo up
 sysctl -qw net.ipv4.tcp_migrate_req=1
 env LD_PRELOAD="$PRELOAD" KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=info "$PY" "$PIDSRV" --port 4433 \
-    --exit-worker 1 3 >/dev/null 2> srv.err &
+    --exit-worker 1 3 --first-after 6 >/dev/null 2> srv.err &
 # the server holds none of run's output, and ends with this script whatever
 # fails in it (else run would wait for it, unbounded)
 trap 'kill -KILL %1 2>/dev/null || true' EXIT

@@ -5,6 +5,12 @@ Replies "pid=<pid> worker=<KTLSSHIM_WORKER>\\n" to each connection and closes.
   --port P              listen on 127.0.0.1:P
   --exit-worker I CODE  in worker I (KTLSSHIM_WORKER=I/N), exit(CODE) right
                         after listen() returns
+  --first-after S       with --exit-worker: the first incarnation of worker I
+                        (no file first-exit.PORT in the current directory
+                        yet: it makes it) sleeps S seconds without accepting
+                        before it exits; the ones respawned after it exit at
+                        once (a crash loop after the supervisor's start-up
+                        window, where a failure makes it fall back unsharded)
   --ignore-term         ignore SIGTERM (set before listen, so every worker does)
   --session-child MARK  after listen(), start a child in a session of its own
                         (subprocess start_new_session: setsid() in the child),
@@ -18,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 
 def worker_env():
@@ -32,12 +39,15 @@ def worker_env():
 def main():
     args = sys.argv[1:]
     port, exit_worker, exit_code, ignore_term, pidfile, mark = 0, None, 0, False, None, None
+    first_after = 0.0
     while args:
         a = args.pop(0)
         if a == "--port":
             port = int(args.pop(0))
         elif a == "--exit-worker":
             exit_worker, exit_code = args.pop(0), int(args.pop(0))
+        elif a == "--first-after":
+            first_after = float(args.pop(0))
         elif a == "--ignore-term":
             ignore_term = True
         elif a == "--session-child":
@@ -54,6 +64,12 @@ def main():
     s.listen(128)
     w = worker_env()
     if exit_worker is not None and w.split("/")[0] == exit_worker:
+        if first_after:
+            try:
+                os.close(os.open("first-exit.%d" % port, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                time.sleep(first_after)
+            except FileExistsError:
+                pass
         os._exit(exit_code)
     if mark:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", mark + ".child"],

@@ -95,6 +95,26 @@ TEST(worker_record_has_every_field_once_and_no_supervisor_fields)
     }
 }
 
+TEST(shard_fallback_only_in_the_record_of_the_pid_it_names)
+{
+    struct ks_record r;
+    uint64_t c[KS_C_COUNT];
+    char mem[4096];
+    struct buf b = {mem, 0, sizeof mem - 1};
+    record(&r, KS_ROLE_PROCESS, -1, c);
+    ks_stats_set_fallback("workers_failed", 4242);
+    format_json(&b, &r, c, 0, "exit 0");
+    mem[b.len] = '\0';
+    EXPECT_TRUE(balanced(mem));
+    EXPECT_TRUE(strstr(mem, "\"end\":\"exit 0\",\"shard_fallback\":\"workers_failed\",") != NULL);
+    ks_stats_set_fallback("workers_failed", 4243); /* a child of it */
+    b.len = 0;
+    format_json(&b, &r, c, 0, "exit 0");
+    mem[b.len] = '\0';
+    EXPECT_TRUE(strstr(mem, "shard_fallback") == NULL);
+    ks_stats_set_fallback(NULL, 0);
+}
+
 TEST(supervisor_record_has_summed_records_and_workers)
 {
     struct ks_record r;

@@ -73,6 +73,7 @@ const struct ks_libc *ks_libc(void)
     l.sendmsg = need("sendmsg");
     l.read = need("read");
     l.daemon = need("daemon");
+    l.chroot = need("chroot");
     libc_fns = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
     KS_RESTORE_ERRNO;

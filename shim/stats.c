@@ -19,6 +19,7 @@
 #include "stats.h"
 #include "config.h"
 #include "log.h"
+#include "real.h"
 
 #include "live_abi.h"
 #include "sigcatch.h"
@@ -293,6 +294,20 @@ static int stats_file(void)
     if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == stats_dev && st.st_ino == stats_ino)
         return fd;
     return open_stats();
+}
+
+/* chroot(): the stats file cannot be opened by its path from inside the
+ * new root. A program that closed every descriptor at start (proftpd) and
+ * chroots its sessions would lose their records: the file is opened again
+ * (if the descriptor is no longer it) while its path still works. */
+KS_EXPORT int chroot(const char *path)
+{
+    if (ks_config()->stats_path[0]) {
+        KS_SAVE_ERRNO;
+        (void)stats_file();
+        KS_RESTORE_ERRNO;
+    }
+    return ks_libc()->chroot(path);
 }
 
 /* ---- the shared pool ---- */

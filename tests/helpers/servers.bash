@@ -625,8 +625,8 @@ srv_nsd_use() {
 # drops to nobody; each download is a control and a data connection (the
 # data one resumes the control one's session). User "t" (password "t",
 # from an AuthUserFile) logs in without a chroot; SRV_FTP_ANON=1 logs in
-# as anonymous, chrooted into $WWW (proftpd closes every fd at start and a
-# session in a chroot cannot open KTLSSHIM_STATS again: FINDINGS.md).
+# as anonymous, chrooted into $WWW (proftpd closes every fd at start: the
+# library opens KTLSSHIM_STATS again at chroot()).
 srv_proftpd_conf() {
     local anon="" login="AuthUserFile $SRV_DIR/ftpd.passwd"
     printf 't:%s:65534:65534::%s:/bin/false\n' "$(openssl passwd -6 -salt ktlsshim t)" "$WWW" \

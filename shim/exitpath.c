@@ -15,6 +15,9 @@
  *   just before glibc's internal _exit;
  * - the exec family: the record ("exec") before the image is replaced; if
  *   the exec fails, the process carries on with a fresh record (stats.c).
+ * And chroot(), after which the stats file's path means nothing: the file
+ * is opened again first if the program had closed it (proftpd closes every
+ * fd at start, then chroots its anonymous sessions).
  * glibc's own calls between these (execl -> execve, exit -> _exit) are
  * internal and never come back through here. A vfork() child, which shares
  * our memory, writes nothing (stats.c checks the pid). */
@@ -83,6 +86,12 @@ void ks_exitpath_setup(void)
     /* Registered before the program's own handlers: run after them. A
      * failure (no memory at load) only loses quick_exit's record. */
     (void)at_quick_exit(record_at_quick_exit);
+}
+
+KS_EXPORT int chroot(const char *path)
+{
+    ks_stats_keep_file();
+    return ks_libc()->chroot(path);
 }
 
 KS_EXPORT void _Exit(int status)

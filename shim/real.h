@@ -44,7 +44,7 @@ struct ks_libc {
     ssize_t (*sendmsg)(int, const struct msghdr *, int);
     ssize_t (*read)(int, void *, size_t); /* the ClientHello a program read */
     int (*daemon)(int, int);
-    int (*chroot)(const char *); /* stats.c: the stats file kept open across it */
+    int (*chroot)(const char *); /* exitpath.c: the stats file kept across it */
 };
 
 /* libc's functions (the next definition after this library). Resolved at

@@ -19,7 +19,6 @@
 #include "stats.h"
 #include "config.h"
 #include "log.h"
-#include "real.h"
 
 #include "live_abi.h"
 #include "sigcatch.h"
@@ -296,18 +295,13 @@ static int stats_file(void)
     return open_stats();
 }
 
-/* chroot(): the stats file cannot be opened by its path from inside the
- * new root. A program that closed every descriptor at start (proftpd) and
- * chroots its sessions would lose their records: the file is opened again
- * (if the descriptor is no longer it) while its path still works. */
-KS_EXPORT int chroot(const char *path)
+void ks_stats_keep_file(void)
 {
-    if (ks_config()->stats_path[0]) {
-        KS_SAVE_ERRNO;
-        (void)stats_file();
-        KS_RESTORE_ERRNO;
-    }
-    return ks_libc()->chroot(path);
+    if (!ks_config()->stats_path[0])
+        return;
+    KS_SAVE_ERRNO;
+    (void)stats_file();
+    KS_RESTORE_ERRNO;
 }
 
 /* ---- the shared pool ---- */

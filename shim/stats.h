@@ -212,6 +212,9 @@ void ks_stats_at_signal(int sig);  /* async-signal-safe */
  * the exec fails the process starts over with a fresh record and sums stay
  * exact. */
 void ks_stats_at_exec(void);
+/* The stats file opened again if the program closed it (before a chroot,
+ * after which its path means nothing). errno kept. */
+void ks_stats_keep_file(void);
 /* exitpath.c, at load (init.c): the handler that writes quick_exit's
  * record after the program's own at_quick_exit handlers. */
 void ks_exitpath_setup(void);

@@ -388,22 +388,6 @@ static bool held_any; /* atomic */
 static char fallback_token[32];
 static pid_t fallback_pid;
 
-static bool same_addr(const struct sockaddr *a, socklen_t alen, const struct sockaddr_storage *b)
-{
-    if (a->sa_family != b->ss_family)
-        return false;
-    if (a->sa_family == AF_INET && alen >= sizeof(struct sockaddr_in)) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->sa_family == AF_INET6 && alen >= sizeof(struct sockaddr_in6)) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
-               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-    }
-    return false;
-}
-
 /* Ours to read only if made for this very process (a child inherits the
  * environment, not the listeners' meaning). */
 __attribute__((constructor)) static void ks_daemon_take_held(void)
@@ -459,7 +443,7 @@ bool ks_daemon_bind_held(int fd, const struct sockaddr *addr, socklen_t len)
     if (!__atomic_load_n(&held_any, __ATOMIC_ACQUIRE) || !addr)
         return false;
     for (int i = 0; i < nheld; i++) {
-        if (held[i].fd < 0 || !same_addr(addr, len, &held[i].addr))
+        if (held[i].fd < 0 || !ks_same_address(addr, len, &held[i].addr))
             continue;
         int fdfl = fcntl(fd, F_GETFD), flfl = fcntl(fd, F_GETFL);
         if (fdfl < 0 || flfl < 0 || dup3(held[i].fd, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)

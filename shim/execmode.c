@@ -269,27 +269,11 @@ __attribute__((constructor)) static void ks_exec_load(void)
     KS_RESTORE_ERRNO;
 }
 
-static bool same_address(const struct sockaddr *a, socklen_t alen, const struct sockaddr_storage *b)
-{
-    if (a->sa_family != b->ss_family)
-        return false;
-    if (a->sa_family == AF_INET && alen >= sizeof(struct sockaddr_in)) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->sa_family == AF_INET6 && alen >= sizeof(struct sockaddr_in6)) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
-               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-    }
-    return false;
-}
-
 bool ks_exec_bind_held(int fd, const struct sockaddr *addr, socklen_t len)
 {
     for (int i = 0; i < worker_nheld; i++) {
         struct worker_held *h = &worker_held[i];
-        if (h->fd < 0 || !same_address(addr, len, &h->addr))
+        if (h->fd < 0 || !ks_same_address(addr, len, &h->addr))
             continue;
         int fdfl = fcntl(fd, F_GETFD), flfl = fcntl(fd, F_GETFL);
         if (fdfl < 0 || flfl < 0)

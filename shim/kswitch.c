@@ -98,17 +98,24 @@ static void held_free(struct ks_own *o)
     o->held_off = o->held_len = 0;
 }
 
+/* The end of o's connection (SSL_free, SSL_clear): its live count given
+ * back, its secrets wiped, what it held freed. */
+static void own_forget(struct ks_own *o)
+{
+    if (o->rx_on)
+        __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
+    own_wipe(o);
+    ks_own_tx_wipe(o);
+    held_free(o);
+}
+
 static void own_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     struct ks_own *o = ptr;
     if (!o)
         return;
-    if (o->rx_on)
-        __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
-    own_wipe(o);
-    ks_own_tx_wipe(o);
-    held_free(o);
+    own_forget(o);
     free(o);
 }
 
@@ -798,11 +805,7 @@ void ks_switch_clear(SSL *s)
     struct ks_own *o = api.get_ex_data(s, own_idx);
     if (!o)
         return;
-    if (o->rx_on)
-        __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
-    own_wipe(o);
-    ks_own_tx_wipe(o);
-    held_free(o);
+    own_forget(o);
     o->rx_on = o->tx_on = false;
     o->tx_seq = 0;
     o->tx_seq_known = o->alert_pending = o->ku_answer_due = false;

@@ -44,6 +44,11 @@ void ks_supervise(struct ks_plan *p);
 /* KTLSSHIM_PIN: the CPU of worker slot (valid once sharding started). */
 int ks_shard_pin_cpu(int slot);
 
+/* A bind() address (a, alen) is the stored one (b): same family, port and
+ * address (IPv6: and scope). Exec mode and the fallback give a kept
+ * listener to the program's bind() of its address. */
+bool ks_same_address(const struct sockaddr *a, socklen_t alen, const struct sockaddr_storage *b);
+
 /* The library, not the program, set SO_REUSEPORT on fd at its bind(). */
 bool ks_shard_reuseport_ours(int fd);
 

@@ -128,3 +128,23 @@ pg_expected() {
     sha256sum <"$1" | cut -d' ' -f1
     { head -c 300000 /dev/zero | tr '\0' x; echo; } | sha256sum | cut -d' ' -f1
 }
+
+# bcs_serve MODE: tests/helpers/bio_copy_server.c (copy, filter or plain
+# BIO) serves s300007 twice (TLS 1.2, then 1.3) under the library, its
+# record in MODE.jsonl: both bodies intact with a clean close_notify, exit 0.
+bcs_serve() {
+    local mode=$1 port v
+    [ -x bcs ] || gcc -O1 -Wall -o bcs "$HELPERS_DIR/bio_copy_server.c" -lssl -lcrypto
+    port=$(pick_port)
+    start "$mode" env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/$mode.jsonl" \
+        ./bcs "$mode" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW" 2
+    wait_listen "$port"
+    for v in 1.2 1.3; do
+        mkdir -p "out-$mode/$v"
+        run "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" "$v" "" "out-$mode/$v" s300007
+        assert_output "ok s300007 300007 clean"
+        assert_equal "$(sha "out-$mode/$v/s300007")" "$(sha "$WWW/s300007")"
+    done
+    wait_status "$mode"
+    assert_equal "$status_of" 0
+}

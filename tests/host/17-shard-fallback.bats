@@ -8,6 +8,8 @@
 # its own fails the same, fast, without a restart loop.
 
 load '../helpers/common'
+load '../helpers/tls'
+load '../helpers/pg'
 
 setup() {
     cd "$BATS_TEST_TMPDIR"
@@ -135,28 +137,13 @@ PYEOF
 }
 
 @test "PostgreSQL 15 (lock files), N=2: one line, unsharded, 20 of 20 queries over TLS, SIGTERM exits 0" {
-    pgbin=/usr/lib/postgresql/15/bin
-    [ -x "$pgbin/postgres" ] && [ "$(id -u)" = 0 ] || skip "needs postgresql 15 and root"
+    [ -x "$PG_BIN/postgres" ] && [ "$(id -u)" = 0 ] || skip "needs postgresql 15 and root"
     # postgres with libasan preloaded (no ktlsshim at all) hangs in
     # bindtextdomain() at start, most runs: not ours to test
     [ "${KTLSSHIM_TEST_ASAN:-0}" = 1 ] && skip "postgres hangs at start under a preloaded libasan alone"
-    port=$(free_port)
-    pubdir && PGDIR=$PUBDIR && chown postgres "$PGDIR"
-    setpriv --reuid postgres --regid postgres --init-groups \
-        "$pgbin/initdb" -D "$PGDIR/data" -A trust -U postgres >/dev/null
-    install -o postgres -m 600 "$CERTS/rsa.pem" "$CERTS/rsa.key" "$PGDIR/data/"
-    cat >> "$PGDIR/data/postgresql.conf" <<EOF2
-ssl = on
-ssl_cert_file = 'rsa.pem'
-ssl_key_file = 'rsa.key'
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$PGDIR'
-EOF2
-    export KTLSSHIM_STATS="$PGDIR/s.jsonl" # writable by the postgres user
-    install -o postgres -m 644 /dev/null "$KTLSSHIM_STATS"
-    start pgs env KTLSSHIM_SHARDS=2 setpriv --reuid postgres --regid postgres --init-groups \
-        "$pgbin/postgres" -D "$PGDIR/data"
+    export KTLSSHIM_STATS="$(pg_dir pgs)/s.jsonl" # writable by the postgres user
+    pg_start pgs KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$KTLSSHIM_STATS"
+    port=$PG_PORT
     # the second copy fails at once on the socket lock file: wait for the
     # fallback (a connection queued on the dead copy's listener is lost)
     wait_until 20 grep -q 'not sharding' "$BATS_TEST_TMPDIR/pgs.err"

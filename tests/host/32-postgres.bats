@@ -46,22 +46,9 @@ teardown() { teardown_servers; }
 @test "a copy of BIO_s_socket's method (no_kernel_tls) and a filter over the socket BIO (bio_unproven): bodies and close_notify intact" {
     make_certs
     make_files 300007
-    gcc -O0 -o bcs "$HELPERS_DIR/bio_copy_server.c" -lssl -lcrypto
-    local mode port reason
+    local mode reason
     for mode in copy filter plain; do
-        port=$(pick_port)
-        start "$mode" env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/$mode.jsonl" \
-            ./bcs "$mode" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW" 2
-        wait_listen "$port"
-        mkdir -p "out-$mode/1.2" "out-$mode/1.3"
-        run "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" 1.2 "" "out-$mode/1.2" s300007
-        assert_output "ok s300007 300007 clean"
-        run "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" 1.3 "" "out-$mode/1.3" s300007
-        assert_output "ok s300007 300007 clean"
-        wait_status "$mode"
-        assert_equal "$status_of" 0
-        assert_equal "$(sha "out-$mode/1.2/s300007")" "$(sha "$WWW/s300007")"
-        assert_equal "$(sha "out-$mode/1.3/s300007")" "$(sha "$WWW/s300007")"
+        bcs_serve "$mode"
         reason=$([ "$mode" = filter ] && echo bio_unproven || echo no_kernel_tls)
         run stats_check "$mode.jsonl" "S('fallback_tx.$reason') == 2" \
             "S('fallback_rx.$reason') == 2"

@@ -80,24 +80,11 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
 @test "a copy of BIO_s_socket's method that keeps its type and name: biosock TX, RX user space; a filter over the socket BIO: no kTLS (bio_unproven); bodies and close_notify intact" {
     make_certs
     make_files 300007
-    gcc -O1 -Wall -o bcs "$HELPERS_DIR/bio_copy_server.c" -lssl -lcrypto
-    local mode port
+    local mode
     for mode in copy filter; do
-        port=$(pick_port)
         snap
-        start "$mode" env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/$mode.jsonl" \
-            ./bcs "$mode" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW" 2
-        wait_listen "$port"
-        mkdir -p "out-$mode/1.2" "out-$mode/1.3"
-        run "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" 1.2 "" "out-$mode/1.2" s300007
-        assert_output "ok s300007 300007 clean"
-        run "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" 1.3 "" "out-$mode/1.3" s300007
-        assert_output "ok s300007 300007 clean"
-        wait_status "$mode"
-        assert_equal "$status_of" 0
+        bcs_serve "$mode"
         note
-        assert_equal "$(sha "out-$mode/1.2/s300007")" "$(sha "$WWW/s300007")"
-        assert_equal "$(sha "out-$mode/1.3/s300007")" "$(sha "$WWW/s300007")"
         assert_equal "$(delta TlsRxSw)" 0
         assert_equal "$(delta TlsDecryptError)" 0
         if [ "$mode" = copy ]; then

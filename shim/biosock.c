@@ -1454,9 +1454,14 @@ static ssize_t send_watching(int fd, const void *buf, size_t n, int flags)
     return send_watched(fd, buf, n, flags);
 }
 
-KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+ssize_t ks_io_send(int fd, const void *buf, size_t n, int flags)
 {
     return HOOK_JUMP(send_hook)(fd, buf, n, flags);
+}
+
+KS_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    return ks_io_send(fd, buf, n, flags);
 }
 
 __attribute__((noinline)) static ssize_t sendto_watched(int fd, const void *buf, size_t n,
@@ -1506,9 +1511,14 @@ static ssize_t sendmsg_watching(int fd, const struct msghdr *msg, int flags)
     return sendmsg_watched(fd, msg, flags);
 }
 
-KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+ssize_t ks_io_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     return HOOK_JUMP(sendmsg_hook)(fd, msg, flags);
+}
+
+KS_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    return ks_io_sendmsg(fd, msg, flags);
 }
 
 /* Once a "later" BIO was found: a read that opens a ClientHello is noted. */

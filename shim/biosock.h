@@ -8,6 +8,7 @@
 #include "stats.h"
 
 #include <openssl/bio.h>
+#include <sys/socket.h>
 
 /* While a thread runs a handshake call (SSL_accept, SSL_connect,
  * SSL_do_handshake), the descriptors their BIO writes to are noted. */
@@ -44,5 +45,10 @@ bool ks_biosock_found(BIO *b, bool tx);
  * ks_biosock_found said. When found, the general reasons (kernel, version,
  * cipher) come first and this answers what is left. */
 enum ks_fallback ks_biosock_reason(BIO *b, bool tx, bool found);
+
+/* send() and sendmsg() as the program's own would be: through this file's
+ * write hooks, so that what they hold for the socket goes out first. */
+ssize_t ks_io_send(int fd, const void *buf, size_t n, int flags);
+ssize_t ks_io_sendmsg(int fd, const struct msghdr *msg, int flags);
 
 #endif

@@ -236,7 +236,7 @@ void ks_connlog_end(struct ks_connlog *l)
         if (o.len < sizeof o.buf) {
             ssize_t n;
             do
-                n = write(fd, o.buf, o.len);
+                n = ks_libc()->write(fd, o.buf, o.len);
             while (n < 0 && errno == EINTR);
             if (n != (ssize_t)o.len)
                 ks_log_debug("connection log write: %s", n < 0 ? strerror(errno) : "short");

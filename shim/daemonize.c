@@ -32,6 +32,7 @@
 #include "real.h"
 #include "shard.h"
 #include "stats.h"
+#include "sigcatch.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -104,7 +105,7 @@ static void snapshot_cmdline(void)
     size_t len = 0;
     if (buf != MAP_FAILED) {
         ssize_t r;
-        while (len < cap && (r = read(fd, buf + len, cap - len)) > 0)
+        while (len < cap && (r = ks_libc()->read(fd, buf + len, cap - len)) > 0)
             len += (size_t)r;
         if (len == 0 || len >= cap) { /* empty, or too long to keep whole */
             munmap(buf, cap);
@@ -157,7 +158,7 @@ static void report_setsid(void)
 /* The system call itself (all libc's setsid() is): a child between fork()
  * and exec() (Python's subprocess with start_new_session) may call this,
  * and must not resolve symbols there (dlsym is not async-signal-safe). */
-KS_EXPORT pid_t setsid(void)
+static pid_t setsid_noting(void)
 {
     pid_t r = (pid_t)syscall(SYS_setsid);
     if (r >= 0 && watch_page && ks_shard_in_worker())
@@ -165,6 +166,11 @@ KS_EXPORT pid_t setsid(void)
     else if (r >= 0 && ks_exec_is_worker())
         ks_exec_report_setsid(); /* exec mode: no shared page, the control socket */
     return r;
+}
+
+KS_EXPORT pid_t setsid(void)
+{
+    return setsid_noting();
 }
 
 /* glibc's daemon() calls its internal setsid, which we do not see: in a
@@ -177,8 +183,8 @@ KS_EXPORT int daemon(int nochdir, int noclose)
     if (pid < 0)
         return -1;
     if (pid > 0)
-        _exit(0);
-    if (setsid() < 0)
+        ks_exit_as_program(0);
+    if (setsid_noting() < 0)
         return -1;
     if (!nochdir && chdir("/") != 0)
         return -1;
@@ -265,7 +271,7 @@ pid_t ks_daemon_parent_of(pid_t pid)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ssize_t n = ks_libc()->read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0)
         return -1;
@@ -543,9 +549,10 @@ void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored, const c
     prctl(PR_SET_CHILD_SUBREAPER, 0);
     /* exec resets handlers but keeps SIG_IGN: as the program had it. */
     struct sigaction chld = {.sa_handler = chld_ignored ? SIG_IGN : SIG_DFL};
-    sigaction(SIGCHLD, &chld, NULL);
+    ks_sig_program_action(SIGCHLD, &chld, NULL);
     sigprocmask(SIG_SETMASK, (const sigset_t *)app_mask, NULL);
-    execve("/proc/self/exe", argv, envp);
+    ks_stats_at_exec();
+    ks_libc()->execve("/proc/self/exe", argv, envp);
     int err = errno;
     sigset_t all;
     sigfillset(&all);

@@ -92,7 +92,7 @@ static void snapshot_env(void)
     size_t len = 0;
     if (buf != MAP_FAILED) {
         ssize_t r;
-        while (len < START_ENV_MAX && (r = read(fd, buf + len, START_ENV_MAX - len)) > 0)
+        while (len < START_ENV_MAX && (r = ks_libc()->read(fd, buf + len, START_ENV_MAX - len)) > 0)
             len += (size_t)r;
         if (len >= START_ENV_MAX) {
             munmap(buf, START_ENV_MAX);
@@ -319,7 +319,7 @@ void ks_exec_report_setsid(void)
     if (worker_ctl < 0)
         return;
     KS_SAVE_ERRNO;
-    struct ctl_msg m = {.type = MSG_SETSID, .pid = getpid(), .ppid = getppid()};
+    struct ctl_msg m = {.type = MSG_SETSID, .pid = getpid(), .ppid = ks_libc()->getppid()};
     send_msg(worker_ctl, &m, -1);
     KS_RESTORE_ERRNO;
 }

@@ -61,12 +61,17 @@ KS_EXPORT void exit(int status)
     __builtin_unreachable();
 }
 
-KS_EXPORT void _exit(int status)
+void ks_exit_as_program(int status)
 {
     ks_daemon_at_exit();
     ks_stats_at_exit(status);
     ks_libc()->_exit(status);
     __builtin_unreachable();
+}
+
+KS_EXPORT void _exit(int status)
+{
+    ks_exit_as_program(status);
 }
 
 KS_EXPORT void quick_exit(int status)

@@ -38,6 +38,7 @@
  * failure), or at the latest with the connection's state (SSL_free,
  * SSL_clear), and never reach a log. */
 #include "kswitch.h"
+#include "biosock.h"
 #include "kswitch_own.h"
 #include "kdf.h"
 #include "ktls.h"
@@ -140,7 +141,7 @@ int ks_own_key_update_answer(struct ks_own *o)
     ks_ktls_set_record_type(&mh, &room, REC_HANDSHAKE);
     /* MSG_NOSIGNAL: a peer gone must not kill the program with SIGPIPE
      * from inside a receiving call. */
-    ssize_t r = sendmsg(o->fd, &mh, MSG_NOSIGNAL);
+    ssize_t r = ks_io_sendmsg(o->fd, &mh, MSG_NOSIGNAL);
     int err = r < 0 ? errno : EIO;
     if (r == (ssize_t)sizeof msg) {
         if (rekey(o, true) == 0) {

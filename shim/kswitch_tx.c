@@ -39,6 +39,7 @@
 #include "kdf.h"
 #include "ktls.h"
 #include "kswitch.h"
+#include "biosock.h"
 #include "kswitch_own.h"
 #include "log.h"
 #include "ossl_api.h"
@@ -333,7 +334,7 @@ int ks_own_write(SSL *s, struct ks_own *o, const void *buf, size_t num, size_t *
     }
     const uint8_t *p = buf;
     while (done < num) {
-        ssize_t n = send(o->fd, p + done, num - done, 0);
+        ssize_t n = ks_io_send(o->fd, p + done, num - done, 0);
         if (n > 0) {
             done += (size_t)n;
             if (mode & SSL_MODE_ENABLE_PARTIAL_WRITE)
@@ -393,7 +394,7 @@ static int send_close_notify(struct ks_own *o)
     struct iovec iov = {.iov_base = alert, .iov_len = sizeof alert};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
     ks_ktls_set_record_type(&msg, &room, REC_ALERT);
-    ssize_t r = sendmsg(o->fd, &msg, 0);
+    ssize_t r = ks_io_sendmsg(o->fd, &msg, 0);
     if (r == (ssize_t)sizeof alert) {
         o->alert_pending = false;
         return 1;

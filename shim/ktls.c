@@ -22,6 +22,7 @@
  *   send a record other than data (the own switch's alerts and KeyUpdate,
  *   biosock.c's control records through a program's own writes). */
 #include "ktls.h"
+#include "real.h"
 
 #include <fcntl.h>
 #include <linux/ethtool.h>
@@ -51,7 +52,7 @@ static ssize_t read_small_file(const char *path, char *buf, size_t n)
     if (fd < 0)
         return -1;
     ssize_t got = 0, r;
-    while ((size_t)got < n - 1 && (r = read(fd, buf + got, n - 1 - (size_t)got)) > 0)
+    while ((size_t)got < n - 1 && (r = ks_libc()->read(fd, buf + got, n - 1 - (size_t)got)) > 0)
         got += r;
     close(fd);
     buf[got] = '\0';

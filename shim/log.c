@@ -2,6 +2,7 @@
  * to stderr with a single write(2), so lines from concurrent workers never
  * interleave. Never touches stdout, never changes errno, never allocates. */
 #include "common.h"
+#include "real.h"
 #include "config.h"
 #include "log.h"
 
@@ -14,7 +15,7 @@ void ks_log_raw(const char *line, size_t len)
 {
     KS_SAVE_ERRNO;
     while (len > 0) {
-        ssize_t n = write(STDERR_FILENO, line, len);
+        ssize_t n = ks_libc()->write(STDERR_FILENO, line, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)

@@ -74,6 +74,7 @@ const struct ks_libc *ks_libc(void)
     l.read = need("read");
     l.daemon = need("daemon");
     l.chroot = need("chroot");
+    l.getppid = need("getppid");
     libc_fns = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
     KS_RESTORE_ERRNO;

@@ -45,6 +45,7 @@ struct ks_libc {
     ssize_t (*read)(int, void *, size_t); /* the ClientHello a program read */
     int (*daemon)(int, int);
     int (*chroot)(const char *); /* exitpath.c: the stats file kept across it */
+    pid_t (*getppid)(void);      /* daemonize.c hooks it */
 };
 
 /* libc's functions (the next definition after this library). Resolved at

@@ -28,6 +28,7 @@
  * keys or callback, or its own session-cache callbacks, is left alone, and
  * a cache mode without SSL_SESS_CACHE_SERVER turns our cache off for it. */
 #include "resume.h"
+#include "real.h"
 #include "config.h"
 #include "log.h"
 #include "ossl_api.h"
@@ -141,7 +142,7 @@ static bool key_from_file(const char *path, struct tkey *k)
                      path, strerror(errno), ks_config()->ticket_rotate);
         return false;
     }
-    ssize_t n = read(fd, buf, sizeof buf);
+    ssize_t n = ks_libc()->read(fd, buf, sizeof buf);
     close(fd);
     bool ok = n == 80;
     if (ok) {

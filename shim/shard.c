@@ -242,7 +242,7 @@ static int thread_count(void)
     int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ssize_t n = ks_libc()->read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0)
         return -1;

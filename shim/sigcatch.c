@@ -154,7 +154,7 @@ void ks_signals_after_fork_child(void)
 
 /* ---- hooks ---- */
 
-KS_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+int ks_sig_program_action(int sig, const struct sigaction *act, struct sigaction *old)
 {
     const struct ks_libc *libc = ks_libc();
     if (sig <= 0 || sig >= NSIG || !is_ours_to_catch(sig) || in_vfork_child())
@@ -217,9 +217,19 @@ static ks_sighandler_t with_program_view(int sig, ks_sighandler_t h,
     return r;
 }
 
-KS_EXPORT ks_sighandler_t signal(int sig, ks_sighandler_t h)
+KS_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    return ks_sig_program_action(sig, act, old);
+}
+
+ks_sighandler_t ks_sig_program_signal(int sig, ks_sighandler_t h)
 {
     return with_program_view(sig, h, ks_libc()->signal);
+}
+
+KS_EXPORT ks_sighandler_t signal(int sig, ks_sighandler_t h)
+{
+    return ks_sig_program_signal(sig, h);
 }
 
 KS_EXPORT ks_sighandler_t bsd_signal(int sig, ks_sighandler_t h)

@@ -17,6 +17,7 @@
  * checked to be still ours before each write. Writing is async-signal-safe:
  * no stdio, no malloc, only syscalls and our own formatting. */
 #include "stats.h"
+#include "real.h"
 #include "config.h"
 #include "log.h"
 
@@ -113,7 +114,7 @@ static bool under_seccomp_filter(void)
         return true;
     size_t got = 0;
     ssize_t r;
-    while (got < sizeof buf - 1 && (r = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
+    while (got < sizeof buf - 1 && (r = ks_libc()->read(fd, buf + got, sizeof buf - 1 - got)) > 0)
         got += (size_t)r;
     close(fd);
     buf[got] = '\0';
@@ -838,7 +839,7 @@ static void emit(const struct ks_record *r, const uint64_t *c, uint64_t summed, 
         } else {
             ssize_t w;
             do
-                w = write(fd, b.p, b.len);
+                w = ks_libc()->write(fd, b.p, b.len);
             while (w < 0 && errno == EINTR);
             if (w != (ssize_t)b.len)
                 say_failed("writing the stats record to KTLSSHIM_STATS failed",

@@ -218,5 +218,8 @@ void ks_stats_keep_file(void);
 /* exitpath.c, at load (init.c): the handler that writes quick_exit's
  * record after the program's own at_quick_exit handlers. */
 void ks_exitpath_setup(void);
+/* _exit() as the program's own call would be (exitpath.c): the records
+ * written, then libc's _exit. */
+__attribute__((noreturn)) void ks_exit_as_program(int status);
 
 #endif

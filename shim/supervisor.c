@@ -24,6 +24,8 @@
 #include "log.h"
 #include "resume.h"
 #include "stats.h"
+#include "real.h"
+#include "sigcatch.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -186,15 +188,15 @@ static pid_t start_incarnation(int i, int rec)
                              strerror(errno));
         }
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != sup.self)
-            _exit(0); /* the supervisor is already gone */
+        if (ks_libc()->getppid() != sup.self)
+            ks_exit_as_program(0); /* the supervisor is already gone */
         if (sup.exec) {
             /* The program's signal state as it started: an exec keeps the
              * mask and ignored signals. */
             for (int sig = 1; sig < NSIG; sig++)
                 if (sup.ignored_at_start[sig])
-                    signal(sig, SIG_IGN);
-            sigaction(SIGCHLD, &sup.app_chld, NULL);
+                    ks_sig_program_signal(sig, SIG_IGN);
+            ks_sig_program_action(SIGCHLD, &sup.app_chld, NULL);
             sigprocmask(SIG_SETMASK, &sup.app_mask, NULL);
             ks_exec_worker_exec(i, sup.plan->nslots, rec, child_end);
         }
@@ -204,7 +206,7 @@ static pid_t start_incarnation(int i, int rec)
         ks_daemon_worker_started();
         ks_plan_enter_worker(sup.plan, i);
         ks_ossl_worker_started();
-        sigaction(SIGCHLD, &sup.app_chld, NULL);
+        ks_sig_program_action(SIGCHLD, &sup.app_chld, NULL);
         sigprocmask(SIG_SETMASK, &sup.app_mask, NULL);
         return 0;
     }
@@ -449,16 +451,16 @@ static void finish(void)
         snprintf(end, sizeof end, "exit 0");
     ks_stats_write_supervisor(end);
     if (code)
-        _exit(code);
+        ks_exit_as_program(code);
     if (sig && same_sig) {
-        signal(sig, SIG_DFL);
+        ks_sig_program_signal(sig, SIG_DFL);
         sigset_t one;
         sigemptyset(&one);
         sigaddset(&one, sig);
         sigprocmask(SIG_UNBLOCK, &one, NULL);
         kill(getpid(), sig);
     }
-    _exit(sig ? 128 + sig : 0);
+    ks_exit_as_program(sig ? 128 + sig : 0);
 }
 
 /* The supervisor's children (workers, and what it adopted as subreaper),
@@ -470,7 +472,7 @@ static int list_children(pid_t *out, int max)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ssize_t n = ks_libc()->read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n < 0)
         return -1;
@@ -626,7 +628,7 @@ static void restart_unsharded(const char *token, int64_t term_ms)
     int nkeep = slot0_listeners(keep, KS_MAX_REPLICATED);
     ks_daemon_reexec_unsharded(&sup.app_mask, sup.app_chld.sa_handler == SIG_IGN, token, keep,
                                nkeep);
-    _exit(1); /* it said why */
+    ks_exit_as_program(1); /* it said why */
 }
 
 /* The program daemonized in its workers. */
@@ -807,7 +809,8 @@ static int wait_event(const sigset_t *set, siginfo_t *info, int64_t wait_ms)
         if (pfd[k].revents)
             ks_exec_handle(pfd[k].fd);
     struct signalfd_siginfo si;
-    if ((pfd[0].revents & POLLIN) && read(sup.sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+    if ((pfd[0].revents & POLLIN) &&
+        ks_libc()->read(sup.sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
         memset(info, 0, sizeof *info);
         info->si_signo = (int)si.ssi_signo;
         info->si_code = si.ssi_code;
@@ -842,7 +845,7 @@ void ks_supervise(struct ks_plan *plan)
     /* The supervisor must see its workers' exit statuses even if the program
      * had set SIGCHLD to SIG_IGN (auto-reap). Workers get the program's. */
     struct sigaction dfl = {.sa_handler = SIG_DFL};
-    sigaction(SIGCHLD, &dfl, &sup.app_chld);
+    ks_sig_program_action(SIGCHLD, &dfl, &sup.app_chld);
     if (sup.exec) {
         /* A signal ignored (nohup's HUP) would be dropped before it could be
          * waited for: the supervisor takes it; exec'd workers get it ignored
@@ -850,15 +853,15 @@ void ks_supervise(struct ks_plan *plan)
         for (int sig = 1; sig < NSIG; sig++) {
             struct sigaction old;
             if (sig != SIGCHLD && sigismember(&wait_set, sig) == 1 &&
-                sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN) {
+                ks_sig_program_action(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN) {
                 sup.ignored_at_start[sig] = true;
-                sigaction(sig, &dfl, NULL);
+                ks_sig_program_action(sig, &dfl, NULL);
             }
         }
         sup.sigfd = signalfd(-1, &wait_set, SFD_CLOEXEC | SFD_NONBLOCK);
         if (sup.sigfd < 0) {
             ks_log_error("exec mode: signalfd: %s; the supervisor cannot run", strerror(errno));
-            _exit(1);
+            ks_exit_as_program(1);
         }
     }
     fflush(NULL); /* or buffered output would be written once per worker */

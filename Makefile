@@ -17,7 +17,10 @@ CFLAGS  ?=
 ALL_CFLAGS := $(CFLAGS_BASE) $(CFLAGS)
 LDLIBS_SHIM := -ldl -pthread
 
-SHIM_SRC := $(wildcard shim/*.c)
+# shim/: the base (core/, stats/), the two towers (shard/, tls/) and the
+# kernel's uAPI (kernel/); includes are named from shim/ ("core/log.h").
+SHIM_SRC := $(sort $(shell find shim -name '*.c'))
+SHIM_HDR := $(sort $(shell find shim -name '*.h'))
 SHIM_OBJ := $(patsubst shim/%.c,$(BUILD)/shim/%.o,$(SHIM_SRC))
 PROBE_SRC := $(wildcard probe/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -26,8 +29,9 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 all: $(BUILD)/libktlsshim.so $(BUILD)/ktls-probe $(BUILD)/ktlsshim $(BUILD)/tests/tiny_server \
      $(BUILD)/tests/cgi_forker
 
-$(BUILD)/shim/%.o: shim/%.c $(wildcard shim/*.h) | $(BUILD)/shim
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+$(BUILD)/shim/%.o: shim/%.c $(SHIM_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ishim -c -o $@ $<
 
 $(BUILD)/libktlsshim.so: $(SHIM_OBJ) shim/libktlsshim.map
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SHIM_OBJ) \
@@ -39,7 +43,7 @@ $(BUILD)/ktls-probe: $(PROBE_SRC) $(wildcard probe/*.h) | $(BUILD)
 # The launcher (ktlsshim(1)); it finds the library in ../lib from its own
 # directory once installed, or next to itself in the build tree.
 LAUNCHER_SRC := $(wildcard launcher/*.c)
-$(BUILD)/ktlsshim: $(LAUNCHER_SRC) $(wildcard launcher/*.h) shim/parse.h | $(BUILD)
+$(BUILD)/ktlsshim: $(LAUNCHER_SRC) $(wildcard launcher/*.h) shim/core/parse.h | $(BUILD)
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -DKS_VERSION='"$(VERSION)"' \
 	    -o $@ $(LAUNCHER_SRC) $(EXTRA_LDFLAGS)
 
@@ -49,7 +53,7 @@ $(BUILD)/tests/%: tests/servers/%.c | $(BUILD)/tests
 # Unit tests (tests/unit/harness.h): each test_*.c is one program that
 # includes the shim sources it tests; it links OpenSSL itself, as the
 # programs the library runs in do.
-$(BUILD)/unit/%: tests/unit/%.c tests/unit/harness.h $(wildcard shim/*.c shim/*.h) | $(BUILD)/unit
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/harness.h $(SHIM_SRC) $(SHIM_HDR) | $(BUILD)/unit
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -Ishim -o $@ $< -ldl -pthread -lssl -lcrypto $(EXTRA_LDFLAGS)
 
 unit-build: $(UNIT_BIN)

@@ -5,7 +5,7 @@
  * host test 70-launcher.bats checks both agree value by value. Nothing here
  * creates or opens a file. */
 #include "options.h"
-#include "../shim/parse.h"
+#include "../shim/core/parse.h"
 
 #include <errno.h>
 #include <libgen.h>

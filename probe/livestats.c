@@ -12,7 +12,7 @@
  * snake_case): ktlsshim_kernel_tls_total (counters) and
  * ktlsshim_kernel_tls_current (TlsCurr*: gauges). */
 #include "probe.h"
-#include "../shim/live_abi.h"
+#include "../shim/stats/live_abi.h"
 
 #include <errno.h>
 #include <fcntl.h>

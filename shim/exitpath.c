@@ -21,10 +21,10 @@
  * glibc's own calls between these (execl -> execve, exit -> _exit) are
  * internal and never come back through here. A vfork() child, which shares
  * our memory, writes nothing (stats.c checks the pid). */
-#include "daemonize.h"
-#include "execmode.h"
-#include "real.h"
-#include "stats.h"
+#include "shard/daemonize.h"
+#include "shard/execmode.h"
+#include "core/libc.h"
+#include "stats/stats.h"
 
 #include <stdarg.h>
 #include <stdlib.h>

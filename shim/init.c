@@ -1,16 +1,30 @@
-/* init.c — the library's life cycle in a process: load (read the
- * configuration, so that bad values are reported at start-up; resolve the
- * real functions, so that no signal handler ever has to; open the stats file
- * while the process still has its privileges), fork (a child counts into a
- * fresh record and catches nothing until it does something) and exit (write
- * this process's record; the other ways to end are in exitpath.c and
- * sigcatch.c). */
-#include "common.h"
-#include "config.h"
-#include "real.h"
-#include "shard.h"
-#include "sigcatch.h"
-#include "stats.h"
+/* init.c — the library's life cycle in a process, and the one place that
+ * ties the two towers (sharding, kTLS) together.
+ *
+ * Load, in this order (the only constructor):
+ *  1. this process's pid, the configuration (bad values are reported at
+ *     start-up) and libc's table (never first resolved inside a signal
+ *     handler's write());
+ *  2. the towers wired: sharding's client is the kTLS tower's shared
+ *     session state; the kTLS tower asks sharding whether this is a worker;
+ *  3. sharding's start-up snapshot (inherited fds, command line: before
+ *     the library opens anything), a fallback's kept listeners, an
+ *     exec-mode worker's set-up;
+ *  4. the connection log and the stats file, opened while the process still
+ *     has its privileges;
+ *  5. quick_exit's record handler, the fork handler.
+ * Fork: a child counts into a fresh record and catches nothing until it
+ * does something. Exit: this process's record (the other ways to end are in
+ * exitpath.c and stats/sigcatch.c). */
+#include "core/common.h"
+#include "core/config.h"
+#include "core/libc.h"
+#include "shard/shard.h"
+#include "stats/connlog.h"
+#include "stats/sigcatch.h"
+#include "stats/stats.h"
+#include "tls/resume.h"
+#include "tls/tls.h"
 
 #include <pthread.h>
 #include <unistd.h>
@@ -32,7 +46,18 @@ __attribute__((constructor)) static void ks_load(void)
     KS_SAVE_ERRNO;
     ks_self_pid = getpid();
     ks_config();
-    ks_libc(); /* resolved now, never first inside a signal handler's write() */
+    ks_libc();
+    ks_shard_client = (struct ks_shard_client){
+        .worker_started = ks_tls_worker_started,
+        .shared_prepare = ks_resume_prepare,
+        .shared_prepare_for_exec = ks_resume_prepare_for_exec,
+        .shared_attach = ks_resume_attach,
+        .next_duty_ms = ks_resume_next_rotation_ms,
+        .duty = ks_resume_rotate_if_due,
+    };
+    ks_tls_set_in_worker(ks_shard_in_worker);
+    ks_shard_load();
+    ks_connlog_open();
     ks_stats_open_file();
     ks_exitpath_setup();
     pthread_atfork(NULL, NULL, child_after_fork);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# Two copies of OpenSSL 3 in one process (shim/ossl_copies.c): Python's ssl
+# Two copies of OpenSSL 3 in one process (shim/tls/ossl/copies.c): Python's ssl
 # on the system's libssl.so.3 next to a plugin that brings its own renamed
 # copy (as a wheel does: libssx.so.3 / libcryptx.so.3 here, the same
 # symbol versions), or a copy of libssl.so.3 opened by path through ctypes.

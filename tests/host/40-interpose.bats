@@ -155,7 +155,7 @@ PYEOF
 set pagination off
 set confirm off
 attach $pid
-break ossl.c:$line
+break tls/hooks.c:$line
 commands 1
   silent
   set scheduler-locking on

@@ -17,7 +17,7 @@ void *ks_ossl_sym(const char *name)
     return dlsym(RTLD_DEFAULT, name);
 }
 
-#include "../../shim/bioproof.c"
+#include "../../shim/tls/bioproof.c"
 
 static int own_read(BIO *b, char *buf, int n)
 {

@@ -4,8 +4,9 @@
 #define TEST_MAIN
 #include "harness.h"
 
-#include "../../shim/config.c"
-#include "../../shim/log.c"
+#include "../../shim/core/config.c"
+#include "../../shim/core/libc.c"
+#include "../../shim/core/log.c"
 
 TEST(defaults_with_nothing_set)
 {

@@ -2,13 +2,14 @@
  * every field as documented, the client-controlled SNI escaped into valid
  * JSON, the longest SNI still one whole line, and never a write into a
  * descriptor that no longer names the log. The libssl lookups are stubbed:
- * entries are built by hand, as ossl.c would fill them. */
+ * entries are built by hand, as tls/hooks.c would fill them. */
 #define TEST_MAIN
 #include "harness.h"
 
-#include "../../shim/config.c"
-#include "../../shim/connlog.c"
-#include "../../shim/log.c"
+#include "../../shim/core/config.c"
+#include "../../shim/stats/connlog.c"
+#include "../../shim/core/libc.c"
+#include "../../shim/core/log.c"
 
 #include <fcntl.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* test_copies.c — ossl_copies.c: telling two copies of OpenSSL 3 apart,
+/* test_copies.c — tls/ossl/copies.c: telling two copies of OpenSSL 3 apart,
  * against real libraries. This program links the system's libssl.so.3 (the
  * served copy: it is in the global scope) and opens a byte-for-byte copy of
  * it from another path with dlopen(RTLD_LOCAL), as a ctypes user or a
@@ -8,14 +8,14 @@
 #define TEST_MAIN
 #include "harness.h"
 
-#include "config.h"
+#include "core/config.h"
 static struct ks_config stub_config = {.shards = 1, .ktls = 1, .log_level = 1};
 const struct ks_config *ks_config(void)
 {
     return &stub_config;
 }
 
-#include "sigcatch.h"
+#include "stats/sigcatch.h"
 void ks_signals_catch(void)
 {
 }
@@ -23,10 +23,11 @@ void ks_signals_release(void)
 {
 }
 
-#include "../../shim/log.c"
-#include "../../shim/real.c"
-#include "../../shim/stats.c"
-#include "../../shim/ossl_copies.c"
+#include "../../shim/core/log.c"
+#include "../../shim/core/libc.c"
+#include "../../shim/tls/ossl/sym.c"
+#include "../../shim/stats/stats.c"
+#include "../../shim/tls/ossl/copies.c"
 
 #include <fcntl.h>
 #include <openssl/ssl.h>

@@ -2,16 +2,17 @@
  * handshake (application traffic secrets -> key and iv), the TLS 1.2 PRF
  * (SHA-256) vector published for the IETF TLS WG, and the TLS 1.2 key
  * block against libcrypto's own TLS1-PRF (SHA-256 and SHA-384). kdf.c
- * takes HMAC from the libcrypto this program links, through ossl_api.c, as
+ * takes HMAC from the libcrypto this program links, through tls/ossl/api.c, as
  * it does inside a server. */
 #define TEST_MAIN
 #include "harness.h"
 
-#include "../../shim/config.c"
-#include "../../shim/kdf.c"
-#include "../../shim/log.c"
-#include "../../shim/ossl_api.c"
-#include "../../shim/real.c"
+#include "../../shim/core/config.c"
+#include "../../shim/tls/kswitch/kdf.c"
+#include "../../shim/core/log.c"
+#include "../../shim/tls/ossl/api.c"
+#include "../../shim/core/libc.c"
+#include "../../shim/tls/ossl/sym.c"
 
 #include <openssl/core_names.h>
 #include <openssl/kdf.h>

@@ -1,4 +1,4 @@
-/* test_keyupdate.c — kswitch_rekey.c's checks on a received TLS 1.3
+/* test_keyupdate.c — tls/kswitch/rekey.c's checks on a received TLS 1.3
  * KeyUpdate and its answer, without a kTLS kernel: malformed messages end
  * the connection with libssl's reasons and wipe the secrets before any key
  * is touched; a kernel that cannot rekey refuses; a valid one renews the
@@ -12,14 +12,14 @@
 #define TEST_MAIN
 #include "harness.h"
 
-#include "config.h"
+#include "core/config.h"
 static struct ks_config stub_config = {.shards = 1, .ktls = 1, .log_level = 1};
 const struct ks_config *ks_config(void)
 {
     return &stub_config;
 }
 
-#include "sigcatch.h"
+#include "stats/sigcatch.h"
 void ks_signals_catch(void)
 {
 }
@@ -27,13 +27,14 @@ void ks_signals_release(void)
 {
 }
 
-#include "../../shim/kdf.c"
-#include "../../shim/ktls.c"
-#include "../../shim/log.c"
-#include "../../shim/ossl_api.c"
-#include "../../shim/real.c"
-#include "../../shim/stats.c"
-#include "../../shim/kswitch_rekey.c"
+#include "../../shim/tls/kswitch/kdf.c"
+#include "../../shim/kernel/ktls.c"
+#include "../../shim/core/log.c"
+#include "../../shim/tls/ossl/api.c"
+#include "../../shim/core/libc.c"
+#include "../../shim/tls/ossl/sym.c"
+#include "../../shim/stats/stats.c"
+#include "../../shim/tls/kswitch/rekey.c"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -52,6 +53,11 @@ int ks_own_install(int fd, int version, const struct ks_keys *k, uint64_t seq, b
     last_keys = *k;
     last_seq = seq;
     return 0;
+}
+/* biosock's send path: no program BIO here, so the socket itself. */
+ssize_t ks_io_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    return sendmsg(fd, msg, flags);
 }
 void ks_own_tx_wipe(struct ks_own *o)
 {

@@ -6,7 +6,7 @@
 #define TEST_MAIN
 #include "harness.h"
 
-#include "config.h"
+#include "core/config.h"
 
 static struct ks_config stub_config = {.shards = 1, .ktls = 1, .log_level = 1};
 const struct ks_config *ks_config(void)
@@ -16,7 +16,7 @@ const struct ks_config *ks_config(void)
 
 /* stats.c arms the signal catcher when a process becomes active and
  * releases it at exec (sigcatch.c): nothing of that here. */
-#include "sigcatch.h"
+#include "stats/sigcatch.h"
 void ks_signals_catch(void)
 {
 }
@@ -24,8 +24,9 @@ void ks_signals_release(void)
 {
 }
 
-#include "../../shim/log.c"
-#include "../../shim/stats.c"
+#include "../../shim/core/libc.c"
+#include "../../shim/core/log.c"
+#include "../../shim/stats/stats.c"
 
 static void record(struct ks_record *r, int role, int shard, uint64_t *c)
 {

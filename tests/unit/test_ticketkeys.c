@@ -9,11 +9,12 @@
 #define TEST_MAIN
 #include "harness.h"
 
-#include "../../shim/config.c"
-#include "../../shim/log.c"
-#include "../../shim/ossl_api.c"
-#include "../../shim/real.c"
-#include "../../shim/resume.c"
+#include "../../shim/core/config.c"
+#include "../../shim/core/log.c"
+#include "../../shim/tls/ossl/api.c"
+#include "../../shim/core/libc.c"
+#include "../../shim/tls/ossl/sym.c"
+#include "../../shim/tls/resume.c"
 
 #include <openssl/core_names.h>
 

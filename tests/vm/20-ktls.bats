@@ -4,7 +4,7 @@
 # tests/host/20-tls.bats, with a matrix small enough for TCG emulation: the
 # library must get kTLS TX on every connection, and RX too (libssl's on TLS
 # 1.2; OpenSSL 3.0 has no TLS 1.3 RX, so there the library's own switch,
-# shim/kswitch.c), the kernel's counters must move, nginx must take
+# shim/tls/kswitch/switch.c), the kernel's counters must move, nginx must take
 # SSL_sendfile by itself, and every body must arrive intact.
 
 load '../helpers/common'

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# The library's own kTLS switch (shim/kswitch.c), in the VM (Debian 6.1
+# The library's own kTLS switch (shim/tls/kswitch/switch.c), in the VM (Debian 6.1
 # kernel, OpenSSL 3.0: libssl has no TLS 1.3 receive offload). Real servers
 # receive uploads; every upload is hash-checked on the server side; the
 # kernel's counters (/proc/net/tls_stat) and the library's own per-path

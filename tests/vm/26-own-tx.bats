@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# The library's own kTLS switch, send side (shim/kswitch_tx.c), in the VM
+# The library's own kTLS switch, send side (shim/tls/kswitch/tx.c), in the VM
 # (Debian 6.1 kernel, OpenSSL 3.0). With KTLSSHIM_KTLS=own the library, not
 # libssl, puts both directions' keys into the kernel and serves SSL_write,
 # SSL_write_ex and SSL_shutdown itself. Real servers send files; every body

@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # TLS 1.3 KeyUpdate on connections whose receive is the library's own kTLS
-# switch (shim/kswitch_rekey.c), on a kernel that can rekey (6.14+: run with
+# switch (shim/tls/kswitch/rekey.c), on a kernel that can rekey (6.14+: run with
 # scripts/vm-run --kernel 7.3; on older kernels these skip, and
 # 25-own-switch's 6.1 test covers the refusal). A real client (openssl
 # s_client, no library: its K and k commands) talks to the Python sink

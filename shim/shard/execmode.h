@@ -1,0 +1,73 @@
+/* execmode.h — sharding by exec: for programs that fork mode cannot copy
+ * (threads or an event loop at their first listen()), and for rolling
+ * restarts (KTLSSHIM_RELOAD). Each worker is a fresh exec of the program
+ * from main(); the supervisor holds every worker's listeners, passed to it
+ * over a control socket. */
+#ifndef KTLSSHIM_EXECMODE_H
+#define KTLSSHIM_EXECMODE_H
+
+#include "core/common.h"
+#include <sys/socket.h>
+
+struct pollfd;
+
+/* ---- in the program, at its first listen() ---- */
+
+/* Execs the process into the exec-mode supervisor (same pid). Returns only
+ * if it cannot, with the reason in `why` (the process is as it was).
+ * `fork_unsafe` says why fork mode was not used (for the log line);
+ * `port0` whether the program bound the listener to port 0. */
+bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char *why, size_t n);
+
+/* ---- in the supervisor image (called before main) ---- */
+
+/* If this process is the exec-mode supervisor its parent image asked for,
+ * runs it and never returns; otherwise returns at once. */
+void ks_exec_supervisor_if_asked(void);
+
+/* Before forking slot's worker: its control socket, with the listeners the
+ * slot holds already queued on the worker's end. False if it cannot be made
+ * (said why). */
+bool ks_exec_spawn_prepare(int slot, int *sup_end, int *child_end);
+/* In the forked child: execs the program as worker slot/nslots counting
+ * into stats record rec. Never returns. */
+void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end) __attribute__((noreturn));
+/* In the supervisor, once forked: watch the worker's control socket. */
+void ks_exec_spawned(int slot, pid_t pid, int sup_end);
+/* The control sockets to poll (POLLIN), and what to do when one is ready. */
+int ks_exec_poll_fds(struct pollfd *out, int max);
+void ks_exec_handle(int fd);
+/* How many listen() calls the worker pid has reported so far. */
+int ks_exec_reported(pid_t pid);
+/* How many listeners the supervisor holds for slot. */
+int ks_exec_held_count(int slot);
+/* Slot is done: close the listeners held for it. */
+void ks_exec_close_slot(int slot);
+
+/* ---- in a worker ---- */
+
+/* This process is an exec-mode worker (decided at load). */
+bool ks_exec_is_worker(void);
+/* bind() hook: if the slot holds a listener on this address, put it at fd
+ * (the program's fd flags kept) and return true. */
+bool ks_exec_bind_held(int fd, const struct sockaddr *addr, socklen_t len);
+/* listen() succeeded on fd: send the supervisor a copy to hold. */
+void ks_exec_report_listener(int fd);
+/* setsid() succeeded here (a worker or its child): tell the supervisor
+ * (daemonize.c). Async-signal-safe. */
+void ks_exec_report_setsid(void);
+
+/* Supervisor: the listeners slot holds (its fds stay the supervisor's). */
+int ks_exec_slot_listeners(int slot, int *out, int max);
+
+/* The environment the program started with (read at load, in a process
+ * that may shard), as a calloc'd vector with room for `extra` more entries
+ * (its count in *n_out); NULL if it was not kept. KTLSSHIM_EXEC_* left out. */
+char **ks_exec_start_env(size_t extra, size_t *n_out);
+
+/* At load (ks_shard_load): an exec-mode worker takes its channel, stats
+ * record and listeners; a program about to be sharded in exec mode keeps
+ * its start-up environment. */
+void ks_exec_load(void);
+
+#endif

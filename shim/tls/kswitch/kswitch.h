@@ -1,0 +1,93 @@
+/* kswitch.h — the library's own kTLS switch: where libssl leaves a
+ * direction in user space (TLS 1.3 receive on OpenSSL < 3.2, a libssl built
+ * without kTLS) or KTLSSHIM_KTLS=own asks for it, the library moves the
+ * keys into the kernel itself and from then on serves that connection's
+ * receiving calls (SSL_read/_ex, SSL_peek/_ex, SSL_pending, SSL_has_pending,
+ * SSL_get_error, SSL_shutdown; tls/kswitch/switch.c) and, where it switched the send
+ * side too, its sending calls (SSL_write/_ex, SSL_sendfile, SSL_shutdown;
+ * tls/kswitch/tx.c) with libssl's semantics. */
+#ifndef KTLSSHIM_KSWITCH_H
+#define KTLSSHIM_KSWITCH_H
+
+#include "core/common.h"
+#include "stats/stats.h"
+
+#include <openssl/ssl.h>
+
+struct ks_own;
+
+/* After tls/ossl/api.h's table is loaded: the switch's ex_data indexes. False
+ * when the switch cannot run in this process (then it never does). */
+bool ks_switch_setup(void);
+
+/* ks_switch_setup() said yes. */
+bool ks_switch_ready(void);
+
+/* A new SSL_CTX: installs the keylog callback that hands the switch each
+ * TLS 1.3 connection's client traffic secret (chained to the program's:
+ * SSL_CTX_set/get_keylog_callback are hooked). Only where the switch may
+ * run (kernel tls ULP, KTLSSHIM_KTLS not off). */
+void ks_switch_ctx_created(SSL_CTX *ctx);
+
+/* Switches s's receive direction to kTLS (s: a server connection whose
+ * handshake SSL_accept / SSL_do_handshake has just completed and whose
+ * receive libssl left in user space). True on success; otherwise *why says
+ * why and the connection is untouched (libssl carries on). */
+bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why);
+
+/* The own switch's decisions on s are made (or will never be): the traffic
+ * secrets it does not need for a KeyUpdate are wiped (tls/kswitch/rekey.c). */
+void ks_switch_settled(SSL *s);
+
+/* SSL_clear(s): a reused SSL starts a new connection, so nothing of the old
+ * one's switch may apply to it (its secrets are wiped). tls/hooks.c's hook. */
+void ks_switch_clear(SSL *s);
+
+/* How many live connections of this process have their receive switched
+ * (atomic): taken at the switch, given back by SSL_clear and SSL_free. */
+extern int ks_switch_live __attribute__((visibility("hidden")));
+struct ks_own *ks_own_of_switched(const SSL *s);
+
+/* The switch's state for s when its receive is the library's own, or NULL
+ * (the caller then passes the call to libssl). One load on every hook while
+ * no connection is switched. */
+static inline struct ks_own *ks_own_of(const SSL *s)
+{
+    if (KS_LIKELY(!__atomic_load_n(&ks_switch_live, __ATOMIC_ACQUIRE)))
+        return NULL;
+    return ks_own_of_switched(s);
+}
+
+/* Serves a read (peek: leave the data) on an own-RX connection. Returns
+ * libssl's return for SSL_read (bytes, or <= 0); *got is the byte count. */
+int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bool peek);
+
+/* Any call that libssl serves on this connection clears the error the
+ * switch recorded, so that SSL_get_error asks libssl about that call. */
+void ks_own_forget_error(struct ks_own *o);
+
+/* ---- the send side (tls/kswitch/tx.c) ---- */
+
+/* The send side can run in this process. */
+bool ks_switch_tx_ready(void);
+
+/* Switches s's send direction to kTLS (s: a server connection whose
+ * receive ks_switch_rx() has just switched). True on success; otherwise
+ * *why says why and libssl carries on sending. */
+bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why);
+
+/* The send switch for s is decided (or will never be): libssl's records
+ * need no more counting, the program's own msg callback goes back on s. */
+void ks_own_tx_counting_over(SSL *s);
+
+/* o's send side is the own switch's. */
+bool ks_own_tx_on(const struct ks_own *o);
+
+/* SSL_write_ex on an own-TX connection (num > 0): 1 with *written, or -1
+ * (SSL_get_error says why). */
+int ks_own_write(SSL *s, struct ks_own *o, const void *buf, size_t num, size_t *written);
+
+/* SSL_sendfile on an own-TX connection: bytes sent, or -1. */
+ossl_ssize_t ks_own_sendfile(SSL *s, struct ks_own *o, int in_fd, off_t offset, size_t size);
+
+#endif

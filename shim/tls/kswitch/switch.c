@@ -1,0 +1,818 @@
+/* tls/kswitch/switch.c — the library's own kTLS switch, receive direction.
+ *
+ * Why: libssl moves keys into the kernel only where it can (OpenSSL 3.0
+ * and 3.1 never do for TLS 1.3 receive, the most common case). Where it
+ * leaves receive in user space, the library does it itself: at the end of
+ * a server handshake completed by SSL_accept / SSL_do_handshake it derives
+ * the client's write keys (kdf.c) — TLS 1.3 from the client application
+ * traffic secret, which the keylog callback hands over (chained to the
+ * program's own; the setter and getter are hooked so the program sees what
+ * it set), TLS 1.2 from the master secret and the hello randoms — and
+ * installs them with setsockopt(TLS_RX). Secrets are wiped as soon as the
+ * kernel has the keys, except a TLS 1.3 connection's where the kernel can
+ * rekey (tls/kswitch/rekey.c: KeyUpdate).
+ *
+ * Sequence numbers: a server handshake completed by SSL_accept or
+ * SSL_do_handshake has read nothing past the client's Finished (libssl
+ * reads record by record; the switch refuses when SSL_has_pending says
+ * libssl holds bytes, e.g. with read-ahead). So the next record is the
+ * client's first under its application keys: sequence 0 in TLS 1.3 (the
+ * Finished went under the handshake keys), 1 in TLS 1.2 (the Finished was
+ * record 0 under the new keys). A handshake that completes anywhere else
+ * (inside SSL_read, through BIO_f_ssl) is not switched: libssl may have
+ * read past it.
+ *
+ * After the switch this file serves the connection's receiving calls:
+ * records come with recvmsg and the TLS_GET_RECORD_TYPE cmsg (SSL_peek
+ * takes the next record and holds it, so that SSL_pending counts it as
+ * libssl's does); application
+ * data is returned, close_notify gives SSL_ERROR_ZERO_RETURN and sets
+ * SSL_RECEIVED_SHUTDOWN (so libssl's SSL_shutdown agrees), a fatal alert,
+ * a record the kernel rejects (EBADMSG: forged or garbage), any handshake
+ * message other than a TLS 1.3 KeyUpdate (tls/kswitch/rekey.c applies those
+ * where the kernel can rekey, else ends the connection) or a TLS 1.2
+ * renegotiation attempt end the connection with an SSL error. The sending
+ * side stays libssl's (its kTLS TX or user space) unless tls/kswitch/tx.c
+ * takes it. */
+#include "tls/ossl/hooks.h" /* first: the hook bodies' names */
+#include "tls/kswitch/kswitch.h"
+#include "tls/kswitch/own.h"
+#include "tls/bioproof.h"
+#include "core/config.h"
+#include "tls/connwatch.h"
+#include "core/fds.h"
+#include "tls/kswitch/kdf.h"
+#include "kernel/ktls.h"
+#include "core/log.h"
+#include "tls/ossl/api.h"
+#include "core/libc.h"
+#include "tls/ossl/sym.h"
+
+#include <limits.h>
+#include <openssl/err.h>
+#include <linux/tls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
+#define api ks_ossl_api
+
+enum { REC_CCS = 20, REC_ALERT = 21, REC_HANDSHAKE = 22, REC_DATA = 23 };
+enum { HS_KEY_UPDATE = 24 };
+enum { ALERT_WARNING = 1, ALERT_CLOSE_NOTIFY = 0, ALERT_USER_CANCELED = 90 };
+
+#define SCRATCH KS_OWN_SCRATCH
+
+static int own_idx = -1;    /* SSL: struct ks_own */
+static int keylog_idx = -1; /* SSL_CTX: the program's keylog callback */
+static bool ready;          /* the switch can run in this process */
+int ks_switch_live;         /* connections switched now (atomic): the fast
+                               no on every hook while there is none */
+
+struct keylog_box {
+    ks_keylog_cb_t cb;
+};
+
+static void own_wipe(struct ks_own *o)
+{
+    ks_cleanse(o->secret, sizeof o->secret);
+    ks_cleanse(o->stash, sizeof o->stash);
+    o->secret_len = o->stash_len = o->stash_off = 0;
+}
+
+/* The record SSL_peek took: wiped and given back. */
+static void held_free(struct ks_own *o)
+{
+    if (o->held)
+        ks_cleanse(o->held, KS_OWN_HELD);
+    free(o->held);
+    o->held = NULL;
+    o->held_off = o->held_len = 0;
+}
+
+/* The end of o's connection (SSL_free, SSL_clear): its live count given
+ * back, its secrets wiped, what it held freed. */
+static void own_forget(struct ks_own *o)
+{
+    if (o->rx_on)
+        __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
+    own_wipe(o);
+    ks_own_tx_wipe(o);
+    held_free(o);
+}
+
+static void own_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    struct ks_own *o = ptr;
+    if (!o)
+        return;
+    own_forget(o);
+    free(o);
+}
+
+static void box_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    free(ptr);
+}
+
+bool ks_switch_setup(void)
+{
+    if (!ks_ossl_api_switch_ok() || ks_config()->ktls == KS_KTLS_OFF)
+        return false;
+    own_idx =
+        api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, ks_ex_dup_keep_own, own_free);
+    keylog_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, box_free);
+    ready = own_idx >= 0 && keylog_idx >= 0;
+    if (ready)
+        ks_switch_tx_setup();
+    return ready;
+}
+
+bool ks_switch_ready(void)
+{
+    return ready;
+}
+
+struct ks_own *ks_own_make(SSL *s)
+{
+    struct ks_own *o = api.get_ex_data(s, own_idx);
+    if (o)
+        return o;
+    if (!(o = calloc(1, sizeof *o)))
+        return NULL;
+    o->fd = -1;
+    o->last_err = -1;
+    if (!api.set_ex_data(s, own_idx, o)) {
+        free(o);
+        return NULL;
+    }
+    return o;
+}
+
+struct ks_own *ks_own_peek(const SSL *s)
+{
+    return s && own_idx >= 0 ? api.get_ex_data(s, own_idx) : NULL;
+}
+
+struct ks_own *ks_own_of_switched(const SSL *s)
+{
+    if (!s)
+        return NULL;
+    struct ks_own *o = api.get_ex_data(s, own_idx);
+    return o && o->rx_on ? o : NULL;
+}
+
+void ks_own_forget_error(struct ks_own *o)
+{
+    o->last_err = -1;
+}
+
+/* ---- the keylog callback: the TLS 1.3 client traffic secret ---- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* "<label> <client random hex> <secret hex>": the secret into out (at
+ * most cap bytes); its length, 0 if the line is not well formed (then out
+ * is wiped). */
+static size_t parse_secret(const char *line, size_t label_len, uint8_t *out, size_t cap)
+{
+    const char *p = strchr(line + label_len, ' ');
+    if (!p)
+        return 0;
+    size_t n = 0;
+    for (p++; n < cap && hexval(p[0]) >= 0 && hexval(p[1]) >= 0; p += 2)
+        out[n++] = (uint8_t)(hexval(p[0]) << 4 | hexval(p[1]));
+    if (*p == '\0' || *p == '\n')
+        return n;
+    ks_cleanse(out, cap);
+    return 0;
+}
+
+static void keylog_cb(const SSL *cs, const char *line)
+{
+    static const char rx_label[] = "CLIENT_TRAFFIC_SECRET_0 ";
+    static const char tx_label[] = "SERVER_TRAFFIC_SECRET_0 ";
+    SSL *s = (SSL *)cs; /* ex_data wants a mutable SSL: the same object */
+    if (line && strncmp(line, rx_label, sizeof rx_label - 1) == 0 && api.is_server(s)) {
+        struct ks_own *o = ks_own_make(s);
+        if (o)
+            o->secret_len = parse_secret(line, sizeof rx_label - 1, o->secret, sizeof o->secret);
+    } else if (line && strncmp(line, tx_label, sizeof tx_label - 1) == 0 && api.is_server(s) &&
+               ks_switch_tx_ready()) {
+        /* libssl has just switched its sending to the application keys:
+         * the records it writes from here on count (tls/kswitch/tx.c). */
+        struct ks_own *o = ks_own_make(s);
+        if (o) {
+            o->tx_secret_len =
+                parse_secret(line, sizeof tx_label - 1, o->tx_secret, sizeof o->tx_secret);
+            ks_own_tx_keys_changed(o);
+        }
+    }
+    SSL_CTX *ctx = api.get_SSL_CTX(s);
+    struct keylog_box *b = ctx ? api.CTX_get_ex_data(ctx, keylog_idx) : NULL;
+    if (b && b->cb)
+        b->cb(cs, line);
+}
+
+static struct keylog_box *keylog_box_of(SSL_CTX *ctx, bool make)
+{
+    struct keylog_box *b = api.CTX_get_ex_data(ctx, keylog_idx);
+    if (b || !make || !(b = calloc(1, sizeof *b)))
+        return b;
+    if (!api.CTX_set_ex_data(ctx, keylog_idx, b)) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void ks_switch_ctx_created(SSL_CTX *ctx)
+{
+    if (!ready || !ctx || !ks_ktls_kernel_has_tls())
+        return;
+    struct keylog_box *b = keylog_box_of(ctx, true);
+    if (!b)
+        return;
+    b->cb = api.CTX_get_keylog_callback(ctx);
+    api.CTX_set_keylog_callback(ctx, keylog_cb);
+    ks_switch_tx_ctx_created(ctx);
+}
+
+KS_EXPORT void SSL_CTX_set_keylog_callback(SSL_CTX *ctx, ks_keylog_cb_t cb)
+{
+    struct keylog_box *b = NULL;
+    if (ks_ossl_ready() && ready && ctx)
+        b = keylog_box_of(ctx, false);
+    if (b) { /* ours stays installed and calls the program's */
+        b->cb = cb;
+        return;
+    }
+    if (api.CTX_set_keylog_callback)
+        api.CTX_set_keylog_callback(ctx, cb);
+}
+
+KS_EXPORT ks_keylog_cb_t SSL_CTX_get_keylog_callback(const SSL_CTX *ctx)
+{
+    struct keylog_box *b = NULL;
+    if (ks_ossl_ready() && ready && ctx)
+        b = api.CTX_get_ex_data(ctx, keylog_idx);
+    if (b)
+        return b->cb;
+    return api.CTX_get_keylog_callback ? api.CTX_get_keylog_callback(ctx) : NULL;
+}
+
+/* ---- the switch ---- */
+
+/* Puts k into fd's receive (tx: send) direction at record sequence seq.
+ * 0, or -1 with errno. The crypto_info copy of the keys is wiped here. */
+int ks_own_tls12_keys(SSL *s, enum ks_hash hash, enum ks_aead aead, bool client_write,
+                      struct ks_keys *k)
+{
+    uint8_t master[48], cr[32], sr[32];
+    SSL_SESSION *sess = api.get_session(s);
+    size_t mlen = sess ? api.SESSION_get_master_key(sess, master, sizeof master) : 0;
+    int rc = mlen == sizeof master && api.get_client_random(s, cr, sizeof cr) == sizeof cr &&
+                     api.get_server_random(s, sr, sizeof sr) == sizeof sr
+                 ? ks_kdf_tls12_keys(hash, aead, master, mlen, cr, sr, client_write, k)
+                 : -1;
+    ks_cleanse(master, sizeof master);
+    return rc;
+}
+
+int ks_own_install(int fd, int version, const struct ks_keys *k, uint64_t seq, bool tx)
+{
+    union {
+        struct tls_crypto_info info;
+        struct tls12_crypto_info_aes_gcm_128 g128;
+        struct tls12_crypto_info_aes_gcm_256 g256;
+        struct tls12_crypto_info_chacha20_poly1305 cc;
+    } ci;
+    memset(&ci, 0, sizeof ci);
+    uint8_t seq_be[8];
+    for (int i = 0; i < 8; i++)
+        seq_be[i] = (uint8_t)(seq >> (56 - 8 * i));
+    ci.info.version = version == TLS1_3_VERSION ? TLS_1_3_VERSION : TLS_1_2_VERSION;
+    size_t len;
+    switch (k->aead) {
+    case KS_AEAD_AES_128_GCM:
+        ci.info.cipher_type = TLS_CIPHER_AES_GCM_128;
+        memcpy(ci.g128.key, k->key, sizeof ci.g128.key);
+        memcpy(ci.g128.salt, k->iv, sizeof ci.g128.salt);
+        memcpy(ci.g128.iv, k->iv + 4, sizeof ci.g128.iv);
+        memcpy(ci.g128.rec_seq, seq_be, 8);
+        len = sizeof ci.g128;
+        break;
+    case KS_AEAD_AES_256_GCM:
+        ci.info.cipher_type = TLS_CIPHER_AES_GCM_256;
+        memcpy(ci.g256.key, k->key, sizeof ci.g256.key);
+        memcpy(ci.g256.salt, k->iv, sizeof ci.g256.salt);
+        memcpy(ci.g256.iv, k->iv + 4, sizeof ci.g256.iv);
+        memcpy(ci.g256.rec_seq, seq_be, 8);
+        len = sizeof ci.g256;
+        break;
+    case KS_AEAD_CHACHA20:
+        ci.info.cipher_type = TLS_CIPHER_CHACHA20_POLY1305;
+        memcpy(ci.cc.key, k->key, sizeof ci.cc.key);
+        memcpy(ci.cc.iv, k->iv, sizeof ci.cc.iv);
+        memcpy(ci.cc.rec_seq, seq_be, 8);
+        len = sizeof ci.cc;
+        break;
+    default:
+        errno = EINVAL;
+        return -1;
+    }
+    /* The tls ULP is there when libssl did TX; otherwise put it on. */
+    char ulp[16] = "";
+    socklen_t ulp_len = sizeof ulp - 1;
+    int rc = 0;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp, &ulp_len) != 0 || strcmp(ulp, "tls") != 0)
+        rc = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3);
+    if (rc == 0)
+        rc = setsockopt(fd, SOL_TLS, tx ? TLS_TX : TLS_RX, &ci, (socklen_t)len);
+    int saved = errno;
+    ks_cleanse(&ci, sizeof ci);
+    errno = saved;
+    return rc;
+}
+
+bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why)
+{
+    *why = KS_FB_OTHER;
+    if (!ready)
+        return false;
+    if (!api.is_server(s)) {
+        /* A client receives NewSessionTickets under the application keys,
+         * which this switch does not handle: left to libssl. */
+        *why = KS_FB_CLIENT;
+        return false;
+    }
+    if (version == TLS1_3_VERSION && (api.get_verify_mode(s) & SSL_VERIFY_POST_HANDSHAKE)) {
+        /* The client's post-handshake Certificate would come as handshake
+         * records under the application keys, which libssl must process. */
+        ks_log_debug("fd %d: post-handshake authentication is on; receive stays with libssl",
+                     api.get_rfd(s));
+        return false;
+    }
+    if (api.has_pending(s)) {
+        ks_log_debug("fd %d: libssl holds received bytes (SSL_has_pending)", api.get_rfd(s));
+        *why = KS_FB_UNREAD;
+        return false;
+    }
+    int fd = api.get_rfd(s);
+    if (!ks_same_socket(fd, api.get_wfd(s))) {
+        *why = KS_FB_NOT_SOCKET;
+        return false;
+    }
+    /* Records are read from fd past the BIO: only under libcrypto's own
+     * socket BIO are they what the program's reads would have been. */
+    enum ks_bio_shape shape = ks_bio_shape(api.get_rbio(s), false);
+    if (shape != KS_BIO_SOCKET) {
+        *why = shape == KS_BIO_OTHER ? KS_FB_NOT_SOCKET : KS_FB_BIO_UNPROVEN;
+        return false;
+    }
+    enum ks_hash hash = KS_HASH_SHA256;
+    enum ks_aead aead = ks_kdf_aead_of(cipher, &hash);
+    if (aead == KS_AEAD_NONE) {
+        *why = KS_FB_CIPHER;
+        return false;
+    }
+    struct ks_own *o = ks_own_make(s);
+    if (!o)
+        return false;
+    struct ks_keys k;
+    uint64_t seq;
+    int rc;
+    if (version == TLS1_3_VERSION) {
+        if (o->secret_len != ks_kdf_hash_len(hash)) {
+            ks_log_debug("fd %d: no client traffic secret from the keylog callback; receive "
+                         "stays in user space",
+                         fd);
+            own_wipe(o);
+            return false;
+        }
+        rc = ks_kdf_tls13_keys(hash, aead, o->secret, o->secret_len, &k);
+        seq = 0;
+    } else if (version == TLS1_2_VERSION) {
+        rc = ks_own_tls12_keys(s, hash, aead, true, &k);
+        seq = 1;
+    } else {
+        *why = KS_FB_VERSION;
+        own_wipe(o);
+        return false;
+    }
+    if (rc != 0) {
+        own_wipe(o);
+        ks_log_debug("fd %d: key derivation failed; receive stays in user space", fd);
+        return false;
+    }
+    rc = ks_own_install(fd, version, &k, seq, false);
+    int err = errno;
+    ks_cleanse(&k, sizeof k);
+    if (rc != 0) {
+        own_wipe(o);
+        *why = KS_FB_REFUSED;
+        ks_log_info("fd %d: the kernel refused the receive keys (setsockopt TLS_RX: %s); the "
+                    "connection carries on in user space",
+                    fd, strerror(err));
+        return false;
+    }
+    o->fd = fd;
+    o->version = version;
+    o->hash = (uint8_t)hash;
+    o->aead = (uint8_t)aead;
+    o->state = OWN_OPEN;
+    o->last_err = -1;
+    o->rx_on = true;
+    if (!ks_own_rekey_possible(o))
+        own_wipe(o); /* the secret is no longer needed: the kernel has the keys */
+    __atomic_add_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
+    return true;
+}
+
+/* ---- serving the receive side ---- */
+
+void ks_own_push_error(int reason)
+{
+    if (!api.ERR_new) { /* OpenSSL 1.1 */
+        api.put_error(ERR_LIB_SSL, 0, reason, "ktlsshim", 0);
+        return;
+    }
+    api.ERR_new();
+    api.ERR_set_debug("ktlsshim", 0, "kTLS receive");
+    api.ERR_set_error(ERR_LIB_SSL, reason, NULL);
+}
+
+/* The connection cannot go on: an SSL error, as libssl gives. */
+static int fail_ssl(struct ks_own *o, int reason)
+{
+    o->state = OWN_FAILED;
+    ks_own_rx_ended(o);
+    o->last_err = SSL_ERROR_SSL;
+    ks_own_push_error(reason);
+    return -1;
+}
+
+/* One recvmsg: *type is the record's content type (data when the kernel
+ * sent none). -1 with errno; 0 with *type 0 at end of stream. */
+static ssize_t recv_record(int fd, void *buf, size_t n, int flags, uint8_t *type)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(uint8_t))];
+        struct cmsghdr align;
+    } cbuf;
+    struct iovec iov = {.iov_base = buf, .iov_len = n};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = cbuf.buf,
+                         .msg_controllen = sizeof cbuf.buf};
+    ssize_t r = recvmsg(fd, &msg, flags);
+    *type = 0;
+    if (r < 0) {
+        ks_log_debug("fd %d: recvmsg: %s", fd, strerror(errno));
+        return r;
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE)
+            *type = *CMSG_DATA(c);
+    if (r > 0 && *type == 0)
+        *type = REC_DATA;
+    return r;
+}
+
+static int os_error(SSL *s, struct ks_own *o, int err)
+{
+    (void)s;
+    switch (err) {
+    case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK:
+#endif
+    case EINTR:
+        o->last_err = SSL_ERROR_WANT_READ;
+        errno = err;
+        return -1;
+    case EBADMSG:
+    case EMSGSIZE:
+    case EINVAL:
+    case EIO:
+    case EPROTO:
+        ks_count(KS_C_KTLS_RX_BAD_RECORD, 1);
+        ks_log_info("kTLS receive on fd %d: the kernel rejected a record (%s); the connection is "
+                    "ended with an SSL error",
+                    o->fd, strerror(err));
+        errno = err;
+        return fail_ssl(o, err == EMSGSIZE ? SSL_R_PACKET_LENGTH_TOO_LONG
+                                           : SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC);
+    default:
+        o->state = OWN_FAILED;
+        ks_own_rx_ended(o);
+        o->last_err = SSL_ERROR_SYSCALL;
+        errno = err;
+        return -1;
+    }
+}
+
+/* A non-data record (its first bytes in b, r of them). 1: ignored, read on;
+ * otherwise the return for the read call. */
+static int control_record(SSL *s, struct ks_own *o, uint8_t type, const uint8_t *b, ssize_t r)
+{
+    if (type == REC_ALERT) {
+        if (r != 2)
+            return fail_ssl(o, SSL_R_BAD_RECORD_TYPE);
+        if (b[1] == ALERT_CLOSE_NOTIFY) {
+            api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
+            o->state = OWN_CLOSED;
+            ks_own_rx_ended(o);
+            o->last_err = SSL_ERROR_ZERO_RETURN;
+            return 0;
+        }
+        /* TLS 1.2 warnings are ignored, as libssl does; TLS 1.3 knows only
+         * user_canceled as a warning. */
+        if (b[0] == ALERT_WARNING && (o->version == TLS1_2_VERSION || b[1] == ALERT_USER_CANCELED))
+            return 1;
+        api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
+        return fail_ssl(o, SSL_AD_REASON_OFFSET + b[1]);
+    }
+    if (type == REC_HANDSHAKE && o->version == TLS1_3_VERSION && r >= 1 && b[0] == HS_KEY_UPDATE) {
+        int reason = ks_own_key_update(s, o, b, (size_t)r);
+        return reason ? fail_ssl(o, reason) : 1;
+    }
+    if (type == REC_HANDSHAKE && o->version == TLS1_2_VERSION) {
+        ks_count(KS_C_KTLS_RX_RENEG_REFUSED, 1);
+        ks_log_info("fd %d: TLS 1.2 renegotiation refused under kTLS receive; the connection "
+                    "is ended",
+                    o->fd);
+        return fail_ssl(o, SSL_R_NO_RENEGOTIATION);
+    }
+    return fail_ssl(o, SSL_R_UNEXPECTED_MESSAGE);
+}
+
+/* Serves a read from bytes taken from the kernel earlier (b, cap bytes,
+ * *len of them from *off on); peek leaves them there. */
+static int from_buffer(struct ks_own *o, uint8_t *b, size_t cap, size_t *off, size_t *len,
+                       void *buf, size_t num, size_t *got, bool peek)
+{
+    size_t n = num < *len ? num : *len;
+    memcpy(buf, b + *off, n);
+    if (!peek) {
+        *off += n;
+        *len -= n;
+        if (!*len)
+            ks_cleanse(b, cap), *off = 0;
+    }
+    o->last_err = SSL_ERROR_NONE;
+    *got = n;
+    return (int)n;
+}
+
+int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bool peek)
+{
+    *got = 0;
+    /* At most one of the two holds bytes: each is filled only when both
+     * are empty. */
+    if (o->stash_len)
+        return from_buffer(o, o->stash, sizeof o->stash, &o->stash_off, &o->stash_len, buf, num,
+                           got, peek);
+    if (o->held_len)
+        return from_buffer(o, o->held, KS_OWN_HELD, &o->held_off, &o->held_len, buf, num, got,
+                           peek);
+    /* SSL_peek takes the next record from the kernel and holds it, as
+     * libssl does: SSL_pending then counts its bytes (IO::Socket::SSL's
+     * readline peeks one byte, then reads what SSL_pending says). Without
+     * memory for it, the kernel's MSG_PEEK below (SSL_pending says 0). */
+    if (peek && num && o->state == OWN_OPEN && (o->held || (o->held = malloc(KS_OWN_HELD)))) {
+        size_t n = 0;
+        int r = ks_own_read(s, o, o->held, KS_OWN_HELD, &n, false);
+        if (r <= 0)
+            return r;
+        o->held_off = 0;
+        o->held_len = n;
+        return from_buffer(o, o->held, KS_OWN_HELD, &o->held_off, &o->held_len, buf, num, got,
+                           true);
+    }
+    if (o->state == OWN_CLOSED) {
+        o->last_err = SSL_ERROR_ZERO_RETURN;
+        return 0;
+    }
+    if (o->state == OWN_FAILED) {
+        o->last_err = SSL_ERROR_SSL;
+        ks_own_push_error(SSL_R_PROTOCOL_IS_SHUTDOWN);
+        return -1;
+    }
+    /* Our KeyUpdate answer that could not go out at once (EAGAIN). */
+    if (KS_UNLIKELY(o->ku_answer_due) && ks_own_key_update_answer(o) != 0 && o->state == OWN_FAILED)
+        return fail_ssl(o, SSL_R_BAD_KEY_UPDATE);
+    if (num > INT_MAX)
+        num = INT_MAX;
+    for (;;) {
+        uint8_t scratch[SCRATCH];
+        bool small = num < sizeof scratch;
+        uint8_t *dst = small ? scratch : buf;
+        uint8_t type;
+        ssize_t r =
+            recv_record(o->fd, dst, small ? sizeof scratch : num, peek ? MSG_PEEK : 0, &type);
+        if (r < 0)
+            return os_error(s, o, errno);
+        if (type == 0) { /* end of stream without close_notify */
+            /* OpenSSL 1.1 reports it as a syscall error with errno 0. */
+            if (ks_ossl_flavour() == KS_OSSL_111) {
+                o->state = OWN_FAILED;
+                o->last_err = SSL_ERROR_SYSCALL;
+                errno = 0;
+                return 0;
+            }
+            if (api.get_options(s) & SSL_OP_IGNORE_UNEXPECTED_EOF) {
+                api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
+                o->state = OWN_CLOSED;
+                ks_own_rx_ended(o);
+                o->last_err = SSL_ERROR_ZERO_RETURN;
+                return 0;
+            }
+            return fail_ssl(o, SSL_R_UNEXPECTED_EOF_WHILE_READING);
+        }
+        if (type == REC_DATA) {
+            if (r == 0)
+                continue; /* an empty record */
+            size_t n = (size_t)r;
+            if (small) {
+                n = n < num ? n : num;
+                memcpy(buf, scratch, n);
+                if (!peek && (size_t)r > n) {
+                    o->stash_off = 0;
+                    o->stash_len = (size_t)r - n;
+                    memcpy(o->stash, scratch + n, o->stash_len);
+                }
+                ks_cleanse(scratch, sizeof scratch);
+            }
+            o->last_err = SSL_ERROR_NONE;
+            *got = n;
+            return (int)n;
+        }
+        /* A control record: consume it if it was only peeked at, and keep
+         * its bytes out of the caller's buffer. */
+        if (peek) {
+            r = recv_record(o->fd, scratch, sizeof scratch, 0, &type);
+            if (r < 0)
+                return os_error(s, o, errno);
+        } else if (!small) {
+            memcpy(scratch, buf, (size_t)r < sizeof scratch ? (size_t)r : sizeof scratch);
+            memset(buf, 0, (size_t)r);
+        }
+        int ret = control_record(s, o, type, scratch, r);
+        if (ret != 1)
+            return ret;
+    }
+}
+
+/* ---- hooks of calls that only own-RX connections need served ---- */
+
+/* The program's I/O call on s: this process uses the connection (tls/hooks.c). */
+static struct ks_own *own_in_use(SSL *s)
+{
+    if (!ks_ossl_ready())
+        return NULL;
+    ks_conn_in_use(s);
+    return ks_own_of(s);
+}
+
+KS_EXPORT int SSL_peek(SSL *s, void *buf, int num)
+{
+    struct ks_own *o = own_in_use(s);
+    if (!o)
+        return api.peek ? api.peek(s, buf, num) : -1;
+    size_t got;
+    return ks_own_read(s, o, buf, num < 0 ? 0 : (size_t)num, &got, true);
+}
+
+KS_EXPORT int SSL_peek_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
+{
+    struct ks_own *o = own_in_use(s);
+    if (!o)
+        return api.peek_ex ? api.peek_ex(s, buf, num, readbytes) : 0;
+    size_t got;
+    int r = ks_own_read(s, o, buf, num, &got, true);
+    if (readbytes)
+        *readbytes = r > 0 ? got : 0;
+    return r > 0;
+}
+
+KS_EXPORT int SSL_pending(const SSL *s)
+{
+    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    if (!o)
+        return api.pending ? api.pending(s) : 0;
+    /* Bytes the kernel holds make the socket readable; only what this
+     * file holds back is "pending" in libssl's sense. */
+    return (int)(o->stash_len + o->held_len);
+}
+
+KS_EXPORT int SSL_has_pending(const SSL *s)
+{
+    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    if (!o)
+        return api.has_pending ? api.has_pending(s) : 0;
+    return o->stash_len + o->held_len > 0;
+}
+
+__attribute__((noinline)) static int get_error_slow(const SSL *s, int ret)
+{
+    int (*real)(const SSL *, int) = __atomic_load_n(&api.get_error, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && !__atomic_load_n(&ks_switch_live, __ATOMIC_RELAXED))
+        return real(s, ret);
+    struct ks_own *o = ks_ossl_ready() ? ks_own_of(s) : NULL;
+    if (o && o->last_err >= 0)
+        return ret > 0 ? SSL_ERROR_NONE : o->last_err;
+    return api.get_error ? api.get_error(s, ret) : SSL_ERROR_SSL;
+}
+
+/* Called after most SSL_read/SSL_write returns: while no connection of
+ * this process needs a lookup (connwatch.h: none is switched then) or none
+ * is switched, straight to libssl with a tail call. */
+KS_EXPORT int SSL_get_error(const SSL *s, int ret)
+{
+    if (ks_conns_unwatched())
+        return api.get_error(s, ret);
+    return get_error_slow(s, ret);
+}
+
+KS_EXPORT int SSL_shutdown(SSL *s)
+{
+    struct ks_own *o = own_in_use(s);
+    if (!api.shutdown)
+        return -1;
+    if (!o)
+        return api.shutdown(s);
+    if (o->tx_on)
+        return ks_own_shutdown_tx(s, o);
+    o->last_err = -1;
+    if (o->state == OWN_FAILED) {
+        /* libssl refuses to shut down a connection that failed. */
+        o->last_err = SSL_ERROR_SSL;
+        ks_own_push_error(SSL_R_SHUTDOWN_WHILE_IN_INIT);
+        return -1;
+    }
+    int sh = api.get_shutdown(s);
+    /* libssl reads only when its close_notify is out and the peer's is
+     * not in; then the reading is ours. */
+    if (!(sh & SSL_SENT_SHUTDOWN) || (sh & SSL_RECEIVED_SHUTDOWN))
+        return api.shutdown(s);
+    /* Let libssl finish sending (a pending alert on a non-blocking socket)
+     * without reading: it believes the peer's close_notify is in. */
+    api.set_shutdown(s, sh | SSL_RECEIVED_SHUTDOWN);
+    int r = api.shutdown(s);
+    api.set_shutdown(s, api.get_shutdown(s) & ~SSL_RECEIVED_SHUTDOWN);
+    if (r < 0)
+        return r;
+    /* Wait for the peer's close_notify, discarding data, as libssl does. */
+    for (;;) {
+        uint8_t sink[4096];
+        size_t got;
+        int rr = ks_own_read(s, o, sink, sizeof sink, &got, false);
+        ks_cleanse(sink, sizeof sink);
+        if (rr > 0)
+            continue;
+        if (o->state == OWN_CLOSED) {
+            o->last_err = -1;
+            return 1;
+        }
+        return -1;
+    }
+}
+
+void ks_switch_clear(SSL *s)
+{
+    if (!ready || !s)
+        return;
+    struct ks_own *o = api.get_ex_data(s, own_idx);
+    if (!o)
+        return;
+    own_forget(o);
+    o->rx_on = o->tx_on = false;
+    o->tx_seq = 0;
+    o->tx_seq_known = o->alert_pending = o->ku_answer_due = false;
+    o->wpend_buf = NULL;
+    o->wpend_done = 0;
+    o->state = OWN_OPEN;
+    o->fd = -1;
+    o->last_err = -1;
+}

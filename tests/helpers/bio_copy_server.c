@@ -1,6 +1,6 @@
 /* bio_copy_server.c — a TLS file server whose connections go through BIO
  * shapes that are not libcrypto's socket BIO, the way real programs build
- * them (shim/bioproof.c decides what kTLS they may get):
+ * them (shim/tls/bioproof.c decides what kTLS they may get):
  *
  *   copy    a copy of BIO_s_socket()'s method, as PostgreSQL's backend makes
  *           one (BIO_meth_new, then BIO_s_socket's ctrl, create, destroy,

@@ -452,7 +452,7 @@ PYEOF
         --keyfile "$CERTS/ec.key" --bind "127.0.0.1:$1" asgi_app:app)
     SRV_CONNS=$SRV_N
     # asyncio's memory BIOs; its `ctx.options = OP_NO_COMPRESSION` leaves
-    # kTLS asked for (not `disabled`: shim/optreset.c)
+    # kTLS asked for (not `disabled`: shim/tls/optreset.c)
     SRV_REASON=not_socket
     # At SIGTERM, now and then (1 stop in 6 without the library): a
     # connection's coroutine closed with the loop.

@@ -401,7 +401,7 @@ PYEOF
 
 @test "handshakes completed inside SSL_read (python, no handshake call): every connection counted, its bytes as user bytes" {
     # The read hooks look no connection up on a host without kTLS
-    # (shim/connwatch.h): such a handshake is recorded by the info callback.
+    # (shim/tls/connwatch.h): such a handshake is recorded by the info callback.
     need_no_tls
     local out="$BATS_TEST_TMPDIR/out" files=("$WWW/s1" "$WWW/s16385" "$WWW/s1048583")
     export KTLSSHIM_STATS="$STATS"

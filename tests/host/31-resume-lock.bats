@@ -32,7 +32,7 @@ handshake() {
 
 @test "a worker stopped or killed while it holds the session cache lock: the other serves, then resumption recovers" {
     command -v gdb >/dev/null || skip "no gdb"
-    line=$(grep -n 'struct sess_slot \*victim = find(id, len);' "$ROOT/shim/resume.c" | cut -d: -f1)
+    line=$(grep -n 'struct sess_slot \*victim = find(id, len);' "$ROOT/shim/tls/resume.c" | cut -d: -f1)
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug \
         openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
 # PostgreSQL 15 (whose backend BIO is a copy of BIO_s_socket's method with
-# its own read and write: shim/bioproof.c) and a test server with such a copy
+# its own read and write: shim/tls/bioproof.c) and a test server with such a copy
 # and with a filter over libcrypto's socket BIO, on the host: no tls ULP, so
 # every connection stays in user space, postgres's with the reason
 # no_kernel_tls, the filter's with bio_unproven (decided before the kernel

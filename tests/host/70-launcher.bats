@@ -224,8 +224,8 @@ args: -n 5 --stats y"
     agree --graceful-signal KTLSSHIM_GRACEFUL_SIGNAL SIGTERM QUIT SIGINT HUP SIGWINCH KILL SIGSTOP term ""
 }
 
-@test "every variable the library reads has a launcher option (shim/config.c's list against --help)" {
-    run "$PY" - "$ROOT/shim/config.c" "$LAUNCHER" <<'PYEOF'
+@test "every variable the library reads has a launcher option (shim/core/config.c's list against --help)" {
+    run "$PY" - "$ROOT/shim/core/config.c" "$LAUNCHER" <<'PYEOF'
 import re, subprocess, sys
 src = open(sys.argv[1]).read()
 known = re.search(r"known\[\] = \{(.*?)\};", src, re.S).group(1)

@@ -1,4 +1,4 @@
-/* test_connlog.c — the connection log's line (shim/connlog.c, compiled in):
+/* test_connlog.c — the connection log's line (shim/stats/connlog.c, compiled in):
  * every field as documented, the client-controlled SNI escaped into valid
  * JSON, the longest SNI still one whole line, and never a write into a
  * descriptor that no longer names the log. The libssl lookups are stubbed:

@@ -252,7 +252,7 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
 
 @test "handshakes completed inside SSL_read (python, no handshake call): that read's bytes count on the connection's kTLS path" {
     # The read hooks look the connection up only when some connection needs
-    # it (shim/connwatch.h), and ask again after libssl's call: the handshake
+    # it (shim/tls/connwatch.h), and ask again after libssl's call: the handshake
     # completed inside it gave this connection kTLS RX (TLS 1.2: libssl's).
     local out="$BATS_TEST_TMPDIR/out" files=("$WWW/s16385" "$WWW/s1048583")
     export KTLSSHIM_STATS="$STATS"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# kTLS only under BIOs the library can prove (shim/bioproof.c), in the VM.
+# kTLS only under BIOs the library can prove (shim/tls/bioproof.c), in the VM.
 # PostgreSQL 15's backend reads and writes through a copy of BIO_s_socket's
 # method with its own read and write (recv/send): libssl's kTLS receive side
 # must not be switched under it (it was: every TLS 1.2 connection failed with

@@ -1,5 +1,5 @@
 /* tls/ossl/api.c — fills the one table of OpenSSL functions (tls/ossl/api.h) from
- * the libssl the program uses (core/libc.c's ks_ossl_sym: libssl.so.3 /
+ * the libssl the program uses (tls/ossl/sym.c's ks_ossl_sym: libssl.so.3 /
  * libcrypto.so.3 by version OPENSSL_3.0.0, the global scope first, then a
  * privately loaded copy; or libssl.so.1.1 / libcrypto.so.1.1, by their own
  * handle). Resolved once per process, on the first hook. */

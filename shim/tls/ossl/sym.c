@@ -16,6 +16,7 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <stdint.h>
 #include <string.h>
 
 #define OSSL_VERSION "OPENSSL_3.0.0"
@@ -106,11 +107,59 @@ static void *ossl3_sym(const char *name)
     return p;
 }
 
+/* ---- each name looked up once ----
+ *
+ * The table (api.c), the gates and the few callers that look a function up
+ * on first use all come here; a name found is kept, per flavour, so that no
+ * name is looked up twice however many callers ask for it. A name not found
+ * is not kept (its library may be loaded later). Lock-free: a slot's name is
+ * claimed with one compare-and-swap and never changes; racing threads store
+ * the same value. When the table is full, names are looked up every time. */
+
+#define MEMO_SLOTS 512 /* a power of two, well above the ~150 names asked for */
+
+static struct memo {
+    const char *name; /* atomic: NULL, then for good */
+    void *fn[2];      /* atomic: [0] OpenSSL 3, [1] OpenSSL 1.1 */
+} memo[MEMO_SLOTS];
+
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* The slot of name, claimed if it has none yet; NULL when the table is full. */
+static struct memo *memo_slot(const char *name)
+{
+    uint32_t h = name_hash(name);
+    for (uint32_t i = 0; i < MEMO_SLOTS; i++) {
+        struct memo *m = &memo[(h + i) & (MEMO_SLOTS - 1)];
+        const char *have = __atomic_load_n(&m->name, __ATOMIC_ACQUIRE);
+        if (!have && (__atomic_compare_exchange_n(&m->name, &have, name, false, __ATOMIC_ACQ_REL,
+                                                  __ATOMIC_ACQUIRE) ||
+                      !have))
+            return m;
+        if (strcmp(have, name) == 0)
+            return m;
+    }
+    return NULL;
+}
+
 void *ks_ossl_sym_of(int flavour, const char *name)
 {
+    struct memo *m = memo_slot(name);
+    int f = flavour == KS_OSSL_111;
+    void *p = m ? __atomic_load_n(&m->fn[f], __ATOMIC_ACQUIRE) : NULL;
+    if (p)
+        return p;
     KS_SAVE_ERRNO;
-    void *p = flavour == KS_OSSL_111 ? ossl111_sym(name) : ossl3_sym(name);
+    p = f ? ossl111_sym(name) : ossl3_sym(name);
     KS_RESTORE_ERRNO;
+    if (p && m)
+        __atomic_store_n(&m->fn[f], p, __ATOMIC_RELEASE);
     return p;
 }
 

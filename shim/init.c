@@ -12,10 +12,27 @@
  *     exec-mode worker's set-up;
  *  4. the connection log and the stats file, opened while the process still
  *     has its privileges;
- *  5. quick_exit's record handler, the fork handler.
+ *  5. quick_exit's record handler, the fork handlers.
  * Fork: a child counts into a fresh record and catches nothing until it
  * does something. Exit: this process's record (the other ways to end are in
- * exitpath.c and stats/sigcatch.c). */
+ * exitpath.c and stats/sigcatch.c).
+ *
+ * Locks: a fork while another thread holds one of the library's locks must
+ * not leave the child stuck. Each has, at its definition:
+ *  - the SSL_CTX list's mutex (tls/hooks.c) and the signal catcher's lock
+ *    word (stats/sigcatch.c): fork handlers that take it before fork and
+ *    let it go after, in the parent and the child;
+ *  - the session cache's mutex and ticket keys' sequence lock
+ *    (tls/resume.c): in shared memory, so the holder lets go in the child
+ *    too; robust, and waited for within bounds only;
+ *  - pthread_once (config, the OpenSSL tables, the hooks' set-up): glibc
+ *    runs an initialiser a fork interrupted again in the child;
+ *  - the stats (stats/stats.c, pool.c): none; a record being written is
+ *    waited for within bounds, a pool record is claimed by one exchange.
+ * Libc's and the loader's own locks (malloc, dlsym, dl_iterate_phdr) are
+ * glibc's fork's to handle. tests/host/42-fork-locks.bats forks inside the
+ * first two and the hooks' set-up; 31-resume-lock.bats stops the session
+ * cache's holder. */
 #include "core/common.h"
 #include "core/config.h"
 #include "core/libc.h"
@@ -34,7 +51,7 @@ __thread int ks_hook_depth __attribute__((tls_model("initial-exec")));
 static void child_after_fork(void)
 {
     ks_self_pid = getpid();
-    ks_signals_after_fork_child();
+    ks_signals_after_fork();
     if (!ks_supervisor_forking) {
         ks_stats_after_fork_child();
         ks_signals_release();
@@ -60,7 +77,7 @@ __attribute__((constructor)) static void ks_load(void)
     ks_connlog_open();
     ks_stats_open_file();
     ks_exitpath_setup();
-    pthread_atfork(NULL, NULL, child_after_fork);
+    pthread_atfork(ks_signals_before_fork, ks_signals_after_fork, child_after_fork);
     KS_RESTORE_ERRNO;
 }
 

@@ -23,6 +23,9 @@ static struct ks_config cfg = {
     .stop_timeout = 90,
     .graceful_signal = SIGTERM,
 };
+/* Fork: pthread_once is no lock a fork can leave held: a child forked while
+ * another thread runs the initialiser runs it again (glibc keeps the fork
+ * generation in the control word). */
 static pthread_once_t cfg_once = PTHREAD_ONCE_INIT;
 
 /* Names the library reads, and names reserved for the project's own test

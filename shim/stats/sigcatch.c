@@ -42,7 +42,22 @@ static const int caught_signals[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGTERM, SIGUSR1
 static struct sigaction program_view[NSIG]; /* what the program set, for caught ones */
 static bool caught[NSIG];                   /* our handler is installed */
 static bool catching;                       /* the process is active */
+/* The lock: a word taken with every signal blocked, held only around a few
+ * sigaction calls (never a fork). Fork handling (init.c registers it): the
+ * forking thread takes it before fork, as any holder would, so a fork
+ * while another thread holds it waits for that thread to finish, and both
+ * sides let it go after, the child with the guarded state whole. Between
+ * the two, fork handlers that run in the forking thread (other libraries'
+ * or the program's, calling sigaction) find it theirs (held_across_fork),
+ * rather than waiting for themselves. */
 static int lock_word;
+static __thread bool held_across_fork __attribute__((tls_model("initial-exec")));
+static sigset_t fork_mask; /* the forking thread's mask; under the lock */
+
+struct held {
+    sigset_t mask; /* the caller's, restored at unlock */
+    bool nested;   /* the thread holds the lock across a fork already */
+};
 
 static bool is_ours_to_catch(int sig)
 {
@@ -57,19 +72,23 @@ static bool in_vfork_child(void)
     return getpid() != ks_self_pid;
 }
 
-static void lock(sigset_t *saved)
+static void lock(struct held *h)
 {
     sigset_t all;
     sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, saved);
+    pthread_sigmask(SIG_BLOCK, &all, &h->mask);
+    h->nested = held_across_fork;
+    if (h->nested)
+        return;
     while (__atomic_exchange_n(&lock_word, 1, __ATOMIC_ACQUIRE))
         sched_yield();
 }
 
-static void unlock(const sigset_t *saved)
+static void unlock(const struct held *h)
 {
-    __atomic_store_n(&lock_word, 0, __ATOMIC_RELEASE);
-    pthread_sigmask(SIG_SETMASK, saved, NULL);
+    if (!h->nested)
+        __atomic_store_n(&lock_word, 0, __ATOMIC_RELEASE);
+    pthread_sigmask(SIG_SETMASK, &h->mask, NULL);
 }
 
 static void on_signal(int sig, siginfo_t *info, void *uctx)
@@ -127,7 +146,7 @@ void ks_signals_catch(void)
 {
     if (in_vfork_child())
         return;
-    sigset_t saved;
+    struct held saved;
     lock(&saved);
     catching = true;
     for (size_t i = 0; i < KS_ARRAY_LEN(caught_signals); i++)
@@ -139,7 +158,7 @@ void ks_signals_release(void)
 {
     if (in_vfork_child())
         return;
-    sigset_t saved;
+    struct held saved;
     lock(&saved);
     catching = false;
     for (size_t i = 0; i < KS_ARRAY_LEN(caught_signals); i++)
@@ -147,9 +166,20 @@ void ks_signals_release(void)
     unlock(&saved);
 }
 
-void ks_signals_after_fork_child(void)
+void ks_signals_before_fork(void)
 {
-    __atomic_store_n(&lock_word, 0, __ATOMIC_RELAXED);
+    struct held h;
+    lock(&h);
+    fork_mask = h.mask;
+    held_across_fork = true;
+}
+
+void ks_signals_after_fork(void)
+{
+    sigset_t mask = fork_mask; /* before another fork's prepare can set it */
+    held_across_fork = false;
+    __atomic_store_n(&lock_word, 0, __ATOMIC_RELEASE);
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
 }
 
 /* ---- hooks ---- */
@@ -159,7 +189,7 @@ int ks_sig_program_action(int sig, const struct sigaction *act, struct sigaction
     const struct ks_libc *libc = ks_libc();
     if (sig <= 0 || sig >= NSIG || !is_ours_to_catch(sig) || in_vfork_child())
         return libc->sigaction(sig, act, old);
-    sigset_t saved;
+    struct held saved;
     lock(&saved);
     int r;
     if (caught[sig]) {
@@ -205,7 +235,7 @@ static ks_sighandler_t with_program_view(int sig, ks_sighandler_t h,
 {
     if (sig <= 0 || sig >= NSIG || !is_ours_to_catch(sig) || in_vfork_child())
         return real(sig, h);
-    sigset_t saved;
+    struct held saved;
     lock(&saved);
     give_back(sig);
     ks_sighandler_t r = real(sig, h);
@@ -257,7 +287,7 @@ KS_EXPORT int siginterrupt(int sig, int flag)
     const struct ks_libc *libc = ks_libc();
     if (sig <= 0 || sig >= NSIG || !is_ours_to_catch(sig) || in_vfork_child())
         return libc->siginterrupt(sig, flag);
-    sigset_t saved;
+    struct held saved;
     lock(&saved);
     give_back(sig);
     int r = libc->siginterrupt(sig, flag);

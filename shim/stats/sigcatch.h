@@ -14,9 +14,10 @@ void ks_signals_catch(void);
 /* Gives every caught signal back its default action, exactly as the program
  * set it (a fork child that is not active yet, and before exec). */
 void ks_signals_release(void);
-/* In a fork child, before anything else: the lock may have been held by a
- * thread that does not exist in the child. */
-void ks_signals_after_fork_child(void);
+/* Fork handlers (init.c): the lock is taken before fork and let go after
+ * it, in the parent and in the child (before anything else there). */
+void ks_signals_before_fork(void);
+void ks_signals_after_fork(void);
 /* sigaction() and signal() as the program's own call would be, through the
  * library's hooks (the library's code that sets a disposition on the
  * program's behalf: a worker given the program's SIGCHLD back, say). */

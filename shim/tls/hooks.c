@@ -161,6 +161,7 @@ static void ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
     free(k);
 }
 static bool api_ok; /* every helper above was found */
+/* Fork: see config.c's cfg_once (a child runs an interrupted once again). */
 static pthread_once_t api_once = PTHREAD_ONCE_INIT;
 
 static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
@@ -199,7 +200,9 @@ static void resolve(void)
         ctx_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, ctx_free);
     }
     api_ok = ok && conn_idx >= 0 && ssl_cb_idx >= 0 && ctx_idx >= 0;
-    if (api_ok && pthread_atfork(before_fork, after_fork, after_fork) != 0)
+    static bool fork_handled; /* a child running resolve() again must not register twice */
+    if (api_ok && !__atomic_exchange_n(&fork_handled, true, __ATOMIC_RELAXED) &&
+        pthread_atfork(before_fork, after_fork, after_fork) != 0)
         api_ok = false; /* no memory: the hooks pass everything through */
     if (api_ok) {
         ks_switch_setup();

@@ -43,6 +43,7 @@ static void wiped_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     free(ptr);
 }
+/* Fork: see config.c's cfg_once (a child runs an interrupted once again). */
 static pthread_once_t or_once = PTHREAD_ONCE_INIT;
 
 static void resolve(void)

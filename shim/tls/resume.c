@@ -65,6 +65,12 @@ struct sess_slot {
 };
 
 struct shared {
+    /* Fork: both locks below live in this mapping, which a fork child
+     * shares, so no fork handler: a holder in another thread of the parent
+     * lets go here, where the child sees it; one that dies leaves the
+     * mutex EOWNERDEAD (robust); one that stops is waited for LOCK_WAIT_NS
+     * at most (lock() fails open). Keys are written by the supervisor
+     * alone, from the thread that forks. */
     uint32_t seq;         /* sequence lock over keys[] (odd: being written) */
     struct tkey keys[2];  /* [0] current, [1] previous */
     int fixed;            /* keys from a file: no rotation */

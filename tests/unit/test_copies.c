@@ -27,6 +27,8 @@ void ks_signals_release(void)
 #include "../../shim/core/libc.c"
 #include "../../shim/tls/ossl/sym.c"
 #include "../../shim/stats/stats.c"
+#include "../../shim/stats/pool.c"
+#include "../../shim/stats/emit.c"
 #include "../../shim/tls/ossl/copies.c"
 
 #include <fcntl.h>

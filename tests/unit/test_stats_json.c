@@ -1,7 +1,7 @@
-/* test_stats_json.c — the exit record's formatting (stats.c): the JSON line
+/* test_stats_json.c — the exit record's formatting (stats/emit.c): the JSON line
  * has every documented field, every counter under its group, the
  * supervisor-only fields only in the supervisor's, and balanced braces; the
- * stderr line says who ended how. stats.c is compiled in, with the real
+ * stderr line says who ended how. The stats sources are compiled in, with the real
  * log.c; the configuration is a stub (defaults: log info, no stats file). */
 #define TEST_MAIN
 #include "harness.h"
@@ -27,6 +27,8 @@ void ks_signals_release(void)
 #include "../../shim/core/libc.c"
 #include "../../shim/core/log.c"
 #include "../../shim/stats/stats.c"
+#include "../../shim/stats/pool.c"
+#include "../../shim/stats/emit.c"
 
 static void record(struct ks_record *r, int role, int shard, uint64_t *c)
 {
@@ -88,10 +90,11 @@ TEST(worker_record_has_every_field_once_and_no_supervisor_fields)
     EXPECT_TRUE(strstr(mem, "\"workers\"") == NULL);
     for (int i = 0; i < KS_C_COUNT; i++) {
         char g[1024], want[96];
-        if (strcmp(counter_names[i].group, "workers") == 0)
+        if (strcmp(ks_counter_names[i].group, "workers") == 0)
             continue;
-        ASSERT_TRUE(group_text(mem, counter_names[i].group, g, sizeof g));
-        snprintf(want, sizeof want, "\"%s\":%llu", counter_names[i].key, (unsigned long long)c[i]);
+        ASSERT_TRUE(group_text(mem, ks_counter_names[i].group, g, sizeof g));
+        snprintf(want, sizeof want, "\"%s\":%llu", ks_counter_names[i].key,
+                 (unsigned long long)c[i]);
         EXPECT_TRUE(strstr(g, want) != NULL);
     }
 }

@@ -115,6 +115,7 @@ extern struct ks_ossl_api ks_ossl_api __attribute__((visibility("hidden")));
 #define BS_RESOLVE(field, name) ks_ossl_bio_sym((void **)&bs_api.field, name)
 
 static int bs_bio_idx = -1; /* BIO ex_data: struct bs_bio */
+/* Fork: see config.c's cfg_once (a child runs an interrupted once again). */
 static pthread_once_t bs_idx_once = PTHREAD_ONCE_INIT;
 static int bs_any_tx; /* atomic: some BIO got kTLS TX from us */
 

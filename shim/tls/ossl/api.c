@@ -15,6 +15,9 @@
 struct ks_ossl_api ks_ossl_api;
 
 static bool helpers_ok, switch_ok, switch_tx_ok;
+/* Fork (this and the two below): pthread_once is no lock a fork can leave held: a child forked
+ * while another thread runs the initialiser runs it again (glibc keeps the fork generation in the
+ * control word). */
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 
 #define RESOLVE(field, name) (*(void **)&ks_ossl_api.field = ks_ossl_sym(name))

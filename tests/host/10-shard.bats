@@ -472,8 +472,10 @@ PYEOF
 @test "KTLSSHIM_PIN=on: worker i runs on CPU i and gets the connections that CPU receives" {
     [ "$(nproc)" -ge 2 ] || skip "needs 2 CPUs"
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PIN=on "$TINY" --port "$port"
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PIN=on KTLSSHIM_LOG=debug "$TINY" --port "$port"
     wait_port "$port"
+    # the start window steers everything to worker 0 (17-shard-fallback)
+    wait_until 20 grep -q 'start window passed' "$BATS_TEST_TMPDIR/srv.err"
     for cpu in 0 1; do
         # On loopback the client's CPU receives the SYN: it picks the worker.
         for i in $(seq 10); do taskset -c "$cpu" "$PY" -c "

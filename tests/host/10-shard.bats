@@ -475,7 +475,7 @@ PYEOF
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PIN=on KTLSSHIM_LOG=debug "$TINY" --port "$port"
     wait_port "$port"
     # the start window steers everything to worker 0 (17-shard-fallback)
-    wait_until 20 grep -q 'start window passed' "$BATS_TEST_TMPDIR/srv.err"
+    wait_spread srv
     for cpu in 0 1; do
         # On loopback the client's CPU receives the SYN: it picks the worker.
         for i in $(seq 10); do taskset -c "$cpu" "$PY" -c "

@@ -233,8 +233,7 @@ EOF2
     wait_port "$port"
     sup=$(pid_of srv)
     wait_until 20 n_children "$sup" 2
-    window_passed() { grep -q 'start window passed' "$BATS_TEST_TMPDIR/srv.err"; }
-    wait_until 20 window_passed
+    wait_spread srv
     for _ in $(seq 40); do ask "$port" info; done > replies
     run sh -c "grep -o '^pid=[0-9]*' replies | sort | uniq -c | wc -l"
     assert_output 2

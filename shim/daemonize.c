@@ -473,14 +473,16 @@ static int accept_queue(int fd)
  * with what is queued, and its first listen() closes it if not), and the
  * parent closes its own. */
 
+struct sock_search {
+    int skip; /* the library's own descriptor */
+    dev_t dev;
+    ino_t ino;
+    bool found; /* another fd of the program's is that socket */
+};
+
 static void find_socket(int fd, void *arg)
 {
-    struct {
-        int skip;
-        dev_t dev;
-        ino_t ino;
-        bool found;
-    } *w = arg;
+    struct sock_search *w = arg;
     struct stat st;
     if (fd != w->skip && !w->found && fstat(fd, &st) == 0 && st.st_dev == w->dev &&
         st.st_ino == w->ino)
@@ -493,12 +495,7 @@ static void lend_prepare(void)
         if (!held[i].lent || held[i].fd < 0)
             continue;
         struct stat st;
-        struct {
-            int skip;
-            dev_t dev;
-            ino_t ino;
-            bool found;
-        } w = {held[i].fd, 0, 0, false};
+        struct sock_search w = {held[i].fd, 0, 0, false};
         if (fstat(held[i].fd, &st) == 0) {
             w.dev = st.st_dev;
             w.ino = st.st_ino;

@@ -528,14 +528,7 @@ static int slot0_listeners(struct ks_held_fd *out, int max)
     return k;
 }
 
-/* Fork mode, before a fallback stops the workers: new connections all go to
- * slot 0's listeners (a reuseport program that picks the group's first
- * socket, slot 0's: it listened first), which are kept across the exec;
- * the other slots' workers, still running, drain their queues (one second
- * at most: tcpi_unacked is a listener's queue length) before they are
- * stopped and their listeners closed. A slot whose worker is dead cannot
- * drain: what is queued there is lost when it closes, unless
- * net.ipv4.tcp_migrate_req=1 moves it to slot 0's. */
+/* Every new connection to slot 0's listeners (the group's first socket). */
 static void attach_slot0(void)
 {
     struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
@@ -554,7 +547,6 @@ static void attach_slot0(void)
  * connection goes to slot 0's listener (steered so in fork mode before the
  * other slots listen, shard.c), which the fallback keeps; after it, they
  * spread over the workers again. */
-
 static void start_window_end(void)
 {
     sup.window_steered = false;
@@ -566,6 +558,14 @@ static void start_window_end(void)
     ks_log_debug("start window passed: connections spread over the workers");
 }
 
+/* Fork mode, before a fallback stops the workers: new connections all go to
+ * slot 0's listeners (a reuseport program that picks the group's first
+ * socket, slot 0's: it listened first), which are kept across the exec;
+ * the other slots' workers, still running, drain their queues (one second
+ * at most: tcpi_unacked is a listener's queue length) before they are
+ * stopped and their listeners closed. A slot whose worker is dead cannot
+ * drain: what is queued there is lost when it closes, unless
+ * net.ipv4.tcp_migrate_req=1 moves it to slot 0's. */
 static void steer_to_slot0(void)
 {
     if (sup.exec)
@@ -924,7 +924,8 @@ void ks_supervise(struct ks_plan *plan)
         if (sup.stopping && !sup.stop_killed && (next < 0 || sup.stop_deadline_ms < next))
             next = sup.stop_deadline_ms;
         int64_t window_end = sup.start_ms + START_WINDOW_MS;
-        if (sup.window_steered && (next < 0 || window_end < next))
+        bool window_open = sup.window_steered && !sup.fallback && !sup.stopping;
+        if (window_open && (next < 0 || window_end < next))
             next = window_end;
         int64_t rot = ks_resume_next_rotation_ms();
         if (rot >= 0 && (next < 0 || rot < next))
@@ -939,7 +940,7 @@ void ks_supervise(struct ks_plan *plan)
         else if (sig > 0)
             forward(sig, &info);
         int64_t now = now_ms();
-        if (sup.window_steered && now >= window_end && !sup.fallback && !sup.stopping)
+        if (window_open && now >= window_end)
             start_window_end();
         kill_if_stop_overdue(now);
         step_reload(now);

@@ -197,8 +197,10 @@ EOF2
 
 @test "a worker's child in a session of its own (setsid) is not a daemon, even once its worker is killed" {
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 "$PY" "$PIDSRV" --port "$port" --session-child "$BATS_TEST_TMPDIR/mark"
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug "$PY" "$PIDSRV" --port "$port" \
+        --session-child "$BATS_TEST_TMPDIR/mark"
     wait_port "$port"
+    wait_spread srv
     sup=$(pid_of srv)
     for _ in $(seq 100); do
         [ "$(pids_with_arg "$BATS_TEST_TMPDIR/mark.child" | wc -l)" -eq 2 ] && break

@@ -36,6 +36,8 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -386,11 +389,16 @@ void ks_daemon_add_report(pid_t pid, pid_t ppid)
 static struct {
     int fd;
     bool clear_reuseport;
+    bool lent; /* bound by the program with connections queued: kept for its child */
     socklen_t len;
     struct sockaddr_storage addr;
 } held[HELD_MAX];
 static int nheld;
-static bool held_any; /* atomic */
+static bool held_any;   /* atomic */
+static bool lent_child; /* a child of the process that lent one (see lend_*) */
+static void lend_prepare(void);
+static void lend_parent(void);
+static void lend_child(void);
 static char fallback_token[32];
 static pid_t fallback_pid;
 
@@ -434,6 +442,8 @@ void ks_daemon_take_held(void)
             nheld++;
         }
         __atomic_store_n(&held_any, nheld > 0, __ATOMIC_RELEASE);
+        if (nheld > 0)
+            pthread_atfork(lend_prepare, lend_parent, lend_child);
         ks_log_debug("%d listener%s kept across the unsharded exec", nheld, nheld == 1 ? "" : "s");
     }
     KS_RESTORE_ERRNO;
@@ -442,6 +452,91 @@ void ks_daemon_take_held(void)
 bool ks_daemon_has_held(void)
 {
     return __atomic_load_n(&held_any, __ATOMIC_ACQUIRE);
+}
+
+/* Connections waiting in a listener's accept queue (-1: unknown). */
+static int accept_queue(int fd)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) != 0 || ti.tcpi_state != TCP_LISTEN)
+        return -1;
+    return (int)ti.tcpi_unacked;
+}
+
+/* ---- a kept listener the program closes for a child to listen again ----
+ *
+ * Some programs bind and listen in the parent, close that listener, and
+ * let each child bind its own SO_REUSEPORT socket to the same address
+ * (hitch: its master listens only to check the address). Without the
+ * library that leaves no connection behind; with a kept listener, the
+ * connections queued on it during the fallback would be reset by the
+ * program's close(). So when the program takes a kept listener that has
+ * connections queued, the library keeps its own descriptor of it (lent)
+ * until the program's next fork(): if the program still has the listener
+ * then, the library's copy is closed before the fork; if not, the child
+ * gets the copy as a kept listener (its bind() to that address takes it,
+ * with what is queued, and its first listen() closes it if not), and the
+ * parent closes its own. */
+
+struct sock_search {
+    int skip; /* the library's own descriptor */
+    dev_t dev;
+    ino_t ino;
+    bool found; /* another fd of the program's is that socket */
+};
+
+static void find_socket(int fd, void *arg)
+{
+    struct sock_search *w = arg;
+    struct stat st;
+    if (fd != w->skip && !w->found && fstat(fd, &st) == 0 && st.st_dev == w->dev &&
+        st.st_ino == w->ino)
+        w->found = true;
+}
+
+static void lend_prepare(void)
+{
+    for (int i = 0; i < nheld; i++) {
+        if (!held[i].lent || held[i].fd < 0)
+            continue;
+        struct stat st;
+        struct sock_search w = {held[i].fd, 0, 0, false};
+        if (fstat(held[i].fd, &st) == 0) {
+            w.dev = st.st_dev;
+            w.ino = st.st_ino;
+            ks_for_each_fd(find_socket, &w);
+        }
+        if (w.found) { /* the program has it: its children get its own */
+            close(held[i].fd);
+            held[i].fd = -1;
+            held[i].lent = false;
+        }
+    }
+}
+
+static void lend_parent(void)
+{
+    for (int i = 0; i < nheld; i++)
+        if (held[i].lent && held[i].fd >= 0) {
+            close(held[i].fd);
+            held[i].fd = -1;
+            held[i].lent = false;
+        }
+}
+
+static void lend_child(void)
+{
+    bool any = false;
+    for (int i = 0; i < nheld; i++)
+        if (held[i].lent && held[i].fd >= 0) {
+            held[i].lent = false; /* a kept listener again, for this child */
+            any = true;
+        }
+    if (any) {
+        lent_child = true;
+        __atomic_store_n(&held_any, true, __ATOMIC_RELEASE);
+    }
 }
 
 bool ks_daemon_bind_held(int fd, const struct sockaddr *addr, socklen_t len)
@@ -455,13 +550,22 @@ bool ks_daemon_bind_held(int fd, const struct sockaddr *addr, socklen_t len)
         if (fdfl < 0 || flfl < 0 || dup3(held[i].fd, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
             return false;
         fcntl(fd, F_SETFL, flfl);
+        /* the fallback's steering to slot 0 is no part of the program's
+         * group (its own reuseport listeners spread by hash again) */
+        int none = 0;
+        setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &none, sizeof none);
         if (held[i].clear_reuseport) {
             int zero = 0;
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &zero, sizeof zero);
         }
-        ks_log_debug("the program's bind() on fd %d takes the kept listener", fd);
-        close(held[i].fd);
-        held[i].fd = -1;
+        ks_log_debug("the program's bind() on fd %d takes the kept listener (%d queued)", fd,
+                     accept_queue(fd));
+        if (!lent_child && accept_queue(fd) > 0)
+            held[i].lent = true; /* see lend_prepare() */
+        else {
+            close(held[i].fd);
+            held[i].fd = -1;
+        }
         return true;
     }
     return false;
@@ -483,7 +587,7 @@ void ks_daemon_at_listen(void)
     if (!__atomic_exchange_n(&held_any, false, __ATOMIC_ACQ_REL))
         return;
     for (int i = 0; i < nheld; i++)
-        if (held[i].fd >= 0) {
+        if (held[i].fd >= 0 && !held[i].lent) {
             close(held[i].fd);
             held[i].fd = -1;
         }

@@ -108,6 +108,7 @@ static struct {
     int64_t start_ms;            /* the group started */
     const char *fallback;        /* a fallback is due: its stats token */
     char fallback_why[320];      /* and what made it so */
+    bool window_steered;         /* the start window: new connections to slot 0 */
 } sup;
 
 /* KTLSSHIM_RELOAD (exec mode): the rolling restart, one slot at a time. */
@@ -529,6 +530,36 @@ static int slot0_listeners(struct ks_held_fd *out, int max)
     return k;
 }
 
+/* Every new connection to slot 0's listeners (the group's first socket). */
+static void attach_slot0(void)
+{
+    struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+    struct sock_fprog prog = {.len = 1, .filter = code};
+    for (int t = 0; t < sup.plan->nsock; t++) {
+        int fd = *ks_plan_fd(sup.plan, 0, t);
+        if (fd >= 0 && sup.plan->sock[t].listener &&
+            setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0)
+            ks_log_debug("cannot steer connections to slot 0: %s", strerror(errno));
+    }
+}
+
+/* The start window: a worker failing in it makes the fallback close the
+ * other slots' listeners, and what is queued there would be reset (a dead
+ * worker cannot drain it). So until the window has passed, every new
+ * connection goes to slot 0's listener (steered so in fork mode before the
+ * other slots listen, shard.c), which the fallback keeps; after it, they
+ * spread over the workers again. */
+static void start_window_end(void)
+{
+    sup.window_steered = false;
+    for (int t = 0; t < sup.plan->nsock; t++) {
+        int fd = *ks_plan_fd(sup.plan, 0, t);
+        if (fd >= 0 && sup.plan->sock[t].listener)
+            ks_shard_spread(fd);
+    }
+    ks_log_debug("start window passed: connections spread over the workers");
+}
+
 /* Fork mode, before a fallback stops the workers: new connections all go to
  * slot 0's listeners (a reuseport program that picks the group's first
  * socket, slot 0's: it listened first), which are kept across the exec;
@@ -541,14 +572,7 @@ static void steer_to_slot0(void)
 {
     if (sup.exec)
         return;
-    struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
-    struct sock_fprog prog = {.len = 1, .filter = code};
-    for (int t = 0; t < sup.plan->nsock; t++) {
-        int fd = *ks_plan_fd(sup.plan, 0, t);
-        if (fd >= 0 && sup.plan->sock[t].listener &&
-            setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0)
-            ks_log_debug("fallback: cannot steer connections to slot 0: %s", strerror(errno));
-    }
+    attach_slot0();
     int64_t until = now_ms() + 1000;
     for (;;) {
         bool queued = false;
@@ -874,6 +898,7 @@ void ks_supervise(struct ks_plan *plan)
         ks_log_error("no shared memory to watch for daemonization: %s", strerror(errno));
 
     sup.start_ms = now_ms();
+    sup.window_steered = !sup.exec;
     for (int i = 0; i < plan->nslots; i++)
         if (spawn(i))
             return; /* in the new worker */
@@ -901,6 +926,10 @@ void ks_supervise(struct ks_plan *plan)
         }
         if (sup.stopping && !sup.stop_killed && (next < 0 || sup.stop_deadline_ms < next))
             next = sup.stop_deadline_ms;
+        int64_t window_end = sup.start_ms + START_WINDOW_MS;
+        bool window_open = sup.window_steered && !sup.fallback && !sup.stopping;
+        if (window_open && (next < 0 || window_end < next))
+            next = window_end;
         int64_t rot = ks_shard_client.next_duty_ms ? ks_shard_client.next_duty_ms() : -1;
         if (rot >= 0 && (next < 0 || rot < next))
             next = rot;
@@ -914,6 +943,8 @@ void ks_supervise(struct ks_plan *plan)
         else if (sig > 0)
             forward(sig, &info);
         int64_t now = now_ms();
+        if (window_open && now >= window_end)
+            start_window_end();
         kill_if_stop_overdue(now);
         step_reload(now);
         if (ks_shard_client.duty)

@@ -221,6 +221,13 @@ wait_until() {
     return 1
 }
 
+# wait_spread NAME: a sharded server started as NAME with KTLSSHIM_LOG=debug
+# has passed its start window (its first 5 s go to worker 0: docs/config.md,
+# "When sharding falls back"), so that connections spread over the workers.
+wait_spread() {
+    wait_until 20 grep -q 'start window passed' "$BATS_TEST_TMPDIR/$1.err"
+}
+
 # n_children PID N: true when PID has exactly N children.
 n_children() { [ "$(pgrep -P "$1" | wc -l)" -eq "$2" ]; }
 

@@ -12,9 +12,10 @@ teardown() { teardown_servers; }
 @test "python http.server, N=2: two workers serve 300 requests with no failure, stats sum them" {
     echo hello-shard > index.html
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+    start srv env KTLSSHIM_LOG=debug KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
         "$PY" -m http.server "$port" --bind 127.0.0.1
     wait_port "$port"
+    wait_spread srv
     sup=$(pid_of srv)
     # The port answers once one worker listens; the others may still be forking.
     wait_until 30 n_children "$sup" 2
@@ -44,8 +45,9 @@ print('ok')"
 
 @test "tiny server, N=3: three distinct pids serve, each with its own listener on the same port" {
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=3 "$TINY" --port "$port"
+    start srv env KTLSSHIM_LOG=debug KTLSSHIM_SHARDS=3 "$TINY" --port "$port"
     wait_port "$port"
+    wait_spread srv
     for i in $(seq 60); do ask "$port" info; done > replies
     run sh -c "grep -o '^pid=[0-9]*' replies | sort -u | wc -l"
     assert_output 3
@@ -61,9 +63,10 @@ print('ok')"
     head -c 100000 /dev/urandom > f.bin
     want=$(sha256sum < f.bin)
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+    start srv env KTLSSHIM_LOG=debug KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
         openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
     wait_port "$port"
+    wait_spread srv
     ok=0
     for i in $(seq 200); do
         got=$(curl -skf --max-time 10 "https://127.0.0.1:$port/f.bin" | sha256sum) && [ "$got" = "$want" ] && ok=$((ok+1))
@@ -104,9 +107,10 @@ http {
     server { listen 127.0.0.1:$port; root $BATS_TEST_TMPDIR/www; }
 }
 EOF2
-    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+    start srv env KTLSSHIM_LOG=debug KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
         /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/nginx.conf"
     wait_port "$port"
+    wait_spread srv
     sup=$(pid_of srv)
     # The port answers once one worker listens; the others may still be forking.
     wait_until 30 n_children "$sup" 2
@@ -472,8 +476,10 @@ PYEOF
 @test "KTLSSHIM_PIN=on: worker i runs on CPU i and gets the connections that CPU receives" {
     [ "$(nproc)" -ge 2 ] || skip "needs 2 CPUs"
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PIN=on "$TINY" --port "$port"
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PIN=on KTLSSHIM_LOG=debug "$TINY" --port "$port"
     wait_port "$port"
+    # the start window steers everything to worker 0 (17-shard-fallback)
+    wait_spread srv
     for cpu in 0 1; do
         # On loopback the client's CPU receives the SYN: it picks the worker.
         for i in $(seq 10); do taskset -c "$cpu" "$PY" -c "

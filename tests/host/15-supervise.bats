@@ -88,20 +88,23 @@ PYEOF
     unshare -n true 2>/dev/null || skip "cannot make a network namespace here"
     # Worker 1 exits once the supervisor's start-up window is over (before,
     # a failure makes it fall back unsharded), then right after listen(),
-    # 5 times in all; it never accepts. The 30 clients started
-    # at once queue partly on its listener (never accepted there). When the
+    # 5 times in all; it never accepts. The 30 clients started at once when
+    # the window has passed (connections spread again) queue partly on its
+    # listener (never accepted there). When the
     # supervisor gives the slot up and closes it, the kernel moves them to
     # worker 0's queue instead of resetting them.
     cat > inner.sh <<EOF2
 set -e
 ip link set lo up
 sysctl -qw net.ipv4.tcp_migrate_req=1
-env LD_PRELOAD="$PRELOAD" KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=info "$PY" "$PIDSRV" --port 4433 \
+env LD_PRELOAD="$PRELOAD" KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug "$PY" "$PIDSRV" --port 4433 \
     --exit-worker 1 3 --first-after 6 >/dev/null 2> srv.err &
 # the server holds none of run's output, and ends with this script whatever
 # fails in it (else run would wait for it, unbounded)
 trap 'kill -KILL %1 2>/dev/null || true' EXIT
 for _ in \$(seq 100); do ss -Hltn 'sport = :4433' | grep -q . && break; sleep 0.05; done
+# after the start window (its first 5 s all go to worker 0), before worker 1 exits
+for _ in \$(seq 200); do grep -q 'start window passed' srv.err && break; sleep 0.05; done
 "$PY" - <<'PYEOF'
 import socket, threading
 res = []
@@ -194,8 +197,10 @@ EOF2
 
 @test "a worker's child in a session of its own (setsid) is not a daemon, even once its worker is killed" {
     port=$(free_port)
-    start srv env KTLSSHIM_SHARDS=2 "$PY" "$PIDSRV" --port "$port" --session-child "$BATS_TEST_TMPDIR/mark"
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug "$PY" "$PIDSRV" --port "$port" \
+        --session-child "$BATS_TEST_TMPDIR/mark"
     wait_port "$port"
+    wait_spread srv
     sup=$(pid_of srv)
     for _ in $(seq 100); do
         [ "$(pids_with_arg "$BATS_TEST_TMPDIR/mark.child" | wc -l)" -eq 2 ] && break

@@ -35,9 +35,10 @@ launch() {
 @test "python http.server through 'ktlsshim -n 2 --stats': two workers serve 100 requests, stats written" {
     echo hello-launcher > index.html
     port=$(free_port)
-    launch srv -n 2 --stats "$BATS_TEST_TMPDIR/s.jsonl" -- \
+    launch srv --log debug -n 2 --stats "$BATS_TEST_TMPDIR/s.jsonl" -- \
         "$PY" -m http.server "$port" --bind 127.0.0.1
     wait_port "$port"
+    wait_spread srv
     # The launcher exec'd the program: its pid is the supervisor's.
     sup=$(pid_of srv)
     run children_of "$sup"
@@ -65,8 +66,9 @@ print('ok')"
 
 @test "tiny server through 'ktlsshim --shards 3': three distinct pids serve on one port" {
     port=$(free_port)
-    launch srv --shards 3 "$TINY" --port "$port"
+    launch srv --log debug --shards 3 "$TINY" --port "$port"
     wait_port "$port"
+    wait_spread srv
     for i in $(seq 60); do ask "$port" info; done > replies
     run sh -c "grep -o '^pid=[0-9]*' replies | sort -u | wc -l"
     assert_output 3
@@ -79,9 +81,10 @@ print('ok')"
     head -c 100000 /dev/urandom > f.bin
     want=$(sha256sum < f.bin)
     port=$(free_port)
-    launch srv -n 2 --ktls auto --log info --stats "$BATS_TEST_TMPDIR/s.jsonl" -- \
+    launch srv -n 2 --ktls auto --log debug --stats "$BATS_TEST_TMPDIR/s.jsonl" -- \
         openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
     wait_port "$port"
+    wait_spread srv
     ok=0
     for i in $(seq 60); do
         got=$(curl -skf --max-time 10 "https://127.0.0.1:$port/f.bin" | sha256sum) &&

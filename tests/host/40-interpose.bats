@@ -142,7 +142,7 @@ PYEOF
     # The library's only lock (the session cache's is process-shared and
     # fails open: 31-resume-lock.bats): ctx_free's, stopped on the line
     # after it takes it.
-    line=$(grep -n 'if (k->prev)' "$ROOT/shim/ossl.c" | cut -d: -f1)
+    line=$(grep -n 'if (k->prev)' "$ROOT/shim/tls/ctx.c" | cut -d: -f1)
     gcc -O1 -g -Wall -o fork_lock "$HELPERS_DIR/fork_lock.c" -lssl -lcrypto -pthread
     mkfifo go
     start srv ./fork_lock go
@@ -155,7 +155,7 @@ PYEOF
 set pagination off
 set confirm off
 attach $pid
-break tls/hooks.c:$line
+break tls/ctx.c:$line
 commands 1
   silent
   set scheduler-locking on

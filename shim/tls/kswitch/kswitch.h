@@ -40,7 +40,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
 void ks_switch_settled(SSL *s);
 
 /* SSL_clear(s): a reused SSL starts a new connection, so nothing of the old
- * one's switch may apply to it (its secrets are wiped). tls/hooks.c's hook. */
+ * one's switch may apply to it (its secrets are wiped). tls/conn.c's hook. */
 void ks_switch_clear(SSL *s);
 
 /* How many live connections of this process have their receive switched

@@ -19,7 +19,7 @@
  *
  * Locks: a fork while another thread holds one of the library's locks must
  * not leave the child stuck. Each has, at its definition:
- *  - the SSL_CTX list's mutex (tls/hooks.c) and the signal catcher's lock
+ *  - the SSL_CTX list's mutex (tls/ctx.c) and the signal catcher's lock
  *    word (stats/sigcatch.c): fork handlers that take it before fork and
  *    let it go after, in the parent and the child;
  *  - the session cache's mutex and ticket keys' sequence lock

@@ -5,7 +5,7 @@
  * the rest of a hook, and on a host without kTLS no connection needs it:
  * every one is user-space TLS whose bytes count as user bytes. So the
  * hooks of the calls made for every record (SSL_read/_ex, SSL_write/_ex,
- * SSL_get_error: tls/hooks.c, tls/kswitch/switch.c) test one process-wide count and, at 0,
+ * SSL_get_error: tls/hooks.c, tls/kswitch/rx.c) test one process-wide count and, at 0,
  * call libssl and count user bytes without a lookup.
  *
  * The count (ks_conns_watched) is the number of reasons to look up:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# A connection is one process's to end (tls/hooks.c): a real Perl IO::Socket::SSL
+# A connection is one process's to end (tls/conn.c): a real Perl IO::Socket::SSL
 # server (tests/servers/forking_https.pl) whose parent does the handshake in
 # accept() and hands the connection to a forked child, and one whose parent
 # serves on while a child that held a copy exits. Bodies hash-checked, the

@@ -5,7 +5,7 @@
 # the real library, and lets only the main thread run: it forks.
 #
 # The library's locks and what each has (init.c, "Locks"):
-#   ctx_list_lock (tls/hooks.c)       fork handlers take it and let it go
+#   ctx_list_lock (tls/ctx.c)         fork handlers take it and let it go
 #   lock_word (stats/sigcatch.c)      fork handlers take it and let it go
 #   api_once (tls/hooks.c), and every pthread_once: a child runs an
 #                                     interrupted one again; the hooks'
@@ -77,7 +77,7 @@ EOF
 }
 
 @test "fork while another thread holds the SSL_CTX list's lock (ctx_list_lock): the child makes and frees an SSL_CTX" {
-    fork_in_lock ctx_free tls/hooks.c 'if (k->prev)' pthread_mutex_lock
+    fork_in_lock ctx_free tls/ctx.c 'if (k->prev)' pthread_mutex_lock
 }
 
 @test "fork while another thread holds the signal catcher's lock (sigaction): the child makes and frees an SSL_CTX" {

@@ -2,7 +2,7 @@
  * every field as documented, the client-controlled SNI escaped into valid
  * JSON, the longest SNI still one whole line, and never a write into a
  * descriptor that no longer names the log. The libssl lookups are stubbed:
- * entries are built by hand, as tls/hooks.c would fill them. */
+ * entries are built by hand, as tls/conn.c would fill them. */
 #define TEST_MAIN
 #include "harness.h"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# In the kTLS VM: a connection is one process's to end (tls/hooks.c), with a real
+# In the kTLS VM: a connection is one process's to end (tls/conn.c), with a real
 # Perl IO::Socket::SSL server (tests/servers/forking_https.pl): its parent
 # does the handshake in accept() (where kTLS is switched on: libssl's TX and
 # TLS 1.2 RX, the own switch's TLS 1.3 RX, or both directions of both

@@ -3,7 +3,7 @@
  * without kTLS) or KTLSSHIM_KTLS=own asks for it, the library moves the
  * keys into the kernel itself and from then on serves that connection's
  * receiving calls (SSL_read/_ex, SSL_peek/_ex, SSL_pending, SSL_has_pending,
- * SSL_get_error, SSL_shutdown; tls/kswitch/switch.c) and, where it switched the send
+ * SSL_get_error, SSL_shutdown; tls/kswitch/rx.c) and, where it switched the send
  * side too, its sending calls (SSL_write/_ex, SSL_sendfile, SSL_shutdown;
  * tls/kswitch/tx.c) with libssl's semantics. */
 #ifndef KTLSSHIM_KSWITCH_H
@@ -40,7 +40,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
 void ks_switch_settled(SSL *s);
 
 /* SSL_clear(s): a reused SSL starts a new connection, so nothing of the old
- * one's switch may apply to it (its secrets are wiped). tls/hooks.c's hook. */
+ * one's switch may apply to it (its secrets are wiped). tls/conn.c's hook. */
 void ks_switch_clear(SSL *s);
 
 /* How many live connections of this process have their receive switched
@@ -58,7 +58,7 @@ static inline struct ks_own *ks_own_of(const SSL *s)
     return ks_own_of_switched(s);
 }
 
-/* Serves a read (peek: leave the data) on an own-RX connection. Returns
+/* tls/kswitch/rx.c: serves a read (peek: leave the data) on an own-RX connection. Returns
  * libssl's return for SSL_read (bytes, or <= 0); *got is the byte count. */
 int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bool peek);
 

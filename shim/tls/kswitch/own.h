@@ -1,6 +1,6 @@
 /* tls/kswitch/own.h — the per-connection state of the library's own kTLS
- * switch, shared by its receive side (tls/kswitch/switch.c) and its send side
- * (tls/kswitch/tx.c). Private to those two files. */
+ * switch, shared by its receive side (tls/kswitch/switch.c, rx.c), its send side
+ * (tls/kswitch/tx.c) and KeyUpdate (tls/kswitch/rekey.c). Private to those files. */
 #ifndef KTLSSHIM_KSWITCH_OWN_H
 #define KTLSSHIM_KSWITCH_OWN_H
 
@@ -9,6 +9,11 @@
 #include "tls/ossl/api.h"
 
 #include <openssl/ssl.h>
+
+/* Receive (tls/kswitch/switch.c, rx.c): where the C library's headers lack it. */
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
 
 #define KS_OWN_SCRATCH 64 /* reads smaller than this go through our own buffer */
 #define KS_OWN_HELD 16384 /* the most plaintext a TLS record carries */

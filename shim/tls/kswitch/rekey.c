@@ -1,5 +1,5 @@
 /* tls/kswitch/rekey.c — TLS 1.3 KeyUpdate on connections whose receive the
- * library's own kTLS switch serves (tls/kswitch/switch.c; send: tls/kswitch/tx.c or
+ * library's own kTLS switch serves (tls/kswitch/rx.c; send: tls/kswitch/tx.c or
  * libssl's kTLS).
  *
  * Why: a TLS 1.3 peer may renew its sending keys at any time (KeyUpdate,

@@ -174,8 +174,8 @@ bool ks_ossl_api_switch_tx_ok(void);
  * the hooks pass everything through). */
 bool ks_ossl_ready(void);
 
-/* tls/hooks.c: the program makes an I/O call on s (SSL_peek, SSL_shutdown): this
- * process uses the connection (tls/hooks.c: a connection is one process's). */
+/* tls/conn.c: the program makes an I/O call on s (SSL_peek, SSL_shutdown): this
+ * process uses the connection (tls/conn.c: a connection is one process's). */
 void ks_conn_in_use(SSL *s);
 
 /* The code at address pc is inside the libssl whose functions the table

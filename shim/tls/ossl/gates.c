@@ -5,7 +5,7 @@
  * SSL_read@OPENSSL_1_1_0, one linked with OpenSSL 3 SSL_read@OPENSSL_3.0.0;
  * each binds only to a definition of that exact version. So every hook is
  * exported once per version, by a thin gate here (.symver), and the gates
- * share one body (tls/hooks.c, kswitch*.c, optreset.c, biosock.c: renamed
+ * share one body (tls/hooks.c, conn.c, ctx.c, kswitch*.c, optreset.c, biosock.c: renamed
  * ks_hook_* by tls/ossl/hooks.h).
  *
  * The body works through the one OpenSSL table (tls/ossl/api.c), which holds

@@ -1,8 +1,8 @@
 /* connlog.h — the optional per-connection log (KTLSSHIM_CONN_LOG): one JSON
  * line per TLS connection when it ends. The kTLS tower calls in at three
  * points: a handshake done (ks_connlog_begin), bytes moved
- * (ks_connlog_bytes), the SSL freed (ks_connlog_end). When the log is off, begin returns NULL and the
- * other two are never reached: the cost is one predictable branch. */
+ * (ks_connlog_bytes), the SSL freed (ks_connlog_end). When the log is off, begin returns NULL and
+ * the other two are never reached: the cost is one predictable branch. */
 #ifndef KTLSSHIM_CONNLOG_H
 #define KTLSSHIM_CONNLOG_H
 

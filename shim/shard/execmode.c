@@ -35,6 +35,7 @@
 #include "core/fds.h"
 #include "core/log.h"
 #include "core/libc.h"
+#include "shard/proctab.h"
 #include "shard/shard.h"
 #include "stats/stats.h"
 
@@ -375,7 +376,7 @@ char **ks_exec_start_env(size_t extra, size_t *n_out)
     return start_env ? start_envp(extra, n_out) : NULL;
 }
 
-static const char *addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
+const char *ks_exec_addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
 {
     char host[INET6_ADDRSTRLEN] = "?";
     if (ss->ss_family == AF_INET) {
@@ -434,7 +435,7 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
     char a[80];
     ks_log_info("sharding %s over %d workers in exec mode (%s): the program starts again from "
                 "main() in each worker; pid %d supervises",
-                addr_text(&ss, a, sizeof a), cfg->shards, fork_unsafe, (int)getpid());
+                ks_exec_addr_text(&ss, a, sizeof a), cfg->shards, fork_unsafe, (int)getpid());
     /* What the program printed and has not flushed yet would be lost at
      * exec. Only stdout and stderr, and only if no other thread holds them
      * (one blocked writing to a full pipe would hang us): a hang is worse. */
@@ -487,27 +488,6 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
 
 /* ---- the supervisor side ---- */
 
-#define MAX_CHANS (2 * KS_MAX_SHARDS + 64)
-
-struct chan {
-    int fd; /* -1: free */
-    int slot;
-    pid_t pid;
-    int reported;
-};
-
-struct sup_held {
-    int fd;
-    dev_t dev;
-    ino_t ino;
-    socklen_t len;
-    struct sockaddr_storage addr;
-};
-
-static struct chan chans[MAX_CHANS];
-static int nchans;
-static struct sup_held (*sup_held)[KS_MAX_REPLICATED]; /* [slot][k] */
-static int *sup_nheld;                                 /* [slot] */
 static int sup_nslots;
 static int sup_stats_fd = -1;
 static int sup_resume_fd = -1; /* the shared session state (resume.c) */
@@ -522,8 +502,8 @@ bool ks_exec_spawn_prepare(int slot, int *sup_end, int *child_end)
                      strerror(errno));
         return false;
     }
-    for (int k = 0; k < sup_nheld[slot]; k++) {
-        struct sup_held *h = &sup_held[slot][k];
+    for (int k = 0; k < ks_pt_nheld(slot); k++) {
+        struct ks_held *h = ks_pt_held(slot, k);
         struct ctl_msg m = {.type = MSG_HELD, .addrlen = h->len, .addr = h->addr};
         if (send_msg(sv[0], &m, h->fd) != 0)
             ks_log_error("worker %d/%d: cannot pass it a held listener: %s; it binds a new one",
@@ -562,71 +542,38 @@ void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end)
     __builtin_unreachable();
 }
 
-void ks_exec_spawned(int slot, pid_t pid, int sup_end)
-{
-    for (int k = 0; k < MAX_CHANS; k++) {
-        if (k >= nchans) {
-            nchans = k + 1;
-            chans[k].fd = -1;
-        }
-        if (chans[k].fd < 0) {
-            chans[k] = (struct chan){.fd = sup_end, .slot = slot, .pid = pid};
-            return;
-        }
-    }
-    ks_log_error("worker %d/%d: too many control sockets open; its listeners are not held", slot,
-                 sup_nslots);
-    close(sup_end);
-}
-
-int ks_exec_poll_fds(struct pollfd *out, int max)
-{
-    int k = 0;
-    for (int i = 0; i < nchans && k < max; i++)
-        if (chans[i].fd >= 0)
-            out[k++] = (struct pollfd){.fd = chans[i].fd, .events = POLLIN};
-    return k;
-}
-
-static void hold(struct chan *c, int fd, const struct ctl_msg *m)
+/* A listener the worker of e reported: the slot holds it (once). */
+static void hold(struct ks_proc *e, int fd, const struct ctl_msg *m)
 {
     struct stat st;
-    c->reported++;
+    e->run.reported++;
     if (fstat(fd, &st) != 0 || m->addrlen > sizeof m->addr) {
         close(fd);
         return;
     }
-    int slot = c->slot;
-    for (int k = 0; k < sup_nheld[slot]; k++)
-        if (sup_held[slot][k].dev == st.st_dev && sup_held[slot][k].ino == st.st_ino) {
-            close(fd); /* the listener the slot holds already */
-            return;
-        }
-    if (sup_nheld[slot] >= KS_MAX_REPLICATED) {
+    int slot = e->slot, k = ks_pt_held_index(slot, st.st_dev, st.st_ino);
+    if (k >= 0) {
+        close(fd); /* the listener the slot holds already */
+        e->run.covers |= 1ULL << k;
+        return;
+    }
+    fd = move_high_cloexec(fd);
+    k = ks_pt_add_held(slot, fd, st.st_dev, st.st_ino, &m->addr, m->addrlen);
+    if (k < 0) {
         ks_log_error("worker %d/%d: more than %d listeners; not holding more", slot, sup_nslots,
                      KS_MAX_REPLICATED);
         close(fd);
         return;
     }
-    struct sup_held *h = &sup_held[slot][sup_nheld[slot]++];
-    h->fd = move_high_cloexec(fd);
-    h->dev = st.st_dev;
-    h->ino = st.st_ino;
-    h->len = m->addrlen;
-    h->addr = m->addr;
+    e->run.covers |= 1ULL << k;
     char a[80];
     ks_log_debug("worker %d/%d (pid %d) listens on %s: held", slot, sup_nslots, (int)m->pid,
-                 addr_text(&h->addr, a, sizeof a));
+                 ks_exec_addr_text(&m->addr, a, sizeof a));
 }
 
-void ks_exec_handle(int fd)
+void ks_exec_handle(struct ks_proc *e)
 {
-    struct chan *c = NULL;
-    for (int i = 0; i < nchans && !c; i++)
-        if (chans[i].fd == fd)
-            c = &chans[i];
-    if (!c)
-        return;
+    int fd = e->run.chan;
     for (int n = 0; n < 256; n++) {
         struct ctl_msg m;
         int passed;
@@ -634,50 +581,19 @@ void ks_exec_handle(int fd)
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (r <= 0 && !(r < 0 && errno == EPROTO)) {
-            close(fd); /* every holder of the worker's end is gone */
-            c->fd = -1;
+            ks_pt_chan_closed(e); /* every holder of the worker's end is gone */
             return;
         }
         if (r < 0)
             continue;
-        if (m.type == MSG_LISTENING && passed >= 0 && c->slot < sup_nslots)
-            hold(c, passed, &m);
+        if (m.type == MSG_LISTENING && passed >= 0 && e->slot >= 0 && e->slot < sup_nslots &&
+            e->role != KS_PR_GONE)
+            hold(e, passed, &m);
         else if (passed >= 0)
             close(passed);
         if (m.type == MSG_SETSID)
             ks_daemon_add_report(m.pid, m.ppid);
     }
-}
-
-int ks_exec_reported(pid_t pid)
-{
-    int n = 0;
-    for (int i = 0; i < nchans; i++)
-        if (chans[i].pid == pid)
-            n += chans[i].reported;
-    return n;
-}
-
-int ks_exec_slot_listeners(int slot, int *out, int max)
-{
-    int k = 0;
-    for (int j = 0; slot >= 0 && slot < sup_nslots && j < sup_nheld[slot] && k < max; j++)
-        out[k++] = sup_held[slot][j].fd;
-    return k;
-}
-
-int ks_exec_held_count(int slot)
-{
-    return slot >= 0 && slot < sup_nslots ? sup_nheld[slot] : 0;
-}
-
-void ks_exec_close_slot(int slot)
-{
-    if (slot < 0 || slot >= sup_nslots)
-        return;
-    for (int k = 0; k < sup_nheld[slot]; k++)
-        close(sup_held[slot][k].fd);
-    sup_nheld[slot] = 0;
 }
 
 void ks_exec_supervisor_if_asked(void)
@@ -697,9 +613,7 @@ void ks_exec_supervisor_if_asked(void)
     for (char **e = environ; e && *e; e++)
         envc++;
     worker_envp = calloc(envc + 3, sizeof *worker_envp);
-    sup_held = calloc((size_t)nslots, sizeof *sup_held);
-    sup_nheld = calloc((size_t)nslots, sizeof *sup_nheld);
-    if (!worker_argv || !worker_envp || !sup_held || !sup_nheld ||
+    if (!worker_argv || !worker_envp || !ks_pt_init(nslots, true) ||
         !ks_stats_make_shared_for_exec(&sup_stats_fd)) {
         ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: the exec-mode supervisor cannot start "
                      "(out of memory, or no command line kept); starting the program again "

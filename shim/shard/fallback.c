@@ -221,4 +221,3 @@ void ks_sup_check_parent_checks(void)
              "with a pid it recorded before listen(), which is not the worker's in fork mode",
              n, (int)last);
 }
-

@@ -62,8 +62,7 @@ struct ks_proc *ks_pt_at(int k)
 struct ks_proc *ks_pt_by_pid(pid_t pid)
 {
     for (int k = 0; pid > 0 && k < pt.n; k++)
-        if (pt.e[k].run.pid == pid && pt.e[k].role != KS_PR_FREE &&
-            pt.e[k].role != KS_PR_GONE)
+        if (pt.e[k].run.pid == pid && pt.e[k].role != KS_PR_FREE && pt.e[k].role != KS_PR_GONE)
             return &pt.e[k];
     return NULL;
 }
@@ -163,7 +162,8 @@ int ks_pt_add_held(int slot, int fd, dev_t dev, ino_t ino, const struct sockaddr
     if (!pt.nheld || slot < 0 || slot >= pt.nslots || pt.nheld[slot] >= KS_MAX_REPLICATED)
         return -1;
     int k = pt.nheld[slot]++;
-    pt.held[slot][k] = (struct ks_held){.fd = fd, .dev = dev, .ino = ino, .len = len, .addr = *addr};
+    pt.held[slot][k] =
+        (struct ks_held){.fd = fd, .dev = dev, .ino = ino, .len = len, .addr = *addr};
     return k;
 }
 

@@ -241,8 +241,7 @@ void ks_reload_step(int64_t now)
         if (!old->killed && now >= old->due_ms) {
             ks_log_error("KTLSSHIM_RELOAD: old worker %d/%d (pid %d) still running %d s after "
                          "signal %d (KTLSSHIM_STOP_TIMEOUT): sending SIGKILL",
-                         old->slot, n, (int)old->run.pid, cfg->stop_timeout,
-                         cfg->graceful_signal);
+                         old->slot, n, (int)old->run.pid, cfg->stop_timeout, cfg->graceful_signal);
             kill(old->run.pid, SIGKILL);
             old->killed = true;
         }
@@ -265,8 +264,7 @@ void ks_reload_step(int64_t now)
                         "(their old workers serve)",
                         rl.replaced, rl.refused);
         else
-            ks_log_info("KTLSSHIM_RELOAD: rolling restart done, %d workers replaced",
-                        rl.replaced);
+            ks_log_info("KTLSSHIM_RELOAD: rolling restart done, %d workers replaced", rl.replaced);
         rl.active = false;
         return;
     }

@@ -47,8 +47,8 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
 #define DAEMON_GRACE_MS                                                                            \
-    1000 /* all workers exited 0 with children left: wait for a                                    \
-            setsid() report this long before exiting */
+    1000                     /* all workers exited 0 with children left: wait for a                \
+                                setsid() report this long before exiting */
 #define START_WINDOW_MS 5000 /* a worker failing this soon after the group started: fallback */
 
 bool ks_supervisor_forking;
@@ -387,8 +387,7 @@ static int64_t next_deadline(bool *any_alive)
             *any_alive = true;
         if ((e->role == KS_PR_NEW || e->role == KS_PR_OLD) && e->run.pid > 0)
             *any_alive = true;
-        if (e->role == KS_PR_CURRENT && e->state == KS_PS_WAITING &&
-            (next < 0 || e->due_ms < next))
+        if (e->role == KS_PR_CURRENT && e->state == KS_PS_WAITING && (next < 0 || e->due_ms < next))
             next = e->due_ms;
     }
     return next;
@@ -488,8 +487,8 @@ void ks_supervise(struct ks_plan *plan)
 
     int64_t all_done_ms = -1;
     for (;;) {
-        if (!ks_sup.stopping && ks_daemon_detected(ks_sup.exited0, ks_sup.nexited0, ks_sup.self,
-                                                     ks_sup_have_adopted))
+        if (!ks_sup.stopping &&
+            ks_daemon_detected(ks_sup.exited0, ks_sup.nexited0, ks_sup.self, ks_sup_have_adopted))
             ks_sup_restart_daemonized();
         if (!ks_sup.stopping && !ks_sup.exec)
             ks_sup_check_parent_checks();
@@ -504,7 +503,8 @@ void ks_supervise(struct ks_plan *plan)
             int64_t t = ks_sup_now_ms();
             if (all_done_ms < 0)
                 all_done_ms = t;
-            if (ks_sup.nexited0 == 0 || t - all_done_ms >= DAEMON_GRACE_MS || !ks_sup_have_adopted())
+            if (ks_sup.nexited0 == 0 || t - all_done_ms >= DAEMON_GRACE_MS ||
+                !ks_sup_have_adopted())
                 finish();
             next = t + 50;
         }

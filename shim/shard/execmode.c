@@ -37,6 +37,7 @@
 #include "core/libc.h"
 #include "shard/proctab.h"
 #include "shard/shard.h"
+#include "shard/startstate.h"
 #include "stats/stats.h"
 
 #include <arpa/inet.h>
@@ -58,7 +59,6 @@ extern char **environ;
 
 #define ENV_SUPERVISOR "KTLSSHIM_EXEC_SUPERVISOR"
 #define ENV_WORKER "KTLSSHIM_EXEC_WORKER"
-#define START_ENV_MAX (1 << 20)
 
 enum { MSG_HELD = 1, MSG_HELD_END, MSG_LISTENING, MSG_SETSID };
 
@@ -68,66 +68,6 @@ struct ctl_msg {
     uint32_t addrlen;
     struct sockaddr_storage addr;
 };
-
-/* ---- what the program started with (read at load) ---- */
-
-static char *start_env; /* NUL-separated, mmap'd; NULL if not kept */
-static size_t start_env_len;
-static char start_cwd[PATH_MAX];
-static sigset_t start_mask;
-/* The process name (comm) at load: an exec of /proc/self/exe would name the
- * new images "exe" (ps, pkill, the stats' "program"); they take this one. */
-static char start_comm[17];
-static uid_t start_euid;
-static gid_t start_egid;
-static uint64_t start_ignored; /* bit per signal 1..63 */
-
-static void snapshot_env(void)
-{
-    int fd = open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    char *buf = mmap(NULL, START_ENV_MAX, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    size_t len = 0;
-    if (buf != MAP_FAILED) {
-        ssize_t r;
-        while (len < START_ENV_MAX && (r = ks_libc()->read(fd, buf + len, START_ENV_MAX - len)) > 0)
-            len += (size_t)r;
-        if (len >= START_ENV_MAX) {
-            munmap(buf, START_ENV_MAX);
-            buf = NULL;
-            len = 0;
-        }
-    } else {
-        buf = NULL;
-    }
-    close(fd);
-    start_env = buf;
-    start_env_len = len;
-}
-
-static void snapshot_signals(void)
-{
-    sigprocmask(SIG_SETMASK, NULL, &start_mask);
-    for (int sig = 1; sig < 64 && sig < NSIG; sig++) {
-        struct sigaction sa;
-        if (sig == SIGKILL || sig == SIGSTOP)
-            continue;
-        if (ks_libc()->sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
-            start_ignored |= 1ULL << sig;
-    }
-}
-
-/* The name after the first ':' of an internal variable's value. */
-static void take_comm(const char *v)
-{
-    const char *c = strchr(v, ':');
-    if (c && c[1]) {
-        snprintf(start_comm, sizeof start_comm, "%s", c + 1);
-        prctl(PR_SET_NAME, start_comm, 0, 0, 0);
-    }
-}
 
 /* ---- the worker side ---- */
 
@@ -241,7 +181,7 @@ void ks_exec_load(void)
     if (cfg->in_worker && v && sscanf(v, "%d,%d,%d,%d,%d", &ctl, &pid, &sfd, &rec, &rfd) == 5 &&
         pid == getpid()) {
         struct stat st;
-        take_comm(v);
+        ks_start_take_comm(v);
         if (fstat(ctl, &st) == 0 && S_ISSOCK(st.st_mode)) {
             fcntl(ctl, F_SETFD, FD_CLOEXEC); /* programs it execs are not workers */
             worker_ctl = ctl;
@@ -256,15 +196,6 @@ void ks_exec_load(void)
             ks_log_error("exec-mode worker: cannot map the supervisor's session state (fd %d); "
                          "this worker resumes only the sessions it made",
                          rfd);
-    } else if (cfg->shards > 1 && !cfg->in_worker && !getenv(ENV_SUPERVISOR)) {
-        snapshot_env();
-        if (!getcwd(start_cwd, sizeof start_cwd))
-            start_cwd[0] = '\0';
-        snapshot_signals();
-        start_euid = geteuid();
-        start_egid = getegid();
-        if (prctl(PR_GET_NAME, start_comm, 0, 0, 0) != 0)
-            start_comm[0] = '\0';
     }
     KS_RESTORE_ERRNO;
 }
@@ -351,31 +282,6 @@ static void undo_made(void)
     memset(undo_cloexec, 0, sizeof undo_cloexec);
 }
 
-/* The start environment as a vector, with room for `extra` more entries. */
-static char **start_envp(size_t extra, size_t *n_out)
-{
-    size_t envc = 0;
-    for (size_t i = 0; i < start_env_len; i++)
-        envc += start_env[i] == '\0';
-    char **envp = calloc(envc + extra + 1, sizeof *envp);
-    if (!envp)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < start_env_len && k < envc;) {
-        char *e = start_env + i;
-        i += strnlen(e, start_env_len - i) + 1;
-        if (strncmp(e, "KTLSSHIM_EXEC_", 14) != 0)
-            envp[k++] = e;
-    }
-    *n_out = k;
-    return envp;
-}
-
-char **ks_exec_start_env(size_t extra, size_t *n_out)
-{
-    return start_env ? start_envp(extra, n_out) : NULL;
-}
-
 const char *ks_exec_addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
 {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -403,7 +309,7 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
                  fork_unsafe);
         return false;
     }
-    if (geteuid() != start_euid || getegid() != start_egid) {
+    if (geteuid() != ks_start.euid || getegid() != ks_start.egid) {
         snprintf(why, n,
                  "%s, and the program changed its user or group before its first listen(): "
                  "exec mode would start its workers without the privileges it started with",
@@ -416,9 +322,9 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
         snprintf(why, n, "%s, and fd %d is not bound to a port", fork_unsafe, fd);
         return false;
     }
-    char **argv = ks_daemon_start_argv();
+    char **argv = ks_start_argv();
     size_t envc = 0;
-    char **envp = start_env ? start_envp(1, &envc) : NULL;
+    char **envp = ks_start_env(1, &envc);
     if (!argv || !envp) {
         snprintf(why, n,
                  "%s, and exec mode needs the command line and environment the program "
@@ -429,7 +335,7 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
         return false;
     }
     char var[64];
-    snprintf(var, sizeof var, ENV_SUPERVISOR "=%d:%s", (int)getpid(), start_comm);
+    snprintf(var, sizeof var, ENV_SUPERVISOR "=%d:%s", (int)getpid(), ks_start.comm);
     envp[envc] = var;
 
     char a[80];
@@ -451,23 +357,24 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
     ks_for_each_fd(cloexec_made, NULL);
     char cwd_now[PATH_MAX];
     bool have_cwd = getcwd(cwd_now, sizeof cwd_now) != NULL;
-    if (start_cwd[0] && chdir(start_cwd) != 0)
+    if (ks_start.cwd[0] && chdir(ks_start.cwd) != 0)
         ks_log_error("exec mode: cannot go back to the start directory %s: %s; staying in the "
                      "current one",
-                     start_cwd, strerror(errno));
+                     ks_start.cwd, strerror(errno));
     struct sigaction saved[64];
     sigset_t mask_now;
     sigprocmask(SIG_SETMASK, NULL, &mask_now);
     for (int sig = 1; sig < 64 && sig < NSIG; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP || ks_libc()->sigaction(sig, NULL, &saved[sig]) != 0)
             continue;
-        bool ign_then = start_ignored & (1ULL << sig), ign_now = saved[sig].sa_handler == SIG_IGN;
+        bool ign_then = ks_start.ignored & (1ULL << sig),
+             ign_now = saved[sig].sa_handler == SIG_IGN;
         if (ign_then != ign_now) {
             struct sigaction sa = {.sa_handler = ign_then ? SIG_IGN : SIG_DFL};
             ks_libc()->sigaction(sig, &sa, NULL);
         }
     }
-    sigprocmask(SIG_SETMASK, &start_mask, NULL);
+    sigprocmask(SIG_SETMASK, &ks_start.mask, NULL);
 
     ks_libc()->execve("/proc/self/exe", argv, envp);
 
@@ -531,7 +438,7 @@ void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end)
     static char w[64], x[128];
     snprintf(w, sizeof w, "KTLSSHIM_WORKER=%d/%d", slot, nslots);
     snprintf(x, sizeof x, ENV_WORKER "=%d,%d,%d,%d,%d:%s", ctl, (int)getpid(), sfd, rec, rfd,
-             start_comm);
+             ks_start.comm);
     worker_envp[worker_envc] = w;
     worker_envp[worker_envc + 1] = x;
     worker_envp[worker_envc + 2] = NULL;
@@ -602,13 +509,13 @@ void ks_exec_supervisor_if_asked(void)
     const struct ks_config *cfg = ks_config();
     if (!v || atoi(v) != (int)getpid() || cfg->shards < 2 || cfg->in_worker)
         return;
-    take_comm(v);
+    ks_start_take_comm(v);
     int nslots = cfg->shards;
     sigset_t mask;
     sigprocmask(SIG_SETMASK, NULL, &mask);
     struct sigaction chld;
     ks_libc()->sigaction(SIGCHLD, NULL, &chld);
-    worker_argv = ks_daemon_start_argv();
+    worker_argv = ks_start_argv();
     size_t envc = 0;
     for (char **e = environ; e && *e; e++)
         envc++;

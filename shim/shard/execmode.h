@@ -52,14 +52,8 @@ void ks_exec_report_listener(int fd);
  * (daemonize.c). Async-signal-safe. */
 void ks_exec_report_setsid(void);
 
-/* The environment the program started with (read at load, in a process
- * that may shard), as a calloc'd vector with room for `extra` more entries
- * (its count in *n_out); NULL if it was not kept. KTLSSHIM_EXEC_* left out. */
-char **ks_exec_start_env(size_t extra, size_t *n_out);
-
 /* At load (ks_shard_load): an exec-mode worker takes its channel, stats
- * record and listeners; a program about to be sharded in exec mode keeps
- * its start-up environment. */
+ * record and listeners. */
 void ks_exec_load(void);
 
 #endif

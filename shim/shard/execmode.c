@@ -493,8 +493,7 @@ void ks_exec_handle(struct ks_proc *e)
         }
         if (r < 0)
             continue;
-        if (m.type == MSG_LISTENING && passed >= 0 && e->slot >= 0 && e->slot < sup_nslots &&
-            e->role != KS_PR_GONE)
+        if (m.type == MSG_LISTENING && passed >= 0 && e->slot >= 0 && e->slot < sup_nslots)
             hold(e, passed, &m);
         else if (passed >= 0)
             close(passed);

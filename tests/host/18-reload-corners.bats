@@ -17,21 +17,8 @@ setup() {
 teardown() {
     local rc=0
     teardown_servers || rc=$?
-    local p
-    for p in $(pids_with_arg "$BATS_TEST_TMPDIR"); do
-        kill -KILL "$p" 2>/dev/null || true
-    done
+    end_test_processes
     return $rc
-}
-
-wait_for_line() {
-    local t=$(( ${3:-10} * 10 ))
-    for _ in $(seq "$t"); do
-        grep -Eq "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "no line matching '$2' in $1:" >&2; cat "$1" >&2
-    return 1
 }
 
 # replies PORT N: N connections in turn (5 s each); prints each reply

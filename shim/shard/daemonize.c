@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "core/libc.h"
 #include "shard/shard.h"
+#include "shard/startstate.h"
 #include "stats/stats.h"
 #include "stats/sigcatch.h"
 
@@ -65,73 +66,6 @@ struct watch {
 };
 
 static struct watch *watch_page; /* shared; NULL when not sharded */
-
-/* ---- what the program was started with (read at load, sharding only) ---- */
-
-#define INHERITED_BITS 4096
-static uint64_t inherited[INHERITED_BITS / 64];
-static bool inherited_known;
-static char *start_cmdline; /* NUL-separated, mmap'd */
-static size_t start_cmdline_len;
-
-bool ks_fd_was_inherited(int fd)
-{
-    if (!inherited_known)
-        return true; /* unknown: leave it as it is */
-    if (fd < 0)
-        return false;
-    if (fd >= INHERITED_BITS)
-        return false;
-    return inherited[fd / 64] & (1ULL << (fd % 64));
-}
-
-static void note_inherited(int fd, void *arg)
-{
-    (void)arg;
-    if (fd < INHERITED_BITS)
-        inherited[fd / 64] |= 1ULL << (fd % 64);
-}
-
-static void snapshot_fds(void)
-{
-    ks_for_each_fd(note_inherited, NULL);
-    inherited_known = true;
-}
-
-static void snapshot_cmdline(void)
-{
-    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    size_t cap = 1 << 16;
-    char *buf = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    size_t len = 0;
-    if (buf != MAP_FAILED) {
-        ssize_t r;
-        while (len < cap && (r = ks_libc()->read(fd, buf + len, cap - len)) > 0)
-            len += (size_t)r;
-        if (len == 0 || len >= cap) { /* empty, or too long to keep whole */
-            munmap(buf, cap);
-            buf = NULL;
-        }
-    } else {
-        buf = NULL;
-    }
-    close(fd);
-    start_cmdline = buf;
-    start_cmdline_len = buf ? len : 0;
-}
-
-void ks_daemon_snapshot(void)
-{
-    KS_SAVE_ERRNO;
-    const struct ks_config *cfg = ks_config();
-    if (cfg->shards > 1 && !cfg->in_worker) {
-        snapshot_fds();
-        snapshot_cmdline();
-    }
-    KS_RESTORE_ERRNO;
-}
 
 /* ---- the watch ---- */
 
@@ -336,27 +270,6 @@ static void cloexec_made(int fd, void *arg)
         if (fl >= 0 && !(fl & FD_CLOEXEC))
             fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
     }
-}
-
-char **ks_daemon_start_argv(void)
-{
-    if (!start_cmdline)
-        return NULL;
-    /* argv: the NUL-separated command line. */
-    size_t argc = 0;
-    for (size_t i = 0; i < start_cmdline_len; i++)
-        argc += start_cmdline[i] == '\0';
-    if (start_cmdline[start_cmdline_len - 1] != '\0')
-        argc++;
-    char **argv = calloc(argc + 1, sizeof *argv);
-    if (!argv)
-        return NULL;
-    size_t a = 0;
-    for (size_t i = 0; i < start_cmdline_len && a < argc; a++) {
-        argv[a] = start_cmdline + i;
-        i += strnlen(start_cmdline + i, start_cmdline_len - i) + 1;
-    }
-    return argv;
 }
 
 void ks_daemon_add_report(pid_t pid, pid_t ppid)
@@ -596,16 +509,16 @@ void ks_daemon_at_listen(void)
 void ks_daemon_reexec_unsharded(const void *app_mask, bool chld_ignored, const char *token,
                                 const struct ks_held_fd *keep, int nkeep)
 {
-    if (!start_cmdline) {
+    if (!ks_start_cmdline_kept()) {
         ks_log_error("cannot start the program again: its command line was not kept "
                      "(unreadable or longer than 64 KiB)");
         return;
     }
-    char **argv = ks_daemon_start_argv();
+    char **argv = ks_start_argv();
     /* The environment the user started it with, if kept: the program may
      * have cleaned its own before listen() (dovecot keeps 3 variables). */
     size_t envc = 0;
-    char **from = ks_exec_start_env(0, &envc);
+    char **from = ks_start_env(0, &envc);
     if (!from) {
         for (char **e = environ; e && *e; e++)
             envc++;

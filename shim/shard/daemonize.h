@@ -54,10 +54,6 @@ void ks_daemon_worker_started(void);
 void ks_daemon_at_exit(void);
 unsigned ks_daemon_parent_checks(pid_t *last);
 
-/* The program's argv as it started (read at load): a calloc'd vector into
- * the kept command line, NULL if it was not kept. */
-char **ks_daemon_start_argv(void);
-
 /* Supervisor (exec mode): a setsid() a worker reported over its control
  * socket, recorded as the shared page records the fork mode's. */
 void ks_daemon_add_report(pid_t pid, pid_t ppid);
@@ -66,12 +62,7 @@ void ks_daemon_add_report(pid_t pid, pid_t ppid);
  * gone or a zombie. */
 pid_t ks_daemon_parent_of(pid_t pid);
 
-/* The fds open when the library loaded (inherited from the parent). */
-bool ks_fd_was_inherited(int fd);
-
-/* At load (ks_shard_load): the start-up snapshot (inherited fds, command
- * line) a fallback needs, and the listeners a fallback's re-exec kept. */
-void ks_daemon_snapshot(void);
+/* At load (ks_shard_load): the listeners a fallback's re-exec kept. */
 void ks_daemon_take_held(void);
 
 #endif

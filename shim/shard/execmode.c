@@ -35,7 +35,9 @@
 #include "core/fds.h"
 #include "core/log.h"
 #include "core/libc.h"
+#include "shard/proctab.h"
 #include "shard/shard.h"
+#include "shard/startstate.h"
 #include "stats/stats.h"
 
 #include <arpa/inet.h>
@@ -57,7 +59,6 @@ extern char **environ;
 
 #define ENV_SUPERVISOR "KTLSSHIM_EXEC_SUPERVISOR"
 #define ENV_WORKER "KTLSSHIM_EXEC_WORKER"
-#define START_ENV_MAX (1 << 20)
 
 enum { MSG_HELD = 1, MSG_HELD_END, MSG_LISTENING, MSG_SETSID };
 
@@ -67,66 +68,6 @@ struct ctl_msg {
     uint32_t addrlen;
     struct sockaddr_storage addr;
 };
-
-/* ---- what the program started with (read at load) ---- */
-
-static char *start_env; /* NUL-separated, mmap'd; NULL if not kept */
-static size_t start_env_len;
-static char start_cwd[PATH_MAX];
-static sigset_t start_mask;
-/* The process name (comm) at load: an exec of /proc/self/exe would name the
- * new images "exe" (ps, pkill, the stats' "program"); they take this one. */
-static char start_comm[17];
-static uid_t start_euid;
-static gid_t start_egid;
-static uint64_t start_ignored; /* bit per signal 1..63 */
-
-static void snapshot_env(void)
-{
-    int fd = open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    char *buf = mmap(NULL, START_ENV_MAX, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    size_t len = 0;
-    if (buf != MAP_FAILED) {
-        ssize_t r;
-        while (len < START_ENV_MAX && (r = ks_libc()->read(fd, buf + len, START_ENV_MAX - len)) > 0)
-            len += (size_t)r;
-        if (len >= START_ENV_MAX) {
-            munmap(buf, START_ENV_MAX);
-            buf = NULL;
-            len = 0;
-        }
-    } else {
-        buf = NULL;
-    }
-    close(fd);
-    start_env = buf;
-    start_env_len = len;
-}
-
-static void snapshot_signals(void)
-{
-    sigprocmask(SIG_SETMASK, NULL, &start_mask);
-    for (int sig = 1; sig < 64 && sig < NSIG; sig++) {
-        struct sigaction sa;
-        if (sig == SIGKILL || sig == SIGSTOP)
-            continue;
-        if (ks_libc()->sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
-            start_ignored |= 1ULL << sig;
-    }
-}
-
-/* The name after the first ':' of an internal variable's value. */
-static void take_comm(const char *v)
-{
-    const char *c = strchr(v, ':');
-    if (c && c[1]) {
-        snprintf(start_comm, sizeof start_comm, "%s", c + 1);
-        prctl(PR_SET_NAME, start_comm, 0, 0, 0);
-    }
-}
 
 /* ---- the worker side ---- */
 
@@ -240,7 +181,7 @@ void ks_exec_load(void)
     if (cfg->in_worker && v && sscanf(v, "%d,%d,%d,%d,%d", &ctl, &pid, &sfd, &rec, &rfd) == 5 &&
         pid == getpid()) {
         struct stat st;
-        take_comm(v);
+        ks_start_take_comm(v);
         if (fstat(ctl, &st) == 0 && S_ISSOCK(st.st_mode)) {
             fcntl(ctl, F_SETFD, FD_CLOEXEC); /* programs it execs are not workers */
             worker_ctl = ctl;
@@ -255,15 +196,6 @@ void ks_exec_load(void)
             ks_log_error("exec-mode worker: cannot map the supervisor's session state (fd %d); "
                          "this worker resumes only the sessions it made",
                          rfd);
-    } else if (cfg->shards > 1 && !cfg->in_worker && !getenv(ENV_SUPERVISOR)) {
-        snapshot_env();
-        if (!getcwd(start_cwd, sizeof start_cwd))
-            start_cwd[0] = '\0';
-        snapshot_signals();
-        start_euid = geteuid();
-        start_egid = getegid();
-        if (prctl(PR_GET_NAME, start_comm, 0, 0, 0) != 0)
-            start_comm[0] = '\0';
     }
     KS_RESTORE_ERRNO;
 }
@@ -350,32 +282,7 @@ static void undo_made(void)
     memset(undo_cloexec, 0, sizeof undo_cloexec);
 }
 
-/* The start environment as a vector, with room for `extra` more entries. */
-static char **start_envp(size_t extra, size_t *n_out)
-{
-    size_t envc = 0;
-    for (size_t i = 0; i < start_env_len; i++)
-        envc += start_env[i] == '\0';
-    char **envp = calloc(envc + extra + 1, sizeof *envp);
-    if (!envp)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < start_env_len && k < envc;) {
-        char *e = start_env + i;
-        i += strnlen(e, start_env_len - i) + 1;
-        if (strncmp(e, "KTLSSHIM_EXEC_", 14) != 0)
-            envp[k++] = e;
-    }
-    *n_out = k;
-    return envp;
-}
-
-char **ks_exec_start_env(size_t extra, size_t *n_out)
-{
-    return start_env ? start_envp(extra, n_out) : NULL;
-}
-
-static const char *addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
+const char *ks_exec_addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
 {
     char host[INET6_ADDRSTRLEN] = "?";
     if (ss->ss_family == AF_INET) {
@@ -402,7 +309,7 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
                  fork_unsafe);
         return false;
     }
-    if (geteuid() != start_euid || getegid() != start_egid) {
+    if (geteuid() != ks_start.euid || getegid() != ks_start.egid) {
         snprintf(why, n,
                  "%s, and the program changed its user or group before its first listen(): "
                  "exec mode would start its workers without the privileges it started with",
@@ -415,9 +322,9 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
         snprintf(why, n, "%s, and fd %d is not bound to a port", fork_unsafe, fd);
         return false;
     }
-    char **argv = ks_daemon_start_argv();
+    char **argv = ks_start_argv();
     size_t envc = 0;
-    char **envp = start_env ? start_envp(1, &envc) : NULL;
+    char **envp = ks_start_env(1, &envc);
     if (!argv || !envp) {
         snprintf(why, n,
                  "%s, and exec mode needs the command line and environment the program "
@@ -428,13 +335,13 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
         return false;
     }
     char var[64];
-    snprintf(var, sizeof var, ENV_SUPERVISOR "=%d:%s", (int)getpid(), start_comm);
+    snprintf(var, sizeof var, ENV_SUPERVISOR "=%d:%s", (int)getpid(), ks_start.comm);
     envp[envc] = var;
 
     char a[80];
     ks_log_info("sharding %s over %d workers in exec mode (%s): the program starts again from "
                 "main() in each worker; pid %d supervises",
-                addr_text(&ss, a, sizeof a), cfg->shards, fork_unsafe, (int)getpid());
+                ks_exec_addr_text(&ss, a, sizeof a), cfg->shards, fork_unsafe, (int)getpid());
     /* What the program printed and has not flushed yet would be lost at
      * exec. Only stdout and stderr, and only if no other thread holds them
      * (one blocked writing to a full pipe would hang us): a hang is worse. */
@@ -450,23 +357,24 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
     ks_for_each_fd(cloexec_made, NULL);
     char cwd_now[PATH_MAX];
     bool have_cwd = getcwd(cwd_now, sizeof cwd_now) != NULL;
-    if (start_cwd[0] && chdir(start_cwd) != 0)
+    if (ks_start.cwd[0] && chdir(ks_start.cwd) != 0)
         ks_log_error("exec mode: cannot go back to the start directory %s: %s; staying in the "
                      "current one",
-                     start_cwd, strerror(errno));
+                     ks_start.cwd, strerror(errno));
     struct sigaction saved[64];
     sigset_t mask_now;
     sigprocmask(SIG_SETMASK, NULL, &mask_now);
     for (int sig = 1; sig < 64 && sig < NSIG; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP || ks_libc()->sigaction(sig, NULL, &saved[sig]) != 0)
             continue;
-        bool ign_then = start_ignored & (1ULL << sig), ign_now = saved[sig].sa_handler == SIG_IGN;
+        bool ign_then = ks_start.ignored & (1ULL << sig),
+             ign_now = saved[sig].sa_handler == SIG_IGN;
         if (ign_then != ign_now) {
             struct sigaction sa = {.sa_handler = ign_then ? SIG_IGN : SIG_DFL};
             ks_libc()->sigaction(sig, &sa, NULL);
         }
     }
-    sigprocmask(SIG_SETMASK, &start_mask, NULL);
+    sigprocmask(SIG_SETMASK, &ks_start.mask, NULL);
 
     ks_libc()->execve("/proc/self/exe", argv, envp);
 
@@ -487,27 +395,6 @@ bool ks_exec_become_supervisor(int fd, bool port0, const char *fork_unsafe, char
 
 /* ---- the supervisor side ---- */
 
-#define MAX_CHANS (2 * KS_MAX_SHARDS + 64)
-
-struct chan {
-    int fd; /* -1: free */
-    int slot;
-    pid_t pid;
-    int reported;
-};
-
-struct sup_held {
-    int fd;
-    dev_t dev;
-    ino_t ino;
-    socklen_t len;
-    struct sockaddr_storage addr;
-};
-
-static struct chan chans[MAX_CHANS];
-static int nchans;
-static struct sup_held (*sup_held)[KS_MAX_REPLICATED]; /* [slot][k] */
-static int *sup_nheld;                                 /* [slot] */
 static int sup_nslots;
 static int sup_stats_fd = -1;
 static int sup_resume_fd = -1; /* the shared session state (resume.c) */
@@ -522,8 +409,8 @@ bool ks_exec_spawn_prepare(int slot, int *sup_end, int *child_end)
                      strerror(errno));
         return false;
     }
-    for (int k = 0; k < sup_nheld[slot]; k++) {
-        struct sup_held *h = &sup_held[slot][k];
+    for (int k = 0; k < ks_pt_nheld(slot); k++) {
+        struct ks_held *h = ks_pt_held(slot, k);
         struct ctl_msg m = {.type = MSG_HELD, .addrlen = h->len, .addr = h->addr};
         if (send_msg(sv[0], &m, h->fd) != 0)
             ks_log_error("worker %d/%d: cannot pass it a held listener: %s; it binds a new one",
@@ -551,7 +438,7 @@ void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end)
     static char w[64], x[128];
     snprintf(w, sizeof w, "KTLSSHIM_WORKER=%d/%d", slot, nslots);
     snprintf(x, sizeof x, ENV_WORKER "=%d,%d,%d,%d,%d:%s", ctl, (int)getpid(), sfd, rec, rfd,
-             start_comm);
+             ks_start.comm);
     worker_envp[worker_envc] = w;
     worker_envp[worker_envc + 1] = x;
     worker_envp[worker_envc + 2] = NULL;
@@ -562,71 +449,38 @@ void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end)
     __builtin_unreachable();
 }
 
-void ks_exec_spawned(int slot, pid_t pid, int sup_end)
-{
-    for (int k = 0; k < MAX_CHANS; k++) {
-        if (k >= nchans) {
-            nchans = k + 1;
-            chans[k].fd = -1;
-        }
-        if (chans[k].fd < 0) {
-            chans[k] = (struct chan){.fd = sup_end, .slot = slot, .pid = pid};
-            return;
-        }
-    }
-    ks_log_error("worker %d/%d: too many control sockets open; its listeners are not held", slot,
-                 sup_nslots);
-    close(sup_end);
-}
-
-int ks_exec_poll_fds(struct pollfd *out, int max)
-{
-    int k = 0;
-    for (int i = 0; i < nchans && k < max; i++)
-        if (chans[i].fd >= 0)
-            out[k++] = (struct pollfd){.fd = chans[i].fd, .events = POLLIN};
-    return k;
-}
-
-static void hold(struct chan *c, int fd, const struct ctl_msg *m)
+/* A listener the worker of e reported: the slot holds it (once). */
+static void hold(struct ks_proc *e, int fd, const struct ctl_msg *m)
 {
     struct stat st;
-    c->reported++;
+    e->run.reported++;
     if (fstat(fd, &st) != 0 || m->addrlen > sizeof m->addr) {
         close(fd);
         return;
     }
-    int slot = c->slot;
-    for (int k = 0; k < sup_nheld[slot]; k++)
-        if (sup_held[slot][k].dev == st.st_dev && sup_held[slot][k].ino == st.st_ino) {
-            close(fd); /* the listener the slot holds already */
-            return;
-        }
-    if (sup_nheld[slot] >= KS_MAX_REPLICATED) {
+    int slot = e->slot, k = ks_pt_held_index(slot, st.st_dev, st.st_ino);
+    if (k >= 0) {
+        close(fd); /* the listener the slot holds already */
+        e->run.covers |= 1ULL << k;
+        return;
+    }
+    fd = move_high_cloexec(fd);
+    k = ks_pt_add_held(slot, fd, st.st_dev, st.st_ino, &m->addr, m->addrlen);
+    if (k < 0) {
         ks_log_error("worker %d/%d: more than %d listeners; not holding more", slot, sup_nslots,
                      KS_MAX_REPLICATED);
         close(fd);
         return;
     }
-    struct sup_held *h = &sup_held[slot][sup_nheld[slot]++];
-    h->fd = move_high_cloexec(fd);
-    h->dev = st.st_dev;
-    h->ino = st.st_ino;
-    h->len = m->addrlen;
-    h->addr = m->addr;
+    e->run.covers |= 1ULL << k;
     char a[80];
     ks_log_debug("worker %d/%d (pid %d) listens on %s: held", slot, sup_nslots, (int)m->pid,
-                 addr_text(&h->addr, a, sizeof a));
+                 ks_exec_addr_text(&m->addr, a, sizeof a));
 }
 
-void ks_exec_handle(int fd)
+void ks_exec_handle(struct ks_proc *e)
 {
-    struct chan *c = NULL;
-    for (int i = 0; i < nchans && !c; i++)
-        if (chans[i].fd == fd)
-            c = &chans[i];
-    if (!c)
-        return;
+    int fd = e->run.chan;
     for (int n = 0; n < 256; n++) {
         struct ctl_msg m;
         int passed;
@@ -634,50 +488,18 @@ void ks_exec_handle(int fd)
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (r <= 0 && !(r < 0 && errno == EPROTO)) {
-            close(fd); /* every holder of the worker's end is gone */
-            c->fd = -1;
+            ks_pt_chan_closed(e); /* every holder of the worker's end is gone */
             return;
         }
         if (r < 0)
             continue;
-        if (m.type == MSG_LISTENING && passed >= 0 && c->slot < sup_nslots)
-            hold(c, passed, &m);
+        if (m.type == MSG_LISTENING && passed >= 0 && e->slot >= 0 && e->slot < sup_nslots)
+            hold(e, passed, &m);
         else if (passed >= 0)
             close(passed);
         if (m.type == MSG_SETSID)
             ks_daemon_add_report(m.pid, m.ppid);
     }
-}
-
-int ks_exec_reported(pid_t pid)
-{
-    int n = 0;
-    for (int i = 0; i < nchans; i++)
-        if (chans[i].pid == pid)
-            n += chans[i].reported;
-    return n;
-}
-
-int ks_exec_slot_listeners(int slot, int *out, int max)
-{
-    int k = 0;
-    for (int j = 0; slot >= 0 && slot < sup_nslots && j < sup_nheld[slot] && k < max; j++)
-        out[k++] = sup_held[slot][j].fd;
-    return k;
-}
-
-int ks_exec_held_count(int slot)
-{
-    return slot >= 0 && slot < sup_nslots ? sup_nheld[slot] : 0;
-}
-
-void ks_exec_close_slot(int slot)
-{
-    if (slot < 0 || slot >= sup_nslots)
-        return;
-    for (int k = 0; k < sup_nheld[slot]; k++)
-        close(sup_held[slot][k].fd);
-    sup_nheld[slot] = 0;
 }
 
 void ks_exec_supervisor_if_asked(void)
@@ -686,20 +508,18 @@ void ks_exec_supervisor_if_asked(void)
     const struct ks_config *cfg = ks_config();
     if (!v || atoi(v) != (int)getpid() || cfg->shards < 2 || cfg->in_worker)
         return;
-    take_comm(v);
+    ks_start_take_comm(v);
     int nslots = cfg->shards;
     sigset_t mask;
     sigprocmask(SIG_SETMASK, NULL, &mask);
     struct sigaction chld;
     ks_libc()->sigaction(SIGCHLD, NULL, &chld);
-    worker_argv = ks_daemon_start_argv();
+    worker_argv = ks_start_argv();
     size_t envc = 0;
     for (char **e = environ; e && *e; e++)
         envc++;
     worker_envp = calloc(envc + 3, sizeof *worker_envp);
-    sup_held = calloc((size_t)nslots, sizeof *sup_held);
-    sup_nheld = calloc((size_t)nslots, sizeof *sup_nheld);
-    if (!worker_argv || !worker_envp || !sup_held || !sup_nheld ||
+    if (!worker_argv || !worker_envp || !ks_pt_init(nslots, true) ||
         !ks_stats_make_shared_for_exec(&sup_stats_fd)) {
         ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: the exec-mode supervisor cannot start "
                      "(out of memory, or no command line kept); starting the program again "

@@ -32,17 +32,12 @@ bool ks_exec_spawn_prepare(int slot, int *sup_end, int *child_end);
 /* In the forked child: execs the program as worker slot/nslots counting
  * into stats record rec. Never returns. */
 void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end) __attribute__((noreturn));
-/* In the supervisor, once forked: watch the worker's control socket. */
-void ks_exec_spawned(int slot, pid_t pid, int sup_end);
-/* The control sockets to poll (POLLIN), and what to do when one is ready. */
-int ks_exec_poll_fds(struct pollfd *out, int max);
-void ks_exec_handle(int fd);
-/* How many listen() calls the worker pid has reported so far. */
-int ks_exec_reported(pid_t pid);
-/* How many listeners the supervisor holds for slot. */
-int ks_exec_held_count(int slot);
-/* Slot is done: close the listeners held for it. */
-void ks_exec_close_slot(int slot);
+/* The control socket of e's worker is readable: hold the listeners it
+ * reports (proctab.h), note its setsid() reports. */
+struct ks_proc;
+void ks_exec_handle(struct ks_proc *e);
+/* "127.0.0.1:443", "[::1]:443": an address for a log line. */
+const char *ks_exec_addr_text(const struct sockaddr_storage *ss, char *out, size_t n);
 
 /* ---- in a worker ---- */
 
@@ -57,17 +52,8 @@ void ks_exec_report_listener(int fd);
  * (daemonize.c). Async-signal-safe. */
 void ks_exec_report_setsid(void);
 
-/* Supervisor: the listeners slot holds (its fds stay the supervisor's). */
-int ks_exec_slot_listeners(int slot, int *out, int max);
-
-/* The environment the program started with (read at load, in a process
- * that may shard), as a calloc'd vector with room for `extra` more entries
- * (its count in *n_out); NULL if it was not kept. KTLSSHIM_EXEC_* left out. */
-char **ks_exec_start_env(size_t extra, size_t *n_out);
-
 /* At load (ks_shard_load): an exec-mode worker takes its channel, stats
- * record and listeners; a program about to be sharded in exec mode keeps
- * its start-up environment. */
+ * record and listeners. */
 void ks_exec_load(void);
 
 #endif

@@ -11,6 +11,7 @@
  * that would have to be closed (closing a listener in a reuseport group
  * drops the connections queued on it). */
 #include "shard/shard.h"
+#include "shard/startstate.h"
 #include "shard/daemonize.h"
 #include "core/config.h"
 #include "shard/execmode.h"
@@ -91,7 +92,7 @@ struct ks_shard_client ks_shard_client;
 
 void ks_shard_load(void)
 {
-    ks_daemon_snapshot();
+    ks_start_snapshot();
     ks_daemon_take_held();
     ks_exec_load();
 }

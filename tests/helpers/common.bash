@@ -119,6 +119,28 @@ for d in os.listdir("/proc"):
 '
 }
 
+# wait_for_line FILE REGEX [SECONDS]: until a line of FILE matches.
+wait_for_line() {
+    local t=$(( ${3:-10} * 10 ))
+    for _ in $(seq "$t"); do
+        grep -Eq "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "no line matching '$2' in $1:" >&2; cat "$1" >&2
+    return 1
+}
+
+# end_test_processes: kills what runs with this test's own files on its
+# command line, and its children (a daemon escapes the process group that
+# teardown_servers kills).
+end_test_processes() {
+    local p
+    for p in $(pids_with_arg "$BATS_TEST_TMPDIR/"); do
+        pkill -KILL -P "$p" 2>/dev/null || true
+        kill -KILL "$p" 2>/dev/null || true
+    done
+}
+
 # wait_gone PID [SECONDS]: until the process is gone.
 wait_gone() {
     local t=$(( ${2:-10} * 10 ))

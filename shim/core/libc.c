@@ -62,6 +62,8 @@ const struct ks_libc *ks_libc(void)
     l.daemon = need("daemon");
     l.chroot = need("chroot");
     l.getppid = need("getppid");
+    l.dlopen = need("dlopen");
+    l.dlmopen = need("dlmopen");
     libc_fns = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
     KS_RESTORE_ERRNO;

@@ -26,7 +26,7 @@
  * Until a second copy is seen this costs nothing on the hot path: the
  * gates test one word (tls/ossl/gates.c). A copy is looked for where one can
  * first show itself: the method given to SSL_CTX_new/_ex (a dladdr), and
- * the list of loaded objects when it changed (at SSL_new and SSL_clear).
+ * the list of loaded objects after a dlopen (at SSL_new and SSL_clear).
  *
  * Limits: two copies of OpenSSL 1.1 are not told apart; a copy's images
  * are held open (dlopen RTLD_NOLOAD) once seen, so they are never unloaded. */
@@ -40,6 +40,7 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,7 +157,8 @@ static struct image *image_get(const void *base, const char *fname)
     struct image *im = image_find(base);
     if (im)
         return im;
-    void *h = fname && *fname ? dlopen(fname, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD) : NULL;
+    void *h =
+        fname && *fname ? ks_libc()->dlopen(fname, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD) : NULL;
     signed char self = -1;
     if (base == own_base())
         self = -1;
@@ -234,13 +236,103 @@ void ks_copies_probe_method(const void *method)
     KS_RESTORE_ERRNO;
 }
 
+/* ---- knowing when objects were loaded ----
+ *
+ * The list of loaded objects is looked at once (the first SSL_new or
+ * SSL_clear: what the program started with) and then only after a dlopen or
+ * dlmopen, which this library hooks: an SSL_new otherwise costs a thread-local
+ * read and two atomic loads, never the loader's lock.
+ *
+ * The hooks hand over to the real function by a tail call: dlopen finds the
+ * namespace, DT_RPATH/DT_RUNPATH and $ORIGIN of its caller from its return
+ * address, which must stay the program's. So they cannot say when the load
+ * is over, only that one began: they move the generation (dl_gen) and mark
+ * their thread as possibly loading (counted in dl_loading) until the thread
+ * is seen again outside the load (its next SSL_new/SSL_clear, its next
+ * dlopen, its exit, or a fork it made). A look at the list settles a
+ * generation only if no thread was marked when the generation was read:
+ * otherwise a load begun before the look could finish after it. While some
+ * thread stays marked, each SSL_new asks the loader's adds counter (one
+ * callback of dl_iterate_phdr), as it did before the hooks.
+ *
+ * Objects libc loads itself (NSS modules, iconv's gconv) do not go through
+ * dlopen: they are seen at the next look the hooks cause. */
+static unsigned long dl_gen = 1;  /* atomic: moved by each dlopen/dlmopen */
+static unsigned long dl_gen_seen; /* atomic: looked at with no load under way */
+static int dl_loading;            /* atomic: threads marked as possibly loading */
+static __thread char dl_mine __attribute__((tls_model("initial-exec")));
+static pthread_key_t dl_key;
+static pthread_once_t dl_key_once = PTHREAD_ONCE_INIT;
+
+static void dl_settle(void)
+{
+    if (dl_mine) {
+        dl_mine = 0;
+        __atomic_sub_fetch(&dl_loading, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+static void dl_thread_exit(void *v)
+{
+    (void)v;
+    dl_settle();
+}
+
+static void dl_key_make(void)
+{
+    if (pthread_key_create(&dl_key, dl_thread_exit) != 0)
+        dl_key = (pthread_key_t)-1;
+}
+
+static void dl_begin(void)
+{
+    if (!dl_mine) {
+        KS_SAVE_ERRNO;
+        pthread_once(&dl_key_once, dl_key_make);
+        if (dl_key != (pthread_key_t)-1 && pthread_setspecific(dl_key, &dl_mine) == 0) {
+            /* Counted first, then the generation moved: a look that reads
+             * the new generation also sees this thread counted. */
+            dl_mine = 1;
+            __atomic_add_fetch(&dl_loading, 1, __ATOMIC_SEQ_CST);
+        } else {
+            /* No way to be told of this thread's exit: never settle. */
+            __atomic_store_n(&dl_gen_seen, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&dl_loading, 1 << 30, __ATOMIC_SEQ_CST);
+        }
+        KS_RESTORE_ERRNO;
+    }
+    __atomic_add_fetch(&dl_gen, 1, __ATOMIC_SEQ_CST);
+}
+
+void ks_copies_after_fork_child(void)
+{
+    /* The one thread left is the one that forked: not inside a load. */
+    dl_mine = 0;
+    if (__atomic_load_n(&dl_loading, __ATOMIC_RELAXED) < (1 << 30))
+        __atomic_store_n(&dl_loading, 0, __ATOMIC_RELAXED);
+}
+
+/* Tail calls (see above: the compiler makes `return f(...)` one at -O2,
+ * which the library is always built with); errno and dlerror() are the
+ * real call's. */
+KS_EXPORT void *dlopen(const char *file, int mode)
+{
+    dl_begin();
+    return ks_libc()->dlopen(file, mode);
+}
+
+KS_EXPORT void *dlmopen(Lmid_t lmid, const char *file, int mode)
+{
+    dl_begin();
+    return ks_libc()->dlmopen(lmid, file, mode);
+}
+
 static int adds_of(struct dl_phdr_info *info, size_t size, void *data)
 {
     (void)size;
     *(unsigned long long *)data = info->dlpi_adds;
     return 1;
 }
-
 /* The loaded objects' names and bases, copied while the loader's list is
  * held (no allocation in there: an allocator may itself walk the list). */
 #define LOADED_MAX 256
@@ -278,28 +370,35 @@ void ks_copies_probe_loaded(void)
     static unsigned long long adds_seen;
     if (__atomic_load_n(&ks_ossl_copies_many, __ATOMIC_RELAXED))
         return;
+    dl_settle(); /* this thread is past any load it began */
+    unsigned long gen = __atomic_load_n(&dl_gen, __ATOMIC_SEQ_CST);
+    if (gen == __atomic_load_n(&dl_gen_seen, __ATOMIC_RELAXED))
+        return;
+    bool settles = __atomic_load_n(&dl_loading, __ATOMIC_SEQ_CST) == 0;
     unsigned long long adds = 0;
     dl_iterate_phdr(adds_of, &adds);
-    if (adds == __atomic_load_n(&adds_seen, __ATOMIC_RELAXED))
-        return;
-    __atomic_store_n(&adds_seen, adds, __ATOMIC_RELAXED);
-    KS_SAVE_ERRNO;
-    struct loaded *l = calloc(1, sizeof *l);
-    if (l) {
-        dl_iterate_phdr(collect, l);
-        for (int i = 0; i < l->n; i++) {
-            /* Only OpenSSL images are entered; the rest are not kept. */
-            void *h = dlopen(l->name[i], RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
-            if (h) {
-                bool ossl = l->base[i] != own_base() && defines_openssl(h, l->base[i]);
-                dlclose(h);
-                if (ossl)
-                    (void)image_self(l->base[i], l->name[i]);
+    if (adds != __atomic_load_n(&adds_seen, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&adds_seen, adds, __ATOMIC_RELAXED);
+        KS_SAVE_ERRNO;
+        struct loaded *l = calloc(1, sizeof *l);
+        if (l) {
+            dl_iterate_phdr(collect, l);
+            for (int i = 0; i < l->n; i++) {
+                /* Only OpenSSL images are entered; the rest are not kept. */
+                void *h = ks_libc()->dlopen(l->name[i], RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
+                if (h) {
+                    bool ossl = l->base[i] != own_base() && defines_openssl(h, l->base[i]);
+                    dlclose(h);
+                    if (ossl)
+                        (void)image_self(l->base[i], l->name[i]);
+                }
             }
+            free(l);
         }
-        free(l);
+        KS_RESTORE_ERRNO;
     }
-    KS_RESTORE_ERRNO;
+    if (settles)
+        __atomic_store_n(&dl_gen_seen, gen, __ATOMIC_RELAXED);
 }
 
 /* ---- the objects: what copy made them ---- */

@@ -27,6 +27,9 @@ extern int ks_ossl_copies_many;
 void ks_copies_probe_method(const void *method);
 void ks_copies_probe_loaded(void);
 
+/* In a forked child: the thread left is past any load it began. */
+void ks_copies_after_fork_child(void);
+
 /* The copy a call belongs to: by the caller's code (ra: a return address
  * inside an OpenSSL image), by the object (remembered when it was made or
  * first seen there), else by what the calling object's own symbol lookup

@@ -25,7 +25,7 @@
  *
  * Until a second copy is seen this costs nothing on the hot path: the
  * gates test one word (tls/ossl/gates.c). A copy is looked for where one can
- * first show itself: the method given to SSL_CTX_new/_ex (a dladdr), and
+ * first show itself: the method given to SSL_CTX_new/_ex (its object), and
  * the list of loaded objects after a dlopen (at SSL_new and SSL_clear).
  *
  * Limits: two copies of OpenSSL 1.1 are not told apart; a copy's images
@@ -68,24 +68,62 @@ static const char *const probe_name[2] = {"SSL_CTX_new_ex", "BIO_ctrl"};
 /* The served copy's libssl and libcrypto images, once known. */
 static const void *served_base[2];
 
-static const void *own_base(void)
+/* The loaded object p is inside: its lowest mapped address (dladdr's
+ * dli_fbase) and, if fname, its file name (dli_fname). glibc 2.35's
+ * _dl_find_object answers without the lock and without dladdr's search of
+ * the object's symbol table for the nearest name (tens of thousands of
+ * instructions in libcrypto); dladdr otherwise. */
+typedef int (*find_object_fn)(void *, struct dl_find_object *);
+static find_object_fn find_object(void)
 {
-    static const void *mine;
-    const void *b = __atomic_load_n(&mine, __ATOMIC_RELAXED);
-    Dl_info i;
-    if (!b && dladdr((void *)own_base, &i))
-        __atomic_store_n(&mine, b = i.dli_fbase, __ATOMIC_RELAXED);
-    return b;
+#ifdef DLFO_STRUCT_HAS_EH_DBASE
+    static find_object_fn fn;
+    static int looked; /* atomic */
+    if (!__atomic_load_n(&looked, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&fn, (find_object_fn)dlsym(RTLD_DEFAULT, "_dl_find_object"),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&looked, 1, __ATOMIC_RELEASE);
+    }
+    return __atomic_load_n(&fn, __ATOMIC_RELAXED);
+#else
+    return NULL;
+#endif
 }
 
 static const void *base_of(const void *p, const char **fname)
 {
+    if (!p)
+        return NULL;
+    find_object_fn find = find_object();
+    if (find) {
+#ifdef DLFO_STRUCT_HAS_EH_DBASE
+        struct dl_find_object o;
+        if (find((void *)p, &o) != 0)
+            return NULL;
+        const char *name = o.dlfo_link_map ? o.dlfo_link_map->l_name : NULL;
+        /* The program's own image has no name there; dladdr's is its path. */
+        if (!fname || (name && *name)) {
+            if (fname)
+                *fname = name;
+            return o.dlfo_map_start;
+        }
+#endif
+    }
     Dl_info i;
-    if (!p || !dladdr(p, &i))
+    if (!dladdr(p, &i))
         return NULL;
     if (fname)
         *fname = i.dli_fname;
     return i.dli_fbase;
+}
+
+static const void *own_base(void)
+{
+    static const void *mine;
+    const void *b = __atomic_load_n(&mine, __ATOMIC_RELAXED);
+    if (!b && (b = base_of((const void *)own_base, NULL)))
+        __atomic_store_n(&mine, b, __ATOMIC_RELAXED);
+    return b;
 }
 
 /* What the served lookups (core/libc.c) find: the copy the bodies work with.
@@ -342,6 +380,65 @@ struct loaded {
     int n;
 };
 
+/* Is [p, p + n) inside one readable segment of the object? */
+static bool mapped(const struct dl_phdr_info *info, uintptr_t p, size_t n)
+{
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_R) && p >= lo && n <= ph->p_memsz &&
+            p - lo <= ph->p_memsz - n)
+            return true;
+    }
+    return false;
+}
+
+/* The object's GNU hash table header, or NULL. The loader relocates most
+ * .dynamic entries in place; a read-only .dynamic (the vDSO's) keeps them
+ * as offsets. Either way, only an address inside the object is used. */
+static const uint32_t *gnu_hash_of(const struct dl_phdr_info *info)
+{
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type != PT_DYNAMIC)
+            continue;
+        const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+        size_t max = info->dlpi_phdr[i].p_memsz / sizeof *d;
+        if (!mapped(info, (uintptr_t)d, max * sizeof *d))
+            return NULL;
+        for (size_t k = 0; k < max && d[k].d_tag != DT_NULL; k++) {
+            if (d[k].d_tag != DT_GNU_HASH)
+                continue;
+            uintptr_t p = d[k].d_un.d_ptr;
+            if (!mapped(info, p, 16))
+                p += info->dlpi_addr;
+            if (!mapped(info, p, 16))
+                return NULL;
+            const uint32_t *h = (const uint32_t *)p;
+            if (h[2] == 0 || !mapped(info, p + 16, (size_t)h[2] * sizeof(ElfW(Addr))))
+                return NULL;
+            return h;
+        }
+    }
+    return NULL;
+}
+
+/* Can the object define `name` itself? False only when its GNU hash
+ * table's Bloom filter says it does not (which is never wrong); true when
+ * there is no such table to ask. */
+static bool may_define(const uint32_t *gh, const char *name)
+{
+    if (!gh)
+        return true;
+    uint32_t h = 5381;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        h = h * 33 + *c;
+    const unsigned bits = sizeof(ElfW(Addr)) * 8;
+    const ElfW(Addr) *bloom = (const ElfW(Addr) *)(gh + 4);
+    ElfW(Addr) word = bloom[(h / bits) % gh[2]];
+    ElfW(Addr) mask = ((ElfW(Addr))1 << (h % bits)) | ((ElfW(Addr))1 << ((h >> gh[3]) % bits));
+    return (word & mask) == mask;
+}
+
 static int collect(struct dl_phdr_info *info, size_t size, void *data)
 {
     (void)size;
@@ -351,6 +448,11 @@ static int collect(struct dl_phdr_info *info, size_t size, void *data)
     const char *name = info->dlpi_name;
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len >= sizeof l->name[0])
+        return 0;
+    /* An object that cannot define either name is not OpenSSL's: not
+     * asked further (a symbol lookup of its own per object, otherwise). */
+    const uint32_t *gh = gnu_hash_of(info);
+    if (!may_define(gh, probe_name[0]) && !may_define(gh, probe_name[1]))
         return 0;
     /* dlpi_addr is the load bias; dladdr's dli_fbase is the lowest mapped
      * address: the first PT_LOAD's, as the loader maps it. */

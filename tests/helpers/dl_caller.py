@@ -6,7 +6,10 @@ import ctypes, os, _ctypes
 
 here = os.path.dirname(_ctypes.__file__)
 ssl_so = sorted(f for f in os.listdir(here) if f.startswith("_ssl."))[0]
-print("ctypes $ORIGIN:", ctypes.CDLL("$ORIGIN/" + ssl_so)._handle != 0)
+try:
+    print("ctypes $ORIGIN:", ctypes.CDLL("$ORIGIN/" + ssl_so)._handle != 0)
+except OSError as e:
+    print("ctypes $ORIGIN:", e)
 libc = ctypes.CDLL(None)
 libc.dlopen.restype = libc.dlmopen.restype = ctypes.c_void_p
 libc.dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]

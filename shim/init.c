@@ -40,6 +40,7 @@
 #include "stats/connlog.h"
 #include "stats/sigcatch.h"
 #include "stats/stats.h"
+#include "tls/ossl/copies.h"
 #include "tls/resume.h"
 #include "tls/tls.h"
 
@@ -51,6 +52,7 @@ __thread int ks_hook_depth __attribute__((tls_model("initial-exec")));
 static void child_after_fork(void)
 {
     ks_self_pid = getpid();
+    ks_copies_after_fork_child();
     ks_signals_after_fork();
     if (!ks_supervisor_forking) {
         ks_stats_after_fork_child();

@@ -29,6 +29,11 @@ static int no_int(void)
     return -1;
 }
 
+static void *no_ptr(void)
+{
+    return NULL;
+}
+
 static ks_sighandler_t no_signal(int sig, ks_sighandler_t h)
 {
     (void)sig, (void)h;
@@ -165,6 +170,8 @@ const struct ks_libc *ks_libc(void)
     l.daemon = need("daemon", (void *)no_int);
     l.chroot = need("chroot", (void *)sys_chroot);
     l.getppid = need("getppid", (void *)sys_getppid);
+    l.dlopen = need("dlopen", (void *)no_ptr);
+    l.dlmopen = need("dlmopen", (void *)no_ptr);
     libc_fns = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
     KS_RESTORE_ERRNO;

@@ -3,6 +3,7 @@
 #define KTLSSHIM_LIBC_H
 
 #include "core/common.h"
+#include <dlfcn.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -46,6 +47,9 @@ struct ks_libc {
     int (*daemon)(int, int);
     int (*chroot)(const char *); /* exitpath.c: the stats file kept across it */
     pid_t (*getppid)(void);      /* daemonize.c hooks it */
+    /* the loader's entry points (tls/ossl/copies.c learns of loads there) */
+    void *(*dlopen)(const char *, int);
+    void *(*dlmopen)(Lmid_t, const char *, int);
 };
 
 /* libc's functions (the next definition after this library). Resolved at

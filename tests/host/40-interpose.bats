@@ -37,6 +37,23 @@ PYEOF
     [ "$output" -ge 12000000 ]
 }
 
+@test "dlopen and dlmopen stay the caller's (the library hooks them to learn of loads): \$ORIGIN is the calling object's directory, dlerror() the loader's" {
+    local without="${PRELOAD% *}"
+    [ "$without" != "$PRELOAD" ] || without=""
+    run env LD_PRELOAD="$without" "$PY" "$HELPERS_DIR/dl_caller.py"
+    assert_success
+    local alone="$output"
+    run env LD_PRELOAD="$PRELOAD" "$PY" "$HELPERS_DIR/dl_caller.py"
+    assert_success
+    assert_equal "$output" "$alone"
+    if [ "${KTLSSHIM_TEST_ASAN:-0}" != 1 ]; then # ASan's own dlopen hook is not its caller's
+        assert_line "ctypes \$ORIGIN: True"
+        assert_line "dlopen \$ORIGIN/libz.so.1 True None None"
+        assert_line "dlmopen \$ORIGIN/liblzma.so.5 True None None"
+    fi
+    assert_line "dlopen /nonexistent/x.so False b'/nonexistent/x.so: cannot open shared object file: No such file or directory' None"
+}
+
 @test "nginx with master_process on, unsharded: each process writes its own record" {
     port=$(free_port)
     mkdir -p www logs

@@ -34,7 +34,9 @@ void ks_signals_release(void)
 #include <fcntl.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 __thread int ks_hook_depth __attribute__((tls_model("initial-exec")));
 int ks_ossl_gate_now;
@@ -112,6 +114,60 @@ TEST(a_second_copy_is_seen_by_its_method_and_routed_to)
     ks_copies_made(ctx, c);
     EXPECT_EQ(ks_copies_route(KS_COPY_SSL, ctx, here()), c);
     ctx_free(ctx);
+}
+
+TEST(a_copy_dlopened_after_a_look_is_seen_at_the_next_one_and_only_a_dlopen_reopens_the_list)
+{
+    ks_copies_probe_loaded(); /* the objects the program started with */
+    EXPECT_EQ(ks_ossl_copies_many, 0);
+    EXPECT_TRUE(dl_gen_seen == dl_gen); /* settled: the next SSL_new looks at nothing */
+    void *h = open_copy();              /* through the dlopen hook */
+    ASSERT_TRUE(h != NULL);
+    EXPECT_TRUE(dl_gen_seen != dl_gen);
+    ks_copies_probe_loaded();
+    ASSERT_EQ(ks_ossl_copies_many, 1);
+}
+
+static void *begins_a_load_and_waits(void *arg)
+{
+    dl_begin(); /* what the hook does before the real dlopen */
+    int *go = arg;
+    while (!__atomic_load_n(go, __ATOMIC_ACQUIRE))
+        sched_yield();
+    return NULL; /* its exit settles it */
+}
+
+TEST(a_load_under_way_in_another_thread_keeps_the_list_open_until_that_thread_is_seen_again)
+{
+    ks_copies_probe_loaded();
+    ASSERT_TRUE(dl_gen_seen == dl_gen);
+    int go = 0;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, begins_a_load_and_waits, &go), 0);
+    while (__atomic_load_n(&dl_loading, __ATOMIC_ACQUIRE) != 1)
+        sched_yield();
+    ks_copies_probe_loaded();
+    EXPECT_TRUE(dl_gen_seen != dl_gen); /* that load may end after this look */
+    __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+    pthread_join(t, NULL);
+    EXPECT_EQ(dl_loading, 0);
+    ks_copies_probe_loaded();
+    EXPECT_TRUE(dl_gen_seen == dl_gen);
+    /* The same in this thread, settled by its own next SSL_new; and a fork
+     * leaves a child with no load under way. */
+    dl_begin();
+    EXPECT_EQ(dl_loading, 1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ks_copies_after_fork_child();
+        _exit(dl_loading == 0 && !dl_mine ? 0 : 1);
+    }
+    int st = -1;
+    waitpid(pid, &st, 0);
+    EXPECT_EQ(st, 0);
+    ks_copies_probe_loaded();
+    EXPECT_EQ(dl_loading, 0);
+    EXPECT_TRUE(dl_gen_seen == dl_gen);
 }
 
 TEST(a_copy_found_in_the_loaded_objects_and_its_own_code_routes_its_objects)

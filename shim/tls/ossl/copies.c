@@ -25,8 +25,8 @@
  *
  * Until a second copy is seen this costs nothing on the hot path: the
  * gates test one word (tls/ossl/gates.c). A copy is looked for where one can
- * first show itself: the method given to SSL_CTX_new/_ex (a dladdr), and
- * the list of loaded objects when it changed (at SSL_new and SSL_clear).
+ * first show itself: the method given to SSL_CTX_new/_ex (its object), and
+ * the list of loaded objects after a dlopen (at SSL_new and SSL_clear).
  *
  * Limits: two copies of OpenSSL 1.1 are not told apart; a copy's images
  * are held open (dlopen RTLD_NOLOAD) once seen, so they are never unloaded. */
@@ -40,6 +40,7 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,24 +68,62 @@ static const char *const probe_name[2] = {"SSL_CTX_new_ex", "BIO_ctrl"};
 /* The served copy's libssl and libcrypto images, once known. */
 static const void *served_base[2];
 
-static const void *own_base(void)
+/* The loaded object p is inside: its lowest mapped address (dladdr's
+ * dli_fbase) and, if fname, its file name (dli_fname). glibc 2.35's
+ * _dl_find_object answers without the lock and without dladdr's search of
+ * the object's symbol table for the nearest name (tens of thousands of
+ * instructions in libcrypto); dladdr otherwise. */
+typedef int (*find_object_fn)(void *, struct dl_find_object *);
+static find_object_fn find_object(void)
 {
-    static const void *mine;
-    const void *b = __atomic_load_n(&mine, __ATOMIC_RELAXED);
-    Dl_info i;
-    if (!b && dladdr((void *)own_base, &i))
-        __atomic_store_n(&mine, b = i.dli_fbase, __ATOMIC_RELAXED);
-    return b;
+#ifdef DLFO_STRUCT_HAS_EH_DBASE
+    static find_object_fn fn;
+    static int looked; /* atomic */
+    if (!__atomic_load_n(&looked, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&fn, (find_object_fn)dlsym(RTLD_DEFAULT, "_dl_find_object"),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&looked, 1, __ATOMIC_RELEASE);
+    }
+    return __atomic_load_n(&fn, __ATOMIC_RELAXED);
+#else
+    return NULL;
+#endif
 }
 
 static const void *base_of(const void *p, const char **fname)
 {
+    if (!p)
+        return NULL;
+    find_object_fn find = find_object();
+    if (find) {
+#ifdef DLFO_STRUCT_HAS_EH_DBASE
+        struct dl_find_object o;
+        if (find((void *)p, &o) != 0)
+            return NULL;
+        const char *name = o.dlfo_link_map ? o.dlfo_link_map->l_name : NULL;
+        /* The program's own image has no name there; dladdr's is its path. */
+        if (!fname || (name && *name)) {
+            if (fname)
+                *fname = name;
+            return o.dlfo_map_start;
+        }
+#endif
+    }
     Dl_info i;
-    if (!p || !dladdr(p, &i))
+    if (!dladdr(p, &i))
         return NULL;
     if (fname)
         *fname = i.dli_fname;
     return i.dli_fbase;
+}
+
+static const void *own_base(void)
+{
+    static const void *mine;
+    const void *b = __atomic_load_n(&mine, __ATOMIC_RELAXED);
+    if (!b && (b = base_of((const void *)own_base, NULL)))
+        __atomic_store_n(&mine, b, __ATOMIC_RELAXED);
+    return b;
 }
 
 /* What the served lookups (core/libc.c) find: the copy the bodies work with.
@@ -156,7 +195,8 @@ static struct image *image_get(const void *base, const char *fname)
     struct image *im = image_find(base);
     if (im)
         return im;
-    void *h = fname && *fname ? dlopen(fname, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD) : NULL;
+    void *h =
+        fname && *fname ? ks_libc()->dlopen(fname, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD) : NULL;
     signed char self = -1;
     if (base == own_base())
         self = -1;
@@ -234,13 +274,103 @@ void ks_copies_probe_method(const void *method)
     KS_RESTORE_ERRNO;
 }
 
+/* ---- knowing when objects were loaded ----
+ *
+ * The list of loaded objects is looked at once (the first SSL_new or
+ * SSL_clear: what the program started with) and then only after a dlopen or
+ * dlmopen, which this library hooks: an SSL_new otherwise costs a thread-local
+ * read and two atomic loads, never the loader's lock.
+ *
+ * The hooks hand over to the real function by a tail call: dlopen finds the
+ * namespace, DT_RPATH/DT_RUNPATH and $ORIGIN of its caller from its return
+ * address, which must stay the program's. So they cannot say when the load
+ * is over, only that one began: they move the generation (dl_gen) and mark
+ * their thread as possibly loading (counted in dl_loading) until the thread
+ * is seen again outside the load (its next SSL_new/SSL_clear, its next
+ * dlopen, its exit, or a fork it made). A look at the list settles a
+ * generation only if no thread was marked when the generation was read:
+ * otherwise a load begun before the look could finish after it. While some
+ * thread stays marked, each SSL_new asks the loader's adds counter (one
+ * callback of dl_iterate_phdr), as it did before the hooks.
+ *
+ * Objects libc loads itself (NSS modules, iconv's gconv) do not go through
+ * dlopen: they are seen at the next look the hooks cause. */
+static unsigned long dl_gen = 1;  /* atomic: moved by each dlopen/dlmopen */
+static unsigned long dl_gen_seen; /* atomic: looked at with no load under way */
+static int dl_loading;            /* atomic: threads marked as possibly loading */
+static __thread char dl_mine __attribute__((tls_model("initial-exec")));
+static pthread_key_t dl_key;
+static pthread_once_t dl_key_once = PTHREAD_ONCE_INIT;
+
+static void dl_settle(void)
+{
+    if (dl_mine) {
+        dl_mine = 0;
+        __atomic_sub_fetch(&dl_loading, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+static void dl_thread_exit(void *v)
+{
+    (void)v;
+    dl_settle();
+}
+
+static void dl_key_make(void)
+{
+    if (pthread_key_create(&dl_key, dl_thread_exit) != 0)
+        dl_key = (pthread_key_t)-1;
+}
+
+static void dl_begin(void)
+{
+    if (!dl_mine) {
+        KS_SAVE_ERRNO;
+        pthread_once(&dl_key_once, dl_key_make);
+        if (dl_key != (pthread_key_t)-1 && pthread_setspecific(dl_key, &dl_mine) == 0) {
+            /* Counted first, then the generation moved: a look that reads
+             * the new generation also sees this thread counted. */
+            dl_mine = 1;
+            __atomic_add_fetch(&dl_loading, 1, __ATOMIC_SEQ_CST);
+        } else {
+            /* No way to be told of this thread's exit: never settle. */
+            __atomic_store_n(&dl_gen_seen, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&dl_loading, 1 << 30, __ATOMIC_SEQ_CST);
+        }
+        KS_RESTORE_ERRNO;
+    }
+    __atomic_add_fetch(&dl_gen, 1, __ATOMIC_SEQ_CST);
+}
+
+void ks_copies_after_fork_child(void)
+{
+    /* The one thread left is the one that forked: not inside a load. */
+    dl_mine = 0;
+    if (__atomic_load_n(&dl_loading, __ATOMIC_RELAXED) < (1 << 30))
+        __atomic_store_n(&dl_loading, 0, __ATOMIC_RELAXED);
+}
+
+/* Tail calls (see above: the compiler makes `return f(...)` one at -O2,
+ * which the library is always built with); errno and dlerror() are the
+ * real call's. */
+KS_EXPORT void *dlopen(const char *file, int mode)
+{
+    dl_begin();
+    return ks_libc()->dlopen(file, mode);
+}
+
+KS_EXPORT void *dlmopen(Lmid_t lmid, const char *file, int mode)
+{
+    dl_begin();
+    return ks_libc()->dlmopen(lmid, file, mode);
+}
+
 static int adds_of(struct dl_phdr_info *info, size_t size, void *data)
 {
     (void)size;
     *(unsigned long long *)data = info->dlpi_adds;
     return 1;
 }
-
 /* The loaded objects' names and bases, copied while the loader's list is
  * held (no allocation in there: an allocator may itself walk the list). */
 #define LOADED_MAX 256
@@ -249,6 +379,65 @@ struct loaded {
     char name[LOADED_MAX][256];
     int n;
 };
+
+/* Is [p, p + n) inside one readable segment of the object? */
+static bool mapped(const struct dl_phdr_info *info, uintptr_t p, size_t n)
+{
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_R) && p >= lo && n <= ph->p_memsz &&
+            p - lo <= ph->p_memsz - n)
+            return true;
+    }
+    return false;
+}
+
+/* The object's GNU hash table header, or NULL. The loader relocates most
+ * .dynamic entries in place; a read-only .dynamic (the vDSO's) keeps them
+ * as offsets. Either way, only an address inside the object is used. */
+static const uint32_t *gnu_hash_of(const struct dl_phdr_info *info)
+{
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type != PT_DYNAMIC)
+            continue;
+        const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+        size_t max = info->dlpi_phdr[i].p_memsz / sizeof *d;
+        if (!mapped(info, (uintptr_t)d, max * sizeof *d))
+            return NULL;
+        for (size_t k = 0; k < max && d[k].d_tag != DT_NULL; k++) {
+            if (d[k].d_tag != DT_GNU_HASH)
+                continue;
+            uintptr_t p = d[k].d_un.d_ptr;
+            if (!mapped(info, p, 16))
+                p += info->dlpi_addr;
+            if (!mapped(info, p, 16))
+                return NULL;
+            const uint32_t *h = (const uint32_t *)p;
+            if (h[2] == 0 || !mapped(info, p + 16, (size_t)h[2] * sizeof(ElfW(Addr))))
+                return NULL;
+            return h;
+        }
+    }
+    return NULL;
+}
+
+/* Can the object define `name` itself? False only when its GNU hash
+ * table's Bloom filter says it does not (which is never wrong); true when
+ * there is no such table to ask. */
+static bool may_define(const uint32_t *gh, const char *name)
+{
+    if (!gh)
+        return true;
+    uint32_t h = 5381;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        h = h * 33 + *c;
+    const unsigned bits = sizeof(ElfW(Addr)) * 8;
+    const ElfW(Addr) *bloom = (const ElfW(Addr) *)(gh + 4);
+    ElfW(Addr) word = bloom[(h / bits) % gh[2]];
+    ElfW(Addr) mask = ((ElfW(Addr))1 << (h % bits)) | ((ElfW(Addr))1 << ((h >> gh[3]) % bits));
+    return (word & mask) == mask;
+}
 
 static int collect(struct dl_phdr_info *info, size_t size, void *data)
 {
@@ -259,6 +448,11 @@ static int collect(struct dl_phdr_info *info, size_t size, void *data)
     const char *name = info->dlpi_name;
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len >= sizeof l->name[0])
+        return 0;
+    /* An object that cannot define either name is not OpenSSL's: not
+     * asked further (a symbol lookup of its own per object, otherwise). */
+    const uint32_t *gh = gnu_hash_of(info);
+    if (!may_define(gh, probe_name[0]) && !may_define(gh, probe_name[1]))
         return 0;
     /* dlpi_addr is the load bias; dladdr's dli_fbase is the lowest mapped
      * address: the first PT_LOAD's, as the loader maps it. */
@@ -278,28 +472,35 @@ void ks_copies_probe_loaded(void)
     static unsigned long long adds_seen;
     if (__atomic_load_n(&ks_ossl_copies_many, __ATOMIC_RELAXED))
         return;
+    dl_settle(); /* this thread is past any load it began */
+    unsigned long gen = __atomic_load_n(&dl_gen, __ATOMIC_SEQ_CST);
+    if (gen == __atomic_load_n(&dl_gen_seen, __ATOMIC_RELAXED))
+        return;
+    bool settles = __atomic_load_n(&dl_loading, __ATOMIC_SEQ_CST) == 0;
     unsigned long long adds = 0;
     dl_iterate_phdr(adds_of, &adds);
-    if (adds == __atomic_load_n(&adds_seen, __ATOMIC_RELAXED))
-        return;
-    __atomic_store_n(&adds_seen, adds, __ATOMIC_RELAXED);
-    KS_SAVE_ERRNO;
-    struct loaded *l = calloc(1, sizeof *l);
-    if (l) {
-        dl_iterate_phdr(collect, l);
-        for (int i = 0; i < l->n; i++) {
-            /* Only OpenSSL images are entered; the rest are not kept. */
-            void *h = dlopen(l->name[i], RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
-            if (h) {
-                bool ossl = l->base[i] != own_base() && defines_openssl(h, l->base[i]);
-                dlclose(h);
-                if (ossl)
-                    (void)image_self(l->base[i], l->name[i]);
+    if (adds != __atomic_load_n(&adds_seen, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&adds_seen, adds, __ATOMIC_RELAXED);
+        KS_SAVE_ERRNO;
+        struct loaded *l = calloc(1, sizeof *l);
+        if (l) {
+            dl_iterate_phdr(collect, l);
+            for (int i = 0; i < l->n; i++) {
+                /* Only OpenSSL images are entered; the rest are not kept. */
+                void *h = ks_libc()->dlopen(l->name[i], RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
+                if (h) {
+                    bool ossl = l->base[i] != own_base() && defines_openssl(h, l->base[i]);
+                    dlclose(h);
+                    if (ossl)
+                        (void)image_self(l->base[i], l->name[i]);
+                }
             }
+            free(l);
         }
-        free(l);
+        KS_RESTORE_ERRNO;
     }
-    KS_RESTORE_ERRNO;
+    if (settles)
+        __atomic_store_n(&dl_gen_seen, gen, __ATOMIC_RELAXED);
 }
 
 /* ---- the objects: what copy made them ---- */

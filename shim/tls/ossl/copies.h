@@ -21,11 +21,14 @@ enum ks_copy_kind {
 extern int ks_ossl_copies_many;
 
 /* Looks at what may reveal a second copy: the image a method lives in
- * (SSL_CTX_new, SSL_CTX_new_ex), or the list of loaded objects if it
- * changed since the last look (SSL_new, SSL_clear). Cheap when nothing is
- * new; sets ks_ossl_copies_many when a copy is found. */
+ * (SSL_CTX_new, SSL_CTX_new_ex), or the list of loaded objects the first
+ * time and after a dlopen/dlmopen (SSL_new, SSL_clear): a thread-local read
+ * and two loads otherwise. Sets ks_ossl_copies_many when a copy is found. */
 void ks_copies_probe_method(const void *method);
 void ks_copies_probe_loaded(void);
+
+/* In a forked child: the thread left is past any load it began. */
+void ks_copies_after_fork_child(void);
 
 /* The copy a call belongs to: by the caller's code (ra: a return address
  * inside an OpenSSL image), by the object (remembered when it was made or

@@ -12,6 +12,7 @@
  * threads are harmless. For OpenSSL 1.1, the same walk finds libssl.so.1.1
  * wherever it is. */
 #include "tls/ossl/sym.h"
+#include "core/libc.h"
 #include "core/log.h"
 
 #include <dlfcn.h>
@@ -57,7 +58,7 @@ static void *private_lib(void **slot, const char *base)
     struct find_ctx ctx = {.base = base};
     if (!dl_iterate_phdr(find_lib, &ctx))
         return NULL;
-    h = dlopen(ctx.path, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
+    h = ks_libc()->dlopen(ctx.path, RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
     if (!h)
         return NULL;
     void *expected = NULL;

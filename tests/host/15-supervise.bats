@@ -13,26 +13,8 @@ setup() {
 teardown() {
     local rc=0
     teardown_servers || rc=$?
-    # A daemon escapes the process group teardown_servers kills: end what
-    # runs with this test's own files on its command line (and its
-    # children), if anything.
-    local p
-    for p in $(pids_with_arg "$BATS_TEST_TMPDIR/"); do
-        pkill -KILL -P "$p" 2>/dev/null || true
-        kill -KILL "$p" 2>/dev/null || true
-    done
+    kill_leftovers
     return $rc
-}
-
-# wait_for_line FILE REGEX [SECONDS]: until a line of FILE matches.
-wait_for_line() {
-    local t=$(( ${3:-10} * 10 ))
-    for _ in $(seq "$t"); do
-        grep -Eq "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "no line matching '$2' in $1:" >&2; cat "$1" >&2
-    return 1
 }
 
 # connect_many PORT N TIMEOUT: N connections one after another, each bounded

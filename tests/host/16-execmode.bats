@@ -18,10 +18,8 @@ setup() {
 teardown() {
     local rc=0
     teardown_servers || rc=$?
+    kill_leftovers
     local p
-    for p in $(pids_with_arg "$BATS_TEST_TMPDIR/"); do
-        kill -KILL "$p" 2>/dev/null || true
-    done
     # daemons that rewrite their command line: by the port the test gave them
     if [ -s "$BATS_TEST_TMPDIR/daemon.port" ]; then
         for p in $(ss -Hltnp "sport = :$(cat "$BATS_TEST_TMPDIR/daemon.port")" |
@@ -30,16 +28,6 @@ teardown() {
         done
     fi
     return $rc
-}
-
-wait_for_line() {
-    local t=$(( ${3:-10} * 10 ))
-    for _ in $(seq "$t"); do
-        grep -Eq "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "no line matching '$2' in $1:" >&2; cat "$1" >&2
-    return 1
 }
 
 # tls_ask PORT LINE: one TLS connection to the asyncio server (5 s bound),

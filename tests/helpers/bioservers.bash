@@ -221,3 +221,26 @@ slow_fetch() {
     # shellcheck disable=SC2046 # the options are words
     fetch "$1" "$2" --limit-rate "$3" $(curl_tls 1.3 aes128)
 }
+
+# plain_then_off ARGS PORT "VERSIONS" FILE...: the server whose command line
+# the function ARGS prints (apache_args, h2o_args) without the library, then
+# with KTLSSHIM_KTLS=off writing $STATS (emptied first): each serves every
+# FILE intact over each of VERSIONS, ChaCha20 then AES-128-GCM. The caller
+# checks $STATS (no kTLS, reason disabled).
+plain_then_off() {
+    local args=$1 port=$2 vers=$3
+    shift 3
+    # shellcheck disable=SC2046
+    start_plain srv $("$args")
+    wait_listen "$port"
+    run matrix "$port" ec "$vers" chacha "$@"
+    assert_success
+    stop_srv srv 30
+    : >"$STATS"
+    # shellcheck disable=SC2046
+    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $("$args")
+    wait_listen "$port"
+    run matrix "$port" ec "$vers" aes128 "$@"
+    assert_success
+    stop_srv srv 30
+}

@@ -170,6 +170,50 @@ teardown_servers() {
     sanitizer_reports
 }
 
+# nginx_temp_paths: the lines of an nginx http block that keep every
+# temporary file in the test's directory ($BATS_TEST_TMPDIR/logs).
+nginx_temp_paths() {
+    local d="$BATS_TEST_TMPDIR/logs" t
+    for t in client_body:body proxy:proxy fastcgi:fastcgi uwsgi:uwsgi scgi:scgi; do
+        echo "    ${t%%:*}_temp_path $d/${t#*:};"
+    done
+}
+
+# www_sharded N STARTER...: STARTER (words that start a program as srv
+# with 2 workers and its stats in s.jsonl, e.g. start srv env
+# KTLSSHIM_SHARDS=2 KTLSSHIM_STATS=...) followed by openssl s_server -WWW;
+# N downloads of a 100 kB file one after another, all intact; after SIGTERM
+# the supervisor counts N TLS connections and each worker handshook some.
+www_sharded() {
+    local n=$1 port sup want got ok=0
+    shift
+    make_certs
+    head -c 100000 /dev/urandom >f.bin
+    want=$(sha256sum <f.bin)
+    port=$(free_port)
+    "$@" openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
+    wait_port "$port"
+    wait_spread srv # (started with KTLSSHIM_LOG=debug)
+    for _ in $(seq "$n"); do
+        got=$(curl -skf --max-time 10 "https://127.0.0.1:$port/f.bin" | sha256sum) &&
+            [ "$got" = "$want" ] && ok=$((ok + 1))
+    done
+    assert_equal "$ok" "$n"
+    sup=$(pid_of srv)
+    kill -TERM "$sup"
+    wait_gone "$sup" 10
+    # wait_port's probe connection is accepted but never handshakes
+    run json_get s.jsonl supervisor connections.tls
+    assert_output "$n"
+    run "$PY" - <<'PYEOF'
+import json
+ws = [json.loads(l) for l in open("s.jsonl") if '"worker"' in l]
+assert len(ws) == 2 and all(w["connections"]["tls"] > 0 for w in ws), ws
+print("ok")
+PYEOF
+    assert_output ok
+}
+
 # With the ASan+UBSan build: a sanitizer's report in any output a test's
 # processes left (their .err/.out files, logs) fails the test, even where
 # the test itself did not look at that process's exit status.

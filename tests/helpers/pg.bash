@@ -129,6 +129,22 @@ pg_expected() {
     { head -c 300000 /dev/zero | tr '\0' x; echo; } | sha256sum | cut -d' ' -f1
 }
 
+# pg_roundtrips NAME FILE VERSION...: pg_roundtrip once per TLS VERSION
+# (1.2, 1.3), each on a connection of its own; every one must print what
+# pg_expected says. A failure names its version; all are tried.
+pg_roundtrips() {
+    local name=$1 file=$2 v got bad=0
+    shift 2
+    for v in "$@"; do
+        got=$(pg_roundtrip "$name" "$v" "$file") || got="psql failed: $got"
+        if [ "$got" != "$(pg_expected "$file" "$v")" ]; then
+            echo "TLS $v: got $got"
+            bad=1
+        fi
+    done
+    return "$bad"
+}
+
 # bcs_serve MODE: tests/helpers/bio_copy_server.c (copy, filter or plain
 # BIO) serves s300007 twice (TLS 1.2, then 1.3) under the library, its
 # record in MODE.jsonl: both bodies intact with a clean close_notify, exit 0.

@@ -50,6 +50,37 @@ make_files() {
 
 sha() { sha256sum <"$1" | cut -d' ' -f1; }
 
+# tls_setup SIZE...: what the kTLS files set up for each test: the test's
+# directory, certificates, $WWW files of SIZEs (FILES: their paths, NAMES:
+# their names), OUT (uploads received) and GOT (downloads, made), STATS (the
+# record file, not exported), a debug log, fetches bounded at 120 s, and
+# no KTLSSHIM_KTLS, _SHARDS or _ZEROCOPY from outside.
+tls_setup() {
+    cd "$BATS_TEST_TMPDIR" || return 1
+    make_certs
+    make_files "$@"
+    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
+    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
+    STATS="$BATS_TEST_TMPDIR/s.jsonl"
+    OUT="$BATS_TEST_TMPDIR/out"
+    GOT="$BATS_TEST_TMPDIR/got"
+    mkdir -p "$GOT"
+    FILES=() NAMES=()
+    local n
+    for n in "$@"; do
+        FILES+=("$WWW/s$n")
+        NAMES+=("s$n")
+    done
+}
+
+# vm_setup SIZE...: tls_setup, and only inside the kTLS VM.
+vm_setup() {
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
+        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
+    fi
+    tls_setup "$@"
+}
+
 # curl_tls VERSION AEAD [ec|rsa]: curl options that pin TLS VERSION (1.2 or
 # 1.3) and the AEAD (aes128, aes256, chacha) for a certificate of that type.
 curl_tls() {
@@ -90,27 +121,74 @@ fetch() {
     rm -f "$out"
 }
 
+# ---- variants: one check over a list of (version, cipher), as the
+# kernel's tools/testing/selftests/net/tls.c runs its fixtures per variant.
+# A server started once is checked over several variants.
+
+# variant_name VERSION AEAD: how a variant is named where it fails:
+# "TLS 1.3 aes128 (TLS_AES_128_GCM_SHA256)".
+variant_name() {
+    echo "TLS $1 $2 ($(cipher_name "$1" "$2" "${VARIANT_KEY:-ec}" 2>&1))"
+}
+
+# variants_of "VERSIONS" "AEADS": every (version, AEAD) pair, one a line.
+variants_of() {
+    local v a
+    for v in $1; do
+        for a in $2; do echo "$v $a"; done
+    done
+}
+
+# tls_variants CHECK VARIANT...: runs "CHECK VERSION AEAD [WORD...]" for
+# each VARIANT (the words "VERSION AEAD [WORD...]"), every one even after a
+# failure; each that fails gets a line "FAIL: <variant_name> [WORD...]";
+# fails if any did. CHECK runs as a condition, where errexit does not act:
+# it must return non-zero itself (cmd || return 1), not rely on a bare
+# failing command.
+tls_variants() {
+    local check=$1 v w bad=0
+    shift
+    for v in "$@"; do
+        read -r -a w <<<"$v"
+        if ! "$check" "${w[@]}"; then
+            echo "FAIL: $(variant_name "${w[0]}" "${w[1]}")${w[2]:+ ${w[*]:2}}"
+            bad=$((bad + 1))
+        fi
+    done
+    [ "$bad" -eq 0 ]
+}
+
 # matrix PORT KEYTYPE "VERSIONS" "AEADS" FILE...: fetches each file of $WWW
-# with each version and AEAD. Prints "VERSION AEAD FILE HASH" lines (the
-# record of what came back) to $BATS_TEST_TMPDIR/matrix.out, and one line per
-# failure on stdout; fails if any fetch failed or any hash differs.
+# with each version and AEAD (curl). Prints "VERSION AEAD FILE HASH" lines
+# (the record of what came back) to $BATS_TEST_TMPDIR/matrix.out, and one
+# line per failure on stdout; fails if any fetch failed or any hash differs.
 matrix() {
-    local port=$1 kt=$2 vers=$3 aeads=$4 v a f got bad=0
+    local port=$1 kt=$2 vers=$3 aeads=$4 v vs=()
     shift 4
-    for v in $vers; do
-        for a in $aeads; do
-            for f in "$@"; do
-                # shellcheck disable=SC2046 # the options are words
-                got=$(fetch "$port" "$f" $(curl_tls "$v" "$a" "$kt")) || got=curl-failed
-                echo "$v $a $f $got" >>"$BATS_TEST_TMPDIR/matrix.out"
-                if [ "$got" != "$(sha "$WWW/$f")" ]; then
-                    echo "BAD: TLS $v $a $f: $got"
-                    bad=$((bad + 1))
-                fi
-            done
-        done
+    while read -r v; do vs+=("$v $*"); done < <(variants_of "$vers" "$aeads")
+    MATRIX_PORT=$port VARIANT_KEY=$kt tls_variants fetch_variant "${vs[@]}"
+}
+
+# fetch_variant VERSION AEAD FILE...: matrix's check, on $MATRIX_PORT.
+fetch_variant() {
+    local v=$1 a=$2 f got bad=0
+    shift 2
+    for f in "$@"; do
+        # shellcheck disable=SC2046 # the options are words
+        got=$(fetch "$MATRIX_PORT" "$f" $(curl_tls "$v" "$a" "${VARIANT_KEY:-ec}")) || got=curl-failed
+        echo "$v $a $f $got" >>"$BATS_TEST_TMPDIR/matrix.out"
+        if [ "$got" != "$(sha "$WWW/$f")" ]; then
+            echo "BAD: TLS $v $a $f: $got"
+            bad=1
+        fi
     done
     return "$bad"
+}
+
+# fetch_variants PORT VARIANT...: each VARIANT "VERSION AEAD FILE..."
+# fetched from the one server on PORT (curl, EC certificate), as matrix.
+fetch_variants() {
+    MATRIX_PORT=$1 tls_variants fetch_variant "${@:2}"
 }
 
 # count_handshakes NAME VERSION CIPHER TX RX: how many "handshake done" debug
@@ -127,6 +205,9 @@ lib_lines() {
     cat "$BATS_TEST_TMPDIR/$1.err" "$BATS_TEST_TMPDIR/logs/error.log" 2>/dev/null |
         grep -E '^ktlsshim\[[0-9]+\]: ' || true
 }
+
+# lib_lines_have NAME REGEX: a line of the library's (lib_lines) matches.
+lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
 
 # stop_srv NAME [SECONDS]: SIGTERM to the server started as NAME; it must be
 # gone within SECONDS (10); sets $status_of.
@@ -253,11 +334,7 @@ http {
     access_log off;
     default_type application/octet-stream;
     sendfile on;
-    client_body_temp_path $d/logs/body;
-    proxy_temp_path $d/logs/proxy;
-    fastcgi_temp_path $d/logs/fastcgi;
-    uwsgi_temp_path $d/logs/uwsgi;
-    scgi_temp_path $d/logs/scgi;
+$(nginx_temp_paths)
     server {
         listen 127.0.0.1:$1 ssl;
         ssl_certificate $2;
@@ -380,21 +457,55 @@ sink_start() {
         --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --out "$out" "$@"
 }
 
-# upload PORT MODE VERSION AEAD FILE...: tls_send.py without the library,
-# the cipher pinned (TLS 1.3 suites through a private OPENSSL_CONF).
-upload() {
-    local port=$1 mode=$2 ver=$3 aead=$4
-    shift 4
-    local conf="$BATS_TEST_TMPDIR/client-$ver-$aead.cnf" cipher=""
-    if [ "$ver" = 1.3 ]; then
+# pin_client VERSION AEAD: for a Python client run without the library, a
+# private OPENSSL_CONF that pins AEAD (TLS 1.3 suites can be chosen only
+# there). Sets PIN_CONF (its path) and PIN_CIPHER (the TLS 1.2 cipher to
+# pass, empty for 1.3).
+pin_client() {
+    PIN_CONF="$BATS_TEST_TMPDIR/client-$1-$2.cnf" PIN_CIPHER=""
+    if [ "$1" = 1.3 ]; then
         printf '%s\n' 'openssl_conf = c' '[c]' 'ssl_conf = s' '[s]' 'system_default = d' '[d]' \
-            "Ciphersuites = $(cipher_name 1.3 "$aead" ec)" >"$conf"
+            "Ciphersuites = $(cipher_name 1.3 "$2" ec)" >"$PIN_CONF"
     else
-        printf '%s\n' 'openssl_conf = c' '[c]' >"$conf"
-        cipher=$(cipher_name 1.2 "$aead" ec)
+        printf '%s\n' 'openssl_conf = c' '[c]' >"$PIN_CONF"
+        PIN_CIPHER=$(cipher_name 1.2 "$2" ec)
     fi
-    env -u LD_PRELOAD OPENSSL_CONF="$conf" "$PY" "$HELPERS_DIR/tls_send.py" "$port" "$mode" \
-        "$ver" "$cipher" "$@"
+}
+
+# upload PORT MODE VERSION AEAD FILE...: tls_send.py without the library,
+# the cipher pinned.
+upload() {
+    local port=$1 mode=$2 ver=$3
+    pin_client "$3" "$4"
+    shift 4
+    env -u LD_PRELOAD OPENSSL_CONF="$PIN_CONF" "$PY" "$HELPERS_DIR/tls_send.py" "$port" "$mode" \
+        "$ver" "$PIN_CIPHER" "$@"
+}
+
+# fetch_files PORT VERSION AEAD [--slow] [--expect N] NAME...: tls_fetch.py
+# without the library, the cipher pinned; the bodies go to $GOT.
+fetch_files() {
+    local port=$1 ver=$2
+    pin_client "$2" "$3"
+    shift 3
+    env -u LD_PRELOAD OPENSSL_CONF="$PIN_CONF" "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" "$ver" \
+        "$PIN_CIPHER" "$GOT" "$@"
+}
+
+# serve_uploads VERSION AEAD MODE [tls_sink.py option...]: a sink (srv, in
+# MODE) for the uploads of $FILES, one connection each, then its exit; each
+# upload's hash and length checked on the server's side ($OUT). Usable as a
+# tls_variants check.
+serve_uploads() {
+    local ver=$1 aead=$2 mode=$3 port
+    shift 3
+    rm -rf "$OUT"
+    port=$(pick_port)
+    sink_start srv "$port" "$OUT" --mode "$mode" --serve ${#FILES[@]} "$@"
+    wait_listen "$port" || return 1
+    upload "$port" "$mode" "$ver" "$aead" "${FILES[@]}" || return 1
+    wait_gone "$(pid_of srv)" 60 || { echo "the sink did not end"; return 1; }
+    sums_match "$OUT" "${FILES[@]}"
 }
 
 # sums_match OUTDIR FILE...: connection i's "<sha256> <length>" in

@@ -59,31 +59,7 @@ print('ok')"
 }
 
 @test "openssl s_server -WWW, N=2: 200 TLS requests, all bytes intact, both workers serve" {
-    make_certs
-    head -c 100000 /dev/urandom > f.bin
-    want=$(sha256sum < f.bin)
-    port=$(free_port)
-    start srv env KTLSSHIM_LOG=debug KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
-        openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
-    wait_port "$port"
-    wait_spread srv
-    ok=0
-    for i in $(seq 200); do
-        got=$(curl -skf --max-time 10 "https://127.0.0.1:$port/f.bin" | sha256sum) && [ "$got" = "$want" ] && ok=$((ok+1))
-    done
-    assert_equal "$ok" 200
-    sup=$(pid_of srv)
-    kill -TERM "$sup"
-    wait_gone "$sup" 5
-    run json_get s.jsonl supervisor connections.tls
-    # wait_port's probe connection is accepted but never handshakes
-    assert_output 200
-    run "$PY" -c "
-import json
-ws=[json.loads(l) for l in open('s.jsonl') if '\"worker\"' in l]
-assert len(ws)==2 and all(w['connections']['tls']>0 for w in ws), ws
-print('ok')"
-    assert_output ok
+    www_sharded 200 start srv env KTLSSHIM_LOG=debug KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
 }
 
 @test "nginx (master_process off), N=2: 300 requests, no failure, both workers serve" {
@@ -99,11 +75,7 @@ error_log $BATS_TEST_TMPDIR/logs/error.log;
 events { worker_connections 256; }
 http {
     access_log off;
-    client_body_temp_path $BATS_TEST_TMPDIR/logs/body;
-    proxy_temp_path $BATS_TEST_TMPDIR/logs/proxy;
-    fastcgi_temp_path $BATS_TEST_TMPDIR/logs/fastcgi;
-    uwsgi_temp_path $BATS_TEST_TMPDIR/logs/uwsgi;
-    scgi_temp_path $BATS_TEST_TMPDIR/logs/scgi;
+$(nginx_temp_paths)
     server { listen 127.0.0.1:$port; root $BATS_TEST_TMPDIR/www; }
 }
 EOF2
@@ -495,6 +467,23 @@ print(s.recv(999).decode().split()[0])"; done | sort -u > served.$cpu
     ! cmp -s served.0 served.1
 }
 
+# activate PORT SCRIPT [ARG...]: a service manager, started as srv: a
+# socket listening on PORT at fd 3, LISTEN_FDS=1 and KTLSSHIM_SHARDS=2 in
+# the environment, then exec of the Python SCRIPT.
+activate() {
+    local port=$1
+    shift
+    start srv "$PY" -c "
+import os, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $port)); s.listen(16)
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_FDS='1', KTLSSHIM_SHARDS='2')
+os.execv(sys.executable, [sys.executable] + sys.argv[1:])" "$@"
+}
+
 @test "a program whose first listen() is on an inherited listener: refused with a line that says so, and it serves" {
     port=$(free_port)
     cat > activated_only.py <<'PYEOF'
@@ -506,15 +495,7 @@ while True:
     c.sendall(b"pid=%d\n" % os.getpid())
     c.close()
 PYEOF
-    start srv "$PY" -c "
-import os, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('127.0.0.1', $port)); s.listen(16)
-if s.fileno() != 3:
-    os.dup2(s.fileno(), 3)
-os.set_inheritable(3, True)
-os.environ.update(LISTEN_FDS='1', KTLSSHIM_SHARDS='2')
-os.execv(sys.executable, [sys.executable, 'activated_only.py'])"
+    activate "$port" activated_only.py
     wait_port "$port"
     run "$PY" -c "
 import socket
@@ -545,15 +526,7 @@ while True:
         c.close()
 PYEOF
     # the "service manager": a listening socket at fd 3, then exec
-    start srv "$PY" -c "
-import os, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('127.0.0.1', $port)); s.listen(16)
-if s.fileno() != 3:
-    os.dup2(s.fileno(), 3)
-os.set_inheritable(3, True)
-os.environ.update(LISTEN_FDS='1', KTLSSHIM_SHARDS='2')
-os.execv(sys.executable, [sys.executable, 'activated.py', '$port2'])"
+    activate "$port" activated.py "$port2"
     wait_port "$port2"
     sup=$(pid_of srv)
     wait_until 30 n_children "$sup" 2

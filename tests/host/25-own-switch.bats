@@ -11,46 +11,21 @@ load '../helpers/tls'
 SIZES="0 1 16383 16384 16385 1048583"
 
 setup() {
-    cd "$BATS_TEST_TMPDIR"
     if grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null; then
         skip "this kernel has the tls ULP: tests/vm covers it"
     fi
-    make_certs
     # shellcheck disable=SC2086
-    make_files $SIZES
-    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
-    export KTLSSHIM_LOG=debug
-    export KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
-    OUT="$BATS_TEST_TMPDIR/out"
-    FILES=()
-    for n in $SIZES; do FILES+=("$WWW/s$n"); done
+    tls_setup $SIZES
+    export KTLSSHIM_STATS="$STATS"
 }
 teardown() { teardown_servers; }
 
-uploads() {
-    local mode=$1 ver=$2 aead=$3
-    shift 3
-    rm -rf "$OUT"
-    port=$(pick_port)
-    sink_start srv "$port" "$OUT" --mode "$mode" --serve ${#FILES[@]} "$@"
-    wait_listen "$port"
-    run upload "$port" "$mode" "$ver" "$aead" "${FILES[@]}"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    wait_gone "$(pid_of srv)" 30
-    run sums_match "$OUT" "${FILES[@]}"
-    echo "$output"
-    [ "$status" -eq 0 ]
-}
-
 @test "uploads in auto, own and off modes arrive identical; receive falls back (no_kernel_tls / disabled)" {
-    uploads eof 1.3 aes128
-    uploads length 1.2 chacha --timeout 30
+    tls_variants serve_uploads "1.3 aes128 eof" "1.2 chacha length --timeout 30"
     export KTLSSHIM_KTLS=own
-    uploads eof 1.3 aes256
-    uploads length 1.2 aes256
+    tls_variants serve_uploads "1.3 aes256 eof" "1.2 aes256 length"
     export KTLSSHIM_KTLS=off
-    uploads eof 1.3 chacha
+    serve_uploads 1.3 chacha eof
     run stats_check "$KTLSSHIM_STATS" 'len(R) == 5' 'S("connections.tls") == 30' \
         'S("ktls.rx") == 0 and S("ktls.rx_own") == 0' \
         'S("fallback_rx.no_kernel_tls") == 24 and S("fallback_rx.disabled") == 6' \

@@ -37,20 +37,8 @@ teardown() { teardown_servers; }
         'S("bytes.user_tx") >= 2 * 2 * (1 + 16385 + 1048583)'
     assert_output ok
     # The same server, without the library and with it switched off.
-    # shellcheck disable=SC2046
-    start_plain srv $(apache_args)
-    wait_listen "$port"
-    run matrix "$port" ec "1.3 1.2" chacha s1 s1048583
-    assert_success
-    stop_srv srv 20
-    : >"$STATS"
-    # shellcheck disable=SC2046
-    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(apache_args)
-    wait_listen "$port"
-    run matrix "$port" ec "1.3 1.2" aes128 s16385
-    assert_success
-    stop_srv srv 20
-    run stats_check "$STATS" 'S("connections.tls") == 2 and S("fallback_tx.disabled") == 2'
+    plain_then_off apache_args "$port" "1.3 1.2" s1 s16385 s1048583
+    run stats_check "$STATS" 'S("connections.tls") == 6 and S("fallback_tx.disabled") == 6'
     assert_output ok
 }
 
@@ -158,20 +146,8 @@ teardown() { teardown_servers; }
     run stats_check "$STATS" 'S("connections.tls") == 16' 'S("ktls.tx") == 0' \
         'S("fallback_tx.no_kernel_tls") == 16 and S("fallback_rx.no_kernel_tls") == 16'
     assert_output ok
-    # shellcheck disable=SC2046
-    start_plain srv $(h2o_args)
-    wait_listen "$port"
-    run matrix "$port" ec "1.3 1.2" chacha s1 s1048583
-    assert_success
-    stop_srv srv 20
-    : >"$STATS"
-    # shellcheck disable=SC2046
-    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(h2o_args)
-    wait_listen "$port"
-    run matrix "$port" ec "1.3 1.2" aes128 s16385
-    assert_success
-    stop_srv srv 20
-    run stats_check "$STATS" 'S("connections.tls") == 2 and S("fallback_tx.disabled") == 2'
+    plain_then_off h2o_args "$port" "1.3 1.2" s1 s16385 s1048583
+    run stats_check "$STATS" 'S("connections.tls") == 6 and S("fallback_tx.disabled") == 6'
     assert_output ok
 }
 

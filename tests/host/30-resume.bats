@@ -182,11 +182,7 @@ error_log $BATS_TEST_TMPDIR/logs/error.log;
 events { worker_connections 64; }
 http {
     access_log off;
-    client_body_temp_path $BATS_TEST_TMPDIR/logs/body;
-    proxy_temp_path $BATS_TEST_TMPDIR/logs/proxy;
-    fastcgi_temp_path $BATS_TEST_TMPDIR/logs/fastcgi;
-    uwsgi_temp_path $BATS_TEST_TMPDIR/logs/uwsgi;
-    scgi_temp_path $BATS_TEST_TMPDIR/logs/scgi;
+$(nginx_temp_paths)
     server {
         listen 127.0.0.1:$1 ssl;
         ssl_certificate $CERTS/ec.pem; ssl_certificate_key $CERTS/ec.key;

@@ -54,32 +54,34 @@ PYEOF
     assert_line "dlopen /nonexistent/x.so False b'/nonexistent/x.so: cannot open shared object file: No such file or directory' None"
 }
 
-@test "nginx with master_process on, unsharded: each process writes its own record" {
-    port=$(free_port)
+# master_conf PORT WORKERS: nginx.conf for nginx with its master process
+# and WORKERS workers, TLS on PORT, serving www/index.html ("hi").
+master_conf() {
     mkdir -p www logs
     echo hi > www/index.html
     cat > nginx.conf <<EOF2
 daemon off;
 master_process on;
 user root;
-worker_processes 2;
+worker_processes $2;
 pid $BATS_TEST_TMPDIR/nginx.pid;
 error_log $BATS_TEST_TMPDIR/logs/error.log;
 events { worker_connections 64; }
 http {
     access_log off;
-    client_body_temp_path $BATS_TEST_TMPDIR/logs/body;
-    proxy_temp_path $BATS_TEST_TMPDIR/logs/proxy;
-    fastcgi_temp_path $BATS_TEST_TMPDIR/logs/fastcgi;
-    uwsgi_temp_path $BATS_TEST_TMPDIR/logs/uwsgi;
-    scgi_temp_path $BATS_TEST_TMPDIR/logs/scgi;
+$(nginx_temp_paths)
     server {
-        listen 127.0.0.1:$port ssl;
+        listen 127.0.0.1:$1 ssl;
         ssl_certificate $CERTS/ec.pem; ssl_certificate_key $CERTS/ec.key;
         root $BATS_TEST_TMPDIR/www;
     }
 }
 EOF2
+}
+
+@test "nginx with master_process on, unsharded: each process writes its own record" {
+    port=$(free_port)
+    master_conf "$port" 2
     start srv env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
         /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/nginx.conf"
     wait_port "$port"
@@ -98,30 +100,7 @@ EOF2
 
 @test "nginx with master_process on, sharded: the processes a worker forks write worker_child records, summed by the supervisor" {
     port=$(free_port)
-    mkdir -p www logs
-    echo hi > www/index.html
-    cat > nginx.conf <<EOF2
-daemon off;
-master_process on;
-user root;
-worker_processes 1;
-pid $BATS_TEST_TMPDIR/nginx.pid;
-error_log $BATS_TEST_TMPDIR/logs/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path $BATS_TEST_TMPDIR/logs/body;
-    proxy_temp_path $BATS_TEST_TMPDIR/logs/proxy;
-    fastcgi_temp_path $BATS_TEST_TMPDIR/logs/fastcgi;
-    uwsgi_temp_path $BATS_TEST_TMPDIR/logs/uwsgi;
-    scgi_temp_path $BATS_TEST_TMPDIR/logs/scgi;
-    server {
-        listen 127.0.0.1:$port ssl;
-        ssl_certificate $CERTS/ec.pem; ssl_certificate_key $CERTS/ec.key;
-        root $BATS_TEST_TMPDIR/www;
-    }
-}
-EOF2
+    master_conf "$port" 1
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
         /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/nginx.conf"
     wait_port "$port"

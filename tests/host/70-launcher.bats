@@ -77,31 +77,7 @@ print('ok')"
 }
 
 @test "openssl s_server -WWW through 'ktlsshim -n 2': 60 TLS downloads intact, both workers handshake" {
-    make_certs
-    head -c 100000 /dev/urandom > f.bin
-    want=$(sha256sum < f.bin)
-    port=$(free_port)
-    launch srv -n 2 --ktls auto --log debug --stats "$BATS_TEST_TMPDIR/s.jsonl" -- \
-        openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
-    wait_port "$port"
-    wait_spread srv
-    ok=0
-    for i in $(seq 60); do
-        got=$(curl -skf --max-time 10 "https://127.0.0.1:$port/f.bin" | sha256sum) &&
-            [ "$got" = "$want" ] && ok=$((ok+1))
-    done
-    assert_equal "$ok" 60
-    sup=$(pid_of srv)
-    kill -TERM "$sup"
-    wait_gone "$sup" 10
-    run json_get s.jsonl supervisor connections.tls
-    assert_output 60
-    run "$PY" -c "
-import json
-ws=[json.loads(l) for l in open('s.jsonl') if '\"worker\"' in l]
-assert len(ws)==2 and all(w['connections']['tls']>0 for w in ws), ws
-print('ok')"
-    assert_output ok
+    www_sharded 60 launch srv -n 2 --ktls auto --log debug --stats "$BATS_TEST_TMPDIR/s.jsonl" --
 }
 
 @test "an existing LD_PRELOAD is kept, the library appended after it, and both are loaded" {

@@ -12,42 +12,15 @@ load '../helpers/tls'
 SIZES="0 1 16383 16384 16385 1048583"
 
 setup() {
-    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
-        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
-    fi
-    cd "$BATS_TEST_TMPDIR"
-    make_certs
     # shellcheck disable=SC2086
-    make_files $SIZES
-    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
-    export KTLSSHIM_LOG=debug
-    export KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
-    OUT="$BATS_TEST_TMPDIR/out"
-    FILES=()
-    for n in $SIZES; do FILES+=("$WWW/s$n"); done
+    vm_setup $SIZES
+    export KTLSSHIM_STATS="$STATS"
 }
 teardown() { teardown_servers; }
 
-# serve_uploads MODE VERSION AEAD [sink option...]: a sink for the six
-# uploads, the uploads, then the server's exit; checks the hashes.
-serve_uploads() {
-    local mode=$1 ver=$2 aead=$3
-    shift 3
-    port=$(pick_port)
-    sink_start srv "$port" "$OUT" --mode "$mode" --serve ${#FILES[@]} "$@"
-    wait_listen "$port"
-    run upload "$port" "$mode" "$ver" "$aead" "${FILES[@]}"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    wait_gone "$(pid_of srv)" 60
-    run sums_match "$OUT" "${FILES[@]}"
-    echo "$output"
-    [ "$status" -eq 0 ]
-}
-
 @test "own switch, TLS 1.3 AES-128-GCM, python sink (eof mode): RX kTLS on every upload, bytes intact" {
     snap
-    serve_uploads eof 1.3 aes128
+    serve_uploads 1.3 aes128 eof
     echo "# tls_stat: TlsRxSw+$(delta TlsRxSw) TlsTxSw+$(delta TlsTxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
     assert_equal "$(delta TlsRxSw)" 6
     run stats_check "$KTLSSHIM_STATS" 'S("connections.tls1_3") == 6' \
@@ -58,9 +31,7 @@ serve_uploads() {
 
 @test "own switch, TLS 1.3 CHACHA20 and AES-256-GCM, non-blocking python sink, server's close_notify first, slow reader" {
     snap
-    serve_uploads length 1.3 chacha --timeout 30
-    rm -rf "$OUT"
-    serve_uploads length 1.3 aes256 --timeout 30 --slow
+    tls_variants serve_uploads "1.3 chacha length --timeout 30" "1.3 aes256 length --timeout 30 --slow"
     echo "# tls_stat: TlsRxSw+$(delta TlsRxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
     assert_equal "$(delta TlsRxSw)" 12
     assert_equal "$(delta TlsDecryptError)" 0
@@ -72,9 +43,7 @@ serve_uploads() {
 @test "KTLSSHIM_KTLS=own, TLS 1.2 AES-256-GCM and CHACHA20: RX and TX by the own switch (not libssl), server's close_notify first" {
     export KTLSSHIM_KTLS=own
     snap
-    serve_uploads eof 1.2 aes256
-    rm -rf "$OUT"
-    serve_uploads length 1.2 chacha
+    tls_variants serve_uploads "1.2 aes256 eof" "1.2 chacha length"
     assert_equal "$(delta TlsRxSw)" 12
     assert_equal "$(delta TlsTxSw)" 12
     run stats_check "$KTLSSHIM_STATS" 'S("connections.tls1_2") == 12' \
@@ -85,7 +54,7 @@ serve_uploads() {
 @test "KTLSSHIM_KTLS=off: the same uploads arrive identical in user space" {
     export KTLSSHIM_KTLS=off
     snap
-    serve_uploads eof 1.3 aes128
+    serve_uploads 1.3 aes128 eof
     assert_equal "$(delta TlsRxSw)" 0
     run stats_check "$KTLSSHIM_STATS" 'S("ktls.rx") == 0 and S("fallback_rx.disabled") == 6'
     assert_output ok

@@ -14,20 +14,9 @@ load '../helpers/tls'
 SIZES="0 1 16383 16384 16385 1048583"
 
 setup() {
-    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
-        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
-    fi
-    cd "$BATS_TEST_TMPDIR"
-    make_certs
     # shellcheck disable=SC2086
-    make_files $SIZES
-    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
-    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
-    export KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
-    GOT="$BATS_TEST_TMPDIR/got"
-    mkdir -p "$GOT"
-    NAMES=()
-    for n in $SIZES; do NAMES+=("s$n"); done
+    vm_setup $SIZES
+    export KTLSSHIM_STATS="$STATS"
 }
 teardown() { teardown_servers; }
 
@@ -38,23 +27,6 @@ source_start() {
     shift 2
     start "$name" "$PY" "$HELPERS_DIR/tls_source.py" --port "$port" \
         --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW" "$@"
-}
-
-# fetch_files PORT VERSION AEAD [--slow] NAME...: tls_fetch.py without the
-# library, the cipher pinned (TLS 1.3 suites through a private OPENSSL_CONF).
-fetch_files() {
-    local port=$1 ver=$2 aead=$3
-    shift 3
-    local conf="$BATS_TEST_TMPDIR/client-$ver-$aead.cnf" cipher=""
-    if [ "$ver" = 1.3 ]; then
-        printf '%s\n' 'openssl_conf = c' '[c]' 'ssl_conf = s' '[s]' 'system_default = d' '[d]' \
-            "Ciphersuites = $(cipher_name 1.3 "$aead" ec)" >"$conf"
-    else
-        printf '%s\n' 'openssl_conf = c' '[c]' >"$conf"
-        cipher=$(cipher_name 1.2 "$aead" ec)
-    fi
-    env -u LD_PRELOAD OPENSSL_CONF="$conf" "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" "$ver" \
-        "$cipher" "$GOT" "$@"
 }
 
 # same_bodies NAME...: what came back equals $WWW's files.
@@ -68,36 +40,44 @@ same_bodies() {
     done
 }
 
-# serve_files VERSION AEAD [--slow] NAME... (server options in SRV_OPTS):
-# one connection per file; bodies, clean shutdowns both ways, server exit.
+# serve_files VARIANT... (server options in SRV_OPTS): one file server
+# (srv) for every VARIANT, "VERSION AEAD [--slow] NAME...": one connection
+# per NAME, each body intact with close_notify both ways; then the server's
+# exit after that many connections, each of which saw the client's
+# close_notify. A variant that fails is named.
 serve_files() {
-    local ver=$1 aead=$2 n=0 a
-    shift 2
-    for a in "$@"; do [ "$a" = --slow ] || n=$((n + 1)); done
-    port=$(pick_port)
+    local v w n=0
+    for v in "$@"; do
+        for w in ${v#* * }; do [ "$w" = --slow ] || n=$((n + 1)); done
+    done
+    SRV_PORT=$(pick_port)
     # shellcheck disable=SC2086
-    source_start srv "$port" --serve "$n" ${SRV_OPTS:-}
-    wait_listen "$port"
-    run fetch_files "$port" "$ver" "$aead" "$@"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    [ "$(grep -c ' clean$' <<<"$output")" -eq "$n" ]
+    source_start srv "$SRV_PORT" --serve "$n" ${SRV_OPTS:-}
+    wait_listen "$SRV_PORT"
+    tls_variants fetch_clean "$@"
     wait_gone "$(pid_of srv)" 120
     cat "$BATS_TEST_TMPDIR/srv.out"
     # the server saw each client's close_notify (unwrap returned)
     [ "$(grep -c '^ok ' "$BATS_TEST_TMPDIR/srv.out")" -eq "$n" ]
-    local names=()
+    rm -f "$BATS_TEST_TMPDIR/srv.out"
+}
+
+# fetch_clean VERSION AEAD [--slow] NAME...: serve_files' check, on
+# $SRV_PORT: every NAME fetched, ended by a clean close_notify, identical.
+fetch_clean() {
+    local ver=$1 aead=$2 out a names=()
+    shift 2
     for a in "$@"; do [ "$a" = --slow ] || names+=("$a"); done
-    run same_bodies "${names[@]}"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    rm -f "$BATS_TEST_TMPDIR/srv.out" "$BATS_TEST_TMPDIR/srv.err.keep"
+    out=$(fetch_files "$SRV_PORT" "$ver" "$aead" "$@") || { echo "$out"; return 1; }
+    echo "$out"
+    [ "$(grep -c ' clean$' <<<"$out")" -eq ${#names[@]} ] || return 1
+    same_bodies "${names[@]}"
 }
 
 @test "KTLSSHIM_KTLS=own, python (blocking), TLS 1.3 AES-128-GCM, sizes 0..1 MiB+7: TX and RX by the own switch, bodies intact, close_notify both ways" {
     export KTLSSHIM_KTLS=own
     snap
-    serve_files 1.3 aes128 "${NAMES[@]}"
+    serve_files "1.3 aes128 ${NAMES[*]}"
     echo "# tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
     assert_equal "$(delta TlsTxSw)" 6
     assert_equal "$(delta TlsRxSw)" 6
@@ -114,23 +94,20 @@ serve_files() {
 @test "KTLSSHIM_KTLS=own, python, TLS 1.2 x AES-128-GCM, AES-256-GCM, CHACHA20 and TLS 1.3 AES-256-GCM, CHACHA20: TX own, bodies intact" {
     export KTLSSHIM_KTLS=own
     snap
-    serve_files 1.2 aes128 s16385 s1048583
-    serve_files 1.2 aes256 s16384 s1048583
-    serve_files 1.2 chacha s1 s1048583
-    serve_files 1.3 aes256 s16383 s1048583
-    serve_files 1.3 chacha s0 s1048583
+    serve_files "1.2 aes128 s16385 s1048583" "1.2 aes256 s16384 s1048583" "1.2 chacha s1 s1048583" \
+        "1.3 aes256 s16383 s1048583" "1.3 chacha s0 s1048583"
     echo "# tls_stat: TlsTxSw+$(delta TlsTxSw) TlsRxSw+$(delta TlsRxSw) TlsDecryptError+$(delta TlsDecryptError)" >&3
     assert_equal "$(delta TlsTxSw)" 10
     assert_equal "$(delta TlsDecryptError)" 0
-    run stats_check "$KTLSSHIM_STATS" 'len(R) == 5' 'S("connections.tls1_2") == 6' \
+    run stats_check "$KTLSSHIM_STATS" 'len(R) == 1' 'S("connections.tls1_2") == 6' \
         'S("ktls.tx_own") == 10 and S("ktls.tx") == 10 and S("ktls.rx_own") == 10'
     assert_output ok
 }
 
 @test "KTLSSHIM_KTLS=own, slow reader against a python server with a socket timeout and a 4 KiB send buffer: partial writes and retries, byte-identical" {
     export KTLSSHIM_KTLS=own
-    SRV_OPTS="--timeout 60 --small-buffers" serve_files 1.3 aes128 --slow s1048583 s16385
-    SRV_OPTS="--timeout 60 --small-buffers" serve_files 1.2 chacha --slow s1048583
+    SRV_OPTS="--timeout 60 --small-buffers" serve_files "1.3 aes128 --slow s1048583 s16385" \
+        "1.2 chacha --slow s1048583"
     run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx_own") == 3'
     assert_output ok
 }
@@ -139,8 +116,7 @@ serve_files() {
     for mode in auto own; do
         export KTLSSHIM_KTLS=$mode
         rm -f "$KTLSSHIM_STATS" "$GOT"/*
-        serve_files 1.3 aes128 s16385 s1048583
-        serve_files 1.2 aes256 s16384
+        serve_files "1.3 aes128 s16385 s1048583" "1.2 aes256 s16384"
         for n in s16385 s1048583 s16384; do [ -f "$GOT/$n" ]; sha "$GOT/$n" >>"$BATS_TEST_TMPDIR/sums.$mode"; done
         if [ $mode = auto ]; then
             run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx") == 3 and S("ktls.tx_own") == 0'
@@ -161,9 +137,9 @@ serve_files() {
     # shellcheck disable=SC2046
     start srv $(nginx_args)
     wait_listen "$port"
-    run matrix "$port" ec 1.3 "aes128 chacha" s0 s16384 s1048583
-    assert_success
-    run matrix "$port" ec 1.2 aes256 s16385 s1048583
+    run fetch_variants "$port" "1.3 aes128 s0 s16384 s1048583" "1.3 chacha s0 s16384 s1048583" \
+        "1.2 aes256 s16385 s1048583"
+    echo "$output"
     assert_success
     stop_srv srv
     own=$(lib_lines srv | grep -c "tx kTLS (own switch)" || true)
@@ -215,7 +191,6 @@ s_server_send() {
     wait_status srv
     exec {fd}>&-
 }
-lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
 
 @test "KTLSSHIM_KTLS=own, openssl s_server (SSL_accept, stdin to the client): TLS 1.3 and 1.2 bodies intact, close_notify both ways (client first)" {
     export KTLSSHIM_KTLS=own
@@ -253,8 +228,8 @@ lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
     for mode in auto own; do
         export KTLSSHIM_KTLS=$mode
         rm -f "$KTLSSHIM_STATS" "$GOT"/*
-        SRV_OPTS="--sendfile --timeout 60" serve_files 1.3 aes256 s0 s16385 s1048583
-        SRV_OPTS="--sendfile" serve_files 1.2 aes128 s16384
+        SRV_OPTS="--sendfile --timeout 60" serve_files "1.3 aes256 s0 s16385 s1048583"
+        SRV_OPTS="--sendfile" serve_files "1.2 aes128 s16384"
         for n in s0 s16385 s1048583 s16384; do [ -f "$GOT/$n" ]; sha "$GOT/$n" >>"$BATS_TEST_TMPDIR/sums.$mode"; done
         own=0
         [ $mode = own ] && own=4

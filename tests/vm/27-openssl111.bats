@@ -13,43 +13,15 @@ load '../helpers/common'
 load '../helpers/tls'
 
 setup() {
-    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
-        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
-    fi
+    vm_setup 0 1 16385 1048583
     R111=$("$ROOT/scripts/openssl111")
-    cd "$BATS_TEST_TMPDIR"
-    make_certs
-    make_files 0 1 16385 1048583
-    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
-    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
-    export KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
-    GOT="$BATS_TEST_TMPDIR/got"
-    mkdir -p "$GOT"
+    export KTLSSHIM_STATS="$STATS"
 }
 teardown() { teardown_servers; }
 
 # with111 CMD...: CMD with the OpenSSL 1.1 tree's libraries first.
 with111() {
     env LD_LIBRARY_PATH="$R111/usr/lib/x86_64-linux-gnu" OPENSSL_CONF="$R111/openssl.cnf" "$@"
-}
-
-lib_lines_have() { lib_lines "$1" | grep -q "$2"; }
-
-# fetch_files PORT VERSION AEAD NAME...: tls_fetch.py (OpenSSL 3, without
-# the library), the cipher pinned.
-fetch_files() {
-    local port=$1 ver=$2 aead=$3
-    shift 3
-    local conf="$BATS_TEST_TMPDIR/client-$ver-$aead.cnf" cipher=""
-    if [ "$ver" = 1.3 ]; then
-        printf '%s\n' 'openssl_conf = c' '[c]' 'ssl_conf = s' '[s]' 'system_default = d' '[d]' \
-            "Ciphersuites = $(cipher_name 1.3 "$aead" ec)" >"$conf"
-    else
-        printf '%s\n' 'openssl_conf = c' '[c]' >"$conf"
-        cipher=$(cipher_name 1.2 "$aead" ec)
-    fi
-    env -u LD_PRELOAD OPENSSL_CONF="$conf" "$PY" "$HELPERS_DIR/tls_fetch.py" "$port" "$ver" \
-        "$cipher" "$GOT" "$@"
 }
 
 # s111_send VERSION AEAD NAME: openssl s_server 1.1.1 -quiet sends what its
@@ -124,10 +96,8 @@ s111_send() {
     start srv env LD_LIBRARY_PATH="$R111/usr/lib/x86_64-linux-gnu" OPENSSL_CONF="$R111/openssl.cnf" \
         "$R111/usr/sbin/nginx" -c "$BATS_TEST_TMPDIR/nginx.conf"
     wait_listen "$port"
-    run matrix "$port" ec 1.3 "aes128 chacha" s0 s1048583
-    echo "$output"
-    assert_success
-    run matrix "$port" ec 1.2 "aes256 chacha" s1 s16385
+    run fetch_variants "$port" "1.3 aes128 s0 s1048583" "1.3 chacha s0 s1048583" \
+        "1.2 aes256 s1 s16385" "1.2 chacha s1 s16385"
     echo "$output"
     assert_success
     stop_srv srv

@@ -11,17 +11,7 @@ load '../helpers/common'
 load '../helpers/tls'
 load '../helpers/bioservers'
 
-setup() {
-    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
-        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
-    fi
-    cd "$BATS_TEST_TMPDIR"
-    make_certs
-    make_files 0 1 16385 1048583
-    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
-    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
-    STATS="$BATS_TEST_TMPDIR/s.jsonl"
-}
+setup() { vm_setup 0 1 16385 1048583; }
 teardown() { teardown_servers; }
 
 NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
@@ -79,18 +69,7 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
     port=$(pick_port)
     apache_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key"
     snap
-    # shellcheck disable=SC2046
-    start_plain srv $(apache_args)
-    wait_listen "$port"
-    run matrix "$port" ec "1.3 1.2" chacha s1 s16385 s1048583
-    assert_success
-    stop_srv srv 30
-    # shellcheck disable=SC2046
-    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(apache_args)
-    wait_listen "$port"
-    run matrix "$port" ec "1.3 1.2" aes128 s1 s16385 s1048583
-    assert_success
-    stop_srv srv 30
+    plain_then_off apache_args "$port" "1.3 1.2" s1 s16385 s1048583
     assert_equal "$(delta TlsTxSw)" 0
     run stats_check "$STATS" 'S("connections.tls") == 6 and S("ktls.tx") == 0' \
         'S("fallback_tx.disabled") == 6'
@@ -244,19 +223,7 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
         'S("fallback_rx.bio_rx") == 15' "S('bytes.ktls_tx') >= 4 * 1048583"
     assert_output ok
     # The same bytes without the library and with it switched off.
-    # shellcheck disable=SC2046
-    start_plain srv $(h2o_args)
-    wait_listen "$port"
-    run matrix "$port" ec "1.2 1.3" chacha s0 s1 s16385 s1048583
-    assert_success
-    stop_srv srv 30
-    : >"$STATS"
-    # shellcheck disable=SC2046
-    start srv env KTLSSHIM_KTLS=off KTLSSHIM_STATS="$STATS" $(h2o_args)
-    wait_listen "$port"
-    run matrix "$port" ec "1.2 1.3" aes128 s0 s1 s16385 s1048583
-    assert_success
-    stop_srv srv 30
+    plain_then_off h2o_args "$port" "1.2 1.3" s0 s1 s16385 s1048583
     run stats_check "$STATS" 'S("connections.tls") == 8 and S("fallback_tx.disabled") == 8'
     assert_output ok
 }

@@ -11,17 +11,7 @@ load '../helpers/common'
 load '../helpers/tls'
 load '../helpers/bioservers'
 
-setup() {
-    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
-        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
-    fi
-    cd "$BATS_TEST_TMPDIR"
-    make_certs
-    make_files 0 1 16385 1048583
-    export KTLSSHIM_LOG=debug FETCH_TIMEOUT=120
-    unset KTLSSHIM_KTLS KTLSSHIM_SHARDS KTLSSHIM_ZEROCOPY
-    STATS="$BATS_TEST_TMPDIR/s.jsonl"
-}
+setup() { vm_setup 0 1 16385 1048583; }
 teardown() { teardown_servers; }
 
 # echo_backend PORT: a plain HTTP/1.1 keep-alive server (no library) that

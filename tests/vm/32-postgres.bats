@@ -36,15 +36,12 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
     fi
     base64 -w 76 /dev/urandom | head -c 300000 >up.txt
     echo >>up.txt
-    local s1 s2 v
+    local s1 s2
     s1=$(pg_dir pg)/default.jsonl
     snap
     pg_start pg KTLSSHIM_STATS="$s1"
-    for v in 1.2 1.3; do
-        run pg_roundtrip pg "$v" "$PWD/up.txt"
-        assert_success
-        assert_output "$(pg_expected up.txt "$v")"
-    done
+    run pg_roundtrips pg "$PWD/up.txt" 1.2 1.3
+    assert_success
     pg_stop pg
     note
     # The kernel encrypted both connections' output; it decrypted nothing.
@@ -63,9 +60,8 @@ NO_FALLBACK_TX='all(S("fallback_tx." + k) == 0 for k in R[0]["fallback_tx"])'
     s2=$(pg_dir pg)/own.jsonl
     snap
     pg_start pg KTLSSHIM_STATS="$s2" KTLSSHIM_KTLS=own
-    run pg_roundtrip pg 1.2 "$PWD/up.txt"
+    run pg_roundtrips pg "$PWD/up.txt" 1.2
     assert_success
-    assert_output "$(pg_expected up.txt 1.2)"
     pg_stop pg
     note
     assert_equal "$(delta TlsTxSw)" 0

@@ -89,23 +89,6 @@ static int slot0_listeners(struct ks_held_fd *out, int max)
  * stopped and their listeners closed. A slot whose worker is dead cannot
  * drain: what is queued there is lost when it closes, unless
  * net.ipv4.tcp_migrate_req=1 moves it to slot 0's. */
-/* The start window: a worker failing in it makes the fallback close the
- * other slots' listeners, and what is queued there would be reset (a dead
- * worker cannot drain it). So until the window has passed, every new
- * connection goes to slot 0's listener (steered so in fork mode before the
- * other slots listen, listen.c), which the fallback keeps; after it, they
- * spread over the workers again. */
-void ks_sup_start_window_end(void)
-{
-    ks_sup.window_steered = false;
-    for (int t = 0; t < ks_sup.plan->nsock; t++) {
-        int fd = *ks_plan_fd(ks_sup.plan, 0, t);
-        if (fd >= 0 && ks_sup.plan->sock[t].listener)
-            ks_shard_spread(fd);
-    }
-    ks_log_debug("start window passed: connections spread over the workers");
-}
-
 static void steer_to_slot0(void)
 {
     if (ks_sup.exec)

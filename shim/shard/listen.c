@@ -491,9 +491,7 @@ int ks_shard_pin_cpu(int slot)
     return pin_cpus[slot];
 }
 
-static struct sock_fprog pin_prog; /* KTLSSHIM_PIN's steering */
-
-static void steer_by_cpu(struct ks_plan *p)
+static void steer_by_cpu(struct ks_plan *p, int lt)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) != 0)
@@ -514,45 +512,16 @@ static void steer_by_cpu(struct ks_plan *p)
     }
     code[k++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (unsigned)p->nslots);
     code[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_A, 0);
-    /* attached once the start window has passed (ks_shard_spread) */
-    pin_prog = (struct sock_fprog){.len = (unsigned short)k, .filter = code};
-    ks_log_info("KTLSSHIM_PIN=on: worker i on the i-th of %d usable CPUs, connections "
-                "steered to the worker on the CPU that received them",
-                allowed);
-}
-
-/* The start window (supervisor.c): until it has passed, every connection
- * goes to slot 0's listener, the program's own, which listens first and so
- * is the group's socket 0. Attached before the other slots listen, so that
- * none of them ever queues a connection a fallback would reset. */
-static void steer_to_first(int fd)
-{
-    static struct sock_filter first[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
-    struct sock_fprog prog = {.len = 1, .filter = first};
-    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0)
-        ks_log_debug("cannot steer connections to worker 0 at start: %s", strerror(errno));
-}
-
-/* After the start window: KTLSSHIM_PIN's steering, or the kernel's hash (a
- * program that returns no socket's index gets the hash, where the kernel
- * cannot detach one). */
-void ks_shard_spread(int fd)
-{
-    static struct sock_filter none[] = {BPF_STMT(BPF_RET | BPF_K, 0xffffffffu)};
-    struct sock_fprog hash = {.len = 1, .filter = none};
-    if (pin_prog.len > 0) {
-        if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &pin_prog, sizeof pin_prog) == 0)
-            return;
+    struct sock_fprog prog = {.len = (unsigned short)k, .filter = code};
+    if (setsockopt(p->sock[lt].fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
         ks_log_error("KTLSSHIM_PIN=on: cannot attach the CPU steering program: %s; workers are "
                      "pinned, connections spread by hash",
                      strerror(errno));
+    } else {
+        ks_log_info("KTLSSHIM_PIN=on: worker i on the i-th of %d usable CPUs, connections "
+                    "steered to the worker on the CPU that received them",
+                    allowed);
     }
-    int zero = 0;
-    if (setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &zero, sizeof zero) != 0 &&
-        setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &hash, sizeof hash) != 0)
-        ks_log_error("cannot spread connections over the workers again: %s; worker 0 takes "
-                     "them all",
-                     strerror(errno));
 }
 
 static void clear_ours(int fd, void *arg)
@@ -652,7 +621,6 @@ static int shard_at_listen(int fd, int backlog)
     plan.sock[lt].addrlen = sizeof plan.sock[lt].addr;
     getsockname(fd, (struct sockaddr *)&plan.sock[lt].addr, &plan.sock[lt].addrlen);
 
-    steer_to_first(fd);
     bool ready = make_replicas(&plan); /* says why not, and closes what it made */
     if (ready && !ks_stats_make_shared()) {
         ks_log_error("KTLSSHIM_SHARDS=%d: not sharding: no shared memory for the stats; "
@@ -662,7 +630,6 @@ static int shard_at_listen(int fd, int backlog)
         ready = false;
     }
     if (!ready) {
-        ks_shard_spread(fd);
         take_back_reuseport();
         __atomic_store_n(&shard_state, SHARD_OFF, __ATOMIC_RELEASE);
         return 0;
@@ -681,7 +648,7 @@ static int shard_at_listen(int fd, int backlog)
     }
     ks_stats_set_shards(plan.nslots);
     if (ks_config()->pin)
-        steer_by_cpu(&plan);
+        steer_by_cpu(&plan, lt);
     if (ks_shard_client.shared_prepare && !ks_shard_client.shared_prepare())
         ks_log_error("no shared memory for session resumption: each worker resumes only the "
                      "sessions it made");

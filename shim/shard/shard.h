@@ -43,8 +43,6 @@ void ks_supervise(struct ks_plan *p);
 
 /* KTLSSHIM_PIN: the CPU of worker slot (valid once sharding started). */
 int ks_shard_pin_cpu(int slot);
-/* After the start window: the listener fd's group spread again (pin or hash). */
-void ks_shard_spread(int fd);
 
 /* A bind() address (a, alen) is the stored one (b): same family, port and
  * address (IPv6: and scope). Exec mode and the fallback give a kept

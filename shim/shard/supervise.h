@@ -28,7 +28,6 @@ struct ks_sup {
     int sigfd;                   /* exec mode: signalfd of the waited signals */
     bool ignored_at_start[NSIG]; /* waited-for signals the program had ignored */
     int64_t start_ms;            /* the group started */
-    bool window_steered;         /* the start window: new connections to slot 0 */
     const char *fallback;        /* a fallback is due: its stats token */
     char fallback_why[320];      /* and what made it so */
 };
@@ -64,9 +63,5 @@ bool ks_sup_have_adopted(void);
 void ks_sup_check_parent_checks(void);
 void ks_sup_restart_daemonized(void) __attribute__((noreturn));
 void ks_sup_fall_back(void) __attribute__((noreturn));
-
-/* The start window has passed: connections spread over the workers again
- * (fallback.c). */
-void ks_sup_start_window_end(void);
 
 #endif

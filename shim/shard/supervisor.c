@@ -481,7 +481,6 @@ void ks_supervise(struct ks_plan *plan)
         ks_log_error("no shared memory to watch for daemonization: %s", strerror(errno));
 
     ks_sup.start_ms = ks_sup_now_ms();
-    ks_sup.window_steered = !ks_sup.exec;
     for (int i = 0; i < plan->nslots; i++)
         if (spawn(i))
             return; /* in the new worker */
@@ -511,10 +510,6 @@ void ks_supervise(struct ks_plan *plan)
         }
         if (ks_sup.stopping && !ks_sup.stop_killed && (next < 0 || ks_sup.stop_deadline_ms < next))
             next = ks_sup.stop_deadline_ms;
-        int64_t window_end = ks_sup.start_ms + START_WINDOW_MS;
-        bool window_open = ks_sup.window_steered && !ks_sup.fallback && !ks_sup.stopping;
-        if (window_open && (next < 0 || window_end < next))
-            next = window_end;
         int64_t rot = ks_shard_client.next_duty_ms ? ks_shard_client.next_duty_ms() : -1;
         if (rot >= 0 && (next < 0 || rot < next))
             next = rot;
@@ -528,8 +523,6 @@ void ks_supervise(struct ks_plan *plan)
         else if (sig > 0)
             forward(sig, &info);
         int64_t now = ks_sup_now_ms();
-        if (window_open && now >= window_end)
-            ks_sup_start_window_end();
         kill_if_stop_overdue(now);
         ks_reload_step(now);
         if (ks_shard_client.duty)

@@ -193,7 +193,6 @@ www_sharded() {
     port=$(free_port)
     "$@" openssl s_server -WWW -quiet -accept "127.0.0.1:$port" -cert "$CERTS/ec.pem" -key "$CERTS/ec.key"
     wait_port "$port"
-    wait_spread srv # (started with KTLSSHIM_LOG=debug)
     for _ in $(seq "$n"); do
         got=$(curl -skf --max-time 10 "https://127.0.0.1:$port/f.bin" | sha256sum) &&
             [ "$got" = "$want" ] && ok=$((ok + 1))
@@ -285,13 +284,6 @@ wait_until() {
     done
     echo "timed out after $((t / 10)) s waiting for: $*" >&2
     return 1
-}
-
-# wait_spread NAME: a sharded server started as NAME with KTLSSHIM_LOG=debug
-# has passed its start window (its first 5 s go to worker 0: docs/config.md,
-# "When sharding falls back"), so that connections spread over the workers.
-wait_spread() {
-    wait_until 20 grep -q 'start window passed' "$BATS_TEST_TMPDIR/$1.err"
 }
 
 # n_children PID N: true when PID has exactly N children.

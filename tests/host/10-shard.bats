@@ -15,7 +15,6 @@ teardown() { teardown_servers; }
     start srv env KTLSSHIM_LOG=debug KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
         "$PY" -m http.server "$port" --bind 127.0.0.1
     wait_port "$port"
-    wait_spread srv
     sup=$(pid_of srv)
     # The port answers once one worker listens; the others may still be forking.
     wait_until 30 n_children "$sup" 2
@@ -47,7 +46,6 @@ print('ok')"
     port=$(free_port)
     start srv env KTLSSHIM_LOG=debug KTLSSHIM_SHARDS=3 "$TINY" --port "$port"
     wait_port "$port"
-    wait_spread srv
     for i in $(seq 60); do ask "$port" info; done > replies
     run sh -c "grep -o '^pid=[0-9]*' replies | sort -u | wc -l"
     assert_output 3
@@ -82,7 +80,6 @@ EOF2
     start srv env KTLSSHIM_LOG=debug KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
         /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/nginx.conf"
     wait_port "$port"
-    wait_spread srv
     sup=$(pid_of srv)
     # The port answers once one worker listens; the others may still be forking.
     wait_until 30 n_children "$sup" 2
@@ -450,8 +447,6 @@ PYEOF
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PIN=on KTLSSHIM_LOG=debug "$TINY" --port "$port"
     wait_port "$port"
-    # the start window steers everything to worker 0 (17-shard-fallback)
-    wait_spread srv
     for cpu in 0 1; do
         # On loopback the client's CPU receives the SYN: it picks the worker.
         for i in $(seq 10); do taskset -c "$cpu" "$PY" -c "

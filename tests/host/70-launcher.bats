@@ -38,7 +38,6 @@ launch() {
     launch srv --log debug -n 2 --stats "$BATS_TEST_TMPDIR/s.jsonl" -- \
         "$PY" -m http.server "$port" --bind 127.0.0.1
     wait_port "$port"
-    wait_spread srv
     # The launcher exec'd the program: its pid is the supervisor's.
     sup=$(pid_of srv)
     run children_of "$sup"
@@ -68,7 +67,6 @@ print('ok')"
     port=$(free_port)
     launch srv --log debug --shards 3 "$TINY" --port "$port"
     wait_port "$port"
-    wait_spread srv
     for i in $(seq 60); do ask "$port" info; done > replies
     run sh -c "grep -o '^pid=[0-9]*' replies | sort -u | wc -l"
     assert_output 3

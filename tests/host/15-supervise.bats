@@ -48,6 +48,13 @@ PYEOF
     assert_output 1
     run connect_many "$port" 20 2
     assert_equal "$(grep -c "^pid=$served_by\$" <<<"$output")" 20
+    # Five failures in a row gave it up (four respawns), and the workers'
+    # first non-zero status is the supervisor's when the group ends.
+    kill -TERM "$(pid_of srv)"
+    wait_status srv
+    assert_equal "$status_of" 3
+    run json_get s.jsonl supervisor workers.respawned
+    assert_output 4
 }
 
 @test "a worker that exits 0 while the other runs leaves no listener behind" {

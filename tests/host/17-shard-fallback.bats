@@ -144,6 +144,34 @@ PYEOF
     fallback_record workers_failed
 }
 
+@test "a kept listener the program closes for its child's (hitch's shape) keeps what was queued on it: the child serves it" {
+    port=$(free_port)
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_LOG=debug "$PY" "$ROOT/tests/servers/close_then_fork.py" \
+        "$port" "$BATS_TEST_TMPDIR"
+    # the workers abort (their pid changed across listen()): the fallback
+    # runs it again, slot 0's listener kept; it waits before its bind()
+    wait_until 30 grep -qa KTLSSHIM_EXEC_HELD "/proc/$(pid_of srv)/environ"
+    # five connections queued on the kept listener, each with its line sent
+    local clients=()
+    for i in 1 2 3 4 5; do
+        "$PY" -c "
+import socket, sys
+s = socket.create_connection(('127.0.0.1', $port), timeout=30)
+s.sendall(b'req$i\\n')
+print(s.makefile('rb').readline().decode().strip())" > "reply.$i" 2>&1 &
+        clients+=($!)
+    done
+    queued() { [ "$(ss -Hltn "sport = :$port" | awk '{print $2}')" = 5 ]; }
+    wait_until 10 queued
+    touch bind
+    wait_until 20 test -e listening
+    touch close # it closes the listener it took, and its child binds its own
+    wait "${clients[@]}"
+    run cat reply.1 reply.2 reply.3 reply.4 reply.5
+    assert_equal "$(grep -c '^child [0-9]*: req[1-5]$' <<<"$output")" 5
+    one_fallback_line "$BATS_TEST_TMPDIR/srv.err" 'worker [01]/2 ended with signal 6'
+}
+
 @test "PostgreSQL 15 (lock files), N=2: one line, unsharded, 20 of 20 queries over TLS, SIGTERM exits 0" {
     [ -x "$PG_BIN/postgres" ] && [ "$(id -u)" = 0 ] || skip "needs postgresql 15 and root"
     # postgres with libasan preloaded (no ktlsshim at all) hangs in

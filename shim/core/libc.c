@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct ks_libc libc_fns;
+struct ks_libc ks_libc_table;
 static int libc_ready; /* atomic */
 
 static void *need(const char *name)
@@ -27,7 +27,7 @@ static void *need(const char *name)
 const struct ks_libc *ks_libc(void)
 {
     if (__atomic_load_n(&libc_ready, __ATOMIC_ACQUIRE))
-        return &libc_fns;
+        return &ks_libc_table;
     KS_SAVE_ERRNO;
     struct ks_libc l;
     l.bind = need("bind");
@@ -62,8 +62,8 @@ const struct ks_libc *ks_libc(void)
     l.daemon = need("daemon");
     l.chroot = need("chroot");
     l.getppid = need("getppid");
-    libc_fns = l;
+    ks_libc_table = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
     KS_RESTORE_ERRNO;
-    return &libc_fns;
+    return &ks_libc_table;
 }

@@ -53,7 +53,7 @@ enum ks_path {
     KS_PATH_USER = 0,     /* user-space TLS in libssl */
     KS_PATH_KTLS_OPENSSL, /* kTLS set up by libssl */
     KS_PATH_KTLS_OWN,     /* kTLS set up by the library's own switch (tls/kswitch/switch.c) */
-    KS_PATH_KTLS_BIO,     /* kTLS by libssl through the program's own BIO (biosock.c) */
+    KS_PATH_KTLS_BIO,     /* kTLS by libssl through the program's own BIO (biosock/) */
 };
 
 struct ks_conn {
@@ -336,7 +336,7 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, co
     bool v111 = ks_ossl_flavour() == KS_OSSL_111;
     bool on = b && !v111 &&
               api.BIO_ctrl(b, tx ? BIO_CTRL_GET_KTLS_SEND : BIO_CTRL_GET_KTLS_RECV, 0, NULL) == 1;
-    int bio_fd = on || !tx || v111 ? -1 : ks_biosock_tx_fd(b); /* biosock.c's switch */
+    int bio_fd = on || !tx || v111 ? -1 : ks_biosock_tx_fd(b); /* biosock's switch */
     if (on || bio_fd >= 0) {
         bool est;
         enum ks_offload kind = ks_ktls_offload(api.get_wfd(s), tx, &est);

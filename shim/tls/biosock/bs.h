@@ -54,6 +54,9 @@ extern struct ks_ossl_api ks_ossl_api __attribute__((visibility("hidden")));
 #define api_ready ks_ossl_bio_ready
 #define BS_RESOLVE(field, name) ks_ossl_bio_sym((void **)&bs_api.field, name)
 
+/* This module's own data, declared as such: read with no GOT load. */
+#define BS_HIDDEN __attribute__((visibility("hidden")))
+
 #define BS_FD_MAX 65536   /* descriptors whose control records can be noted */
 #define BS_SIG_MAX 48     /* record and handshake headers, version, random */
 #define BS_SIG_MIN 32     /* fewer bytes known: too weak to name a socket */
@@ -114,12 +117,12 @@ bool bs_libcrypto_bio(BIO *end);
 /* A BIO with no socket behind it by design: a memory BIO or a BIO pair. */
 bool bs_memory_bio(BIO *b);
 
-extern int bs_any_tx;       /* atomic: some BIO got kTLS TX from us (ctrl.c) */
-extern int bs_hellos_on;    /* atomic: a "later" BIO was found: read() notes
-                               ClientHellos (find.c) */
-extern int bs_watching;     /* atomic: a program's own BIO was met (bio.c) */
-void bs_own_bio_seen(void); /* from now on every hook watches (bio.c) */
-void bs_io_watch(void);     /* the libc hooks' part of it (io.c) */
+extern int bs_any_tx BS_HIDDEN;    /* atomic: some BIO got kTLS TX from us (ctrl.c) */
+extern int bs_hellos_on BS_HIDDEN; /* atomic: a "later" BIO was found: read() notes
+                            ClientHellos (find.c) */
+extern int bs_watching BS_HIDDEN;  /* atomic: a program's own BIO was met (bio.c) */
+void bs_own_bio_seen(void);        /* from now on every hook watches (bio.c) */
+void bs_io_watch(void);            /* the libc hooks' part of it (io.c) */
 
 /* ---- finding the socket (find.c) ---- */
 
@@ -189,8 +192,8 @@ int bs_ctrl_write(BIO *b, const void *data, int dlen);
 
 /* ---- per-socket notes (framing.c) ---- */
 
-extern uint64_t bs_pending[BS_FD_MAX / 64]; /* bit: fd has segments noted */
-extern int bs_pending_fds; /* atomic: at least the bits set in bs_pending (0: none) */
+extern uint64_t bs_pending[BS_FD_MAX / 64] BS_HIDDEN; /* bit: fd has segments noted */
+extern int bs_pending_fds BS_HIDDEN; /* atomic: at least the bits set in bs_pending (0: none) */
 
 /* One load per write call while no socket has a note (the fast path). */
 static inline bool bs_fd_pending(int fd)

@@ -18,81 +18,14 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-/* Fallbacks for older kernel headers. Values are the kernel's ABI. */
-#ifndef TLS_TX
-#define TLS_TX 1
-#endif
-#ifndef TLS_RX
-#define TLS_RX 2
-#endif
-#ifndef TLS_TX_ZEROCOPY_RO
-#define TLS_TX_ZEROCOPY_RO 3
-#endif
-#ifndef TLS_RX_EXPECT_NO_PAD
-#define TLS_RX_EXPECT_NO_PAD 4
-#endif
-#ifndef TLS_1_2_VERSION
-#define TLS_1_2_VERSION 0x0303
-#endif
-#ifndef TLS_1_3_VERSION
-#define TLS_1_3_VERSION 0x0304
-#endif
-#ifndef TLS_CIPHER_AES_GCM_128
-#define TLS_CIPHER_AES_GCM_128 51
-#endif
-#ifndef TLS_CIPHER_AES_GCM_256
-#define TLS_CIPHER_AES_GCM_256 52
-#endif
-#ifndef TLS_CIPHER_AES_CCM_128
-#define TLS_CIPHER_AES_CCM_128 53
-#endif
-#ifndef TLS_CIPHER_CHACHA20_POLY1305
-#define TLS_CIPHER_CHACHA20_POLY1305 54
-#endif
-#ifndef TLS_CIPHER_SM4_GCM
-#define TLS_CIPHER_SM4_GCM 55
-#endif
-#ifndef TLS_CIPHER_SM4_CCM
-#define TLS_CIPHER_SM4_CCM 56
-#endif
-#ifndef TLS_CIPHER_ARIA_GCM_128
-#define TLS_CIPHER_ARIA_GCM_128 57
-#endif
-#ifndef TLS_CIPHER_ARIA_GCM_256
-#define TLS_CIPHER_ARIA_GCM_256 58
-#endif
-
-/* Sizes of the tls12_crypto_info_* members (iv, key, salt, rec_seq). They
- * are fixed by the kernel ABI; the struct is the 4-byte tls_crypto_info
- * header followed by those arrays, with no padding. */
+/* The ciphers the probe tries, in the report's order; their sizes are the
+ * kernel's ABI (ks_cipher_shape). */
 const struct cipher_desc cipher_table[N_CIPHERS] = {
-    {"AES-GCM-128", TLS_CIPHER_AES_GCM_128, 8, 16, 4, 8},
-    {"AES-GCM-256", TLS_CIPHER_AES_GCM_256, 8, 32, 4, 8},
-    {"AES-CCM-128", TLS_CIPHER_AES_CCM_128, 8, 16, 4, 8},
-    {"CHACHA20-POLY1305", TLS_CIPHER_CHACHA20_POLY1305, 12, 32, 0, 8},
-    {"SM4-GCM", TLS_CIPHER_SM4_GCM, 8, 16, 4, 8},
-    {"SM4-CCM", TLS_CIPHER_SM4_CCM, 8, 16, 4, 8},
-    {"ARIA-GCM-128", TLS_CIPHER_ARIA_GCM_128, 8, 16, 4, 8},
-    {"ARIA-GCM-256", TLS_CIPHER_ARIA_GCM_256, 8, 32, 4, 8},
+    {"AES-GCM-128", TLS_CIPHER_AES_GCM_128},   {"AES-GCM-256", TLS_CIPHER_AES_GCM_256},
+    {"AES-CCM-128", TLS_CIPHER_AES_CCM_128},   {"CHACHA20-POLY1305", TLS_CIPHER_CHACHA20_POLY1305},
+    {"SM4-GCM", TLS_CIPHER_SM4_GCM},           {"SM4-CCM", TLS_CIPHER_SM4_CCM},
+    {"ARIA-GCM-128", TLS_CIPHER_ARIA_GCM_128}, {"ARIA-GCM-256", TLS_CIPHER_ARIA_GCM_256},
 };
-
-_Static_assert(sizeof(struct tls12_crypto_info_aes_gcm_128) == 4 + 8 + 16 + 4 + 8,
-               "crypto_info layout");
-_Static_assert(sizeof(struct tls12_crypto_info_chacha20_poly1305) == 4 + 12 + 32 + 0 + 8,
-               "crypto_info layout");
-
-#define CRYPTO_INFO_MAX 64
-
-static size_t crypto_info_build(unsigned char *buf, const struct cipher_desc *c,
-                                unsigned short version)
-{
-    struct tls_crypto_info hdr = {.version = version, .cipher_type = c->id};
-    size_t len = sizeof(hdr) + c->iv + c->key + c->salt + c->seq;
-
-    memcpy(buf, &hdr, sizeof(hdr));
-    fill_random(buf + sizeof(hdr), len - sizeof(hdr));
-    return len;
-}
 
 static void set_no(struct try_result *r, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -142,14 +75,22 @@ static int ulp_pair(int lfd, unsigned port, int *c, int *s, const char **step)
     return 0;
 }
 
+/* Sets direction dir of fd to cipher c for version, with throwaway keys. */
 static int set_crypto(int fd, int dir, const struct cipher_desc *c, unsigned short version)
 {
-    unsigned char buf[CRYPTO_INFO_MAX];
-    size_t len = crypto_info_build(buf, c, version);
-    int r = setsockopt(fd, SOL_TLS, dir, buf, (socklen_t)len);
+    union ks_crypto_info ci;
+    uint8_t key[32], iv[12];
+    uint64_t seq;
+    fill_random(key, sizeof(key));
+    fill_random(iv, sizeof(iv));
+    fill_random(&seq, sizeof(seq));
+    socklen_t len = ks_crypto_info_build(&ci, version, c->id, key, iv, seq);
+    int r = len ? setsockopt(fd, SOL_TLS, dir, &ci, len) : (errno = EINVAL, -1);
     int e = errno;
 
-    explicit_bzero(buf, sizeof(buf));
+    explicit_bzero(&ci, sizeof(ci));
+    explicit_bzero(key, sizeof(key));
+    explicit_bzero(iv, sizeof(iv));
     errno = e;
     return r;
 }

@@ -14,13 +14,10 @@
 
 #define PROBE_VERSION "1"
 
-/* Kernel ABI values the probe needs everywhere, for older headers. */
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
+/* Kernel ABI values (SOL_TLS, TCP_ULP, TLS_TX, ...) and the crypto_info
+ * builder, shared with the library (shim/kernel/). */
+#include "kernel/cryptoinfo.h"
+#include "kernel/uapi.h"
 
 /* Exit statuses (documented in docs/probe.md). */
 #define EXIT_USABLE 0
@@ -57,8 +54,7 @@ enum ulp_cause {
 
 struct cipher_desc {
     const char *name;
-    unsigned short id;
-    unsigned char iv, key, salt, seq;
+    unsigned short id; /* TLS_CIPHER_* */
 };
 extern const struct cipher_desc cipher_table[N_CIPHERS];
 

@@ -23,9 +23,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#define KTLS_TX_OPT 1 /* TLS_TX in <linux/tls.h> */
-#define KTLS_RX_OPT 2 /* TLS_RX */
-
 /* Values from the OpenSSL 3 headers; spelled out so a build against other
  * headers still asks the right thing of the library it loads. */
 #define P_BIO_CTRL_GET_KTLS_SEND 73
@@ -69,13 +66,13 @@ int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
                 h->ulp_ok++;
             else
                 h->ulp_errno = e;
-        } else if (level == SOL_TLS && name == KTLS_TX_OPT) {
+        } else if (level == SOL_TLS && name == TLS_TX) {
             h->tx_calls++;
             if (r == 0)
                 h->tx_ok++;
             else
                 h->tx_errno = e;
-        } else if (level == SOL_TLS && name == KTLS_RX_OPT) {
+        } else if (level == SOL_TLS && name == TLS_RX) {
             h->rx_calls++;
             if (r == 0)
                 h->rx_ok++;

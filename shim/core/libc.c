@@ -12,7 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static struct ks_libc libc_fns;
+struct ks_libc ks_libc_table;
 static int libc_ready; /* atomic */
 
 /* ---- what stands in for a function libc does not have ----
@@ -135,7 +135,7 @@ static void *need(const char *name, void *instead)
 const struct ks_libc *ks_libc(void)
 {
     if (__atomic_load_n(&libc_ready, __ATOMIC_ACQUIRE))
-        return &libc_fns;
+        return &ks_libc_table;
     KS_SAVE_ERRNO;
     struct ks_libc l;
     l.bind = need("bind", (void *)sys_bind);
@@ -172,8 +172,8 @@ const struct ks_libc *ks_libc(void)
     l.getppid = need("getppid", (void *)sys_getppid);
     l.dlopen = need("dlopen", (void *)no_ptr);
     l.dlmopen = need("dlmopen", (void *)no_ptr);
-    libc_fns = l;
+    ks_libc_table = l;
     __atomic_store_n(&libc_ready, 1, __ATOMIC_RELEASE);
     KS_RESTORE_ERRNO;
-    return &libc_fns;
+    return &ks_libc_table;
 }

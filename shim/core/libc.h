@@ -37,7 +37,7 @@ struct ks_libc {
     int (*execvpe)(const char *, char *const[], char *const[]);
     int (*fexecve)(int, char *const[], char *const[]);
     int (*execveat)(int, const char *, char *const[], char *const[], int); /* or NULL */
-    /* biosock.c: the writes of programs whose TLS goes through their BIO */
+    /* biosock/io.c: the writes of programs whose TLS goes through their BIO */
     ssize_t (*write)(int, const void *, size_t);
     ssize_t (*writev)(int, const struct iovec *, int);
     ssize_t (*send)(int, const void *, size_t, int);
@@ -57,5 +57,9 @@ struct ks_libc {
  * afterwards except where marked (abort with a message otherwise: a libc
  * without bind() cannot run the program anyway). */
 const struct ks_libc *ks_libc(void);
+
+/* The table itself, for a hook's hot path that runs only once ks_libc()
+ * has returned (biosock/io.c's watching hooks): one load, no call. */
+extern struct ks_libc ks_libc_table __attribute__((visibility("hidden")));
 
 #endif

@@ -20,8 +20,9 @@
  * - a bitmap of fds with kTLS TX, for counting plain sendfile();
  * - the TLS_SET_RECORD_TYPE control message, for the three places that
  *   send a record other than data (the own switch's alerts and KeyUpdate,
- *   biosock.c's control records through a program's own writes). */
+ *   biosock's control records through a program's own writes). */
 #include "kernel/ktls.h"
+#include "kernel/uapi.h"
 #include "core/libc.h"
 
 #include <fcntl.h>
@@ -38,13 +39,6 @@
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
-
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TLS_TX_ZEROCOPY_RO
-#define TLS_TX_ZEROCOPY_RO 3
-#endif
 
 static ssize_t read_small_file(const char *path, char *buf, size_t n)
 {

@@ -25,7 +25,7 @@
  * or connect BIO alone, or on the send side under one of libcrypto's
  * buffering BIOs (libssl pushes one on the program's write BIO for the
  * handshake, and flushes it before it switches). Everything else: a chain
- * ending in the program's own BIO goes to biosock.c, which takes over the
+ * ending in the program's own BIO goes to biosock/, which takes over the
  * send side where it can find the socket and refuses the receive side; a
  * chain ending in libcrypto's descriptor BIO through anything unproven gets
  * no kTLS (bio_unproven); memory BIOs and the like have no socket.

@@ -13,7 +13,7 @@ enum ks_bio_shape {
      * buffering BIO (one genuine BIO_f_buffer) may sit on top. */
     KS_BIO_SOCKET,
     /* A chain that ends in a BIO of the program's own (a method not
-     * libcrypto's, a copy of its socket method included): biosock.c's. */
+     * libcrypto's, a copy of its socket method included): biosock/'s. */
     KS_BIO_PROGRAM,
     /* Ends in one of libcrypto's descriptor BIOs, but through something not
      * proven (a filter of the program's, a buffer on the receive side, two
@@ -31,7 +31,7 @@ enum ks_bio_shape {
 enum ks_bio_shape ks_bio_shape(BIO *b, bool tx);
 
 /* end, the last BIO of a chain, is the program's own (not one of
- * libcrypto's methods): biosock.c may watch it. */
+ * libcrypto's methods): biosock/ may watch it. */
 static inline bool ks_bio_end_is_programs(BIO *end)
 {
     return ks_bio_shape(end, false) == KS_BIO_PROGRAM;

@@ -1,10 +1,10 @@
 #!/usr/bin/env bats
 # Kernel TLS for servers whose TLS I/O goes through a BIO of their own
-# (Apache httpd with mod_ssl, HAProxy, h2o: shim/tls/biosock/biosock.c) and for a Ruby server
+# (Apache httpd with mod_ssl, HAProxy, h2o: shim/tls/biosock/) and for a Ruby server
 # that resets its options wholesale (WEBrick: shim/tls/optreset.c), in the VM.
 # TX must be kTLS on every connection (the kernel's TlsTxSw moves by one per
 # connection, the library counts ktls.tx_bio), RX stays in user space with
-# the reason bio_rx (see biosock.c), bodies arrive intact, also for slow
+# the reason bio_rx (see shim/tls/biosock/ctrl.c), bodies arrive intact, also for slow
 # clients, a client that leaves mid-transfer, and across a reload.
 
 load '../helpers/common'

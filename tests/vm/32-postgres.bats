@@ -4,7 +4,7 @@
 # method with its own read and write (recv/send): libssl's kTLS receive side
 # must not be switched under it (it was: every TLS 1.2 connection failed with
 # "could not accept SSL connection: Input/output error"); its send side goes
-# through biosock.c. The same for a test server of our own whose BIO is such
+# through biosock/. The same for a test server of our own whose BIO is such
 # a copy that even keeps libcrypto's type and name, and for a filter of the
 # program's over libcrypto's socket BIO (no kTLS either way: bio_unproven).
 

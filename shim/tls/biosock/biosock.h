@@ -14,7 +14,7 @@
  * SSL_do_handshake), the descriptors their BIO writes to are noted. */
 extern __thread int ks_biosock_handshaking __attribute__((tls_model("initial-exec")));
 /* Set when a thread's outermost handshake call begins: what libssl reads
- * through a program's BIO is looked at afresh (biosock.c, the ClientHello). */
+ * through a program's BIO is looked at afresh (biosock/find.c, the ClientHello). */
 extern __thread bool ks_biosock_rx_fresh __attribute__((tls_model("initial-exec")));
 static inline void ks_biosock_handshake_enter(void)
 {
@@ -27,8 +27,8 @@ static inline void ks_biosock_handshake_leave(void)
 }
 
 /* A handshake call on an SSL with these BIOs begins: a program's own BIO
- * among them makes this file's hooks watch, for good. Until then each is
- * one jump to libcrypto's or libc's function (biosock.c). */
+ * among them makes biosock's hooks watch, for good. Until then each is
+ * one jump to libcrypto's or libc's function (bio.c, io.c). */
 void ks_biosock_handshake_bios(BIO *rbio, BIO *wbio);
 
 /* The socket whose kTLS TX the library installed under the BIO chain b (the
@@ -46,7 +46,7 @@ bool ks_biosock_found(BIO *b, bool tx);
  * cipher) come first and this answers what is left. */
 enum ks_fallback ks_biosock_reason(BIO *b, bool tx, bool found);
 
-/* send() and sendmsg() as the program's own would be: through this file's
+/* send() and sendmsg() as the program's own would be: through biosock's
  * write hooks, so that what they hold for the socket goes out first. */
 ssize_t ks_io_send(int fd, const void *buf, size_t n, int flags);
 ssize_t ks_io_sendmsg(int fd, const struct msghdr *msg, int flags);

@@ -5,15 +5,11 @@
 #define KTLSSHIM_KSWITCH_OWN_H
 
 #include "core/common.h"
+#include "kernel/uapi.h"
 #include "tls/kswitch/kdf.h"
 #include "tls/ossl/api.h"
 
 #include <openssl/ssl.h>
-
-/* Receive (tls/kswitch/switch.c, rx.c): where the C library's headers lack it. */
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
 
 #define KS_OWN_SCRATCH 64 /* reads smaller than this go through our own buffer */
 #define KS_OWN_HELD 16384 /* the most plaintext a TLS record carries */

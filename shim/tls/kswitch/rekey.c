@@ -42,16 +42,13 @@
 #include "tls/kswitch/own.h"
 #include "tls/kswitch/kdf.h"
 #include "kernel/ktls.h"
+#include "kernel/uapi.h"
 #include "core/log.h"
 #include "stats/stats.h"
 
 #include <linux/tls.h>
 #include <string.h>
 #include <sys/socket.h>
-
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
 
 enum { REC_HANDSHAKE = 22, HS_KEY_UPDATE = 24 };
 enum { KU_NOT_REQUESTED = 0, KU_REQUESTED = 1 };

@@ -32,6 +32,7 @@
 #include "core/config.h"
 #include "core/fds.h"
 #include "tls/kswitch/kdf.h"
+#include "kernel/cryptoinfo.h"
 #include "kernel/ktls.h"
 #include "core/log.h"
 #include "tls/ossl/api.h"
@@ -43,10 +44,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
 
 #define api ks_ossl_api
 
@@ -279,43 +276,15 @@ int ks_own_tls12_keys(SSL *s, enum ks_hash hash, enum ks_aead aead, bool client_
 
 int ks_own_install(int fd, int version, const struct ks_keys *k, uint64_t seq, bool tx)
 {
-    union {
-        struct tls_crypto_info info;
-        struct tls12_crypto_info_aes_gcm_128 g128;
-        struct tls12_crypto_info_aes_gcm_256 g256;
-        struct tls12_crypto_info_chacha20_poly1305 cc;
-    } ci;
-    memset(&ci, 0, sizeof ci);
-    uint8_t seq_be[8];
-    for (int i = 0; i < 8; i++)
-        seq_be[i] = (uint8_t)(seq >> (56 - 8 * i));
-    ci.info.version = version == TLS1_3_VERSION ? TLS_1_3_VERSION : TLS_1_2_VERSION;
-    size_t len;
-    switch (k->aead) {
-    case KS_AEAD_AES_128_GCM:
-        ci.info.cipher_type = TLS_CIPHER_AES_GCM_128;
-        memcpy(ci.g128.key, k->key, sizeof ci.g128.key);
-        memcpy(ci.g128.salt, k->iv, sizeof ci.g128.salt);
-        memcpy(ci.g128.iv, k->iv + 4, sizeof ci.g128.iv);
-        memcpy(ci.g128.rec_seq, seq_be, 8);
-        len = sizeof ci.g128;
-        break;
-    case KS_AEAD_AES_256_GCM:
-        ci.info.cipher_type = TLS_CIPHER_AES_GCM_256;
-        memcpy(ci.g256.key, k->key, sizeof ci.g256.key);
-        memcpy(ci.g256.salt, k->iv, sizeof ci.g256.salt);
-        memcpy(ci.g256.iv, k->iv + 4, sizeof ci.g256.iv);
-        memcpy(ci.g256.rec_seq, seq_be, 8);
-        len = sizeof ci.g256;
-        break;
-    case KS_AEAD_CHACHA20:
-        ci.info.cipher_type = TLS_CIPHER_CHACHA20_POLY1305;
-        memcpy(ci.cc.key, k->key, sizeof ci.cc.key);
-        memcpy(ci.cc.iv, k->iv, sizeof ci.cc.iv);
-        memcpy(ci.cc.rec_seq, seq_be, 8);
-        len = sizeof ci.cc;
-        break;
-    default:
+    uint16_t cipher = k->aead == KS_AEAD_AES_128_GCM   ? TLS_CIPHER_AES_GCM_128
+                      : k->aead == KS_AEAD_AES_256_GCM ? TLS_CIPHER_AES_GCM_256
+                      : k->aead == KS_AEAD_CHACHA20    ? TLS_CIPHER_CHACHA20_POLY1305
+                                                       : 0; /* unknown: len 0 */
+    union ks_crypto_info ci;
+    socklen_t len =
+        ks_crypto_info_build(&ci, version == TLS1_3_VERSION ? TLS_1_3_VERSION : TLS_1_2_VERSION,
+                             cipher, k->key, k->iv, seq);
+    if (!len) {
         errno = EINVAL;
         return -1;
     }
@@ -326,7 +295,7 @@ int ks_own_install(int fd, int version, const struct ks_keys *k, uint64_t seq, b
     if (getsockopt(fd, IPPROTO_TCP, TCP_ULP, ulp, &ulp_len) != 0 || strcmp(ulp, "tls") != 0)
         rc = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3);
     if (rc == 0)
-        rc = setsockopt(fd, SOL_TLS, tx ? TLS_TX : TLS_RX, &ci, (socklen_t)len);
+        rc = setsockopt(fd, SOL_TLS, tx ? TLS_TX : TLS_RX, &ci, len);
     int saved = errno;
     ks_cleanse(&ci, sizeof ci);
     errno = saved;

@@ -38,6 +38,7 @@
 #include "core/fds.h"
 #include "tls/kswitch/kdf.h"
 #include "kernel/ktls.h"
+#include "kernel/uapi.h"
 #include "tls/kswitch/kswitch.h"
 #include "tls/biosock/biosock.h"
 #include "tls/kswitch/own.h"
@@ -51,10 +52,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
 
 #define api ks_ossl_api
 

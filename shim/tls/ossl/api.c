@@ -161,7 +161,7 @@ int ks_ex_dup_keep_own(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **fr
     return 1;
 }
 
-/* ---- the blocks of biosock.c, optreset.c and resume.c ---- */
+/* ---- the blocks of biosock/, optreset.c and resume.c ---- */
 
 #define RESOLVE_IN(block, field, name) (*(void **)&ks_ossl_api.block.field = ks_ossl_sym(name))
 

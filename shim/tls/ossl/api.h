@@ -92,12 +92,12 @@ struct ks_ossl_api {
     int (*in_init)(const SSL *);
     long (*ctrl)(SSL *, int, long, void *);
 
-    /* ---- biosock.c, optreset.c, resume.c: each block loaded on its own
+    /* ---- biosock/, optreset.c, resume.c: each block loaded on its own
      * (ks_ossl_bio_ready, ks_ossl_optreset_load, ks_ossl_resume_load), so
      * that what each needs, and when it is looked up, stays what it was when
      * they resolved their own. */
 
-    /* biosock.c: libcrypto only. Loaded without a lock and without any
+    /* biosock/: libcrypto only. Loaded without a lock and without any
      * OpenSSL call (a BIO_ctrl made while libcrypto initialises itself must
      * not come back into this), and never by the libssl blocks: a program
      * may use BIO_ctrl long before it loads libssl (Python's _ssl). */
@@ -183,7 +183,7 @@ void ks_conn_in_use(SSL *s);
  * BIO_f_ssl's SSL_do_handshake), rather than the program's. */
 bool ks_ossl_called_from_libssl(const void *pc);
 
-/* biosock.c's block: true when all of it was found (libcrypto.so.3 loaded).
+/* biosock's block: true when all of it was found (libcrypto.so.3 loaded).
  * Lock-free; the first callers may resolve it side by side (the same values).
  * Inline: it sits on the hot path of BIO_write and BIO_read. */
 extern int ks_ossl_bio_state; /* atomic: 0 not yet, 1 all found, -1 incomplete */
@@ -195,7 +195,7 @@ static inline bool ks_ossl_bio_ready(void)
         return st > 0;
     return ks_ossl_bio_resolve();
 }
-/* One function of biosock.c's block, when the block is incomplete: the real
+/* One function of biosock's block, when the block is incomplete: the real
  * BIO_ctrl / BIO_write may still be there on its own. NULL if not. */
 void *ks_ossl_bio_sym(void **field, const char *name);
 

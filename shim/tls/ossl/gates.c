@@ -5,7 +5,7 @@
  * SSL_read@OPENSSL_1_1_0, one linked with OpenSSL 3 SSL_read@OPENSSL_3.0.0;
  * each binds only to a definition of that exact version. So every hook is
  * exported once per version, by a thin gate here (.symver), and the gates
- * share one body (tls/hooks.c, conn.c, ctx.c, kswitch*.c, optreset.c, biosock.c: renamed
+ * share one body (tls/hooks.c, conn.c, ctx.c, kswitch/, optreset.c, biosock/: renamed
  * ks_hook_* by tls/ossl/hooks.h).
  *
  * The body works through the one OpenSSL table (tls/ossl/api.c), which holds
@@ -27,7 +27,7 @@
  * SSL_CTX_set_tlsext_ticket_key_evp_cb, and no kTLS in libssl, so no 1.1
  * gates for those, nor for SSL_CTX_clear_options / SSL_new (optreset.c:
  * they only guard SSL_OP_ENABLE_KTLS, a 3.0 option) and the BIO hooks
- * (biosock.c: kTLS through a program's own BIO, libssl 3's controls). */
+ * (biosock/: kTLS through a program's own BIO, libssl 3's controls). */
 #include "tls/ossl/gates.h"
 #include "tls/ossl/api.h"
 #include "tls/ossl/copies.h"

@@ -8,7 +8,7 @@
  * a hook body: the defines below rename the definitions and OpenSSL's
  * prototypes alike, so each body keeps OpenSSL's exact signature. A hook
  * added to one of those files gets a line here and a row in tls/ossl/gates.c.
- * BIO_* bodies (biosock.c) are renamed only where KS_HOOKS_BIO is defined:
+ * BIO_* bodies (biosock/bio.c) are renamed only where KS_HOOKS_BIO is defined:
  * elsewhere BIO_ctrl is also a field of the OpenSSL table. */
 #ifndef KTLSSHIM_OSSL_HOOKS_H
 #define KTLSSHIM_OSSL_HOOKS_H

@@ -352,7 +352,11 @@ void ks_copies_after_fork_child(void)
 
 /* Tail calls (see above: the compiler makes `return f(...)` one at -O2,
  * which the library is always built with); errno and dlerror() are the
- * real call's. */
+ * real call's. An unoptimised build would make them calls, and a program's
+ * dlopen would search this library's paths instead of its own: refused. */
+#ifndef __OPTIMIZE__
+#error "dlopen's hook must hand over by a tail call (the caller's $ORIGIN and RUNPATH): build with -O1 or more"
+#endif
 KS_EXPORT void *dlopen(const char *file, int mode)
 {
     dl_begin();

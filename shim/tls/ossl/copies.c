@@ -355,7 +355,7 @@ void ks_copies_after_fork_child(void)
  * real call's. An unoptimised build would make them calls, and a program's
  * dlopen would search this library's paths instead of its own: refused. */
 #ifndef __OPTIMIZE__
-#error "dlopen's hook must hand over by a tail call (the caller's $ORIGIN and RUNPATH): build with -O1 or more"
+#error "dlopen's hook must be a tail call: build with -O1 or more"
 #endif
 KS_EXPORT void *dlopen(const char *file, int mode)
 {

@@ -493,3 +493,23 @@ rs = [json.loads(l) for l in open('s.jsonl')]
 print([(r['pid'] == $pid, r['end'], r['connections']['accepted']) for r in rs])"
     assert_output "[(True, 'exit 5', 3)]"
 }
+
+@test "programs run one after another, each opening the stats file itself, append: every record whole, none written over" {
+    # Separate opens of the file (not one description shared across fork):
+    # only O_APPEND keeps the second from writing over the first.
+    for n in 1 2 3; do
+        port=$(free_port)
+        start srv$n env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$TINY" --port "$port"
+        wait_port "$port"
+        for i in $(seq "$n"); do ask "$port" info >/dev/null; done
+        kill -TERM "$(pid_of srv$n)"
+        wait_status srv$n
+    done
+    run "$PY" - <<'PYEOF'
+import json
+R = [json.loads(l) for l in open("s.jsonl")]
+print(sorted(r["connections"]["accepted"] for r in R))
+PYEOF
+    # wait_port's probe connection is accepted too
+    assert_output "[2, 3, 4]"
+}

@@ -453,7 +453,14 @@ void ks_exec_worker_exec(int slot, int nslots, int rec, int child_end)
 static void hold(struct ks_proc *e, int fd, const struct ctl_msg *m)
 {
     struct stat st;
-    e->run.reported++;
+    if (e->run.reported++ == 0 && e->run.held_sigs) {
+        /* Its program is past its first listen(): the signals kept for it
+         * now (supervisor.c, forward()). */
+        for (int sig = 1; sig < 64; sig++)
+            if (e->run.held_sigs & (1ULL << sig))
+                kill(e->run.pid, sig);
+        e->run.held_sigs = 0;
+    }
     if (fstat(fd, &st) != 0 || m->addrlen > sizeof m->addr) {
         close(fd);
         return;

@@ -46,6 +46,8 @@ struct ks_run {
     uint64_t covers;  /* bit k: it reported the slot's held listener k */
     int64_t start_ms; /* CLOCK_MONOTONIC */
     int forwarded;    /* last signal forwarded to it, 0 if none */
+    uint64_t held_sigs; /* exec mode: bit sig, a signal kept for it until its
+                         * first listen() report (execmode.c) */
 };
 
 struct ks_proc {

@@ -304,7 +304,15 @@ static void forward(int sig, const siginfo_t *info)
         struct ks_proc *s = ks_pt_slot(i);
         if (s->state == KS_PS_RUNNING) {
             s->run.forwarded = sig;
-            if (!from_tty)
+            /* An exec-mode worker still starting (its program has not
+             * reached listen() yet) gets the signal when it has, as the
+             * program alone was only signalled once it listened: its
+             * handlers are not installed yet, and SIGTERM would kill it. */
+            if (from_tty)
+                continue;
+            if (ks_sup.exec && s->run.reported == 0 && sig < 64)
+                s->run.held_sigs |= 1ULL << sig;
+            else
                 kill(s->run.pid, sig);
         } else if ((s->state == KS_PS_WAITING || s->state == KS_PS_HANDOVER) && ks_sup.stopping) {
             ks_sup_slot_done(s, i);

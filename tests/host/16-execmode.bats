@@ -203,6 +203,44 @@ threaded() { [ "$(ls "/proc/$1/task" | wc -l)" -gt 1 ]; }
     assert_output "python 0 shell 0"
 }
 
+@test "exec mode: TERM while a worker is still starting (before its listen()) reaches it once it listens; every worker and the supervisor exit 0" {
+    port=$(free_port)
+    # Worker 1 takes 3 s to reach its signal handler and listen(); worker 0
+    # listens at once. The epoll instance before listen() makes it exec mode.
+    cat >slow_start.py <<'PYEOF'
+import os, select, signal, socket, sys, time
+ep = select.epoll()
+if os.environ.get("KTLSSHIM_WORKER", "").startswith("1/"):
+    open("slow.started", "w").close()
+    time.sleep(3)
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+s.settimeout(0.1)
+while not stop:
+    try:
+        s.accept()[0].close()
+    except (socket.timeout, InterruptedError):
+        pass
+sys.exit(0)
+PYEOF
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" "$PY" slow_start.py "$port"
+    sup=$(pid_of srv)
+    wait_listen "$port" 30
+    wait_file slow.started 30
+    kill -TERM "$sup"
+    wait_gone "$sup" 30
+    run "$PY" -c '
+import json, sys
+R = [json.loads(l) for l in open(sys.argv[1])]
+print(sorted((r["role"], r["end"]) for r in R))' "$BATS_TEST_TMPDIR/s.jsonl"
+    assert_output "[('supervisor', 'exit 0'), ('worker', 'exit 0'), ('worker', 'exit 0')]"
+    grep -q 'in exec mode' srv.err
+}
+
 @test "exec mode refuses a listener bound to port 0 (each worker would get its own port), with one line" {
     run env LD_PRELOAD="$PRELOAD" KTLSSHIM_SHARDS=2 timeout 20 "$PY" -c '
 import asyncio, socket

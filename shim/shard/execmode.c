@@ -218,6 +218,10 @@ bool ks_exec_bind_held(int fd, const struct sockaddr *addr, socklen_t len)
         fcntl(fd, F_SETFL, flfl); /* O_NONBLOCK as the program set it */
         close(h->fd);
         h->fd = -1;
+        /* Reported now: a program may not listen() again on a socket that
+         * already listens (HAProxy checks SO_ACCEPTCONN), and the
+         * supervisor counts a worker as started once it reports. */
+        ks_exec_report_listener(fd);
         return true;
     }
     return false;

@@ -39,13 +39,13 @@ enum ks_proc_state {
 
 /* A process: what changes at each start. */
 struct ks_run {
-    pid_t pid;        /* 0: none */
-    int rec;          /* its stats record */
-    int chan;         /* exec mode: its control socket, -1 none */
-    int reported;     /* listen() reports received */
-    uint64_t covers;  /* bit k: it reported the slot's held listener k */
-    int64_t start_ms; /* CLOCK_MONOTONIC */
-    int forwarded;    /* last signal forwarded to it, 0 if none */
+    pid_t pid;          /* 0: none */
+    int rec;            /* its stats record */
+    int chan;           /* exec mode: its control socket, -1 none */
+    int reported;       /* listen() reports received */
+    uint64_t covers;    /* bit k: it reported the slot's held listener k */
+    int64_t start_ms;   /* CLOCK_MONOTONIC */
+    int forwarded;      /* last signal forwarded to it, 0 if none */
     uint64_t held_sigs; /* exec mode: bit sig, a signal kept for it until its
                          * first listen() report (execmode.c) */
 };

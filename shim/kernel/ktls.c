@@ -1,5 +1,6 @@
 /* ktls.c — the kernel side of kTLS, read-only except for one option:
- * - whether the tls ULP exists (/proc/sys/net/ipv4/tcp_available_ulp);
+ * - whether the tls ULP exists (/proc/sys/net/ipv4/tcp_available_ulp), and
+ *   whether its absence is proven (a probe socket's TCP_ULP: ENOENT);
  * - software or NIC crypto per connection. Without a NIC that does TLS in
  *   the network namespace every kTLS connection is software, exactly: the
  *   interfaces' ethtool features (tls-hw-tx-offload, tls-hw-rx-offload, as
@@ -79,6 +80,35 @@ bool ks_ktls_kernel_has_tls(void)
         __atomic_store_n(&no_until_ms, now + 1000, __ATOMIC_RELAXED);
     KS_RESTORE_ERRNO;
     return yes;
+}
+
+/* Proven absent: a setsockopt(TCP_ULP, "tls") of this process failed with
+ * ENOENT. The list in /proc is no proof: the kernel loads the module on
+ * demand for a process with CAP_NET_ADMIN. The probe is a fresh TCP socket
+ * of the library's own, never a connection's (an unconnected socket: where
+ * the ULP exists the kernel answers ENOTCONN and attaches nothing); asked
+ * only when the list lacks tls, and again at most once a second either way,
+ * so a module loaded meanwhile counts within a second, as above. */
+bool ks_ktls_absent_proven(void)
+{
+    static int64_t proven_until_ms, unproven_until_ms;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (now < __atomic_load_n(&proven_until_ms, __ATOMIC_RELAXED))
+        return true;
+    if (now < __atomic_load_n(&unproven_until_ms, __ATOMIC_RELAXED) || ks_ktls_kernel_has_tls())
+        return false;
+    KS_SAVE_ERRNO;
+    bool absent = false;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd >= 0) {
+        absent = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3) != 0 && errno == ENOENT;
+        close(fd);
+    }
+    __atomic_store_n(absent ? &proven_until_ms : &unproven_until_ms, now + 1000, __ATOMIC_RELAXED);
+    KS_RESTORE_ERRNO;
+    return absent;
 }
 
 static long stat_value(const char *text, const char *name)

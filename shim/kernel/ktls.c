@@ -24,6 +24,7 @@
  *   biosock's control records through a program's own writes). */
 #include "kernel/ktls.h"
 #include "kernel/uapi.h"
+#include "core/fds.h"
 #include "core/libc.h"
 
 #include <fcntl.h>
@@ -41,19 +42,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static ssize_t read_small_file(const char *path, char *buf, size_t n)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t got = 0, r;
-    while ((size_t)got < n - 1 && (r = ks_libc()->read(fd, buf + got, n - 1 - (size_t)got)) > 0)
-        got += r;
-    close(fd);
-    buf[got] = '\0';
-    return got;
-}
-
 bool ks_ktls_kernel_has_tls(void)
 {
     static int known_yes;       /* once there, the ULP stays there */
@@ -69,7 +57,7 @@ bool ks_ktls_kernel_has_tls(void)
     KS_SAVE_ERRNO;
     char buf[256];
     bool yes = false;
-    if (read_small_file("/proc/sys/net/ipv4/tcp_available_ulp", buf, sizeof buf) > 0)
+    if (ks_read_text("/proc/sys/net/ipv4/tcp_available_ulp", buf, sizeof buf) > 0)
         for (char *save, *tok = strtok_r(buf, " \n", &save); tok;
              tok = strtok_r(NULL, " \n", &save))
             if (strcmp(tok, "tls") == 0)
@@ -251,7 +239,7 @@ enum ks_offload ks_ktls_offload(int fd, bool tx, bool *estimated)
     char buf[2048];
     *estimated = true;
     enum ks_offload kind = KS_OFFLOAD_SW;
-    if (read_small_file("/proc/net/tls_stat", buf, sizeof buf) > 0) {
+    if (ks_read_text("/proc/net/tls_stat", buf, sizeof buf) > 0) {
         long dev = stat_value(buf, tx ? "TlsCurrTxDevice" : "TlsCurrRxDevice");
         long sw = stat_value(buf, tx ? "TlsCurrTxSw" : "TlsCurrRxSw");
         if (dev == 0) {
@@ -284,7 +272,7 @@ bool ks_ktls_kernel_can_rekey(void)
         return st == 2;
     KS_SAVE_ERRNO;
     char buf[2048];
-    bool yes = read_small_file("/proc/net/tls_stat", buf, sizeof buf) > 0
+    bool yes = ks_read_text("/proc/net/tls_stat", buf, sizeof buf) > 0
                    ? stat_value(buf, "TlsRxRekeyOk") >= 0
                    : release_can_rekey();
     KS_RESTORE_ERRNO;

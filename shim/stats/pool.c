@@ -17,6 +17,7 @@
  * leaves the child nothing to wait for (the claiming thread finishes in
  * the parent, in the shared memory). */
 #include "stats/internal.h"
+#include "core/fds.h"
 #include "core/libc.h"
 #include "core/common.h"
 
@@ -61,15 +62,8 @@ static int lineage_shard = -1; /* the worker this process descends from */
 static bool under_seccomp_filter(void)
 {
     char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (ks_read_text("/proc/self/status", buf, sizeof buf) < 0)
         return true;
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof buf - 1 && (r = ks_libc()->read(fd, buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)r;
-    close(fd);
-    buf[got] = '\0';
     const char *p = strstr(buf, "\nSeccomp:");
     if (!p)
         return false; /* a kernel without seccomp */
@@ -93,7 +87,7 @@ static struct ks_area *map_area(size_t size, bool *named)
             *named = p != MAP_FAILED;
         }
         if (keep_area_fd && p != MAP_FAILED)
-            area_fd = ks_stats_move_high(fd);
+            area_fd = ks_fd_move_high(fd, KS_STATS_FD_ROOM);
         else
             close(fd);
     }

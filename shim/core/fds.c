@@ -46,6 +46,26 @@ const char *ks_proc_stat_fields(int pid, char *buf, unsigned long size)
     return p ? p + 1 : NULL;
 }
 
+bool ks_seccomp_filtered(void)
+{
+    static int filtered; /* a filter, once there, stays */
+    if (__atomic_load_n(&filtered, __ATOMIC_RELAXED))
+        return true;
+    char buf[4096];
+    if (ks_read_text("/proc/self/status", buf, sizeof buf) < 0)
+        return true;
+    const char *p = strstr(buf, "\nSeccomp:");
+    if (!p)
+        return false; /* a kernel without seccomp */
+    p += strlen("\nSeccomp:");
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '0')
+        return false;
+    __atomic_store_n(&filtered, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
 int ks_fd_move_high(int fd, int room)
 {
     struct rlimit rl;

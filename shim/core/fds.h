@@ -22,6 +22,12 @@ long ks_read_text(const char *path, char *buf, unsigned long size);
  * last ')'. */
 const char *ks_proc_stat_fields(int pid, char *buf, unsigned long size);
 
+/* The process runs under a seccomp filter (or it cannot be told: no /proc),
+ * where a syscall the filter does not expect may kill it: the library then
+ * makes no syscall the program itself might not (memfd_create, a probe
+ * socket). */
+bool ks_seccomp_filtered(void);
+
 /* Moves fd, one of the library's own (close-on-exec), out of the way of the
  * fd numbers programs expect (0-2, systemd's 3.., the lowest free ones): to
  * room below the top of the first 1024 (select() users' range: the library

@@ -74,7 +74,8 @@ bool ks_ktls_kernel_has_tls(void)
  * ENOENT. The list in /proc is no proof: the kernel loads the module on
  * demand for a process with CAP_NET_ADMIN. The probe is a fresh TCP socket
  * of the library's own, never a connection's (an unconnected socket: where
- * the ULP exists the kernel answers ENOTCONN and attaches nothing); asked
+ * the ULP exists the kernel answers ENOTCONN and attaches nothing), and
+ * none under a seccomp filter (no proof then: libssl is asked); asked
  * only when the list lacks tls, and again at most once a second either way,
  * so a module loaded meanwhile counts within a second, as above. */
 bool ks_ktls_absent_proven(void)
@@ -89,7 +90,7 @@ bool ks_ktls_absent_proven(void)
         return false;
     KS_SAVE_ERRNO;
     bool absent = false;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    int fd = ks_seccomp_filtered() ? -1 : socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd >= 0) {
         absent = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3) != 0 && errno == ENOENT;
         close(fd);

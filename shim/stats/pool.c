@@ -56,30 +56,14 @@ static int area_fd = -1;
 static struct ks_pool *pool;
 static int lineage_shard = -1; /* the worker this process descends from */
 
-/* Under a seccomp filter, a syscall the filter does not expect may kill the
- * process (memfd_create is newer than many filters): no memfd then. Also
- * when it cannot be told (no /proc). */
-static bool under_seccomp_filter(void)
-{
-    char buf[4096];
-    if (ks_read_text("/proc/self/status", buf, sizeof buf) < 0)
-        return true;
-    const char *p = strstr(buf, "\nSeccomp:");
-    if (!p)
-        return false; /* a kernel without seccomp */
-    p += strlen("\nSeccomp:");
-    while (*p == ' ' || *p == '\t')
-        p++;
-    return *p != '0';
-}
-
 /* Maps a live area: a memfd (the library keeps no fd: the mapping is
  * enough), or anonymous shared memory where there can be no memfd. */
 static struct ks_area *map_area(size_t size, bool *named)
 {
     KS_SAVE_ERRNO;
     void *p = MAP_FAILED;
-    int fd = under_seccomp_filter() ? -1 : memfd_create(KS_LIVE_MEMFD_NAME, MFD_CLOEXEC);
+    /* memfd_create is newer than many seccomp filters (core/fds.h) */
+    int fd = ks_seccomp_filtered() ? -1 : memfd_create(KS_LIVE_MEMFD_NAME, MFD_CLOEXEC);
     *named = false;
     if (fd >= 0) {
         if (ftruncate(fd, (off_t)size) == 0) {

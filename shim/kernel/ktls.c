@@ -1,5 +1,6 @@
 /* ktls.c — the kernel side of kTLS, read-only except for one option:
- * - whether the tls ULP exists (/proc/sys/net/ipv4/tcp_available_ulp);
+ * - whether the tls ULP exists (/proc/sys/net/ipv4/tcp_available_ulp), and
+ *   whether its absence is proven (a probe socket's TCP_ULP: ENOENT);
  * - software or NIC crypto per connection. Without a NIC that does TLS in
  *   the network namespace every kTLS connection is software, exactly: the
  *   interfaces' ethtool features (tls-hw-tx-offload, tls-hw-rx-offload, as
@@ -23,6 +24,7 @@
  *   biosock's control records through a program's own writes). */
 #include "kernel/ktls.h"
 #include "kernel/uapi.h"
+#include "core/fds.h"
 #include "core/libc.h"
 
 #include <fcntl.h>
@@ -40,19 +42,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static ssize_t read_small_file(const char *path, char *buf, size_t n)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t got = 0, r;
-    while ((size_t)got < n - 1 && (r = ks_libc()->read(fd, buf + got, n - 1 - (size_t)got)) > 0)
-        got += r;
-    close(fd);
-    buf[got] = '\0';
-    return got;
-}
-
 bool ks_ktls_kernel_has_tls(void)
 {
     static int known_yes;       /* once there, the ULP stays there */
@@ -68,7 +57,7 @@ bool ks_ktls_kernel_has_tls(void)
     KS_SAVE_ERRNO;
     char buf[256];
     bool yes = false;
-    if (read_small_file("/proc/sys/net/ipv4/tcp_available_ulp", buf, sizeof buf) > 0)
+    if (ks_read_text("/proc/sys/net/ipv4/tcp_available_ulp", buf, sizeof buf) > 0)
         for (char *save, *tok = strtok_r(buf, " \n", &save); tok;
              tok = strtok_r(NULL, " \n", &save))
             if (strcmp(tok, "tls") == 0)
@@ -79,6 +68,36 @@ bool ks_ktls_kernel_has_tls(void)
         __atomic_store_n(&no_until_ms, now + 1000, __ATOMIC_RELAXED);
     KS_RESTORE_ERRNO;
     return yes;
+}
+
+/* Proven absent: a setsockopt(TCP_ULP, "tls") of this process failed with
+ * ENOENT. The list in /proc is no proof: the kernel loads the module on
+ * demand for a process with CAP_NET_ADMIN. The probe is a fresh TCP socket
+ * of the library's own, never a connection's (an unconnected socket: where
+ * the ULP exists the kernel answers ENOTCONN and attaches nothing), and
+ * none under a seccomp filter (no proof then: libssl is asked); asked
+ * only when the list lacks tls, and again at most once a second either way,
+ * so a module loaded meanwhile counts within a second, as above. */
+bool ks_ktls_absent_proven(void)
+{
+    static int64_t proven_until_ms, unproven_until_ms;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (now < __atomic_load_n(&proven_until_ms, __ATOMIC_RELAXED))
+        return true;
+    if (now < __atomic_load_n(&unproven_until_ms, __ATOMIC_RELAXED) || ks_ktls_kernel_has_tls())
+        return false;
+    KS_SAVE_ERRNO;
+    bool absent = false;
+    int fd = ks_seccomp_filtered() ? -1 : socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd >= 0) {
+        absent = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", 3) != 0 && errno == ENOENT;
+        close(fd);
+    }
+    __atomic_store_n(absent ? &proven_until_ms : &unproven_until_ms, now + 1000, __ATOMIC_RELAXED);
+    KS_RESTORE_ERRNO;
+    return absent;
 }
 
 static long stat_value(const char *text, const char *name)
@@ -221,7 +240,7 @@ enum ks_offload ks_ktls_offload(int fd, bool tx, bool *estimated)
     char buf[2048];
     *estimated = true;
     enum ks_offload kind = KS_OFFLOAD_SW;
-    if (read_small_file("/proc/net/tls_stat", buf, sizeof buf) > 0) {
+    if (ks_read_text("/proc/net/tls_stat", buf, sizeof buf) > 0) {
         long dev = stat_value(buf, tx ? "TlsCurrTxDevice" : "TlsCurrRxDevice");
         long sw = stat_value(buf, tx ? "TlsCurrTxSw" : "TlsCurrRxSw");
         if (dev == 0) {
@@ -254,7 +273,7 @@ bool ks_ktls_kernel_can_rekey(void)
         return st == 2;
     KS_SAVE_ERRNO;
     char buf[2048];
-    bool yes = read_small_file("/proc/net/tls_stat", buf, sizeof buf) > 0
+    bool yes = ks_read_text("/proc/net/tls_stat", buf, sizeof buf) > 0
                    ? stat_value(buf, "TlsRxRekeyOk") >= 0
                    : release_can_rekey();
     KS_RESTORE_ERRNO;

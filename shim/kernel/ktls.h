@@ -14,6 +14,12 @@ enum ks_offload { KS_OFFLOAD_SW, KS_OFFLOAD_NIC };
 /* The tls ULP is registered (net.ipv4.tcp_available_ulp lists it). */
 bool ks_ktls_kernel_has_tls(void);
 
+/* The tls ULP is proven absent for this process: the list lacks it and a
+ * setsockopt(TCP_ULP, "tls") of the library's own failed with ENOENT (the
+ * module is not loaded and cannot be loaded on demand by this process).
+ * A proof holds for a second; errno is kept. */
+bool ks_ktls_absent_proven(void);
+
 /* Software or NIC for a connection whose direction (tx: true) has kTLS.
  * *estimated is set when the kernel's counters cannot tell for sure. */
 enum ks_offload ks_ktls_offload(int fd, bool tx, bool *estimated);

@@ -203,20 +203,11 @@ unsigned ks_daemon_parent_checks(pid_t *last)
 
 pid_t ks_daemon_parent_of(pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = ks_libc()->read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* the name may hold spaces and ')' */
+    char buf[512];
+    const char *p = pid > 0 ? ks_proc_stat_fields((int)pid, buf, sizeof buf) : NULL;
     char st;
     int ppid;
-    if (!p || sscanf(p + 1, " %c %d", &st, &ppid) != 2 || st == 'Z')
+    if (!p || sscanf(p, " %c %d", &st, &ppid) != 2 || st == 'Z')
         return -1;
     return ppid;
 }

@@ -87,18 +87,11 @@ bool ks_exec_is_worker(void)
     return exec_worker;
 }
 
-/* An fd of ours out of the way of the low numbers programs expect. */
+/* Held listeners (received close-on-exec) go out of the way of the low
+ * numbers programs expect, below the stats' fds (core/fds.h). */
 static int move_high_cloexec(int fd)
 {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur <= 256)
-        return fd;
-    rlim_t top = rl.rlim_cur < 1024 ? rl.rlim_cur : 1024;
-    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, (int)(top - 128));
-    if (nfd < 0)
-        return fd;
-    close(fd);
-    return nfd;
+    return ks_fd_move_high(fd, 128);
 }
 
 static int recv_msg(int fd, struct ctl_msg *m, int *passed, int flags)

@@ -6,6 +6,7 @@
  * supervisor.c's (and check_parent_checks here); this is the ladder down. */
 #include "shard/supervise.h"
 #include "core/log.h"
+#include "core/fds.h"
 #include "core/libc.h"
 #include "shard/daemonize.h"
 #include "stats/stats.h"
@@ -31,14 +32,8 @@ static int list_children(pid_t *out, int max)
 {
     char path[64], buf[8192];
     snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)ks_sup.self);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (ks_read_text(path, buf, sizeof buf) < 0)
         return -1;
-    ssize_t n = ks_libc()->read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n < 0)
-        return -1;
-    buf[n] = '\0';
     int k = 0;
     for (char *p = buf; *p && k < max;) {
         char *end;

@@ -248,21 +248,13 @@ KS_EXPORT int listen(int fd, int backlog)
 static int thread_count(void)
 {
     char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = ks_libc()->read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* comm may hold spaces and parens */
+    const char *p = ks_proc_stat_fields(0, buf, sizeof buf);
     if (!p)
         return -1;
     /* After ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt
      * majflt cmajflt utime stime cutime cstime priority nice num_threads */
     int field = 2;
-    for (p++; *p && field < 20; p++)
+    for (; *p && field < 20; p++)
         if (*p == ' ')
             field++;
     return atoi(p);

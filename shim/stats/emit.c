@@ -9,6 +9,7 @@
  * malloc, only syscalls and our own formatting into a buffer on the stack.
  * Nothing here is locked. */
 #include "stats/internal.h"
+#include "core/fds.h"
 #include "core/libc.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -45,24 +46,6 @@ static int stats_fd = -1;
 static dev_t stats_dev;
 static ino_t stats_ino;
 
-/* Moves fd out of the way of the fd numbers programs expect (0-2, systemd's
- * 3.., the lowest free ones): to the top of the first 1024, which select()
- * users keep free of nothing of ours since we never select() it. */
-int ks_stats_move_high(int fd)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return fd;
-    rlim_t top = rl.rlim_cur < 1024 ? rl.rlim_cur : 1024;
-    if (top <= 64 || (rlim_t)fd >= top - 32)
-        return fd;
-    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, (int)(top - 32));
-    if (nfd < 0)
-        return fd;
-    close(fd);
-    return nfd;
-}
-
 /* Opens the stats file and remembers its identity. Async-signal-safe. */
 static int open_stats(void)
 {
@@ -70,7 +53,7 @@ static int open_stats(void)
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
     if (fd < 0)
         return -1;
-    fd = ks_stats_move_high(fd);
+    fd = ks_fd_move_high(fd, KS_STATS_FD_ROOM);
     struct stat st;
     if (fstat(fd, &st) != 0) {
         KS_SAVE_ERRNO;

@@ -59,7 +59,8 @@ extern const struct ks_counter_name ks_counter_names[KS_C_COUNT];
 void ks_stats_emit(const struct ks_record *r, const uint64_t *c, uint64_t summed, const char *end);
 /* "exit 3", "signal 15" */
 void ks_stats_end_text(char out[32], const char *what, int n);
-/* fd moved out of the way of the numbers programs expect (close-on-exec). */
-int ks_stats_move_high(int fd);
+/* The stats' fds are moved to this far below the top of the first 1024
+ * (ks_fd_move_high, core/fds.h). */
+#define KS_STATS_FD_ROOM 32
 
 #endif

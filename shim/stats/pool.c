@@ -17,6 +17,7 @@
  * leaves the child nothing to wait for (the claiming thread finishes in
  * the parent, in the shared memory). */
 #include "stats/internal.h"
+#include "core/fds.h"
 #include "core/libc.h"
 #include "core/common.h"
 
@@ -55,37 +56,14 @@ static int area_fd = -1;
 static struct ks_pool *pool;
 static int lineage_shard = -1; /* the worker this process descends from */
 
-/* Under a seccomp filter, a syscall the filter does not expect may kill the
- * process (memfd_create is newer than many filters): no memfd then. Also
- * when it cannot be told (no /proc). */
-static bool under_seccomp_filter(void)
-{
-    char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return true;
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof buf - 1 && (r = ks_libc()->read(fd, buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)r;
-    close(fd);
-    buf[got] = '\0';
-    const char *p = strstr(buf, "\nSeccomp:");
-    if (!p)
-        return false; /* a kernel without seccomp */
-    p += strlen("\nSeccomp:");
-    while (*p == ' ' || *p == '\t')
-        p++;
-    return *p != '0';
-}
-
 /* Maps a live area: a memfd (the library keeps no fd: the mapping is
  * enough), or anonymous shared memory where there can be no memfd. */
 static struct ks_area *map_area(size_t size, bool *named)
 {
     KS_SAVE_ERRNO;
     void *p = MAP_FAILED;
-    int fd = under_seccomp_filter() ? -1 : memfd_create(KS_LIVE_MEMFD_NAME, MFD_CLOEXEC);
+    /* memfd_create is newer than many seccomp filters (core/fds.h) */
+    int fd = ks_seccomp_filtered() ? -1 : memfd_create(KS_LIVE_MEMFD_NAME, MFD_CLOEXEC);
     *named = false;
     if (fd >= 0) {
         if (ftruncate(fd, (off_t)size) == 0) {
@@ -93,7 +71,7 @@ static struct ks_area *map_area(size_t size, bool *named)
             *named = p != MAP_FAILED;
         }
         if (keep_area_fd && p != MAP_FAILED)
-            area_fd = ks_stats_move_high(fd);
+            area_fd = ks_fd_move_high(fd, KS_STATS_FD_ROOM);
         else
             close(fd);
     }

@@ -20,6 +20,7 @@
 #include "tls/ossl/api.h"
 #include "stats/stats.h"
 #include "tls/ossl/sym.h"
+#include "tls/withhold.h"
 
 #include <openssl/bio.h>
 #include <openssl/ssl.h>
@@ -119,8 +120,12 @@ static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher
     bool v111 = ks_ossl_flavour() == KS_OSSL_111;
     /* KTLSSHIM_KTLS=own: libssl is not asked; the own switch does both
      * directions (sending only where its send side can run). */
+    /* The library itself may have taken the option off, where the kernel
+     * proved to have no tls ULP (tls/withhold.c): asked, for the reasons. */
+    bool withheld = false;
     if (mode == KS_KTLS_OFF || (mode == KS_KTLS_OWN && tx && !ks_switch_tx_ready()) ||
-        (mode != KS_KTLS_OWN && !v111 && !(api.get_options(s) & SSL_OP_ENABLE_KTLS)))
+        (mode != KS_KTLS_OWN && !v111 && !(api.get_options(s) & SSL_OP_ENABLE_KTLS) &&
+         !(withheld = ks_withheld(s))))
         return KS_FB_DISABLED;
     BIO *b = tx ? api.get_wbio(s) : api.get_rbio(s);
     /* libcrypto's socket BIO itself, proven by its method (bioproof.c), for
@@ -133,7 +138,7 @@ static enum ks_fallback why_not(SSL *s, bool tx, int version, const char *cipher
         return KS_FB_NOT_SOCKET;
     if (own_bio && !found)
         return ks_biosock_reason(b, tx, false);
-    if (!ks_ktls_kernel_has_tls())
+    if (withheld || !ks_ktls_kernel_has_tls())
         return KS_FB_NO_KERNEL_TLS;
     if (version != TLS1_2_VERSION && version != TLS1_3_VERSION)
         return KS_FB_VERSION;

@@ -18,6 +18,7 @@
 #include "tls/resume.h"
 #include "tls/tls.h"
 #include "tls/ossl/sym.h"
+#include "tls/withhold.h"
 
 #include <openssl/ssl.h>
 #include <pthread.h>
@@ -40,6 +41,8 @@ struct ks_ctx {
 };
 static struct ks_ctx *ctx_list;
 static pthread_mutex_t ctx_list_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned ctx_gen; /* atomic: states made or freed (program_cb's cache) */
+static int ssl_boxes;    /* atomic: some SSL got a callback of its own */
 
 /* Fork handlers, registered when the hooks are first used (ks_ctx_setup).
  * A fork while another thread holds the list's lock would leave the child
@@ -71,6 +74,7 @@ static void ctx_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long 
     if (k->next)
         k->next->prev = k->prev;
     pthread_mutex_unlock(&ctx_list_lock);
+    __atomic_add_fetch(&ctx_gen, 1, __ATOMIC_ACQ_REL); /* before its memory goes */
     free(k);
 }
 
@@ -125,16 +129,39 @@ static struct ks_ctx *ctx_state(SSL_CTX *ctx)
         ctx_list->prev = k;
     ctx_list = k;
     pthread_mutex_unlock(&ctx_list_lock);
+    __atomic_add_fetch(&ctx_gen, 1, __ATOMIC_ACQ_REL);
     return k;
 }
 
+/* The info callback runs at every state of every handshake (16 times for
+ * a TLS 1.3 one), so its two lookups are spared where they can be: an
+ * SSL's own callback is looked for only once some SSL was given one, and
+ * each thread keeps the last context's state it found, valid while no
+ * context's state was made or freed since (ctx_gen). */
+static __thread struct {
+    const SSL_CTX *ctx;
+    struct ks_ctx *k;
+    unsigned gen;
+} last_ctx __attribute__((tls_model("initial-exec")));
+
 static ks_info_cb_t program_cb(const SSL *s)
 {
-    struct cb_box *b = api.get_ex_data(s, ssl_cb_idx);
-    if (b && b->cb)
-        return b->cb;
+    if (__atomic_load_n(&ssl_boxes, __ATOMIC_ACQUIRE)) {
+        struct cb_box *b = api.get_ex_data(s, ssl_cb_idx);
+        if (b && b->cb)
+            return b->cb;
+    }
     SSL_CTX *ctx = api.get_SSL_CTX(s);
-    struct ks_ctx *k = ctx ? api.CTX_get_ex_data(ctx, ctx_idx) : NULL;
+    unsigned gen = __atomic_load_n(&ctx_gen, __ATOMIC_ACQUIRE);
+    struct ks_ctx *k;
+    if (KS_LIKELY(ctx == last_ctx.ctx && gen == last_ctx.gen && ctx)) {
+        k = last_ctx.k;
+    } else {
+        k = ctx ? api.CTX_get_ex_data(ctx, ctx_idx) : NULL;
+        last_ctx.ctx = ctx;
+        last_ctx.k = k;
+        last_ctx.gen = gen;
+    }
     return k ? k->cb : NULL;
 }
 
@@ -143,6 +170,8 @@ static void info_cb(const SSL *s, int where, int ret)
     /* libssl calls this before it marks the handshake finished. */
     if (where & SSL_CB_HANDSHAKE_DONE)
         ks_conn_state((SSL *)s, true);
+    else if (KS_UNLIKELY(where & SSL_CB_HANDSHAKE_START))
+        ks_withhold_at_start((SSL *)s);
     ks_info_cb_t cb = program_cb(s);
     if (cb)
         cb(s, where, ret);
@@ -158,6 +187,7 @@ static bool store_ssl_cb(SSL *s, ks_info_cb_t cb)
             return true;
         if (!(b = calloc(1, sizeof *b)))
             return false;
+        __atomic_store_n(&ssl_boxes, 1, __ATOMIC_RELEASE);
         if (!api.set_ex_data(s, ssl_cb_idx, b)) {
             free(b);
             return false;

@@ -30,6 +30,7 @@
 #include "stats/stats.h"
 #include "tls/ossl/gates.h"
 #include "tls/ossl/sym.h"
+#include "tls/withhold.h"
 
 #include <openssl/ssl.h>
 #include <pthread.h>
@@ -48,6 +49,7 @@ static void resolve(void)
     ks_tls_api_ok = ok && ks_conn_setup() && ks_ctx_setup();
     if (ks_tls_api_ok) {
         ks_switch_setup();
+        ks_withhold_setup();      /* optional: without it libssl is always asked */
         ks_ossl_flavour_loaded(); /* the record says which OpenSSL */
     }
     if (!ks_tls_api_ok)

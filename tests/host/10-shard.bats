@@ -284,6 +284,26 @@ exit 143 2 {'started': 2, 'respawned': 0, 'gave_up': 0, 'reloaded': 0}
     grep -qE "^ktlsshim\[[0-9]+\]: supervisor of 2 workers, exit 143, sum of 2 records: [0-9]+ accepted, no TLS connections; workers started 2, respawned 0, given up 0$" "$BATS_TEST_TMPDIR/srv.err"
 }
 
+@test "the supervisor's record sums the records still live at its end (three worker children's) with the reaped workers'" {
+    port=$(free_port)
+    # worker 0 forks three children, one after the other, that each accept
+    # one connection and exit: their records stay in the pool (not reaped
+    # by the supervisor), the workers' are retired when they are reaped
+    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        "$BUILD/tests/cgi_forker" "$port" 0 3 "$BATS_TEST_TMPDIR/done" /bin/true
+    wait_until 30 test -e done
+    kill -TERM "$(pid_of srv)"
+    wait_gone "$(pid_of srv)" 20
+    run "$PY" -c "
+import json
+rs = [json.loads(l) for l in open('s.jsonl')]
+kids = [r for r in rs if r['role'] == 'worker_child']
+sup = [r for r in rs if r['role'] == 'supervisor'][0]
+print(len(kids), sum(r['connections']['accepted'] for r in kids), sup['connections']['accepted'],
+      sup['summed_records'], sup['workers']['started'])"
+    assert_output "3 3 3 5 2"
+}
+
 @test "workers exit when the supervisor dies" {
     port=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 "$TINY" --port "$port"

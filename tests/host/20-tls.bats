@@ -421,3 +421,30 @@ PYEOF
         "S('bytes.user_rx') == 2 * $((1 + 16385 + 1048583)) and S('bytes.ktls_rx') == 0"
     assert_output ok
 }
+
+@test "the kernel proved to have no tls ULP: libssl is not asked for kTLS (no SOL_TLS setsockopt), reasons stay no_kernel_tls" {
+    need_no_tls
+    port=$(free_port)
+    start srv env KTLSSHIM_STATS="$STATS" "$PY" "$(py_server)" --port "$port" \
+        --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
+    wait_listen "$port"
+    # every setsockopt the server makes from here on (its connection threads)
+    strace -f -qq -e trace=setsockopt -o trace.txt -p "$(pid_of srv)" 2>strace.err &
+    tracer=$!
+    wait_until 30 grep -q "TracerPid:[[:space:]]*$tracer\$" "/proc/$(pid_of srv)/status"
+    run matrix "$port" ec "1.2 1.3" "aes128 chacha" s16385
+    assert_success
+    kill -INT "$tracer"
+    wait "$tracer" 2>/dev/null || true
+    # the library's proof: its own TCP_ULP, refused with ENOENT; then no
+    # try of libssl's at TLS_TX / TLS_RX on any connection
+    run grep -c 'TCP_ULP, "tls", 3) = -1 ENOENT' trace.txt
+    [ "$output" -ge 1 ]
+    run grep -cE 'SOL_TLS|0x11a|, 282,' trace.txt
+    assert_output 0
+    stop_srv srv
+    run stats_check "$STATS" 'S("connections.tls") == 4' \
+        'S("fallback_tx.no_kernel_tls") == 4 and S("fallback_rx.no_kernel_tls") == 4' \
+        'S("fallback_tx.disabled") == 0 and S("fallback_rx.disabled") == 0'
+    assert_output ok
+}

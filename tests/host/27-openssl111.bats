@@ -136,6 +136,15 @@ mixed() {
     lib_lines mix | grep -q "calls to OpenSSL 3 (libssl.so.3) (.*) pass through untouched"
 }
 
+@test "OpenSSL 1.1.1 through memory BIOs (as asyncio): the body as sent, fallback not_socket both ways" {
+    need_no_tls
+    mixed 111-membio
+    run stats_check "$STATS" 'len(R) == 1 and R[0]["openssl"] == "1.1.1w"' \
+        'S("connections.tls") == 1 and S("hooks.other_openssl") == 0' \
+        'S("fallback_tx.not_socket") == 1 and S("fallback_rx.not_socket") == 1'
+    assert_output ok
+}
+
 @test "an OpenSSL 3 program's record says 3.x and nothing passed through" {
     need_no_tls
     port=$(free_port)

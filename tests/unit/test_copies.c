@@ -25,6 +25,7 @@ void ks_signals_release(void)
 
 #include "../../shim/core/log.c"
 #include "../../shim/core/libc.c"
+#include "../../shim/core/fds.c"
 #include "../../shim/tls/ossl/sym.c"
 #include "../../shim/stats/stats.c"
 #include "../../shim/stats/pool.c"

@@ -32,6 +32,7 @@ void ks_signals_release(void)
 #include "../../shim/core/log.c"
 #include "../../shim/tls/ossl/api.c"
 #include "../../shim/core/libc.c"
+#include "../../shim/core/fds.c"
 #include "../../shim/tls/ossl/sym.c"
 #include "../../shim/stats/stats.c"
 #include "../../shim/stats/pool.c"

@@ -23,6 +23,11 @@ static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg);
 static int bio_write_slow(BIO *b, const void *data, int dlen);
 static int bio_read_slow(BIO *b, void *data, int dlen);
 static long (*bio_ctrl_hook)(BIO *, int, long, void *) = bio_ctrl_slow;
+/* libcrypto's BIO_ctrl while every control but SET_KTLS goes straight to it
+ * (no program's BIO met): BIO_ctrl's one test, about 165 calls a
+ * connection. NULL before it is known, and for good once a program's BIO
+ * was met (bs_own_bio_seen). */
+static long (*bio_ctrl_pass)(BIO *, int, long, void *);
 static int (*bio_write_hook)(BIO *, const void *, int) = bio_write_slow;
 static int (*bio_read_hook)(BIO *, void *, int) = bio_read_slow;
 
@@ -38,6 +43,21 @@ static long bio_ctrl_proving(BIO *b, int cmd, long larg, void *parg)
     return bio_ctrl_slow(b, cmd, larg, parg);
 }
 
+/* bio_ctrl_pass is set once the real one is known, unless watching began:
+ * bs_own_bio_seen sets bs_watching, then clears it (all seq_cst, so one of
+ * the two sides sees the other's store). */
+static void pass_through_known(void)
+{
+    long (*none)(BIO *, int, long, void *) = NULL;
+    if (__atomic_load_n(&bio_ctrl_pass, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&bs_watching, __ATOMIC_SEQ_CST))
+        return;
+    __atomic_compare_exchange_n(&bio_ctrl_pass, &none, bs_api.ctrl, false, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&bs_watching, __ATOMIC_SEQ_CST))
+        __atomic_store_n(&bio_ctrl_pass, NULL, __ATOMIC_SEQ_CST);
+}
+
 __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, void *parg)
 {
     if (KS_UNLIKELY(!api_ready()) && !bs_api.ctrl && !BS_RESOLVE(ctrl, "BIO_ctrl")) {
@@ -45,6 +65,7 @@ __attribute__((noinline)) static long bio_ctrl_slow(BIO *b, int cmd, long larg, 
         return 0;
     }
     HOOK_SET(bio_ctrl_hook, bio_ctrl_slow, bio_ctrl_proving);
+    pass_through_known();
     long r;
     switch (cmd) {
     case BIO_CTRL_FLUSH:
@@ -98,6 +119,9 @@ static long bio_ctrl_watching(BIO *b, int cmd, long larg, void *parg)
 
 KS_EXPORT long BIO_ctrl(BIO *b, int cmd, long larg, void *parg)
 {
+    long (*real)(BIO *, int, long, void *) = __atomic_load_n(&bio_ctrl_pass, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL) && KS_LIKELY(cmd != KS_BIO_CTRL_SET_KTLS))
+        return real(b, cmd, larg, parg);
     return HOOK_JUMP(bio_ctrl_hook)(b, cmd, larg, parg);
 }
 
@@ -187,6 +211,7 @@ void bs_own_bio_seen(void)
 {
     if (__atomic_exchange_n(&bs_watching, 1, __ATOMIC_SEQ_CST))
         return;
+    __atomic_store_n(&bio_ctrl_pass, NULL, __ATOMIC_SEQ_CST);
     __atomic_store_n(&bio_ctrl_hook, bio_ctrl_watching, __ATOMIC_SEQ_CST);
     __atomic_store_n(&bio_write_hook, bio_write_watching, __ATOMIC_SEQ_CST);
     __atomic_store_n(&bio_read_hook, bio_read_watching, __ATOMIC_SEQ_CST);

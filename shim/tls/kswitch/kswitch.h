@@ -62,6 +62,12 @@ static inline struct ks_own *ks_own_of(const SSL *s)
  * libssl's return for SSL_read (bytes, or <= 0); *got is the byte count. */
 int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bool peek);
 
+/* tls/kswitch/tx.c: reads and discards until the peer's close_notify, as
+ * libssl's SSL_shutdown does once its own close_notify is out (both own
+ * shutdown paths). True once it is in; false on WANT_READ or another end
+ * (the error as ks_own_read recorded it). */
+bool ks_own_drain_to_close(SSL *s, struct ks_own *o);
+
 /* Any call that libssl serves on this connection clears the error the
  * switch recorded, so that SSL_get_error asks libssl about that call. */
 void ks_own_forget_error(struct ks_own *o);

@@ -372,17 +372,8 @@ KS_EXPORT int SSL_shutdown(SSL *s)
     if (r < 0)
         return r;
     /* Wait for the peer's close_notify, discarding data, as libssl does. */
-    for (;;) {
-        uint8_t sink[4096];
-        size_t got;
-        int rr = ks_own_read(s, o, sink, sizeof sink, &got, false);
-        ks_cleanse(sink, sizeof sink);
-        if (rr > 0)
-            continue;
-        if (o->state == OWN_CLOSED) {
-            o->last_err = -1;
-            return 1;
-        }
+    if (!ks_own_drain_to_close(s, o))
         return -1;
-    }
+    o->last_err = -1;
+    return 1;
 }

@@ -404,6 +404,18 @@ static int send_close_notify(struct ks_own *o)
     return -1;
 }
 
+bool ks_own_drain_to_close(SSL *s, struct ks_own *o)
+{
+    for (;;) {
+        uint8_t sink[4096];
+        size_t got;
+        int rr = ks_own_read(s, o, sink, sizeof sink, &got, false);
+        ks_cleanse(sink, sizeof sink);
+        if (rr <= 0)
+            return o->state == OWN_CLOSED;
+    }
+}
+
 int ks_own_shutdown_tx(SSL *s, struct ks_own *o)
 {
     o->last_err = -1;
@@ -435,17 +447,8 @@ int ks_own_shutdown_tx(SSL *s, struct ks_own *o)
     } else if (!(sh & SSL_RECEIVED_SHUTDOWN)) {
         /* Later calls wait for the peer's close_notify, discarding data,
          * as libssl does. */
-        for (;;) {
-            uint8_t sink[4096];
-            size_t got;
-            int rr = ks_own_read(s, o, sink, sizeof sink, &got, false);
-            ks_cleanse(sink, sizeof sink);
-            if (rr > 0)
-                continue;
-            if (o->state == OWN_CLOSED)
-                break;
+        if (!ks_own_drain_to_close(s, o))
             return -1; /* WANT_READ, or the connection ended otherwise */
-        }
     }
     o->last_err = -1; /* SSL_get_error asks libssl, as after libssl's */
     sh = api.get_shutdown(s);

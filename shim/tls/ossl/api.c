@@ -69,6 +69,8 @@ static void load_table(void)
     ok &= !!RESOLVE(CTX_get_ex_data, "SSL_CTX_get_ex_data");
     ok &= !!RESOLVE(CTX_set_ex_data, "SSL_CTX_set_ex_data");
     helpers_ok = ok;
+    RESOLVE(set_options, "SSL_set_options");
+    RESOLVE(clear_options, "SSL_clear_options");
 
     bool sw = true;
     sw &= !!RESOLVE(is_server, "SSL_is_server");

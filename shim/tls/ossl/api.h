@@ -63,6 +63,9 @@ struct ks_ossl_api {
     SSL_CTX *(*get_SSL_CTX)(const SSL *);
     void *(*CTX_get_ex_data)(const SSL_CTX *, int);
     int (*CTX_set_ex_data)(SSL_CTX *, int, void *);
+    /* tls/withhold.c (either absent: nothing is withheld). */
+    uint64_t (*set_options)(SSL *, uint64_t);
+    uint64_t (*clear_options)(SSL *, uint64_t);
 
     /* The kTLS switch of the library's own (ks_ossl_api_switch_ok()). */
     int (*is_server)(const SSL *);

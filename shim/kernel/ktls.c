@@ -1,5 +1,6 @@
 /* ktls.c — the kernel side of kTLS, read-only except for one option:
- * - whether the tls ULP exists (/proc/sys/net/ipv4/tcp_available_ulp), and
+ * - whether the tls ULP exists (/proc/sys/net/ipv4/tcp_available_ulp, or
+ *   /proc/net/tls_stat in a network namespace that lacks the first), and
  *   whether its absence is proven (a probe socket's TCP_ULP: ENOENT);
  * - software or NIC crypto per connection. Without a NIC that does TLS in
  *   the network namespace every kTLS connection is software, exactly: the
@@ -57,11 +58,17 @@ bool ks_ktls_kernel_has_tls(void)
     KS_SAVE_ERRNO;
     char buf[256];
     bool yes = false;
-    if (ks_read_text("/proc/sys/net/ipv4/tcp_available_ulp", buf, sizeof buf) > 0)
+    if (ks_read_text("/proc/sys/net/ipv4/tcp_available_ulp", buf, sizeof buf) > 0) {
         for (char *save, *tok = strtok_r(buf, " \n", &save); tok;
              tok = strtok_r(NULL, " \n", &save))
             if (strcmp(tok, "tls") == 0)
                 yes = true;
+    } else {
+        /* A network namespace other than the first has no
+         * tcp_available_ulp; the tls module's /proc/net/tls_stat is there
+         * in every namespace once the module is loaded. */
+        yes = ks_read_text("/proc/net/tls_stat", buf, sizeof buf) > 0;
+    }
     if (yes)
         __atomic_store_n(&known_yes, 1, __ATOMIC_RELAXED);
     else

@@ -226,7 +226,11 @@ static void *writer_main(void *arg)
         /* Once the process is a supervisor, its tick writes (the pool). */
         if (!ks_stats_pooled())
             write_if_free();
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
         next.tv_sec += ks_config()->prom_interval;
+        if (next.tv_sec < now.tv_sec) /* a write slower than the interval: no catching up */
+            next.tv_sec = now.tv_sec + ks_config()->prom_interval;
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
             ;
     }

@@ -30,6 +30,16 @@ prom_sum() {
 
 inode() { stat -c %i "$PROM" 2>/dev/null; }
 
+# serve VAR=VALUE... [CMD...]: the Python HTTPS server under the library
+# with these variables (and CMD before it), listening; sets port and pid.
+serve() {
+    port=$(pick_port)
+    start srv env "$@" "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" \
+        --key "$CERTS/ec.key" --dir "$WWW"
+    wait_listen "$port"
+    pid=$(pid_of srv)
+}
+
 # prom_equals METRIC VALUE: $PROM's sum of METRIC is VALUE now.
 prom_equals() { [ "$(prom_sum "$1")" = "$2" ]; }
 
@@ -67,12 +77,9 @@ serve_and_check() {
 }
 
 @test "prom file, sharded N=2: rewritten during a download, counters move, worker series add up to N, promtool accepts it, final counts at the end" {
-    port=$(pick_port)
-    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 \
-        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
-        "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
-    wait_listen "$port"
-    sup=$(pid_of srv)
+    serve KTLSSHIM_SHARDS=2 KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 \
+        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
+    sup=$pid
     serve_and_check "$port" 5 6
     # one series per worker and "other" (the supervisor's own: no connection)
     run grep -c '^ktlsshim_connections_tls_total{worker="[01]"} [0-9]' "$PROM"
@@ -93,12 +100,7 @@ serve_and_check() {
 }
 
 @test "prom file, unsharded: a thread rewrites it during a download, N connections -> N, the final write at exit" {
-    port=$(pick_port)
-    start srv env KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 \
-        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
-        "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
-    wait_listen "$port"
-    pid=$(pid_of srv)
+    serve KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
     # no thread, no file until the process serves something
     [ ! -e "$PROM" ]
     curl -skf -o /dev/null "https://127.0.0.1:$port/s3000000"
@@ -116,15 +118,12 @@ serve_and_check() {
 }
 
 @test "prom file: a full disk costs one line, no temp file, the server serves the same bytes; bad values are reported" {
-    port=$(pick_port)
     mkdir full
     # a 4 KiB tmpfs of the server's own (mount namespace): the file does not fit
-    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PROM_FILE="$BATS_TEST_TMPDIR/full/k.prom" \
+    serve KTLSSHIM_SHARDS=2 KTLSSHIM_PROM_FILE="$BATS_TEST_TMPDIR/full/k.prom" \
         KTLSSHIM_PROM_INTERVAL=1 unshare -m --propagation private \
-        sh -c 'mount -t tmpfs -o size=4k tmpfs "$0" && exec "$@"' "$BATS_TEST_TMPDIR/full" \
-        "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
-    wait_listen "$port"
-    sup=$(pid_of srv)
+        sh -c 'mount -t tmpfs -o size=4k tmpfs "$0" && exec "$@"' "$BATS_TEST_TMPDIR/full"
+    sup=$pid
     wait_until 10 grep -q 'KTLSSHIM_PROM_FILE=.*cannot write it: No space left on device' srv.err
     for i in 1 2 3; do
         curl -skf -o "got$i.bin" "https://127.0.0.1:$port/s3000000"
@@ -149,14 +148,10 @@ serve_and_check() {
 # an hour serves one download and is stopped: the file then holds the
 # exit record's counts, which only the last write can have put there.
 final_write() {
-    local port role pid
-    port=$(pick_port)
+    local role
     role=$([ $# -gt 0 ] && echo supervisor || echo process)
-    start srv env "$@" KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=3600 \
-        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
-        "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
-    wait_listen "$port"
-    pid=$(pid_of srv)
+    serve "$@" KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=3600 \
+        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
     curl -skf -o got.bin "https://127.0.0.1:$port/s3000000"
     assert_equal "$(sha got.bin)" "$(sha "$WWW/s3000000")"
     kill -TERM "$pid"

@@ -88,6 +88,14 @@ serve_and_check() {
     assert_equal "$(prom_sum ktlsshim_workers_started_total 'worker="other"')" 2
     grep -q '^ktlsshim_fallback_total{direction="tx",reason="no_kernel_tls",worker="0"} ' "$PROM"
     grep -q '^ktlsshim_summed_records [0-9]' "$PROM"
+    # workers killed and respawned: their series keep what they counted (no
+    # reset for Prometheus), the sum stays what the clients did
+    w0=$(prom_sum ktlsshim_connections_tls_total 'worker="0"')
+    w1=$(prom_sum ktlsshim_connections_tls_total 'worker="1"')
+    kill -KILL $(children_of "$sup")
+    wait_until 10 prom_equals ktlsshim_workers_respawned_total 2
+    assert_equal "$(prom_sum ktlsshim_connections_tls_total 'worker="0"') $(prom_sum ktlsshim_connections_tls_total 'worker="1"')" "$w0 $w1"
+    assert_equal "$(prom_sum ktlsshim_connections_tls_total)" 6
     # the probe prints the same families (one formatter)
     run sh -c "'$BUILD/ktls-probe' --stats $sup --prometheus | grep -c '^ktlsshim_connections_tls_total{worker='"
     assert_output 3

@@ -175,3 +175,61 @@ final_write() {
     final_write KTLSSHIM_SHARDS=2
     final_write
 }
+
+# prefork_server: a Python HTTPS server that forks two children after
+# listen(), each accepting on the same socket (Apache's prefork model,
+# unsharded); the parent only waits.
+prefork_server() {
+    local f="$BATS_TEST_TMPDIR/prefork.py"
+    cat >"$f" <<'PYEOF'
+import functools, http.server, os, signal, ssl, sys
+port, cert, key, d = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)
+srv = http.server.HTTPServer(("127.0.0.1", port), h)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+kids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        srv.serve_forever()
+    kids.append(pid)
+signal.signal(signal.SIGTERM, lambda *a: [os.kill(k, signal.SIGTERM) for k in kids])
+for k in kids:
+    os.waitpid(k, 0)
+PYEOF
+    echo "$f"
+}
+
+# writers PID...: how many of these processes have the writer thread.
+writers() {
+    local p
+    for p in "$@"; do cat /proc/"$p"/task/*/comm 2>/dev/null; done | grep -c '^ktlsshim-prom$'
+}
+
+@test "prom file, unsharded prefork (two children accept on one socket): one writer thread in the tree, never one per child" {
+    port=$(pick_port)
+    start srv env KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 \
+        "$PY" "$(prefork_server)" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW"
+    wait_listen "$port"
+    pid=$(pid_of srv)
+    wait_until 10 n_children "$pid" 2
+    kids=$(children_of "$pid")
+    # until both children have served (each became active)
+    for _ in $(seq 40); do
+        curl -skf -o /dev/null "https://127.0.0.1:$port/s3000000"
+        active=0
+        for k in $kids; do "$BUILD/ktls-probe" --stats "$k" >/dev/null 2>&1 && active=$((active + 1)); done
+        [ "$active" = 2 ] && break
+    done
+    assert_equal "$active" 2
+    wait_until 10 test -s "$PROM"
+    run writers "$pid" $kids
+    assert_output 1
+    run writers "$pid"
+    assert_output 0
+    run promtool check metrics <"$PROM"
+    assert_success
+}

@@ -70,8 +70,9 @@ static int64_t now_ms(void)
 
 /* ---- one line per distinct error ---- */
 
+/* Room for the path (config.c: under 4064 bytes) and what goes with it. */
 struct text {
-    char p[1024];
+    char p[4096 + 256];
     size_t len;
 };
 
@@ -119,6 +120,7 @@ static void report(int stage, const char *what, int err)
     add(&t, "; the server goes on, the file is tried again every ");
     add_num(&t, (uint64_t)ks_config()->prom_interval);
     add(&t, " s\n");
+    t.p[t.len - 1] = '\n'; /* a line, even cut short */
     ks_log_raw(t.p, t.len);
 }
 

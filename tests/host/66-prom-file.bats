@@ -51,7 +51,7 @@ serve_and_check() {
     wait_until 10 test -s "$PROM"
     i1=$(inode)
     a=$(prom_sum ktlsshim_user_tx_bytes_total)
-    curl -skf --limit-rate 500k -o got.bin "https://127.0.0.1:$port/s3000000" &
+    curl -skf --limit-rate 1m -o got.bin "https://127.0.0.1:$port/s3000000" &
     curl_pid=$!
     for _ in $(seq 100); do
         b=$(prom_sum ktlsshim_user_tx_bytes_total)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bats
+# Beyond one machine (docs/deploy.md): three machines, each a network
+# namespace running a real nginx sharded under the library (2 workers)
+# whose supervisor rewrites a node_exporter textfile (KTLSSHIM_PROM_FILE),
+# and a real prometheus-node-exporter; in front a real HAProxy in `mode
+# tcp` (round robin); a real Prometheus scraping the three node_exporters
+# every second. N downloads through HAProxy, hash-checked; Prometheus' sum
+# over the machines must come to N, machine by machine what the client saw.
+# tests/vm/86-cluster.bats does the same behind IPVS where kTLS exists.
+
+load '../helpers/common'
+load '../helpers/cluster'
+
+CLUSTER_MACHINES=3
+N=30
+
+setup() { cluster_setup; }
+teardown() { cluster_teardown; }
+
+# prom_by_machine PROMQL-SUM-BY-MACHINE: checks Prometheus' per-machine
+# values are the client's per-machine counts.
+prom_by_machine() {
+    local m
+    run cluster query "$C" "$1"
+    assert_success
+    for m in "${!SERVED[@]}"; do
+        assert_line "machine=$m	${SERVED[$m]}"
+    done
+    assert_equal "${#lines[@]}" "$CLUSTER_MACHINES"
+}
+
+@test "cluster: 3 sharded nginx behind HAProxy (mode tcp); Prometheus' sums are what the client did" {
+    run cluster up "$C" --machines "$CLUSTER_MACHINES" --balancer haproxy
+    assert_success
+    cluster_drive "$N"
+    # every TLS connection counted once, on the machine that served it
+    run cluster wait "$C" 'sum(ktlsshim_connections_tls_total)' "$N" 20
+    assert_success
+    prom_by_machine 'sum by (machine) (ktlsshim_connections_tls_total)'
+    # each one's send side went to the kernel or fell back, for a reason
+    run cluster query "$C" \
+        'sum(ktlsshim_ktls_tx_total) + sum(ktlsshim_fallback_total{direction="tx"})'
+    assert_output "	$N"
+    # node_exporter's exposition of the file passes promtool's lint
+    run cluster metrics "$C" m1
+    assert_success
+    grep -E '^(# (HELP|TYPE) )?ktlsshim_' <<<"$output" >"$BATS_TEST_TMPDIR/m1.prom"
+    run grep -c '^# TYPE ktlsshim_' "$BATS_TEST_TMPDIR/m1.prom"
+    [ "$output" -ge 5 ]
+    run promtool check metrics <"$BATS_TEST_TMPDIR/m1.prom"
+    assert_success
+    assert_output ''
+    # node_exporter read every textfile without error
+    run cluster query "$C" 'sum(node_textfile_scrape_error)'
+    assert_output "	0"
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bats
+# tests/host/86-cluster.bats where kTLS exists, behind IPVS: two machines
+# (network namespaces), each a real nginx sharded under the library (2
+# workers) writing its node_exporter textfile (KTLSSHIM_PROM_FILE), and a
+# real prometheus-node-exporter; in front an IPVS virtual service (NAT,
+# round robin) in the balancer's namespace. N downloads through it; the
+# node_exporters' expositions, added as Prometheus' sum() would, must come
+# to N TLS connections, N with kTLS TX, machine by machine what the client
+# saw. Prometheus itself is left to the host test: under TCG it adds about
+# 20 s to the cluster's start (docs/testing.md).
+
+load '../helpers/common'
+load '../helpers/cluster'
+
+CLUSTER_MACHINES=2
+N=12
+
+setup() {
+    if [ "${KTLSSHIM_VM_INSIDE:-0}" != 1 ]; then
+        fail "not inside the kTLS VM: run these through scripts/vm-run (make test-vm)"
+    fi
+    cluster_setup
+}
+teardown() { cluster_teardown; }
+
+@test "vm: 2 sharded nginx behind IPVS (NAT, rr): the node_exporters add up to what the client did, kTLS on each" {
+    run cluster up "$C" --machines "$CLUSTER_MACHINES" --balancer ipvs --no-prometheus
+    assert_success
+    cluster_drive "$N"
+    # the connections went through IPVS, one virtual service
+    run cluster exec "$C" lb ipvsadm -Ln --stats
+    assert_line --regexp "^TCP  10\.77\.1\.1:443 +$N "
+    wait_until 30 sum_is ktlsshim_connections_tls_total "$N"
+    local m
+    for m in "${!SERVED[@]}"; do
+        run cluster sum "$C" ktlsshim_connections_tls_total "$m"
+        assert_output "${SERVED[$m]}"
+        run cluster sum "$C" ktlsshim_ktls_tx_total "$m"
+        assert_output "${SERVED[$m]}"
+    done
+    run cluster sum "$C" ktlsshim_ktls_tx_total
+    assert_output "$N"
+    run cluster sum "$C" 'ktlsshim_fallback_total{direction="tx"}'
+    assert_output 0
+    # the receive side: the kernel's, or user space for a counted reason
+    rx=$(cluster sum "$C" ktlsshim_ktls_rx_total)
+    run cluster sum "$C" 'ktlsshim_fallback_total{direction="rx"}'
+    assert_equal "$((rx + output))" "$N"
+}

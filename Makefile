@@ -23,7 +23,7 @@ SHIM_SRC := $(sort $(shell find shim -name '*.c'))
 SHIM_HDR := $(sort $(shell find shim -name '*.h'))
 SHIM_OBJ := $(patsubst shim/%.c,$(BUILD)/shim/%.o,$(SHIM_SRC))
 # probe/ shares the kernel's crypto_info builder with the library.
-PROBE_SRC := $(wildcard probe/*.c) shim/kernel/cryptoinfo.c
+PROBE_SRC := $(wildcard probe/*.c) shim/kernel/cryptoinfo.c shim/stats/prom.c
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 
@@ -38,7 +38,7 @@ $(BUILD)/libktlsshim.so: $(SHIM_OBJ) shim/libktlsshim.map
 	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SHIM_OBJ) \
 	    -Wl,--version-script=shim/libktlsshim.map -Wl,-z,now -Wl,-z,relro $(LDLIBS_SHIM) $(EXTRA_LDFLAGS)
 
-$(BUILD)/ktls-probe: $(PROBE_SRC) $(wildcard probe/*.h) shim/kernel/cryptoinfo.h shim/kernel/uapi.h | $(BUILD)
+$(BUILD)/ktls-probe: $(PROBE_SRC) $(wildcard probe/*.h) shim/kernel/cryptoinfo.h shim/kernel/uapi.h shim/stats/prom.h shim/stats/live_abi.h | $(BUILD)
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -Ishim -o $@ $(PROBE_SRC) -ldl $(EXTRA_LDFLAGS)
 
 # The launcher (ktlsshim(1)); it finds the library in ../lib from its own

@@ -5,14 +5,16 @@
  * worker's record and their sum (recycled records included) are shown;
  * given a worker or an unsharded process, its own record.
  *
- * --prometheus prints the node_exporter textfile format instead: one
- * counter per ktlsshim counter (labels pid, role, shard; the sum over a
- * sharded group has role="sum"), and the kernel's /proc/net/tls_stat, whose
+ * --prometheus prints the node_exporter textfile format instead: the
+ * families KTLSSHIM_PROM_FILE holds (one formatter, shim/stats/prom.c:
+ * a supervisor's workers labelled worker="N" plus worker="other", which add
+ * up to the group's sum), and the kernel's /proc/net/tls_stat, whose
  * names are kept as printed in the label `counter` (metric names must be
  * snake_case): ktlsshim_kernel_tls_total (counters) and
  * ktlsshim_kernel_tls_current (TlsCurr*: gauges). */
 #include "probe.h"
 #include "../shim/stats/live_abi.h"
+#include "../shim/stats/prom.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -235,23 +237,6 @@ static void report_text(FILE *out, const struct live *l, const unsigned char *mi
 
 /* ---- Prometheus text exposition ---- */
 
-static void metric_name(const struct live *l, uint32_t i, char *out, size_t n)
-{
-    char name[KS_LIVE_NAME_LEN + 1];
-    name_of(l, i, name);
-    for (char *p = name; *p; p++)
-        if (*p == '.')
-            *p = '_';
-    snprintf(out, n, "ktlsshim_%s_total", name);
-}
-
-static void prom_series(FILE *out, const char *metric, const struct live *l, const unsigned char *r,
-                        uint64_t v)
-{
-    fprintf(out, "%s{pid=\"%d\",role=\"%s\",shard=\"%d\"} %" PRIu64 "\n", metric,
-            (int)field(l, r, KS_LIVE_PID), role_of(l, r), (int)field(l, r, KS_LIVE_SHARD), v);
-}
-
 static void prom_kernel(FILE *out)
 {
     FILE *f = fopen("/proc/net/tls_stat", "re");
@@ -277,43 +262,25 @@ static void prom_kernel(FILE *out)
     }
 }
 
+static void to_file(void *ctx, const char *p, size_t n)
+{
+    fwrite(p, 1, n, ctx);
+}
+
+/* The library's own formatter (shim/stats/prom.c): the same families as
+ * KTLSSHIM_PROM_FILE, then the kernel's counters. */
 static void report_prometheus(FILE *out, const struct live *l, const unsigned char *mine)
 {
-    const unsigned char *self = l->base + l->h->self_offset;
-    uint64_t *sum = NULL, nrec = 0;
-    if (!mine && l->h->pool_nrec) {
-        sum = calloc(l->h->ncounters, sizeof *sum);
-        if (sum)
-            group_sum(l, sum, &nrec);
-    }
-    char metric[KS_LIVE_NAME_LEN + 32];
-    for (uint32_t i = 0; i < l->h->ncounters; i++) {
-        char name[KS_LIVE_NAME_LEN + 1];
-        metric_name(l, i, metric, sizeof metric);
-        fprintf(out, "# HELP %s ktlsshim counter %s (docs/stats.md).\n# TYPE %s counter\n", metric,
-                name_of(l, i, name), metric);
-        if (mine) {
-            prom_series(out, metric, l, mine, counter(l, mine, i));
-        } else if (!l->h->pool_nrec) {
-            prom_series(out, metric, l, self, counter(l, self, i));
-        } else {
-            for (uint32_t k = 0; k < l->h->pool_nrec; k++) {
-                const unsigned char *r = pool_record(l, k);
-                if (r && field(l, r, KS_LIVE_IN_USE))
-                    prom_series(out, metric, l, r, counter(l, r, i));
-            }
-            if (sum)
-                fprintf(out, "%s{pid=\"%d\",role=\"sum\",shard=\"-1\"} %" PRIu64 "\n", metric,
-                        (int)l->h->pid, sum[i]);
-        }
-    }
-    if (sum) {
-        fprintf(out, "# HELP ktlsshim_summed_records Records in the group's sum, recycled ones "
-                     "included.\n# TYPE ktlsshim_summed_records gauge\n");
-        fprintf(out, "ktlsshim_summed_records{pid=\"%d\",role=\"sum\",shard=\"-1\"} %" PRIu64 "\n",
-                (int)l->h->pid, nrec);
-    }
-    free(sum);
+    uint64_t *scratch = calloc(ks_prom_scratch_words(l->base), sizeof *scratch);
+    if (!scratch)
+        return;
+    static struct ks_prom_out o;
+    o.len = 0;
+    o.flush = to_file;
+    o.ctx = out;
+    ks_prom_format(&o, l->base, mine, scratch);
+    ks_prom_flush(&o);
+    free(scratch);
     prom_kernel(out);
 }
 

@@ -38,6 +38,7 @@
 #include "core/libc.h"
 #include "shard/shard.h"
 #include "stats/connlog.h"
+#include "stats/promfile.h"
 #include "stats/sigcatch.h"
 #include "stats/stats.h"
 #include "tls/ossl/copies.h"
@@ -78,6 +79,7 @@ __attribute__((constructor)) static void ks_load(void)
     ks_shard_load();
     ks_connlog_open();
     ks_stats_open_file();
+    ks_prom_load();
     ks_exitpath_setup();
     pthread_atfork(ks_signals_before_fork, ks_signals_after_fork, child_after_fork);
     KS_RESTORE_ERRNO;

@@ -22,6 +22,7 @@ static struct ks_config cfg = {
     .ticket_rotate = 3600,
     .stop_timeout = 90,
     .graceful_signal = SIGTERM,
+    .prom_interval = 5,
 };
 /* Fork: pthread_once is no lock a fork can leave held: a child forked while
  * another thread runs the initialiser runs it again (glibc keeps the fork
@@ -44,6 +45,8 @@ static const char *const known[] = {
     "KTLSSHIM_STOP_TIMEOUT",
     "KTLSSHIM_RELOAD",
     "KTLSSHIM_GRACEFUL_SIGNAL",
+    "KTLSSHIM_PROM_FILE",
+    "KTLSSHIM_PROM_INTERVAL",
 };
 /* Set by the library itself for the processes of exec mode (execmode.c). */
 static const char *const internal[] = {
@@ -161,6 +164,32 @@ static void read_conn_log(const char *v)
     strcpy(cfg.conn_log_path, v);
 }
 
+/* The Prometheus textfile (stats/promfile.c): an absolute path whose
+ * directory is checked when it is written (it may not exist yet at start);
+ * a directory or a missing file name is refused now. */
+static void read_prom_file(const char *v)
+{
+    size_t len = strlen(v);
+    if (v[0] != '/' || len >= sizeof cfg.prom_file - 32 || v[len - 1] == '/') {
+        bad("KTLSSHIM_PROM_FILE", v,
+            v[0] != '/'                        ? "expected an absolute path to a .prom file"
+            : len >= sizeof cfg.prom_file - 32 ? "path too long"
+                                               : "expected a file name, not a directory",
+            "no Prometheus textfile");
+        return;
+    }
+    strcpy(cfg.prom_file, v);
+}
+
+static void read_prom_interval(const char *v)
+{
+    long n;
+    if (ks_parse_count(v, 3600, &n) && n >= 1)
+        cfg.prom_interval = (int)n;
+    else
+        bad("KTLSSHIM_PROM_INTERVAL", v, "expected a whole number of seconds from 1 to 3600", "5");
+}
+
 static void read_ticket_rotate(const char *v)
 {
     long n;
@@ -269,7 +298,7 @@ static void report_unknown(void)
                          "KTLSSHIM_KTLS, KTLSSHIM_STATS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY, "
                          "KTLSSHIM_TICKET_ROTATE, KTLSSHIM_TICKET_KEY_FILE, KTLSSHIM_PIN, "
                          "KTLSSHIM_CONN_LOG, KTLSSHIM_STOP_TIMEOUT, KTLSSHIM_RELOAD, "
-                         "KTLSSHIM_GRACEFUL_SIGNAL",
+                         "KTLSSHIM_GRACEFUL_SIGNAL, KTLSSHIM_PROM_FILE, KTLSSHIM_PROM_INTERVAL",
                          (int)(len > 200 ? 200 : len), *e);
     }
 }
@@ -293,6 +322,10 @@ static void load(void)
         read_stats(v);
     if ((v = getenv("KTLSSHIM_CONN_LOG")))
         read_conn_log(v);
+    if ((v = getenv("KTLSSHIM_PROM_FILE")))
+        read_prom_file(v);
+    if ((v = getenv("KTLSSHIM_PROM_INTERVAL")))
+        read_prom_interval(v);
     if ((v = getenv("KTLSSHIM_TICKET_ROTATE")))
         read_ticket_rotate(v);
     if ((v = getenv("KTLSSHIM_STOP_TIMEOUT")))

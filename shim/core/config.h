@@ -27,6 +27,8 @@ struct ks_config {
     char stats_path[4096];      /* KTLSSHIM_STATS, "" when unset */
     char ticket_key_file[4096]; /* KTLSSHIM_TICKET_KEY_FILE, "" when unset */
     char conn_log_path[4096];   /* KTLSSHIM_CONN_LOG, "" when unset (connlog.c) */
+    char prom_file[4096];       /* KTLSSHIM_PROM_FILE, "" when unset (stats/promfile.c) */
+    int prom_interval;          /* KTLSSHIM_PROM_INTERVAL, seconds */
 };
 
 /* Parses the environment on first use (thread-safe), reports every bad

@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "stats/stats.h"
 #include "core/libc.h"
+#include "stats/promfile.h"
 #include "stats/sigcatch.h"
 
 #include <limits.h>
@@ -350,6 +351,7 @@ static void finish(void)
         snprintf(end, sizeof end, "exit %d", 128 + sig);
     else
         snprintf(end, sizeof end, "exit 0");
+    ks_prom_final();
     ks_stats_write_supervisor(end);
     if (code)
         ks_exit_as_program(code);
@@ -521,6 +523,9 @@ void ks_supervise(struct ks_plan *plan)
         int64_t rot = ks_shard_client.next_duty_ms ? ks_shard_client.next_duty_ms() : -1;
         if (rot >= 0 && (next < 0 || rot < next))
             next = rot;
+        int64_t prom = ks_prom_due_ms(); /* KTLSSHIM_PROM_FILE */
+        if (prom >= 0 && (next < 0 || prom < next))
+            next = prom;
         int64_t wait_ms = next < 0 ? 60000 : next - ks_sup_now_ms();
         if (wait_ms < 0)
             wait_ms = 0;
@@ -533,6 +538,7 @@ void ks_supervise(struct ks_plan *plan)
         int64_t now = ks_sup_now_ms();
         kill_if_stop_overdue(now);
         ks_reload_step(now);
+        ks_prom_tick(now);
         if (ks_shard_client.duty)
             ks_shard_client.duty(now);
         for (int i = 0; i < plan->nslots; i++) {

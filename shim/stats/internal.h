@@ -46,6 +46,9 @@ struct ks_record *ks_stats_pool_record(int idx);
 /* Adds the whole pool (records in use and the retired sum) to sum[];
  * returns how many records that is. */
 uint64_t ks_stats_pool_sum(uint64_t *sum);
+/* The live area (live_abi.h layout) this process writes its counts in,
+ * the pool's included; NULL if it has none. */
+const unsigned char *ks_stats_live_area(void);
 
 /* ---- emit.c ---- */
 

@@ -396,3 +396,8 @@ uint64_t ks_stats_pool_sum(uint64_t *sum)
     }
     return summed;
 }
+
+const unsigned char *ks_stats_live_area(void)
+{
+    return (const unsigned char *)area;
+}

@@ -21,6 +21,7 @@
 #include "core/libc.h"
 #include "core/config.h"
 
+#include "stats/promfile.h"
 #include "stats/sigcatch.h"
 
 #include <string.h>
@@ -55,6 +56,7 @@ void ks_stats_activate(void)
     parent_area = NULL;
     ks_stats_publish_private();
     ks_signals_catch();
+    ks_prom_on_active();
 }
 
 void ks_stats_mark_active(void)
@@ -69,7 +71,8 @@ void ks_stats_mark_active(void)
 
 void ks_stats_accepted(void)
 {
-    if (KS_UNLIKELY(!__atomic_load_n(&active, __ATOMIC_RELAXED)) && ks_config()->stats_path[0])
+    if (KS_UNLIKELY(!__atomic_load_n(&active, __ATOMIC_RELAXED)) &&
+        (ks_config()->stats_path[0] || ks_config()->prom_file[0]))
         ks_stats_mark_active();
     ks_count(KS_C_ACCEPTED, 1);
 }
@@ -193,6 +196,7 @@ void ks_stats_at_destructor(void)
     if (exit_status >= 0)
         ks_stats_end_text(end, "exit", exit_status);
     ks_stats_write_own(end);
+    ks_prom_final();
 }
 
 void ks_stats_at_exit(int status)
@@ -202,6 +206,7 @@ void ks_stats_at_exit(int status)
     char end[32];
     ks_stats_end_text(end, "exit", status & 0xff);
     ks_stats_write_own(end);
+    ks_prom_final();
 }
 
 void ks_stats_at_signal(int sig)
@@ -211,12 +216,15 @@ void ks_stats_at_signal(int sig)
     char end[32];
     ks_stats_end_text(end, "signal", sig);
     ks_stats_write_own(end);
+    ks_prom_final();
 }
 
 void ks_stats_at_exec(void)
 {
-    if (owner())
+    if (owner()) {
         give_to_parent();
+        ks_prom_final();
+    }
     if (!owner() || !__atomic_load_n(&active, __ATOMIC_ACQUIRE))
         return;
     struct ks_record *r = __atomic_load_n(&ks_cur, __ATOMIC_ACQUIRE);

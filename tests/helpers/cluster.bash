@@ -47,5 +47,33 @@ cluster_drive() {
         fail "the client reached ${#SERVED[@]} of $CLUSTER_MACHINES machines: $output"
 }
 
-# sum_is SERIES VALUE: the machines' node_exporters, added, give VALUE.
-sum_is() { [ "$(cluster sum "$C" "$1")" = "$2" ]; }
+# save_expositions: each machine's node_exporter exposition, fetched once,
+# to $BATS_TEST_TMPDIR/mI.prom (each fetch costs seconds in the VM).
+save_expositions() {
+    local m
+    for m in "${!SERVED[@]}"; do
+        cluster metrics "$C" "$m" >"$BATS_TEST_TMPDIR/$m.prom"
+    done
+}
+
+# saved_sum SERIES [mI]: SERIES added over the saved expositions (or mI's).
+saved_sum() {
+    if [ -n "${2:-}" ]; then
+        cluster sum - "$1" <"$BATS_TEST_TMPDIR/$2.prom"
+    else
+        cat "$BATS_TEST_TMPDIR"/m*.prom | cluster sum - "$1"
+    fi
+}
+
+# expositions_after T: saves every machine's exposition (save_expositions);
+# true when each shows its textfile written after T (epoch seconds):
+# node_exporter's node_textfile_mtime_seconds, whole seconds. With T taken
+# once the client is done, what the files say is final.
+expositions_after() {
+    local m
+    save_expositions
+    for m in "${!SERVED[@]}"; do
+        awk -v t="$1" '/^node_textfile_mtime_seconds/ && $NF + 0 > t { ok = 1 } END { exit !ok }' \
+            "$BATS_TEST_TMPDIR/$m.prom" || return 1
+    done
+}

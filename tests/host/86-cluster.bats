@@ -14,7 +14,6 @@ load '../helpers/cluster'
 CLUSTER_MACHINES=3
 N=30
 
-setup() { cluster_setup; }
 teardown() { cluster_teardown; }
 
 # prom_by_machine PROMQL-SUM-BY-MACHINE: checks Prometheus' per-machine
@@ -30,12 +29,18 @@ prom_by_machine() {
 }
 
 @test "cluster: 3 sharded nginx behind HAProxy (mode tcp); Prometheus' sums are what the client did" {
+    cluster_setup
     run cluster up "$C" --machines "$CLUSTER_MACHINES" --balancer haproxy
     assert_success
     cluster_drive "$N"
-    # every TLS connection counted once, on the machine that served it
-    run cluster wait "$C" 'sum(ktlsshim_connections_tls_total)' "$N" 20
+    t=$(date +%s)
+    # Prometheus has scraped every machine's file rewritten since the
+    # client finished: then every TLS connection is counted once, on the
+    # machine that served it
+    run cluster wait "$C" "count(node_textfile_mtime_seconds > $t)" "$CLUSTER_MACHINES" 20
     assert_success
+    run cluster query "$C" 'sum(ktlsshim_connections_tls_total)'
+    assert_output "	$N"
     prom_by_machine 'sum by (machine) (ktlsshim_connections_tls_total)'
     # each one's send side went to the kernel or fell back, for a reason
     run cluster query "$C" \
@@ -53,4 +58,26 @@ prom_by_machine() {
     # node_exporter read every textfile without error
     run cluster query "$C" 'sum(node_textfile_scrape_error)'
     assert_output "	0"
+}
+
+@test "the alert rule of docs/deploy.md: promtool checks it, and it fires per reason for a machine falling back" {
+    local rules="$ROOT/contrib/prometheus/ktlsshim-alerts.yml"
+    run promtool check rules "$rules"
+    assert_success
+    assert_line --partial "SUCCESS: 1 rules found"
+    # the unit test: fires for m1 (rx, version), not for m2 whose counter stays flat
+    sed "s|RULES|$rules|" "$ROOT/tests/helpers/ktlsshim-alerts.test.yml" >"$BATS_TEST_TMPDIR/t.yml"
+    run promtool test rules "$BATS_TEST_TMPDIR/t.yml"
+    assert_success
+    assert_line --partial SUCCESS
+    # docs/deploy.md shows the file as it is
+    run "$PY" - "$ROOT/docs/deploy.md" "$rules" <<'PYEOF'
+import sys
+doc, rules = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+after = doc[doc.index("contrib/prometheus/ktlsshim-alerts.yml"):]
+block = after[after.index("```yaml\n") + 8:]
+block = block[:block.index("```")]
+print("same" if block == rules else "differs:\n" + block)
+PYEOF
+    assert_output same
 }

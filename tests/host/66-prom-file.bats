@@ -144,3 +144,31 @@ serve_and_check() {
     assert_line --partial 'KTLSSHIM_PROM_FILE="rel.prom" is not valid: expected an absolute path'
     assert_line --partial 'KTLSSHIM_PROM_INTERVAL="0" is not valid: expected a whole number of seconds from 1 to 3600; using 5'
 }
+
+# final_write [VAR=VALUE...]: a server started with the file written once
+# an hour serves one download and is stopped: the file then holds the
+# exit record's counts, which only the last write can have put there.
+final_write() {
+    local port role pid
+    port=$(pick_port)
+    role=$([ $# -gt 0 ] && echo supervisor || echo process)
+    start srv env "$@" KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=3600 \
+        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
+    wait_listen "$port"
+    pid=$(pid_of srv)
+    curl -skf -o got.bin "https://127.0.0.1:$port/s3000000"
+    assert_equal "$(sha got.bin)" "$(sha "$WWW/s3000000")"
+    kill -TERM "$pid"
+    wait_gone "$pid" 10
+    run json_get s.jsonl "$role" bytes.user_tx
+    [ "$output" -ge 3000000 ]
+    assert_equal "$(prom_sum ktlsshim_user_tx_bytes_total)" "$output"
+    assert_equal "$(prom_sum ktlsshim_connections_tls_total)" 1
+    rm -f "$PROM" s.jsonl
+}
+
+@test "prom file: the writer's end writes it a last time (sharded and unsharded), with the exit record's counts" {
+    final_write KTLSSHIM_SHARDS=2
+    final_write
+}

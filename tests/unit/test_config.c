@@ -228,6 +228,26 @@ TEST(every_bad_value_gets_one_line_and_the_safe_default)
         EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_TICKET_KEY_FILE", keys[i]));
         EXPECT_TRUE(strstr(r.err, "using random keys") != NULL);
     }
+    static const char *const proms[] = {"rel.prom", "/var/lib/node-exporter/", ""};
+    for (size_t i = 0; i < sizeof proms / sizeof *proms; i++) {
+        parse_one("KTLSSHIM_PROM_FILE", proms[i], &r);
+        EXPECT_EQ(r.cfg.prom_file[0], '\0');
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_PROM_FILE", proms[i]));
+        EXPECT_TRUE(strstr(r.err, "using no Prometheus textfile") != NULL);
+    }
+    static const char *const intervals[] = {"0", "3601", "5s", "", "-5"};
+    for (size_t i = 0; i < sizeof intervals / sizeof *intervals; i++) {
+        parse_one("KTLSSHIM_PROM_INTERVAL", intervals[i], &r);
+        EXPECT_EQ(r.cfg.prom_interval, 5);
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_PROM_INTERVAL", intervals[i]));
+    }
+    /* not checked at start: the directory may appear later */
+    parse_one("KTLSSHIM_PROM_FILE", "/nonexistent-dir/k.prom", &r);
+    EXPECT_STREQ(r.cfg.prom_file, "/nonexistent-dir/k.prom");
+    EXPECT_EQ(r.lines, 0);
+    parse_one("KTLSSHIM_PROM_INTERVAL", "3600", &r);
+    EXPECT_EQ(r.cfg.prom_interval, 3600);
+    EXPECT_EQ(r.lines, 0);
 }
 
 TEST(unknown_names_are_reported_reserved_ones_are_not)

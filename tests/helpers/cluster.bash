@@ -24,7 +24,7 @@ cluster_teardown() {
     [ -f "$C/netns" ] && left=$(cat "$C/netns")
     cluster down "$C"
     for ns in ${left:-}; do
-        if ip netns list | grep -qw "$ns"; then
+        if [ -e "/run/netns/$ns" ]; then
             echo "namespace $ns left behind" >&2
             return 1
         fi
@@ -56,12 +56,13 @@ save_expositions() {
     done
 }
 
-# saved_sum SERIES [mI]: SERIES added over the saved expositions (or mI's).
-saved_sum() {
-    if [ -n "${2:-}" ]; then
-        cluster sum - "$1" <"$BATS_TEST_TMPDIR/$2.prom"
+# saved_sums [mI] SERIES...: each SERIES added over the saved expositions
+# (or mI's), a line each.
+saved_sums() {
+    if [[ $1 =~ ^m[0-9]$ ]]; then
+        cluster sum - "${@:2}" <"$BATS_TEST_TMPDIR/$1.prom"
     else
-        cat "$BATS_TEST_TMPDIR"/m*.prom | cluster sum - "$1"
+        cat "$BATS_TEST_TMPDIR"/m*.prom | cluster sum - "$@"
     fi
 }
 

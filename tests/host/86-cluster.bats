@@ -42,10 +42,14 @@ prom_by_machine() {
     run cluster query "$C" 'sum(ktlsshim_connections_tls_total)'
     assert_output "	$N"
     prom_by_machine 'sum by (machine) (ktlsshim_connections_tls_total)'
-    # each one's send side went to the kernel or fell back, for a reason
-    run cluster query "$C" \
-        'sum(ktlsshim_ktls_tx_total) + sum(ktlsshim_fallback_total{direction="tx"})'
-    assert_output "	$N"
+    # each one's send and receive sides went to the kernel or fell back,
+    # for a reason
+    local d
+    for d in tx rx; do
+        run cluster query "$C" \
+            "sum(ktlsshim_ktls_${d}_total) + sum(ktlsshim_fallback_total{direction=\"$d\"})"
+        assert_output "	$N"
+    done
     # node_exporter's exposition of the file passes promtool's lint
     run cluster metrics "$C" m1
     assert_success

@@ -6,8 +6,10 @@
 # round robin) in the balancer's namespace. N downloads through it; the
 # node_exporters' expositions, added as Prometheus' sum() would, must come
 # to N TLS connections, N with kTLS TX, machine by machine what the client
-# saw. Prometheus itself is left to the host test: under TCG it adds about
-# 20 s to the cluster's start (docs/testing.md).
+# saw. Prometheus itself is left to the host test: under TCG it adds 20-25 s
+# to the cluster's start, and a quarter of its 1 s scrapes time out (a
+# scrape takes up to 5 s there), which drops machines from its sums for a
+# moment (docs/testing.md).
 
 load '../helpers/common'
 load '../helpers/cluster'

@@ -278,7 +278,7 @@ static void report_prometheus(FILE *out, const struct live *l, const unsigned ch
     o.len = 0;
     o.flush = to_file;
     o.ctx = out;
-    ks_prom_format(&o, l->base, mine, scratch);
+    ks_prom_format(&o, l->base, mine, NULL, scratch);
     ks_prom_flush(&o);
     free(scratch);
     prom_kernel(out);

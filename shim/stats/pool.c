@@ -21,6 +21,7 @@
 #include "core/common.h"
 
 #include "stats/live_abi.h"
+#include "stats/promfile.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -211,13 +212,16 @@ bool ks_stats_attach_shared(int fd, int idx)
 }
 
 /* Moves a record's counts to the retired sum (exactly: each counter is
- * taken with an exchange, so concurrent increments land on one side). */
-static void retire_counts(struct ks_record *r, bool whole_record)
+ * taken with an exchange, so concurrent increments land on one side);
+ * what was taken goes to taken[] too, if given. */
+static void retire_counts(struct ks_record *r, bool whole_record, uint64_t *taken)
 {
     for (int i = 0; i < KS_C_COUNT; i++) {
         uint64_t v = __atomic_exchange_n(&r->c[i], 0, __ATOMIC_RELAXED);
         if (v)
             __atomic_fetch_add(&pool->retired[i], v, __ATOMIC_RELAXED);
+        if (taken)
+            taken[i] = v;
     }
     if (whole_record)
         __atomic_fetch_add(&pool->retired_records, 1, __ATOMIC_RELAXED);
@@ -254,7 +258,7 @@ static int find_free_record(void)
         int32_t expect = 1;
         if (__atomic_compare_exchange_n(&r->in_use, &expect, 2, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED)) {
-            retire_counts(r, true);
+            retire_counts(r, true, NULL);
             return (int)i;
         }
     }
@@ -329,7 +333,9 @@ void ks_stats_release(int idx)
     if (!__atomic_compare_exchange_n(&r->in_use, &expect, 2, false, __ATOMIC_ACQ_REL,
                                      __ATOMIC_RELAXED))
         return;
-    retire_counts(r, true);
+    uint64_t taken[KS_C_COUNT];
+    retire_counts(r, true, taken);
+    ks_prom_retired(r->shard, taken); /* the textfile keeps them under their worker */
     __atomic_store_n(&r->written, RECORD_UNWRITTEN, __ATOMIC_RELAXED);
     __atomic_store_n(&r->in_use, 0, __ATOMIC_RELEASE);
 }
@@ -367,7 +373,7 @@ bool ks_stats_pool_at_exec(struct ks_record *r)
     } else {
         /* a worker keeps its record (the supervisor watches it): its
          * counts so far move to the retired sum */
-        retire_counts(r, false);
+        retire_counts(r, false, NULL);
         __atomic_store_n(&r->written, RECORD_UNWRITTEN, __ATOMIC_RELEASE);
     }
     return true;

@@ -135,7 +135,8 @@ static void put_family(struct ks_prom_out *o, const struct name *n)
 
 /* The series of the area: how many, and the counts of each in scratch
  * (series s, counter i at scratch[s * ncounters + i]). */
-static uint32_t sum_series(const struct area *a, uint64_t *scratch, int32_t *shards)
+static uint32_t sum_series(const struct area *a, uint64_t *scratch, int32_t *shards,
+                           const uint64_t *carried)
 {
     uint32_t nc = a->h->ncounters;
     const unsigned char *self = a->base + a->h->self_offset;
@@ -163,6 +164,14 @@ static uint32_t sum_series(const struct area *a, uint64_t *scratch, int32_t *sha
         for (uint32_t i = 0; i < nc; i++)
             dst[i] += load_u64(r + (size_t)i * 8);
     }
+    /* what ended workers counted: in the retired sum, shown as theirs */
+    for (int32_t w = 0; carried && w < *shards; w++)
+        for (uint32_t i = 0; i < nc; i++) {
+            uint64_t v = carried[(size_t)w * nc + i];
+            v = v < other[i] ? v : other[i];
+            scratch[(size_t)w * nc + i] += v;
+            other[i] -= v;
+        }
     return nseries;
 }
 
@@ -214,7 +223,7 @@ size_t ks_prom_scratch_words(const unsigned char *area)
 }
 
 void ks_prom_format(struct ks_prom_out *o, const unsigned char *base, const unsigned char *rec,
-                    uint64_t *scratch)
+                    const uint64_t *carried, uint64_t *scratch)
 {
     struct area a = {base, (const struct ks_live_header *)(const void *)base};
     uint32_t nc = a.h->ncounters, nseries = 1;
@@ -225,7 +234,7 @@ void ks_prom_format(struct ks_prom_out *o, const unsigned char *base, const unsi
         one_worker = field(&a, rec, KS_LIVE_SHARD);
         shards = -1;
     } else {
-        nseries = sum_series(&a, scratch, &shards);
+        nseries = sum_series(&a, scratch, &shards, carried);
     }
     struct name n;
     bool any_fallback = false;

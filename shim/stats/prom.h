@@ -29,11 +29,14 @@ size_t ks_prom_scratch_words(const unsigned char *area);
  * series per family, no label; a sharded group: one series per worker,
  * worker="0".."N-1", each the sum of the records of that worker and of
  * the children it forked, plus worker="other": the supervisor's own record
- * and the counts of records since recycled; the series of a family add up
- * to the group's sum); with `rec`, that record of the pool alone (labelled
- * with its worker). `scratch` holds ks_prom_scratch_words(area) words. */
+ * and the counts of records since recycled (less `carried`); the series of
+ * a family add up to the group's sum); with `rec`, that record of the pool alone (labelled
+ * with its worker). `carried` (NULL, or ncounters words per worker): what
+ * workers that ended had counted, moved from "other" to their worker's
+ * series (the supervisor knows it: promfile.c). `scratch` holds
+ * ks_prom_scratch_words(area) words. */
 void ks_prom_format(struct ks_prom_out *o, const unsigned char *area, const unsigned char *rec,
-                    uint64_t *scratch);
+                    const uint64_t *carried, uint64_t *scratch);
 /* Writes out what the buffer still holds. */
 void ks_prom_flush(struct ks_prom_out *o);
 

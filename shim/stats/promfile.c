@@ -52,6 +52,7 @@ static bool final_written; /* atomic */
 static bool thread_made;
 static int64_t due_ms = -1; /* supervisor: the next write */
 static uint64_t *scratch;   /* mmap'd, ks_prom_scratch_words of the area */
+static uint64_t *carried;   /* supervisor, mmap'd: KS_MAX_SHARDS x KS_C_COUNT (prom.h) */
 static size_t scratch_bytes;
 
 static bool enabled(void)
@@ -69,8 +70,9 @@ static int64_t now_ms(void)
 
 /* ---- one line per distinct error ---- */
 
+/* Room for the path (config.c: under 4064 bytes) and what goes with it. */
 struct text {
-    char p[1024];
+    char p[4096 + 256];
     size_t len;
 };
 
@@ -118,6 +120,7 @@ static void report(int stage, const char *what, int err)
     add(&t, "; the server goes on, the file is tried again every ");
     add_num(&t, (uint64_t)ks_config()->prom_interval);
     add(&t, " s\n");
+    t.p[t.len - 1] = '\n'; /* a line, even cut short */
     ks_log_raw(t.p, t.len);
 }
 
@@ -185,7 +188,7 @@ static void write_file(void)
     out.len = 0;
     out.flush = to_fd;
     out.ctx = &s;
-    ks_prom_format(&out, area, NULL, scratch);
+    ks_prom_format(&out, area, NULL, carried, scratch);
     ks_prom_flush(&out);
     if (close(fd) != 0 && !s.err && errno != EINTR)
         s.err = errno;
@@ -226,7 +229,11 @@ static void *writer_main(void *arg)
         /* Once the process is a supervisor, its tick writes (the pool). */
         if (!ks_stats_pooled())
             write_if_free();
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
         next.tv_sec += ks_config()->prom_interval;
+        if (next.tv_sec < now.tv_sec) /* a write slower than the interval: no catching up */
+            next.tv_sec = now.tv_sec + ks_config()->prom_interval;
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
             ;
     }
@@ -296,6 +303,28 @@ void ks_prom_tick(int64_t now)
         return;
     write_if_free();
     due_ms = now + (int64_t)ks_config()->prom_interval * 1000;
+}
+
+/* The pool's retired sum does not say whose counts it holds: the
+ * supervisor, which retires the records of workers that ended, keeps each
+ * slot's share here, so that a worker's series never goes down when the
+ * worker ends or is replaced (Prometheus would read a reset, and rate()
+ * would count its counts twice, once more in "other"). */
+void ks_prom_retired(int shard, const uint64_t *c)
+{
+    if (!enabled() || writer_pid != getpid() || shard < 0 || shard >= KS_MAX_SHARDS)
+        return;
+    if (!carried) {
+        size_t size = (size_t)KS_MAX_SHARDS * KS_C_COUNT * sizeof(uint64_t);
+        KS_SAVE_ERRNO;
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        KS_RESTORE_ERRNO;
+        if (p == MAP_FAILED)
+            return; /* they stay in "other": the sums are exact still */
+        carried = p;
+    }
+    for (int i = 0; i < KS_C_COUNT; i++)
+        carried[(size_t)shard * KS_C_COUNT + i] += c[i];
 }
 
 /* ---- the end ---- */

@@ -16,6 +16,9 @@ void ks_prom_on_active(void);
  * (CLOCK_MONOTONIC milliseconds; -1: never), and the write when it is. */
 int64_t ks_prom_due_ms(void);
 void ks_prom_tick(int64_t now_ms);
+/* The supervisor retired the record of a worker of slot `shard` (it
+ * ended), whose counts were c[KS_C_COUNT]: its series keeps them. */
+void ks_prom_retired(int shard, const uint64_t *c);
 /* The writer ends (its exit, a signal, exec, the supervisor's end): the
  * file written a last time, with the final counts. Does nothing in any
  * other process. Async-signal-safe, errno kept. */

@@ -30,6 +30,16 @@ prom_sum() {
 
 inode() { stat -c %i "$PROM" 2>/dev/null; }
 
+# serve VAR=VALUE... [CMD...]: the Python HTTPS server under the library
+# with these variables (and CMD before it), listening; sets port and pid.
+serve() {
+    port=$(pick_port)
+    start srv env "$@" "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" \
+        --key "$CERTS/ec.key" --dir "$WWW"
+    wait_listen "$port"
+    pid=$(pid_of srv)
+}
+
 # prom_equals METRIC VALUE: $PROM's sum of METRIC is VALUE now.
 prom_equals() { [ "$(prom_sum "$1")" = "$2" ]; }
 
@@ -67,12 +77,9 @@ serve_and_check() {
 }
 
 @test "prom file, sharded N=2: rewritten during a download, counters move, worker series add up to N, promtool accepts it, final counts at the end" {
-    port=$(pick_port)
-    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 \
-        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
-        "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
-    wait_listen "$port"
-    sup=$(pid_of srv)
+    serve KTLSSHIM_SHARDS=2 KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 \
+        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
+    sup=$pid
     serve_and_check "$port" 5 6
     # one series per worker and "other" (the supervisor's own: no connection)
     run grep -c '^ktlsshim_connections_tls_total{worker="[01]"} [0-9]' "$PROM"
@@ -81,6 +88,14 @@ serve_and_check() {
     assert_equal "$(prom_sum ktlsshim_workers_started_total 'worker="other"')" 2
     grep -q '^ktlsshim_fallback_total{direction="tx",reason="no_kernel_tls",worker="0"} ' "$PROM"
     grep -q '^ktlsshim_summed_records [0-9]' "$PROM"
+    # workers killed and respawned: their series keep what they counted (no
+    # reset for Prometheus), the sum stays what the clients did
+    w0=$(prom_sum ktlsshim_connections_tls_total 'worker="0"')
+    w1=$(prom_sum ktlsshim_connections_tls_total 'worker="1"')
+    kill -KILL $(children_of "$sup")
+    wait_until 10 prom_equals ktlsshim_workers_respawned_total 2
+    assert_equal "$(prom_sum ktlsshim_connections_tls_total 'worker="0"') $(prom_sum ktlsshim_connections_tls_total 'worker="1"')" "$w0 $w1"
+    assert_equal "$(prom_sum ktlsshim_connections_tls_total)" 6
     # the probe prints the same families (one formatter)
     run sh -c "'$BUILD/ktls-probe' --stats $sup --prometheus | grep -c '^ktlsshim_connections_tls_total{worker='"
     assert_output 3
@@ -93,12 +108,7 @@ serve_and_check() {
 }
 
 @test "prom file, unsharded: a thread rewrites it during a download, N connections -> N, the final write at exit" {
-    port=$(pick_port)
-    start srv env KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 \
-        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
-        "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
-    wait_listen "$port"
-    pid=$(pid_of srv)
+    serve KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
     # no thread, no file until the process serves something
     [ ! -e "$PROM" ]
     curl -skf -o /dev/null "https://127.0.0.1:$port/s3000000"
@@ -116,15 +126,12 @@ serve_and_check() {
 }
 
 @test "prom file: a full disk costs one line, no temp file, the server serves the same bytes; bad values are reported" {
-    port=$(pick_port)
     mkdir full
     # a 4 KiB tmpfs of the server's own (mount namespace): the file does not fit
-    start srv env KTLSSHIM_SHARDS=2 KTLSSHIM_PROM_FILE="$BATS_TEST_TMPDIR/full/k.prom" \
+    serve KTLSSHIM_SHARDS=2 KTLSSHIM_PROM_FILE="$BATS_TEST_TMPDIR/full/k.prom" \
         KTLSSHIM_PROM_INTERVAL=1 unshare -m --propagation private \
-        sh -c 'mount -t tmpfs -o size=4k tmpfs "$0" && exec "$@"' "$BATS_TEST_TMPDIR/full" \
-        "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
-    wait_listen "$port"
-    sup=$(pid_of srv)
+        sh -c 'mount -t tmpfs -o size=4k tmpfs "$0" && exec "$@"' "$BATS_TEST_TMPDIR/full"
+    sup=$pid
     wait_until 10 grep -q 'KTLSSHIM_PROM_FILE=.*cannot write it: No space left on device' srv.err
     for i in 1 2 3; do
         curl -skf -o "got$i.bin" "https://127.0.0.1:$port/s3000000"
@@ -149,14 +156,10 @@ serve_and_check() {
 # an hour serves one download and is stopped: the file then holds the
 # exit record's counts, which only the last write can have put there.
 final_write() {
-    local port role pid
-    port=$(pick_port)
+    local role
     role=$([ $# -gt 0 ] && echo supervisor || echo process)
-    start srv env "$@" KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=3600 \
-        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
-        "$PY" "$(py_server)" --port "$port" --cert "$CERTS/ec.pem" --key "$CERTS/ec.key" --dir "$WWW"
-    wait_listen "$port"
-    pid=$(pid_of srv)
+    serve "$@" KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=3600 \
+        KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl"
     curl -skf -o got.bin "https://127.0.0.1:$port/s3000000"
     assert_equal "$(sha got.bin)" "$(sha "$WWW/s3000000")"
     kill -TERM "$pid"
@@ -171,4 +174,62 @@ final_write() {
 @test "prom file: the writer's end writes it a last time (sharded and unsharded), with the exit record's counts" {
     final_write KTLSSHIM_SHARDS=2
     final_write
+}
+
+# prefork_server: a Python HTTPS server that forks two children after
+# listen(), each accepting on the same socket (Apache's prefork model,
+# unsharded); the parent only waits.
+prefork_server() {
+    local f="$BATS_TEST_TMPDIR/prefork.py"
+    cat >"$f" <<'PYEOF'
+import functools, http.server, os, signal, ssl, sys
+port, cert, key, d = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)
+srv = http.server.HTTPServer(("127.0.0.1", port), h)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+kids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        srv.serve_forever()
+    kids.append(pid)
+signal.signal(signal.SIGTERM, lambda *a: [os.kill(k, signal.SIGTERM) for k in kids])
+for k in kids:
+    os.waitpid(k, 0)
+PYEOF
+    echo "$f"
+}
+
+# writers PID...: how many of these processes have the writer thread.
+writers() {
+    local p
+    for p in "$@"; do cat /proc/"$p"/task/*/comm 2>/dev/null; done | grep -c '^ktlsshim-prom$'
+}
+
+@test "prom file, unsharded prefork (two children accept on one socket): one writer thread in the tree, never one per child" {
+    port=$(pick_port)
+    start srv env KTLSSHIM_PROM_FILE="$PROM" KTLSSHIM_PROM_INTERVAL=1 \
+        "$PY" "$(prefork_server)" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW"
+    wait_listen "$port"
+    pid=$(pid_of srv)
+    wait_until 10 n_children "$pid" 2
+    kids=$(children_of "$pid")
+    # until both children have served (each became active)
+    for _ in $(seq 40); do
+        curl -skf -o /dev/null "https://127.0.0.1:$port/s3000000"
+        active=0
+        for k in $kids; do "$BUILD/ktls-probe" --stats "$k" >/dev/null 2>&1 && active=$((active + 1)); done
+        [ "$active" = 2 ] && break
+    done
+    assert_equal "$active" 2
+    wait_until 10 test -s "$PROM"
+    run writers "$pid" $kids
+    assert_output 1
+    run writers "$pid"
+    assert_output 0
+    run promtool check metrics <"$PROM"
+    assert_success
 }

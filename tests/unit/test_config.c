@@ -245,6 +245,18 @@ TEST(every_bad_value_gets_one_line_and_the_safe_default)
     parse_one("KTLSSHIM_PROM_FILE", "/nonexistent-dir/k.prom", &r);
     EXPECT_STREQ(r.cfg.prom_file, "/nonexistent-dir/k.prom");
     EXPECT_EQ(r.lines, 0);
+    /* the temp file's name (FILE.PID.tmp) must fit too: 4063 bytes at most */
+    static char long_path[4100];
+    memset(long_path, 'a', sizeof long_path - 1);
+    long_path[0] = '/';
+    long_path[4064] = '\0';
+    parse_one("KTLSSHIM_PROM_FILE", long_path, &r);
+    EXPECT_EQ(r.cfg.prom_file[0], '\0');
+    EXPECT_EQ(r.lines, 1);
+    long_path[4063] = '\0';
+    parse_one("KTLSSHIM_PROM_FILE", long_path, &r);
+    EXPECT_EQ(strlen(r.cfg.prom_file), 4063u);
+    EXPECT_EQ(r.lines, 0);
     parse_one("KTLSSHIM_PROM_INTERVAL", "3600", &r);
     EXPECT_EQ(r.cfg.prom_interval, 3600);
     EXPECT_EQ(r.lines, 0);

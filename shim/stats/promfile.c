@@ -33,6 +33,7 @@
 #include "stats/internal.h"
 #include "stats/prom.h"
 #include "core/config.h"
+#include "core/fds.h"
 #include "core/libc.h"
 #include "core/log.h"
 
@@ -182,7 +183,7 @@ static void write_file(void)
         report(ST_CREATE, "cannot create its temporary file", errno);
         return;
     }
-    fd = ks_stats_move_high(fd);
+    fd = ks_fd_move_high(fd, KS_STATS_FD_ROOM);
     struct sink s = {fd, 0};
     static struct ks_prom_out out; /* one write at a time: `busy` */
     out.len = 0;

@@ -30,6 +30,7 @@ void ks_signals_release(void)
 #include "../../shim/stats/stats.c"
 #include "../../shim/stats/pool.c"
 #include "../../shim/stats/emit.c"
+#include "promfile_stub.h"
 #include "../../shim/tls/ossl/copies.c"
 
 #include <fcntl.h>

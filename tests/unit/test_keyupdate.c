@@ -37,6 +37,7 @@ void ks_signals_release(void)
 #include "../../shim/stats/stats.c"
 #include "../../shim/stats/pool.c"
 #include "../../shim/stats/emit.c"
+#include "promfile_stub.h"
 #include "../../shim/tls/kswitch/rekey.c"
 
 #include <fcntl.h>

@@ -30,6 +30,7 @@ void ks_signals_release(void)
 #include "../../shim/stats/stats.c"
 #include "../../shim/stats/pool.c"
 #include "../../shim/stats/emit.c"
+#include "promfile_stub.h"
 
 static void record(struct ks_record *r, int role, int shard, uint64_t *c)
 {

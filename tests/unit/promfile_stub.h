@@ -4,11 +4,15 @@
 #ifndef KTLSSHIM_TEST_PROMFILE_STUB_H
 #define KTLSSHIM_TEST_PROMFILE_STUB_H
 #include "stats/promfile.h"
-void ks_prom_on_active(void) {}
+void ks_prom_on_active(void)
+{
+}
 void ks_prom_retired(int shard, const uint64_t *c)
 {
     (void)shard;
     (void)c;
 }
-void ks_prom_final(void) {}
+void ks_prom_final(void)
+{
+}
 #endif

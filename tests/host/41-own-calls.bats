@@ -7,7 +7,7 @@ load '../helpers/common'
 
 @test "no relocation of the library names a symbol the library itself exports" {
     cd "$BATS_TEST_TMPDIR"
-    lib="$KTLSSHIM_BUILD/libktlsshim.so"
+    lib="$LIB"
     readelf -W --dyn-syms "$lib" | awk '$7 != "UND" && $5 == "GLOBAL" && $4 == "FUNC" {print $8}' |
         sed 's/@.*//' | sort -u > exported
     [ "$(wc -l < exported)" -gt 40 ] # the hooks are there (the list is read right)

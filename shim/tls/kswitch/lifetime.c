@@ -57,29 +57,67 @@
 
 enum { REC_ALERT = 21, ALERT_FATAL = 2, ALERT_UNEXPECTED_MESSAGE = 10 };
 
-bool ks_own_ku_flood(SSL *s, struct ks_own *o)
+/* Our fatal alert on fd, whose send keys the kernel holds; not waited for. */
+static void send_alert(int fd)
+{
+    uint8_t alert[2] = {ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE};
+    union ks_record_type_cmsg room;
+    struct iovec iov = {.iov_base = alert, .iov_len = sizeof alert};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    ks_ktls_set_record_type(&mh, &room, REC_ALERT);
+    KS_SAVE_ERRNO;
+    if (ks_io_sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof alert)
+        ks_log_debug("fd %d: the alert could not be sent (%s)", fd, strerror(errno));
+    KS_RESTORE_ERRNO;
+}
+
+/* The kernel holds send keys for fd. */
+static bool fd_tx_in_kernel(int fd)
+{
+    struct tls_crypto_info info;
+    socklen_t len = sizeof info;
+    memset(&info, 0, sizeof info);
+    KS_SAVE_ERRNO;
+    bool yes = getsockopt(fd, SOL_TLS, TLS_TX, &info, &len) == 0 && info.cipher_type != 0;
+    KS_RESTORE_ERRNO;
+    return yes;
+}
+
+/* One more KeyUpdate from the peer: true when beyond the limit (counted). */
+static bool flood(struct ks_ku_rate *rate, int fd)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * KS_NS_PER_SEC + (uint64_t)ts.tv_nsec;
     int limit = ks_config()->keyupdate_limit;
-    if (!ks_ku_rate_over(&o->ku_rate, now, limit))
+    if (!ks_ku_rate_over(rate, now, limit))
         return false;
     ks_count(KS_C_KTLS_RX_KEYUPDATE_FLOOD, 1);
     ks_log_info("fd %d: the peer sent more than %d TLS 1.3 KeyUpdates within a second "
-                "(KTLSSHIM_KEYUPDATE_LIMIT); the connection is ended with an alert",
-                o->fd, limit);
-    if (ks_own_tx_in_kernel(o)) {
-        uint8_t alert[2] = {ALERT_FATAL, ALERT_UNEXPECTED_MESSAGE};
-        union ks_record_type_cmsg room;
-        struct iovec iov = {.iov_base = alert, .iov_len = sizeof alert};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-        ks_ktls_set_record_type(&mh, &room, REC_ALERT);
-        KS_SAVE_ERRNO;
-        if (ks_io_sendmsg(o->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)sizeof alert)
-            ks_log_debug("fd %d: the alert could not be sent (%s)", o->fd, strerror(errno));
-        KS_RESTORE_ERRNO;
-    }
+                "(KTLSSHIM_KEYUPDATE_LIMIT); the connection is ended",
+                fd, limit);
+    return true;
+}
+
+void ks_libssl_key_update(SSL *s, struct ks_own *o)
+{
+    if (o->ku_flooded || !flood(&o->ku_rate, api.get_rfd(s)))
+        return;
+    o->ku_flooded = true;
+    int fd = api.get_wfd(s);
+    if (fd >= 0 && fd_tx_in_kernel(fd))
+        send_alert(fd);
+    /* libssl throws away every record after this KeyUpdate (SSL_read
+     * returns 0) and sends nothing more. */
+    api.set_shutdown(s, api.get_shutdown(s) | SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+}
+
+bool ks_own_ku_flood(SSL *s, struct ks_own *o)
+{
+    if (!flood(&o->ku_rate, o->fd))
+        return false;
+    if (ks_own_tx_in_kernel(o))
+        send_alert(o->fd);
     /* Nothing more goes out on this connection, by libssl either. */
     api.set_shutdown(s, api.get_shutdown(s) | SSL_SENT_SHUTDOWN);
     return true;

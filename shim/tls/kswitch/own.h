@@ -44,6 +44,7 @@ struct ks_own {
     bool tx_seq_known;     /* the msg callback saw the keys change: tx_seq counts */
     bool msg_cb_own;       /* the program set this SSL's msg callback itself */
     bool msg_cb_restored;  /* counting is over: the program's callback is back */
+    bool msg_cb_kept;      /* ... except that ours stayed on (tls/kswitch/lifetime.c) */
     ks_msg_cb_t msg_cb;    /* ... that callback (NULL: none) */
     const void *wpend_buf; /* an SSL_write cut short: the caller's buffer */
     size_t wpend_done;     /* ... and how much of it the kernel already took */
@@ -54,6 +55,7 @@ struct ks_own {
     uint64_t tx_budget;        /* records that may go out before the kernel's count is read */
     bool tx_limit_done;        /* no more looks: not AES-GCM 1.3 in the kernel, or counted */
     bool ku_by_count;          /* the KeyUpdate due is ours for the record count */
+    bool ku_flooded;           /* libssl's receive: cut off for too many KeyUpdates */
 };
 
 /* The state of s, made on first use (NULL without memory). */
@@ -113,6 +115,13 @@ bool ks_own_tx_in_kernel(const struct ks_own *o);
  * within a second (counted; our alert sent where the kernel holds the send
  * keys; SSL_SENT_SHUTDOWN set): the caller ends the connection. */
 bool ks_own_ku_flood(SSL *s, struct ks_own *o);
+
+/* A TLS 1.3 KeyUpdate that libssl receives on s (its receive is libssl's;
+ * the msg callback, tls/kswitch/tx.c): beyond KTLSSHIM_KEYUPDATE_LIMIT
+ * within a second, counted, our alert sent where the kernel holds the send
+ * keys, and both shutdown flags set: libssl then discards what follows
+ * (SSL_read returns 0) and sends nothing more. */
+void ks_libssl_key_update(SSL *s, struct ks_own *o);
 
 /* TLS 1.3 receive just switched: TLS_RX_EXPECT_NO_PAD where KTLSSHIM_RX_NO_PAD says so. */
 void ks_own_rx_no_pad(struct ks_own *o);

@@ -157,6 +157,37 @@ kuc() { env -u LD_PRELOAD timeout 60 "$PY" "$HELPERS_DIR/ku_client.py" "$@"; }
     assert_output ok
 }
 
+@test "receive kept by libssl (TLS 1.3 AES-128-CCM: the own switch has no CCM): 1000 KeyUpdates a second cut off at the limit too; the next connection's upload intact" {
+    # Both ends offer only CCM (OPENSSL_CONF's system_default applies to the
+    # server's and the ctypes client's contexts).
+    printf '%s\n' 'openssl_conf = c' '[c]' 'ssl_conf = s' '[s]' 'system_default = d' '[d]' \
+        'Ciphersuites = TLS_AES_128_CCM_SHA256' >"$BATS_TEST_TMPDIR/ccm.cnf"
+    export OPENSSL_CONF="$BATS_TEST_TMPDIR/ccm.cnf"
+    port=$(pick_port)
+    sink_start srv "$port" "$OUT" --serve 2
+    wait_listen "$port"
+    run kuc flood "$port" 1000 20
+    echo "$output"
+    assert_success
+    n=$(sed -n 's/^cut after \([0-9]*\) keyupdates.*/\1/p' <<<"$output")
+    [ "$n" -gt 100 ]
+    head -c 200000 /dev/urandom >"$BATS_TEST_TMPDIR/up"
+    run env -u LD_PRELOAD "$PY" "$HELPERS_DIR/tls_send.py" "$port" eof 1.3 "" "$BATS_TEST_TMPDIR/up"
+    echo "$output"
+    assert_success
+    wait_gone "$(pid_of srv)" 60
+    # the cut connection: libssl discarded what followed and read an end
+    cat "$OUT/0.err" 2>/dev/null || true
+    echo "hello before the storm" >"$BATS_TEST_TMPDIR/hello"
+    run sums_match_one "$OUT/0.sum" "$BATS_TEST_TMPDIR/hello"
+    assert_success
+    run sums_match_one "$OUT/1.sum" "$BATS_TEST_TMPDIR/up"
+    assert_success
+    run stats_check "$KTLSSHIM_STATS" 'S("connections.tls1_3") == 2 and S("ktls.rx_own") == 0' \
+        'S("fallback_rx.cipher") == 2 and S("ktls.rx_keyupdate_flood") == 1'
+    assert_output ok
+}
+
 @test "KTLSSHIM_REKEY_RECORDS=16: a 1 MiB download (non-blocking server, 4 KiB send buffer) crosses several send-side rekeys of libssl's kTLS TX, body intact; TlsTxRekeyOk moves by ktls.tx_rekey" {
     export KTLSSHIM_REKEY_RECORDS=16 KTLSSHIM_LOG=info
     mkdir -p "$BATS_TEST_TMPDIR/www" "$BATS_TEST_TMPDIR/got"

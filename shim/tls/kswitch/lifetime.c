@@ -107,9 +107,10 @@ void ks_libssl_key_update(SSL *s, struct ks_own *o)
     int fd = api.get_wfd(s);
     if (fd >= 0 && fd_tx_in_kernel(fd))
         send_alert(fd);
-    /* libssl throws away every record after this KeyUpdate (SSL_read
-     * returns 0) and sends nothing more. */
-    api.set_shutdown(s, api.get_shutdown(s) | SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    /* libssl throws away every record after this KeyUpdate: SSL_read
+     * returns 0, SSL_ERROR_ZERO_RETURN, as after a close_notify (Python,
+     * for one, takes that for the end only when no other flag is set). */
+    api.set_shutdown(s, api.get_shutdown(s) | SSL_RECEIVED_SHUTDOWN);
 }
 
 bool ks_own_ku_flood(SSL *s, struct ks_own *o)

@@ -119,8 +119,8 @@ bool ks_own_ku_flood(SSL *s, struct ks_own *o);
 /* A TLS 1.3 KeyUpdate that libssl receives on s (its receive is libssl's;
  * the msg callback, tls/kswitch/tx.c): beyond KTLSSHIM_KEYUPDATE_LIMIT
  * within a second, counted, our alert sent where the kernel holds the send
- * keys, and both shutdown flags set: libssl then discards what follows
- * (SSL_read returns 0) and sends nothing more. */
+ * keys, and SSL_RECEIVED_SHUTDOWN set: libssl then discards what follows
+ * (SSL_read returns 0, SSL_ERROR_ZERO_RETURN). */
 void ks_libssl_key_update(SSL *s, struct ks_own *o);
 
 /* TLS 1.3 receive just switched: TLS_RX_EXPECT_NO_PAD where KTLSSHIM_RX_NO_PAD says so. */

@@ -13,7 +13,12 @@
  * within a second ends the connection: a fatal unexpected_message alert
  * where the kernel holds the send keys (on a full socket it is not waited
  * for), SSL_SENT_SHUTDOWN so that libssl sends nothing more, and the read
- * fails with SSL_R_TOO_MANY_KEY_UPDATES (ktls.rx_keyupdate_flood).
+ * fails with SSL_R_TOO_MANY_KEY_UPDATES (ktls.rx_keyupdate_flood). Where
+ * libssl receives (TLS 1.3 the own switch did not take), the msg callback
+ * (tls/kswitch/tx.c) sees each KeyUpdate before libssl applies it: beyond
+ * the limit, the same alert where the kernel holds the send keys, and
+ * SSL_RECEIVED_SHUTDOWN, after which libssl discards every record and the
+ * program's read returns 0 (SSL_ERROR_ZERO_RETURN).
  *
  * Send: on a TLS 1.3 AES-GCM connection whose send keys the kernel holds
  * (the own switch's or libssl's kTLS) the kernel's own record count is

@@ -210,7 +210,7 @@ rekeyed_download() {
     wait_gone "$(pid_of srv)" 60
     rekeys=$(json_get "$KTLSSHIM_STATS" process ktls.tx_rekey)
     echo "# tls_stat: TlsTxRekeyOk+$(delta TlsTxRekeyOk) TlsTxSw+$(delta TlsTxSw); ktls.tx_rekey $rekeys" >&3
-    [ "$rekeys" -ge 3 ]
+    [ "$rekeys" -ge 2 ] # several (64 full records at least; a send may carry many)
     assert_equal "$(delta TlsTxRekeyOk)" "$rekeys"
     assert_equal "$(delta TlsDecryptError)" 0
     run stats_check "$KTLSSHIM_STATS" "S('ktls.rx_own') == 1 and S('ktls.tx_own') == $1" \

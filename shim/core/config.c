@@ -23,6 +23,8 @@ static struct ks_config cfg = {
     .stop_timeout = 90,
     .graceful_signal = SIGTERM,
     .prom_interval = 5,
+    .keyupdate_limit = 100,
+    .rekey_records = 1L << 23,
 };
 /* Fork: pthread_once is no lock a fork can leave held: a child forked while
  * another thread runs the initialiser runs it again (glibc keeps the fork
@@ -47,6 +49,9 @@ static const char *const known[] = {
     "KTLSSHIM_GRACEFUL_SIGNAL",
     "KTLSSHIM_PROM_FILE",
     "KTLSSHIM_PROM_INTERVAL",
+    "KTLSSHIM_KEYUPDATE_LIMIT",
+    "KTLSSHIM_REKEY_RECORDS",
+    "KTLSSHIM_RX_NO_PAD",
 };
 /* Set by the library itself for the processes of exec mode (execmode.c). */
 static const char *const internal[] = {
@@ -200,6 +205,31 @@ static void read_ticket_rotate(const char *v)
             "3600");
 }
 
+/* HAProxy's tune.ssl.keyupdate-rate-limit is 100 a second; no honest peer
+ * renews its keys more than a few times a minute. 0: no limit. */
+static void read_keyupdate_limit(const char *v)
+{
+    long n;
+    if (ks_parse_count(v, 1000000, &n))
+        cfg.keyupdate_limit = (int)n;
+    else
+        bad("KTLSSHIM_KEYUPDATE_LIMIT", v,
+            "expected a whole number of KeyUpdates a second from 0 (no limit) to 1000000", "100");
+}
+
+/* AES-GCM's limit under one key is 2^24.5 full records (RFC 8446 5.5):
+ * 2^24 is the most accepted, 2^23 the default (half of that, for the
+ * margin); 16 the least (tests). */
+static void read_rekey_records(const char *v)
+{
+    long n;
+    if (ks_parse_count(v, 1L << 24, &n) && n >= 16)
+        cfg.rekey_records = n;
+    else
+        bad("KTLSSHIM_REKEY_RECORDS", v, "expected a whole number of records from 16 to 16777216",
+            "8388608");
+}
+
 /* systemd's TimeoutStopSec default is 90 s; 0 would kill at once, so the
  * smallest is 1 s. A day is more than any graceful stop should take. */
 static void read_stop_timeout(const char *v)
@@ -298,7 +328,8 @@ static void report_unknown(void)
                          "KTLSSHIM_KTLS, KTLSSHIM_STATS, KTLSSHIM_LOG, KTLSSHIM_ZEROCOPY, "
                          "KTLSSHIM_TICKET_ROTATE, KTLSSHIM_TICKET_KEY_FILE, KTLSSHIM_PIN, "
                          "KTLSSHIM_CONN_LOG, KTLSSHIM_STOP_TIMEOUT, KTLSSHIM_RELOAD, "
-                         "KTLSSHIM_GRACEFUL_SIGNAL, KTLSSHIM_PROM_FILE, KTLSSHIM_PROM_INTERVAL",
+                         "KTLSSHIM_GRACEFUL_SIGNAL, KTLSSHIM_PROM_FILE, KTLSSHIM_PROM_INTERVAL, "
+                         "KTLSSHIM_KEYUPDATE_LIMIT, KTLSSHIM_REKEY_RECORDS, KTLSSHIM_RX_NO_PAD",
                          (int)(len > 200 ? 200 : len), *e);
     }
 }
@@ -318,6 +349,12 @@ static void load(void)
         read_on_off("KTLSSHIM_ZEROCOPY", v, &cfg.zerocopy);
     if ((v = getenv("KTLSSHIM_PIN")))
         read_on_off("KTLSSHIM_PIN", v, &cfg.pin);
+    if ((v = getenv("KTLSSHIM_RX_NO_PAD")))
+        read_on_off("KTLSSHIM_RX_NO_PAD", v, &cfg.rx_no_pad);
+    if ((v = getenv("KTLSSHIM_KEYUPDATE_LIMIT")))
+        read_keyupdate_limit(v);
+    if ((v = getenv("KTLSSHIM_REKEY_RECORDS")))
+        read_rekey_records(v);
     if ((v = getenv("KTLSSHIM_STATS")))
         read_stats(v);
     if ((v = getenv("KTLSSHIM_CONN_LOG")))

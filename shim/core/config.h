@@ -19,6 +19,9 @@ struct ks_config {
     int log_level;              /* enum ks_log_level */
     bool zerocopy;              /* KTLSSHIM_ZEROCOPY=on: TLS_TX_ZEROCOPY_RO */
     bool pin;                   /* KTLSSHIM_PIN=on: worker per CPU, CBPF steering */
+    bool rx_no_pad;             /* KTLSSHIM_RX_NO_PAD: TLS_RX_EXPECT_NO_PAD on TLS 1.3 */
+    int keyupdate_limit;        /* KTLSSHIM_KEYUPDATE_LIMIT: per connection and second, 0 = none */
+    long rekey_records;         /* KTLSSHIM_REKEY_RECORDS: records under one send key */
     bool in_worker;             /* KTLSSHIM_WORKER was set: started inside a shard */
     int ticket_rotate;          /* KTLSSHIM_TICKET_ROTATE, seconds */
     int stop_timeout;           /* KTLSSHIM_STOP_TIMEOUT: seconds from a stop signal to SIGKILL */

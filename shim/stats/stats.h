@@ -45,6 +45,10 @@
     X(KTLS_RX_KEYUPDATE, "ktls", "rx_keyupdate")                                                   \
     X(KTLS_TX_KEYUPDATE, "ktls", "tx_keyupdate")                                                   \
     X(KTLS_TX_KEYUPDATE_FAILED, "ktls", "tx_keyupdate_failed")                                     \
+    X(KTLS_RX_KEYUPDATE_FLOOD, "ktls", "rx_keyupdate_flood")                                       \
+    X(KTLS_TX_REKEY, "ktls", "tx_rekey")                                                           \
+    X(KTLS_TX_REKEY_UNABLE, "ktls", "tx_rekey_unable")                                             \
+    X(KTLS_RX_NO_PAD, "ktls", "rx_no_pad")                                                         \
     X(KTLS_RX_RENEG_REFUSED, "ktls", "rx_renegotiation_refused")                                   \
     X(KTLS_RX_BAD_RECORD, "ktls", "rx_bad_record")                                                 \
     X(KTLS_TX_BIO, "ktls", "tx_bio")                                                               \

@@ -261,7 +261,9 @@ __attribute__((noinline)) static int write_slow(SSL *s, const void *buf, int num
         return api.write(s, buf, num);
     struct ks_own *o = ks_own_of(s);
     int r;
-    if (KS_UNLIKELY(o != NULL) && num > 0 && ks_own_tx_on(o)) { /* send is the own switch's */
+    if (KS_UNLIKELY(o != NULL) && num > 0 && ks_own_tx_before_send(s, o, (size_t)num) != 0) {
+        r = -1; /* our KeyUpdate first, not out yet (tls/kswitch/lifetime.c) */
+    } else if (KS_UNLIKELY(o != NULL) && num > 0 && ks_own_tx_on(o)) { /* the own switch's */
         size_t w = 0;
         r = ks_own_write(s, o, buf, (size_t)num, &w);
         if (r > 0)
@@ -296,7 +298,9 @@ __attribute__((noinline)) static int write_ex_slow(SSL *s, const void *buf, size
         return api.write_ex(s, buf, num, written);
     struct ks_own *o = ks_own_of(s);
     int r;
-    if (KS_UNLIKELY(o != NULL) && num > 0 && ks_own_tx_on(o)) { /* send is the own switch's */
+    if (KS_UNLIKELY(o != NULL) && num > 0 && ks_own_tx_before_send(s, o, num) != 0) {
+        r = 0; /* our KeyUpdate first, not out yet (tls/kswitch/lifetime.c) */
+    } else if (KS_UNLIKELY(o != NULL) && num > 0 && ks_own_tx_on(o)) { /* the own switch's */
         size_t w = 0;
         r = ks_own_write(s, o, buf, num, &w) > 0;
         if (r && written)
@@ -331,7 +335,9 @@ KS_EXPORT ossl_ssize_t SSL_sendfile(SSL *s, int fd, off_t offset, size_t size, i
         return api.sendfile(s, fd, offset, size, flags);
     struct ks_own *o = ks_own_of(s);
     ossl_ssize_t r;
-    if (KS_UNLIKELY(o != NULL) && ks_own_tx_on(o)) { /* send is the own switch's */
+    if (KS_UNLIKELY(o != NULL) && size > 0 && ks_own_tx_before_send(s, o, size) != 0) {
+        r = -1; /* our KeyUpdate first, not out yet (tls/kswitch/lifetime.c) */
+    } else if (KS_UNLIKELY(o != NULL) && ks_own_tx_on(o)) { /* send is the own switch's */
         r = ks_own_sendfile(s, o, fd, offset, size);
     } else {
         if (KS_UNLIKELY(o != NULL))

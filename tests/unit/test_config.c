@@ -288,3 +288,43 @@ TEST(quiet_still_reports_bad_values)
     EXPECT_EQ(r.cfg.log_level, KS_LOG_QUIET);
     EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_PIN", "maybe"));
 }
+
+TEST(long_life_limits_defaults_ranges_and_bad_values)
+{
+    struct parsed r;
+    parse_one("KTLSSHIM_KEYUPDATE_LIMIT", NULL, &r);
+    EXPECT_TRUE(r.cfg.keyupdate_limit == 100 && r.cfg.rekey_records == 1L << 23 &&
+                !r.cfg.rx_no_pad && r.lines == 0);
+    static const struct {
+        const char *v;
+        int want;
+    } ku[] = {{"0", 0}, {"1", 1}, {"1000000", 1000000}};
+    for (size_t i = 0; i < sizeof ku / sizeof *ku; i++) {
+        parse_one("KTLSSHIM_KEYUPDATE_LIMIT", ku[i].v, &r);
+        EXPECT_TRUE(r.cfg.keyupdate_limit == ku[i].want && r.lines == 0);
+    }
+    static const char *const ku_bad[] = {"1000001", "-1", "", "100/s", "off"};
+    for (size_t i = 0; i < sizeof ku_bad / sizeof *ku_bad; i++) {
+        parse_one("KTLSSHIM_KEYUPDATE_LIMIT", ku_bad[i], &r);
+        EXPECT_EQ(r.cfg.keyupdate_limit, 100);
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_KEYUPDATE_LIMIT", ku_bad[i]));
+    }
+    static const struct {
+        const char *v;
+        long want;
+    } rk[] = {{"16", 16}, {"16777216", 16777216}, {"1000", 1000}};
+    for (size_t i = 0; i < sizeof rk / sizeof *rk; i++) {
+        parse_one("KTLSSHIM_REKEY_RECORDS", rk[i].v, &r);
+        EXPECT_TRUE(r.cfg.rekey_records == rk[i].want && r.lines == 0);
+    }
+    static const char *const rk_bad[] = {"15", "0", "16777217", "", "1e6"};
+    for (size_t i = 0; i < sizeof rk_bad / sizeof *rk_bad; i++) {
+        parse_one("KTLSSHIM_REKEY_RECORDS", rk_bad[i], &r);
+        EXPECT_EQ(r.cfg.rekey_records, 1L << 23);
+        EXPECT_TRUE(one_clear_line(&r, "KTLSSHIM_REKEY_RECORDS", rk_bad[i]));
+    }
+    parse_one("KTLSSHIM_RX_NO_PAD", "on", &r);
+    EXPECT_TRUE(r.cfg.rx_no_pad && r.lines == 0);
+    parse_one("KTLSSHIM_RX_NO_PAD", "yes", &r);
+    EXPECT_TRUE(!r.cfg.rx_no_pad && one_clear_line(&r, "KTLSSHIM_RX_NO_PAD", "yes"));
+}

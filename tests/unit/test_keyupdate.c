@@ -39,6 +39,8 @@ void ks_signals_release(void)
 #include "../../shim/stats/emit.c"
 #include "promfile_stub.h"
 #include "../../shim/tls/kswitch/rekey.c"
+#include "../../shim/kernel/cryptoinfo.c"
+#include "../../shim/tls/kswitch/lifetime.c"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -67,6 +69,10 @@ void ks_own_tx_wipe(struct ks_own *o)
 {
     ks_cleanse(o->tx_secret, sizeof o->tx_secret);
     o->tx_secret_len = 0;
+}
+void ks_own_push_error(int reason)
+{
+    (void)reason;
 }
 struct ks_own *ks_own_peek(const SSL *s)
 {
@@ -226,6 +232,48 @@ TEST(update_requested_our_keyupdate_goes_out_then_the_send_keys_and_waits_while_
     EXPECT_EQ(read(sv[1], got, sizeof got), 5);
     EXPECT_MEMEQ(got, answer, 5);
     EXPECT_EQ(counter(KS_C_KTLS_TX_KEYUPDATE), before + 2);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+TEST(beyond_the_keyupdate_limit_within_a_second_the_connection_ends_with_our_alert)
+{
+    static const uint8_t ku[5] = {24, 0, 0, 1, 0};
+    static const uint8_t alert[2] = {2, 10}; /* fatal unexpected_message */
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    ASSERT_EQ(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
+    struct ks_own o;
+    conn(&o, sv[0]);
+    o.tx_on = true;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL *s = ctx ? SSL_new(ctx) : NULL;
+    ASSERT_TRUE(s != NULL);
+    __atomic_store_n(&rekey_state, 2, __ATOMIC_RELEASE);
+    stub_config.keyupdate_limit = 3;
+    uint64_t before = counter(KS_C_KTLS_RX_KEYUPDATE_FLOOD);
+    for (int i = 0; i < 3; i++)
+        EXPECT_EQ(ks_own_key_update(s, &o, ku, sizeof ku), 0);
+    EXPECT_EQ(installs_rx, 3);
+    EXPECT_EQ(counter(KS_C_KTLS_RX_KEYUPDATE_FLOOD), before);
+    uint8_t got[8];
+    EXPECT_EQ(read(sv[1], got, sizeof got), -1); /* nothing sent yet */
+    EXPECT_EQ(ks_own_key_update(s, &o, ku, sizeof ku), SSL_R_TOO_MANY_KEY_UPDATES);
+    EXPECT_EQ(installs_rx, 3); /* the fourth is not applied */
+    EXPECT_EQ(counter(KS_C_KTLS_RX_KEYUPDATE_FLOOD), before + 1);
+    EXPECT_EQ(read(sv[1], got, sizeof got), 2);
+    EXPECT_MEMEQ(got, alert, 2);
+    EXPECT_TRUE(SSL_get_shutdown(s) & SSL_SENT_SHUTDOWN);
+    EXPECT_EQ(o.secret_len + o.tx_secret_len, 0);
+
+    /* A second later the window starts again: three more are fine. */
+    conn(&o, sv[0]);
+    o.ku_rate.start_ns = 1;
+    o.ku_rate.n = 3; /* a full window that began long ago */
+    EXPECT_EQ(ks_own_key_update(s, &o, ku, sizeof ku), 0);
+    stub_config.keyupdate_limit = 0;
+    SSL_free(s);
+    SSL_CTX_free(ctx);
     close(sv[0]);
     close(sv[1]);
 }

@@ -305,3 +305,12 @@ PYEOF
     run stats_check "$KTLSSHIM_STATS" 'S("ktls.tx_own") == 3 and S("ktls.rx_own") == 3'
     assert_output ok
 }
+
+@test "KTLSSHIM_REKEY_RECORDS=16 on a kernel that cannot rekey: the send key passes the threshold, the connection is counted once (ktls.tx_rekey_unable) and carries on, body intact" {
+    grep -q TlsTxRekeyOk /proc/net/tls_stat && skip "this kernel can rekey: tests/vm/27-keyupdate.bats"
+    export KTLSSHIM_REKEY_RECORDS=16
+    SRV_OPTS="--timeout 30 --small-buffers" serve_files "1.3 aes128 s1048583"
+    run stats_check "$KTLSSHIM_STATS" 'S("ktls.rx_own") == 1 and S("ktls.tx") == 1' \
+        'S("ktls.tx_rekey_unable") == 1 and S("ktls.tx_rekey") == 0 and S("ktls.tx_keyupdate") == 0'
+    assert_output ok
+}

@@ -93,6 +93,13 @@ bool ks_own_tx_on(const struct ks_own *o);
  * (SSL_get_error says why). */
 int ks_own_write(SSL *s, struct ks_own *o, const void *buf, size_t num, size_t *written);
 
+/* Before a send of n bytes on s (o: its receive is the own switch's,
+ * whoever sends): at KTLSSHIM_REKEY_RECORDS records under the send key, our
+ * KeyUpdate and the next key first (tls/kswitch/lifetime.c). 0: send; -1:
+ * the call returns failure, SSL_get_error says why (WANT_WRITE: still due;
+ * SSL: the connection failed). */
+int ks_own_tx_before_send(SSL *s, struct ks_own *o, size_t n);
+
 /* SSL_sendfile on an own-TX connection: bytes sent, or -1. */
 ossl_ssize_t ks_own_sendfile(SSL *s, struct ks_own *o, int in_fd, off_t offset, size_t size);
 

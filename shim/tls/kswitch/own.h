@@ -7,6 +7,7 @@
 #include "core/common.h"
 #include "kernel/uapi.h"
 #include "tls/kswitch/kdf.h"
+#include "tls/kswitch/lifetime.h"
 #include "tls/ossl/api.h"
 
 #include <openssl/ssl.h>
@@ -43,10 +44,18 @@ struct ks_own {
     bool tx_seq_known;     /* the msg callback saw the keys change: tx_seq counts */
     bool msg_cb_own;       /* the program set this SSL's msg callback itself */
     bool msg_cb_restored;  /* counting is over: the program's callback is back */
+    bool msg_cb_kept;      /* ... except that ours stayed on (tls/kswitch/lifetime.c) */
     ks_msg_cb_t msg_cb;    /* ... that callback (NULL: none) */
     const void *wpend_buf; /* an SSL_write cut short: the caller's buffer */
     size_t wpend_done;     /* ... and how much of it the kernel already took */
     bool alert_pending;    /* our close_notify is still to be sent */
+
+    /* A long life (tls/kswitch/lifetime.c). */
+    struct ks_ku_rate ku_rate; /* the peer's KeyUpdates in the current second */
+    uint64_t tx_budget;        /* records that may go out before the kernel's count is read */
+    bool tx_limit_done;        /* no more looks: not AES-GCM 1.3 in the kernel, or counted */
+    bool ku_by_count;          /* the KeyUpdate due is ours for the record count */
+    bool ku_flooded;           /* libssl's receive: cut off for too many KeyUpdates */
 };
 
 /* The state of s, made on first use (NULL without memory). */
@@ -96,6 +105,26 @@ int ks_own_key_update(SSL *s, struct ks_own *o, const uint8_t *msg, size_t len);
  * more, so the receive secret goes, and the send secret too unless our
  * answer is still due on a connection that only closed. */
 void ks_own_rx_ended(struct ks_own *o);
+
+/* The kernel holds send keys for o's socket (the own switch's or libssl's). */
+bool ks_own_tx_in_kernel(const struct ks_own *o);
+
+/* ---- a long life (tls/kswitch/lifetime.c) ---- */
+
+/* A KeyUpdate received on s: true when it is beyond KTLSSHIM_KEYUPDATE_LIMIT
+ * within a second (counted; our alert sent where the kernel holds the send
+ * keys; SSL_SENT_SHUTDOWN set): the caller ends the connection. */
+bool ks_own_ku_flood(SSL *s, struct ks_own *o);
+
+/* A TLS 1.3 KeyUpdate that libssl receives on s (its receive is libssl's;
+ * the msg callback, tls/kswitch/tx.c): beyond KTLSSHIM_KEYUPDATE_LIMIT
+ * within a second, counted, our alert sent where the kernel holds the send
+ * keys, and SSL_RECEIVED_SHUTDOWN set: libssl then discards what follows
+ * (SSL_read returns 0, SSL_ERROR_ZERO_RETURN). */
+void ks_libssl_key_update(SSL *s, struct ks_own *o);
+
+/* TLS 1.3 receive just switched: TLS_RX_EXPECT_NO_PAD where KTLSSHIM_RX_NO_PAD says so. */
+void ks_own_rx_no_pad(struct ks_own *o);
 
 /* Our KeyUpdate answer, if one is due, is sent and our send keys renewed.
  * 0 (nothing due, or done); -1 with errno (EAGAIN: still due, try again;

@@ -60,7 +60,7 @@ bool ks_own_rekey_possible(const struct ks_own *o)
 
 /* The kernel holds send keys for o's socket (the own switch's or libssl's).
  * A 4-byte getsockopt returns only the version and cipher, never keys. */
-static bool tx_keys_in_kernel(const struct ks_own *o)
+bool ks_own_tx_in_kernel(const struct ks_own *o)
 {
     if (o->tx_on)
         return true;
@@ -98,7 +98,7 @@ void ks_switch_settled(SSL *s)
         wipe_secrets(o);
         return;
     }
-    if (!tx_keys_in_kernel(o))
+    if (!ks_own_tx_in_kernel(o))
         ks_own_tx_wipe(o); /* our KeyUpdate could not be sent: no use */
 }
 
@@ -143,7 +143,11 @@ int ks_own_key_update_answer(struct ks_own *o)
     if (r == (ssize_t)sizeof msg) {
         if (rekey(o, true) == 0) {
             o->ku_answer_due = false;
+            o->tx_budget = 0; /* a new key: the kernel's count is read again */
             ks_count(KS_C_KTLS_TX_KEYUPDATE, 1);
+            if (o->ku_by_count)
+                ks_count(KS_C_KTLS_TX_REKEY, 1);
+            o->ku_by_count = false;
             ks_log_debug("fd %d: our TLS 1.3 KeyUpdate sent, send keys renewed in the kernel",
                          o->fd);
             return 0;
@@ -169,7 +173,6 @@ int ks_own_key_update_answer(struct ks_own *o)
 
 int ks_own_key_update(SSL *s, struct ks_own *o, const uint8_t *msg, size_t len)
 {
-    (void)s;
     /* HandshakeType key_update(24), uint24 length 1, KeyUpdateRequest. A
      * message split over records is not taken (a KeyUpdate is 5 bytes). */
     if (len < 5 || msg[0] != HS_KEY_UPDATE || msg[1] != 0 || msg[2] != 0 || msg[3] != 1 ||
@@ -185,11 +188,15 @@ int ks_own_key_update(SSL *s, struct ks_own *o, const uint8_t *msg, size_t len)
         wipe_secrets(o);
         return SSL_R_NOT_ON_RECORD_BOUNDARY;
     }
+    if (ks_own_ku_flood(s, o)) {
+        wipe_secrets(o);
+        return SSL_R_TOO_MANY_KEY_UPDATES;
+    }
     bool requested = msg[4] == KU_REQUESTED;
     const char *why = NULL;
     if (!ks_own_rekey_possible(o) || !o->secret_len)
         why = "this kernel cannot take new kTLS keys on a connection (6.14+ can)";
-    else if (requested && !o->ku_answer_due && (!o->tx_secret_len || !tx_keys_in_kernel(o)))
+    else if (requested && !o->ku_answer_due && (!o->tx_secret_len || !ks_own_tx_in_kernel(o)))
         why = "it asks for ours, and the send side is libssl's user space, which the library "
               "cannot rekey";
     if (why) {

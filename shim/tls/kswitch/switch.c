@@ -390,6 +390,7 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     o->state = OWN_OPEN;
     o->last_err = -1;
     o->rx_on = true;
+    ks_own_rx_no_pad(o);
     if (!ks_own_rekey_possible(o))
         own_wipe(o); /* the secret is no longer needed: the kernel has the keys */
     __atomic_add_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);

@@ -136,6 +136,9 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
             if (o)
                 ks_own_tx_keys_changed(o);
         }
+    } else if (!write_p && content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
+               *(const uint8_t *)buf == SSL3_MT_KEY_UPDATE && o && o->msg_cb_kept && !o->rx_on) {
+        ks_libssl_key_update(s, o); /* libssl receives: the limit (tls/kswitch/lifetime.c) */
     }
     ks_msg_cb_t cb = program_msg_cb(s, o);
     if (cb)
@@ -166,9 +169,15 @@ void ks_own_tx_counting_over(SSL *s)
         return; /* no memory: ours stays on, and keeps calling the program's */
     if (o->msg_cb_restored)
         return;
-    api.set_msg_callback(s, program_msg_cb(s, o));
     o->msg_cb_restored = true;
     o->tx_seq_known = false;
+    /* A TLS 1.3 connection whose receive is libssl's: ours stays on, to
+     * count the peer's KeyUpdates (KTLSSHIM_KEYUPDATE_LIMIT). */
+    if (api.version(s) == TLS1_3_VERSION && !o->rx_on && ks_config()->keyupdate_limit > 0) {
+        o->msg_cb_kept = true;
+        return;
+    }
+    api.set_msg_callback(s, program_msg_cb(s, o));
 }
 
 KS_EXPORT void SSL_CTX_set_msg_callback(SSL_CTX *ctx, ks_msg_cb_t cb)
@@ -187,7 +196,7 @@ KS_EXPORT void SSL_set_msg_callback(SSL *s, ks_msg_cb_t cb)
     struct ks_own *o = NULL;
     if (ks_ossl_ready() && tx_ready && s && msg_box_of(api.get_SSL_CTX(s))) {
         o = ks_own_make(s);
-        if (o && o->msg_cb_restored)
+        if (o && o->msg_cb_restored && !o->msg_cb_kept)
             o = NULL; /* counting is over on this SSL: the program's alone */
     }
     if (o) {

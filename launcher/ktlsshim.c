@@ -54,6 +54,13 @@ static const char usage_text[] =
     "                              (SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH)\n"
     "      --graceful-signal SIG   KTLSSHIM_GRACEFUL_SIGNAL: how an old worker is asked to\n"
     "                              stop in a rolling restart (default SIGTERM)\n"
+    "      --prom-file PATH        KTLSSHIM_PROM_FILE: node_exporter textfile (absolute)\n"
+    "      --prom-interval S       KTLSSHIM_PROM_INTERVAL: 1..3600 seconds between writes\n"
+    "      --keyupdate-limit N     KTLSSHIM_KEYUPDATE_LIMIT: KeyUpdates a second a peer may\n"
+    "                              send, 0..1000000 (0: no limit)\n"
+    "      --rekey-records N       KTLSSHIM_REKEY_RECORDS: records sent under one key,\n"
+    "                              16..16777216\n"
+    "      --rx-no-pad             KTLSSHIM_RX_NO_PAD=on: TLS_RX_EXPECT_NO_PAD\n"
     "      --lib PATH              the library to preload (default: the one installed\n"
     "                              with this launcher)\n"
     "  -h, --help                  print this help and exit\n"
@@ -150,6 +157,11 @@ enum {
     OPT_STOP_TIMEOUT,
     OPT_RELOAD,
     OPT_GRACEFUL_SIGNAL,
+    OPT_PROM_FILE,
+    OPT_PROM_INTERVAL,
+    OPT_KEYUPDATE_LIMIT,
+    OPT_REKEY_RECORDS,
+    OPT_RX_NO_PAD,
     OPT_LIB
 };
 
@@ -168,6 +180,11 @@ int main(int argc, char **argv)
         {"stop-timeout", required_argument, NULL, OPT_STOP_TIMEOUT},
         {"reload", required_argument, NULL, OPT_RELOAD},
         {"graceful-signal", required_argument, NULL, OPT_GRACEFUL_SIGNAL},
+        {"prom-file", required_argument, NULL, OPT_PROM_FILE},
+        {"prom-interval", required_argument, NULL, OPT_PROM_INTERVAL},
+        {"keyupdate-limit", required_argument, NULL, OPT_KEYUPDATE_LIMIT},
+        {"rekey-records", required_argument, NULL, OPT_REKEY_RECORDS},
+        {"rx-no-pad", no_argument, NULL, OPT_RX_NO_PAD},
         {"lib", required_argument, NULL, OPT_LIB},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -222,6 +239,22 @@ int main(int argc, char **argv)
             break;
         case OPT_GRACEFUL_SIGNAL:
             o = KS_OPT_GRACEFUL_SIGNAL;
+            break;
+        case OPT_PROM_FILE:
+            o = KS_OPT_PROM_FILE;
+            break;
+        case OPT_PROM_INTERVAL:
+            o = KS_OPT_PROM_INTERVAL;
+            break;
+        case OPT_KEYUPDATE_LIMIT:
+            o = KS_OPT_KEYUPDATE_LIMIT;
+            break;
+        case OPT_REKEY_RECORDS:
+            o = KS_OPT_REKEY_RECORDS;
+            break;
+        case OPT_RX_NO_PAD:
+            o = KS_OPT_RX_NO_PAD;
+            optarg = "on";
             break;
         case OPT_LIB:
             lib = optarg;

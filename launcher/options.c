@@ -35,6 +35,11 @@ static const struct opt_desc descs[KS_OPT_COUNT] = {
     [KS_OPT_STOP_TIMEOUT] = {"--stop-timeout", "KTLSSHIM_STOP_TIMEOUT"},
     [KS_OPT_RELOAD] = {"--reload", "KTLSSHIM_RELOAD"},
     [KS_OPT_GRACEFUL_SIGNAL] = {"--graceful-signal", "KTLSSHIM_GRACEFUL_SIGNAL"},
+    [KS_OPT_PROM_FILE] = {"--prom-file", "KTLSSHIM_PROM_FILE"},
+    [KS_OPT_PROM_INTERVAL] = {"--prom-interval", "KTLSSHIM_PROM_INTERVAL"},
+    [KS_OPT_KEYUPDATE_LIMIT] = {"--keyupdate-limit", "KTLSSHIM_KEYUPDATE_LIMIT"},
+    [KS_OPT_REKEY_RECORDS] = {"--rekey-records", "KTLSSHIM_REKEY_RECORDS"},
+    [KS_OPT_RX_NO_PAD] = {"--rx-no-pad", "KTLSSHIM_RX_NO_PAD"},
 };
 
 const char *ks_opt_variable(enum ks_opt o)
@@ -104,6 +109,7 @@ bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
         break;
     case KS_OPT_PIN:
     case KS_OPT_ZEROCOPY:
+    case KS_OPT_RX_NO_PAD:
         if (!one_of(v, on_off))
             why = "expected on or off";
         break;
@@ -114,6 +120,27 @@ bool ks_opt_check(enum ks_opt o, const char *v, char *err, size_t errlen)
     case KS_OPT_TICKET_ROTATE:
         if (!(ks_parse_count(v, 604800, &n) && n >= 60))
             why = "expected a whole number of seconds from 60 to 604800";
+        break;
+    case KS_OPT_PROM_FILE:
+        /* its directory is the library's to check when it writes */
+        if (v[0] != '/')
+            why = "expected an absolute path to a .prom file";
+        else if (strlen(v) >= KS_PATH_MAX - 32)
+            why = "path too long";
+        else if (v[strlen(v) - 1] == '/')
+            why = "expected a file name, not a directory";
+        break;
+    case KS_OPT_PROM_INTERVAL:
+        if (!(ks_parse_count(v, 3600, &n) && n >= 1))
+            why = "expected a whole number of seconds from 1 to 3600";
+        break;
+    case KS_OPT_KEYUPDATE_LIMIT:
+        if (!ks_parse_count(v, 1000000, &n))
+            why = "expected a whole number of KeyUpdates a second from 0 (no limit) to 1000000";
+        break;
+    case KS_OPT_REKEY_RECORDS:
+        if (!(ks_parse_count(v, 1L << 24, &n) && n >= 16))
+            why = "expected a whole number of records from 16 to 16777216";
         break;
     case KS_OPT_STOP_TIMEOUT:
         if (!(ks_parse_count(v, 86400, &n) && n >= 1))

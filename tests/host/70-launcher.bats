@@ -113,14 +113,20 @@ print("other" if os.environ["KS_WANT_OTHER"] in maps else "no other")
 @test "options set their variables; the program's exit status, stdout and arguments pass through" {
     run env ${PRE:+LD_PRELOAD="$PRE"} KTLSSHIM_LOG=quiet "$LAUNCHER" -n auto -k strict \
         -s "$BATS_TEST_TMPDIR/s.jsonl" -c "$BATS_TEST_TMPDIR/c.jsonl" -l debug --pin --zerocopy \
-        --ticket-rotate 120 --ticket-key-file /dev/null \
+        --ticket-rotate 120 --ticket-key-file /dev/null --prom-file /run/k.prom --prom-interval 7 \
+        --keyupdate-limit 50 --rekey-records 4096 --rx-no-pad \
         sh -c 'env | grep ^KTLSSHIM_ | grep -v -e ^KTLSSHIM_BUILD -e ^KTLSSHIM_TEST_ | sort; echo "args: $*"; exit 7' \
         x -n 5 --stats y
     assert_equal "$status" 7
     assert_output "KTLSSHIM_CONN_LOG=$BATS_TEST_TMPDIR/c.jsonl
+KTLSSHIM_KEYUPDATE_LIMIT=50
 KTLSSHIM_KTLS=strict
 KTLSSHIM_LOG=debug
 KTLSSHIM_PIN=on
+KTLSSHIM_PROM_FILE=/run/k.prom
+KTLSSHIM_PROM_INTERVAL=7
+KTLSSHIM_REKEY_RECORDS=4096
+KTLSSHIM_RX_NO_PAD=on
 KTLSSHIM_SHARDS=auto
 KTLSSHIM_STATS=$BATS_TEST_TMPDIR/s.jsonl
 KTLSSHIM_TICKET_KEY_FILE=/dev/null
@@ -137,7 +143,8 @@ args: -n 5 --stats y"
     run "$LAUNCHER" --help
     assert_success
     assert_line --index 0 --partial 'usage: ktlsshim [options] [--] program'
-    for v in SHARDS KTLS STATS CONN_LOG LOG PIN ZEROCOPY TICKET_ROTATE TICKET_KEY_FILE; do
+    for v in SHARDS KTLS STATS CONN_LOG LOG PIN ZEROCOPY TICKET_ROTATE TICKET_KEY_FILE \
+        PROM_FILE PROM_INTERVAL KEYUPDATE_LIMIT REKEY_RECORDS RX_NO_PAD; do
         assert_output --partial "KTLSSHIM_$v"
     done
     run "$LAUNCHER" --version
@@ -199,6 +206,11 @@ args: -n 5 --stats y"
     agree --conn-log KTLSSHIM_CONN_LOG "$BATS_TEST_TMPDIR/c.jsonl" rel.jsonl /nonexistent-dir/x ""
     agree --reload KTLSSHIM_RELOAD SIGHUP HUP USR1 SIGUSR2 WINCH SIGTERM TERM KILL sighup SIG ""
     agree --graceful-signal KTLSSHIM_GRACEFUL_SIGNAL SIGTERM QUIT SIGINT HUP SIGWINCH KILL SIGSTOP term ""
+    agree --prom-file KTLSSHIM_PROM_FILE "$BATS_TEST_TMPDIR/k.prom" /nonexistent-dir/k.prom rel.prom \
+        "$BATS_TEST_TMPDIR/" "/$(printf 'a%.0s' {1..4063})" "/$(printf 'a%.0s' {1..4062})" ""
+    agree --prom-interval KTLSSHIM_PROM_INTERVAL 1 5 3600 0 3601 5s -5 ""
+    agree --keyupdate-limit KTLSSHIM_KEYUPDATE_LIMIT 0 100 1000000 1000001 -1 10/s ""
+    agree --rekey-records KTLSSHIM_REKEY_RECORDS 16 15 16777216 16777217 8388608 1e6 ""
 }
 
 @test "every variable the library reads has a launcher option (shim/core/config.c's list against --help)" {

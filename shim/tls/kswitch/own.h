@@ -7,6 +7,7 @@
 #include "core/common.h"
 #include "kernel/uapi.h"
 #include "tls/kswitch/kdf.h"
+#include "tls/kswitch/rxseq.h"
 #include "tls/ossl/api.h"
 
 #include <openssl/ssl.h>
@@ -47,6 +48,10 @@ struct ks_own {
     const void *wpend_buf; /* an SSL_write cut short: the caller's buffer */
     size_t wpend_done;     /* ... and how much of it the kernel already took */
     bool alert_pending;    /* our close_notify is still to be sent */
+
+    /* The deferred receive switch (tls/kswitch/defer.c). */
+    struct ks_rxseq rxq; /* the client's records libssl has read (the msg callback) */
+    bool rx_wait;        /* waiting for a record boundary: the msg callback stays on */
 };
 
 /* The state of s, made on first use (NULL without memory). */
@@ -79,6 +84,12 @@ int ks_own_shutdown_tx(SSL *s, struct ks_own *o);
 
 /* Wipes the send side's secrets. */
 void ks_own_tx_wipe(struct ks_own *o);
+
+/* tls/kswitch/defer.c: a message libssl received on s (from the msg
+ * callback: a record header, a handshake message): the deferred switch's
+ * count. Returns o, or the state it made for s (a server's client Finished). */
+struct ks_own *ks_defer_msg(SSL *s, struct ks_own *o, int content_type, const void *buf,
+                            size_t len);
 
 /* ---- TLS 1.3 KeyUpdate (tls/kswitch/rekey.c) ---- */
 

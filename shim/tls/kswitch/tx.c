@@ -136,6 +136,8 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
             if (o)
                 ks_own_tx_keys_changed(o);
         }
+    } else if (!write_p && !(o && o->msg_cb_restored)) {
+        o = ks_defer_msg(s, o, content_type, buf, len); /* tls/kswitch/defer.c */
     }
     ks_msg_cb_t cb = program_msg_cb(s, o);
     if (cb)
@@ -166,9 +168,11 @@ void ks_own_tx_counting_over(SSL *s)
         return; /* no memory: ours stays on, and keeps calling the program's */
     if (o->msg_cb_restored)
         return;
+    o->tx_seq_known = false;
+    if (o->rx_wait)
+        return; /* the deferred receive switch still counts (tls/kswitch/defer.c) */
     api.set_msg_callback(s, program_msg_cb(s, o));
     o->msg_cb_restored = true;
-    o->tx_seq_known = false;
 }
 
 KS_EXPORT void SSL_CTX_set_msg_callback(SSL_CTX *ctx, ks_msg_cb_t cb)

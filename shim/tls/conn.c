@@ -348,7 +348,9 @@ static struct ks_conn *handshake_done(SSL *s)
         count_fallback(s, c, true, version, cipher,
                        c->rx == KS_PATH_USER ? (enum ks_fallback)c->rx_reason : KS_FB_OTHER);
     }
-    if (!c->tx_own_due) /* decided: libssl's records need no more counting */
+    /* Decided: libssl's records need no more counting (with the own receive
+     * switch due, when it is decided: the deferred switch may count on). */
+    if (!c->tx_own_due && !c->rx_own_due)
         ks_own_tx_counting_over(s);
     if (!c->rx_own_due && !c->rx_defer) /* the own switch will not run: no secret of its stays */
         ks_switch_settled(s);

@@ -161,9 +161,14 @@ static struct ks_conn *call_done(SSL *s, bool tx, bool ok, size_t n)
  * a connection watched (a handshake completed in it): then call_done().
  * The rare ends are functions of their own that return the call's result,
  * so that the fast path keeps almost nothing across libssl's call. */
-__attribute__((noinline)) static int fast_watched(SSL *s, int r, bool tx, bool ok, size_t n)
+__attribute__((noinline)) static int fast_watched(SSL *s, int r, bool tx, bool ok, size_t n,
+                                                  const void *caller)
 {
-    call_done(s, tx, ok, n);
+    struct ks_conn *c = call_done(s, tx, ok, n);
+    /* A handshake completed in this read may have left the receive switch
+     * waiting (tls/kswitch/defer.c), and the read returned what libssl held. */
+    if (KS_UNLIKELY(c && c->rx_defer) && !tx)
+        ks_conn_rx_defer_try(s, c, ok && n > 0, caller);
     return r;
 }
 
@@ -179,7 +184,8 @@ __attribute__((noinline)) static int fast_count(int r, bool tx, size_t n)
         int r = call;                                                                              \
         ks_hook_depth--;                                                                           \
         if (KS_UNLIKELY(!ks_conns_unwatched()))                                                    \
-            return fast_watched(s, r, tx, ok, (ok) ? (size_t)(n) : 0);                             \
+            return fast_watched(s, r, tx, ok, (ok) ? (size_t)(n) : 0,                              \
+                                __builtin_return_address(0));                                      \
         if ((ok) &&                                                                                \
             KS_UNLIKELY(!ks_count_quick(tx ? KS_C_B_USER_TX : KS_C_B_USER_RX, (uint64_t)(n))))     \
             return fast_count(r, tx, (size_t)(n));                                                 \

@@ -69,6 +69,8 @@ static bool conn_held_only(const struct ks_conn *c)
 
 static int conn_idx = -1; /* SSL: struct ks_conn */
 
+static const char *reason_text(enum ks_fallback r);
+
 static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
@@ -77,8 +79,13 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
         return;
     if (c->fd >= 0)
         ks_ktls_fd_mark(c->fd, false);
-    if (c->rx_defer && !conn_held_only(c)) /* the deferred switch never came */
+    if (c->rx_defer && !conn_held_only(c)) { /* the deferred switch never came */
         ks_count(KS_C_FB_RX_UNREAD, 1);
+        if (ks_config()->ktls == KS_KTLS_STRICT)
+            ks_log_error("strict: a connection ended with no kTLS RX: %s (no record boundary "
+                         "came that the deferred switch could prove)",
+                         reason_text(KS_FB_UNREAD));
+    }
     if (KS_UNLIKELY(c->log)) {
         if (conn_held_only(c))
             free(c->log); /* the user's line, not a holder's */

@@ -128,3 +128,30 @@ EOF
     stop_srv srv
     rx_all_kernel "$n"
 }
+
+@test "KTLSSHIM_KTLS=own, handshakes completed inside SSL_read (python sink, --lazy): TLS 1.2 and 1.3 receive switched later, uploads intact" {
+    # No handshake call: the own switch cannot take receive at the end of
+    # the handshake (TLS 1.2 too: libssl is not asked under own); the first
+    # read that returns data makes the boundary. (An empty upload has no
+    # data record: nothing to switch at, it would stay unread.)
+    local port files=("$WWW/s1" "$WWW/s16385" "$WWW/s1048583")
+    export KTLSSHIM_KTLS=own KTLSSHIM_STATS="$STATS"
+    port=$(pick_port)
+    snap
+    sink_start srv "$port" "$OUT" --lazy --serve 6 --timeout 30
+    wait_listen "$port"
+    run upload "$port" eof 1.2 aes128 "${files[@]}"
+    assert_success
+    run upload "$port" eof 1.3 chacha "${files[@]}"
+    assert_success
+    wait_gone "$(pid_of srv)" 120
+    run sums_match "$OUT" "${files[@]}" "${files[@]}"
+    assert_success
+    note
+    run stats_check "$STATS" 'S("connections.tls") == 6 and S("connections.tls1_2") == 3' \
+        'S("ktls.rx") == 6 and S("ktls.rx_own") == 6 and S("ktls.rx_deferred") == 6' \
+        'S("fallback_rx.unread") == 0 and S("ktls.rx_bad_record") == 0'
+    assert_output ok
+    assert_equal "$(delta TlsRxSw)" 6
+    assert_equal "$(delta TlsDecryptError)" 0
+}

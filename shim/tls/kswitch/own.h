@@ -52,6 +52,7 @@ struct ks_own {
     /* The deferred receive switch (tls/kswitch/defer.c). */
     struct ks_rxseq rxq; /* the client's records libssl has read (the msg callback) */
     bool rx_wait;        /* waiting for a record boundary: the msg callback stays on */
+    bool fatal;          /* ended with an error libssl makes fatal (tls/kswitch/failstate.c) */
 };
 
 /* The state of s, made on first use (NULL without memory). */

@@ -428,7 +428,7 @@ void ks_switch_clear(SSL *s)
     o->rx_on = o->tx_on = false;
     o->tx_seq = 0;
     o->tx_seq_known = o->alert_pending = o->ku_answer_due = false;
-    o->rx_wait = false;
+    o->rx_wait = o->fatal = false;
     o->rxq = (struct ks_rxseq){0};
     o->wpend_buf = NULL;
     o->wpend_done = 0;

@@ -33,6 +33,10 @@ KS_EXPORT int SSL_in_init(const SSL *s)
 {
     if (KS_UNLIKELY(__atomic_load_n(&ks_switch_live, __ATOMIC_ACQUIRE)) && own_fatal(s))
         return 1;
+    /* libssl calls it on every read and write: straight on once loaded. */
+    int (*real)(const SSL *) = __atomic_load_n(&api.in_init, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL))
+        return real(s);
     (void)ks_ossl_ready(); /* the table loaded */
     return api.in_init ? api.in_init(s) : 0;
 }
@@ -41,6 +45,10 @@ KS_EXPORT int SSL_is_init_finished(const SSL *s)
 {
     if (KS_UNLIKELY(__atomic_load_n(&ks_switch_live, __ATOMIC_ACQUIRE)) && own_fatal(s))
         return 0;
+    /* libssl calls it on every read and write: straight on once loaded. */
+    int (*real)(const SSL *) = __atomic_load_n(&api.is_init_finished, __ATOMIC_RELAXED);
+    if (KS_LIKELY(real != NULL))
+        return real(s);
     (void)ks_ossl_ready(); /* the table loaded */
     return api.is_init_finished ? api.is_init_finished(s) : 0;
 }

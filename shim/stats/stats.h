@@ -40,6 +40,7 @@
     X(KTLS_OFFLOAD_ESTIMATED, "ktls", "offload_estimated")                                         \
     X(KTLS_TX_ZEROCOPY, "ktls", "tx_zerocopy")                                                     \
     X(KTLS_RX_OWN, "ktls", "rx_own")                                                               \
+    X(KTLS_RX_DEFERRED, "ktls", "rx_deferred")                                                     \
     X(KTLS_TX_OWN, "ktls", "tx_own")                                                               \
     X(KTLS_RX_KEYUPDATE_REFUSED, "ktls", "rx_keyupdate_refused")                                   \
     X(KTLS_RX_KEYUPDATE, "ktls", "rx_keyupdate")                                                   \

@@ -70,6 +70,8 @@ static bool conn_held_only(const struct ks_conn *c)
 
 static int conn_idx = -1; /* SSL: struct ks_conn */
 
+static const char *reason_text(enum ks_fallback r);
+
 static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
@@ -78,6 +80,13 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
         return;
     if (c->fd >= 0)
         ks_ktls_fd_mark(c->fd, false);
+    if (c->rx_defer && !conn_held_only(c)) { /* the deferred switch never came */
+        ks_count(KS_C_FB_RX_UNREAD, 1);
+        if (ks_config()->ktls == KS_KTLS_STRICT)
+            ks_log_error("strict: a connection ended with no kTLS RX: %s (no record boundary "
+                         "came that the deferred switch could prove)",
+                         reason_text(KS_FB_UNREAD));
+    }
     if (KS_UNLIKELY(c->log)) {
         if (conn_held_only(c))
             free(c->log); /* the user's line, not a holder's */
@@ -243,6 +252,11 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, co
             c->rx_own_due = true;
             return;
         }
+        if (api.is_server(s) && ks_switch_rx_defer_begin(s, version, cipher)) {
+            c->rx_defer = true; /* counted when it is decided */
+            c->rx_reason = KS_FB_UNREAD;
+            return;
+        }
         if (api.is_server(s))
             r = KS_FB_UNREAD;
         else if (ks_config()->ktls == KS_KTLS_OWN)
@@ -346,9 +360,11 @@ static struct ks_conn *handshake_done(SSL *s)
         count_fallback(s, c, true, version, cipher,
                        c->rx == KS_PATH_USER ? (enum ks_fallback)c->rx_reason : KS_FB_OTHER);
     }
-    if (!c->tx_own_due) /* decided: libssl's records need no more counting */
+    /* Decided: libssl's records need no more counting (with the own receive
+     * switch due, when it is decided: the deferred switch may count on). */
+    if (!c->tx_own_due && !c->rx_own_due)
         ks_own_tx_counting_over(s);
-    if (!c->rx_own_due) /* the own switch will not run: no secret of its stays */
+    if (!c->rx_own_due && !c->rx_defer) /* the own switch will not run: no secret of its stays */
         ks_switch_settled(s);
     if (c->tx != KS_PATH_USER) {
         if (c->fd < 0)
@@ -369,7 +385,7 @@ static struct ks_conn *handshake_done(SSL *s)
     }
     /* The calls on this connection need its state (connwatch.h). */
     if (c->tx != KS_PATH_USER || c->rx != KS_PATH_USER || c->tx_own_due || c->rx_own_due ||
-        c->log) {
+        c->rx_defer || c->log) {
         c->watched = true;
         ks_conns_watch(1);
     }
@@ -380,6 +396,7 @@ static struct ks_conn *handshake_done(SSL *s)
                  : c->tx                     ? "kTLS"
                                              : ks_fallback_name(c->tx_reason),
                  c->rx_own_due ? "own switch due"
+                 : c->rx_defer ? "own switch deferred"
                  : c->rx       ? "kTLS"
                                : ks_fallback_name(c->rx_reason));
     return c;
@@ -419,6 +436,36 @@ static void own_tx_due(SSL *s, struct ks_conn *c, bool rx_on, int version, const
     }
 }
 
+/* The own switch has taken c's receive side: counted. */
+static void count_rx_own(SSL *s, struct ks_conn *c)
+{
+    bool est;
+    enum ks_offload kind = ks_ktls_offload(api.get_rfd(s), false, &est);
+    c->rx = KS_PATH_KTLS_OWN;
+    c->rx_nic = kind == KS_OFFLOAD_NIC;
+    c->offload_est |= est;
+    ks_count(KS_C_KTLS_RX, 1);
+    ks_count(KS_C_KTLS_RX_OWN, 1);
+    ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_RX_NIC : KS_C_KTLS_RX_SW, 1);
+    if (est)
+        ks_count(KS_C_KTLS_OFFLOAD_ESTIMATED, 1);
+}
+
+/* The connection log's entry (made at handshake done) gets the paths as
+ * they are now. */
+static void log_paths(struct ks_conn *c)
+{
+    if (KS_LIKELY(!c->log))
+        return;
+    c->log->tx.path = path_name(c->tx);
+    c->log->tx.reason = c->tx_reason;
+    c->log->tx.nic = c->tx_nic;
+    c->log->rx.path = path_name(c->rx);
+    c->log->rx.reason = c->rx_reason;
+    c->log->rx.nic = c->rx_nic;
+    c->log->rx.estimated = c->offload_est;
+}
+
 /* The program's SSL_accept / SSL_do_handshake (called from caller) has
  * returned 1 with the own switch due (the handshake completed while such a
  * call ran: completed_here if in this one): the own switch takes the
@@ -438,16 +485,11 @@ void ks_conn_own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool comp
     bool on = completed_here && !ks_ossl_called_from_libssl(caller) &&
               ks_switch_rx(s, version, cipher, &why);
     if (on) {
-        bool est;
-        enum ks_offload kind = ks_ktls_offload(api.get_rfd(s), false, &est);
-        c->rx = KS_PATH_KTLS_OWN;
-        c->rx_nic = kind == KS_OFFLOAD_NIC;
-        c->offload_est |= est;
-        ks_count(KS_C_KTLS_RX, 1);
-        ks_count(KS_C_KTLS_RX_OWN, 1);
-        ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_RX_NIC : KS_C_KTLS_RX_SW, 1);
-        if (est)
-            ks_count(KS_C_KTLS_OFFLOAD_ESTIMATED, 1);
+        count_rx_own(s, c);
+    } else if (why == KS_FB_UNREAD && api.is_server(s) &&
+               ks_switch_rx_defer_begin(s, version, cipher)) {
+        c->rx_defer = true; /* counted when it is decided (tls/kswitch/defer.c) */
+        c->rx_reason = KS_FB_UNREAD;
     } else {
         /* The client side is libssl's by design: the reason stays libssl's
          * own limit where there is one. */
@@ -459,21 +501,36 @@ void ks_conn_own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool comp
         own_tx_due(s, c, on, version, cipher, why);
     else
         ks_own_tx_counting_over(s);
-    ks_switch_settled(s);      /* only a KeyUpdate's secrets stay (tls/kswitch/rekey.c) */
-    if (KS_UNLIKELY(c->log)) { /* the log's entry was made at handshake done */
-        c->log->tx.path = path_name(c->tx);
-        c->log->tx.reason = c->tx_reason;
-        c->log->tx.nic = c->tx_nic;
-        c->log->rx.path = path_name(c->rx);
-        c->log->rx.reason = c->rx_reason;
-        c->log->rx.nic = c->rx_nic;
-        c->log->rx.estimated = c->offload_est;
-    }
+    if (!c->rx_defer)
+        ks_switch_settled(s); /* only a KeyUpdate's secrets stay (tls/kswitch/rekey.c) */
+    log_paths(c);
     ks_log_debug("fd %d: rx %s%s", api.get_rfd(s), on ? "kTLS (own switch)" : ks_fallback_name(why),
                  on                ? ""
                  : !completed_here ? " (handshake completed before this call)"
                  : caller && ks_ossl_called_from_libssl(caller) ? " (called by libssl itself)"
                                                                 : "");
+    KS_RESTORE_ERRNO;
+}
+
+void ks_conn_rx_defer_try(SSL *s, struct ks_conn *c, bool got_data, const void *caller)
+{
+    KS_SAVE_ERRNO;
+    enum ks_fallback why;
+    enum ks_defer d = ks_switch_rx_deferred(s, got_data, caller, &why);
+    if (d != KS_DEFER_WAIT) {
+        c->rx_defer = false;
+        if (d == KS_DEFER_SWITCHED) {
+            count_rx_own(s, c);
+            ks_count(KS_C_KTLS_RX_DEFERRED, 1);
+        } else {
+            const SSL_CIPHER *ciph = api.get_current_cipher(s);
+            count_fallback(s, c, false, api.version(s), ciph ? api.CIPHER_get_name(ciph) : NULL,
+                           why);
+            ks_log_debug("fd %d: rx %s (the deferred switch will not happen)", api.get_rfd(s),
+                         ks_fallback_name(why));
+        }
+        log_paths(c);
+    }
     KS_RESTORE_ERRNO;
 }
 

@@ -26,6 +26,8 @@ struct ks_conn {
     bool rx_own_due;                  /* RX is for the own switch to try when the
                                          handshake call returns (tls/kswitch/switch.c) */
     bool tx_own_due;                  /* TX likewise, right after RX (tls/kswitch/tx.c) */
+    bool rx_defer;                    /* RX waits for the deferred switch (tls/kswitch/defer.c):
+                                         counted when it switches, or unread at the end */
     bool tx_nic, rx_nic, offload_est; /* kTLS crypto on the NIC; a guess */
     bool watched;                     /* counted in ks_conns_watched (connwatch.h) */
     bool io;                          /* the program made an I/O call on it */
@@ -78,6 +80,11 @@ static inline struct ks_conn *ks_conn_of(SSL *s)
  * switch due (completed_here: the handshake completed in that call): the
  * own switch takes the receive side libssl left, or the reason is counted. */
 void ks_conn_own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool completed_here);
+
+/* The program's SSL_read / SSL_read_ex (from caller) on s returned, and s
+ * waits for the deferred receive switch (c->rx_defer; got_data: it
+ * returned application data): the switch, if s is at a record boundary. */
+void ks_conn_rx_defer_try(SSL *s, struct ks_conn *c, bool got_data, const void *caller);
 
 /* ---- the contexts (tls/ctx.c) ---- */
 

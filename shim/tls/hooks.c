@@ -142,7 +142,7 @@ static inline void count_bytes(const struct ks_conn *c, bool tx, size_t n)
 /* After a read or write call on s (ok: it moved n bytes): a handshake it
  * completed is recorded, the own switch's receive decision if it is still
  * due, and the bytes are counted on their path. */
-static void call_done(SSL *s, bool tx, bool ok, size_t n)
+static struct ks_conn *call_done(SSL *s, bool tx, bool ok, size_t n)
 {
     struct ks_conn *c = ks_conn_of(s);
     if (c) {
@@ -153,6 +153,7 @@ static void call_done(SSL *s, bool tx, bool ok, size_t n)
         ks_conn_own_rx_due(s, c, NULL, false);
     if (ok)
         count_bytes(c, tx, n);
+    return c;
 }
 
 /* The hooks below (the calls made for every record) first try the fast
@@ -162,9 +163,14 @@ static void call_done(SSL *s, bool tx, bool ok, size_t n)
  * a connection watched (a handshake completed in it): then call_done().
  * The rare ends are functions of their own that return the call's result,
  * so that the fast path keeps almost nothing across libssl's call. */
-__attribute__((noinline)) static int fast_watched(SSL *s, int r, bool tx, bool ok, size_t n)
+__attribute__((noinline)) static int fast_watched(SSL *s, int r, bool tx, bool ok, size_t n,
+                                                  const void *caller)
 {
-    call_done(s, tx, ok, n);
+    struct ks_conn *c = call_done(s, tx, ok, n);
+    /* A handshake completed in this read may have left the receive switch
+     * waiting (tls/kswitch/defer.c), and the read returned what libssl held. */
+    if (KS_UNLIKELY(c && c->rx_defer) && !tx)
+        ks_conn_rx_defer_try(s, c, ok && n > 0, caller);
     return r;
 }
 
@@ -180,14 +186,15 @@ __attribute__((noinline)) static int fast_count(int r, bool tx, size_t n)
         int r = call;                                                                              \
         ks_hook_depth--;                                                                           \
         if (KS_UNLIKELY(!ks_conns_unwatched()))                                                    \
-            return fast_watched(s, r, tx, ok, (ok) ? (size_t)(n) : 0);                             \
+            return fast_watched(s, r, tx, ok, (ok) ? (size_t)(n) : 0,                              \
+                                __builtin_return_address(0));                                      \
         if ((ok) &&                                                                                \
             KS_UNLIKELY(!ks_count_quick(tx ? KS_C_B_USER_TX : KS_C_B_USER_RX, (uint64_t)(n))))     \
             return fast_count(r, tx, (size_t)(n));                                                 \
         return r;                                                                                  \
     } while (0)
 
-__attribute__((noinline)) static int read_slow(SSL *s, void *buf, int num)
+__attribute__((noinline)) static int read_slow(SSL *s, void *buf, int num, const void *caller)
 {
     ks_tls_need_api();
     if (!api.read) {
@@ -206,18 +213,21 @@ __attribute__((noinline)) static int read_slow(SSL *s, void *buf, int num)
         r = api.read(s, buf, num);
         ks_hook_depth--;
     }
-    call_done(s, false, r > 0, r > 0 ? (size_t)r : 0);
+    struct ks_conn *c = call_done(s, false, r > 0, r > 0 ? (size_t)r : 0);
+    if (KS_UNLIKELY(c && c->rx_defer)) /* waiting for a record boundary */
+        ks_conn_rx_defer_try(s, c, r > 0, caller);
     return r;
 }
 
 KS_EXPORT int SSL_read(SSL *s, void *buf, int num)
 {
     if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
-        return read_slow(s, buf, num);
+        return read_slow(s, buf, num, __builtin_return_address(0));
     FAST_CALL(api.read(s, buf, num), r > 0, r, false);
 }
 
-__attribute__((noinline)) static int read_ex_slow(SSL *s, void *buf, size_t num, size_t *readbytes)
+__attribute__((noinline)) static int read_ex_slow(SSL *s, void *buf, size_t num, size_t *readbytes,
+                                                  const void *caller)
 {
     ks_tls_need_api();
     if (!api.read_ex) {
@@ -238,14 +248,18 @@ __attribute__((noinline)) static int read_ex_slow(SSL *s, void *buf, size_t num,
         r = api.read_ex(s, buf, num, readbytes);
         ks_hook_depth--;
     }
-    call_done(s, false, r == 1 && readbytes, r == 1 && readbytes ? *readbytes : 0);
+    bool got = r == 1 && readbytes && *readbytes > 0;
+    struct ks_conn *c =
+        call_done(s, false, r == 1 && readbytes, r == 1 && readbytes ? *readbytes : 0);
+    if (KS_UNLIKELY(c && c->rx_defer)) /* waiting for a record boundary */
+        ks_conn_rx_defer_try(s, c, got, caller);
     return r;
 }
 
 KS_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 {
     if (KS_UNLIKELY(!ks_conns_unwatched() || ks_hook_depth))
-        return read_ex_slow(s, buf, num, readbytes);
+        return read_ex_slow(s, buf, num, readbytes, __builtin_return_address(0));
     FAST_CALL(api.read_ex(s, buf, num, readbytes), r == 1 && readbytes,
               r == 1 && readbytes ? *readbytes : 0, false);
 }

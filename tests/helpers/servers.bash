@@ -346,7 +346,6 @@ CONF
     SRV_CMD=(lighttpd -D -f "$SRV_DIR/lighttpd.conf")
     SRV_LOGS=("$SRV_DIR/lighttpd.log")
     SRV_CONNS=$SRV_N
-    SRV_VM_RX13=unread # its read-ahead (it asks libssl for kTLS itself too)
 }
 srv_lighttpd_use() { https_gets "$1"; }
 
@@ -501,7 +500,6 @@ CONF
         'MaxProtocol = TLSv1.2' >"$SRV_DIR/max12.cnf"
     SRV_CMD=(mosquitto -c "$SRV_DIR/mosquitto.conf")
     SRV_CONNS=$((2 * SRV_N))
-    SRV_VM_RX13=unread # its handshakes complete inside SSL_read
 }
 srv_mosquitto_use() {
     local v got want o c i=0

@@ -142,6 +142,21 @@ TEST(supervisor_record_has_summed_records_and_workers)
     EXPECT_STREQ(g, want);
 }
 
+TEST(deferred_receive_switches_have_their_own_field_after_rx_own)
+{
+    struct ks_record r;
+    uint64_t c[KS_C_COUNT];
+    char mem[4096], g[1024];
+    struct buf b = {mem, 0, sizeof mem - 1};
+    record(&r, KS_ROLE_PROCESS, -1, c);
+    c[KS_C_KTLS_RX_OWN] = 5;
+    c[KS_C_KTLS_RX_DEFERRED] = 3;
+    format_json(&b, &r, c, 0, "exit 0");
+    mem[b.len] = '\0';
+    ASSERT_TRUE(group_text(mem, "ktls", g, sizeof g));
+    EXPECT_TRUE(strstr(g, "\"rx_own\":5,\"rx_deferred\":3,") != NULL);
+}
+
 TEST(every_fallback_reason_is_a_field_in_both_directions)
 {
     struct ks_record r;

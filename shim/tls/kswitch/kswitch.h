@@ -35,6 +35,30 @@ void ks_switch_ctx_created(SSL_CTX *ctx);
  * why and the connection is untouched (libssl carries on). */
 bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why);
 
+/* ---- the deferred receive switch (tls/kswitch/switch.c, defer.c) ---- */
+
+/* Every check of ks_switch_rx() but libssl's holding of received bytes:
+ * true if only that stands in the way (*why is then unread). */
+bool ks_switch_rx_check(SSL *s, int version, const char *cipher, enum ks_fallback *why);
+
+/* ks_switch_rx() with the client's next record numbered seq. */
+bool ks_switch_rx_at(SSL *s, int version, const char *cipher, uint64_t seq, enum ks_fallback *why);
+
+/* s's handshake is done and its receive stays with libssl for now (reason
+ * unread): true if the deferred switch can wait for a record boundary on
+ * it (its records have been counted since the client's Finished); libssl's
+ * msg callback then stays on s until ks_switch_rx_deferred() decides. */
+bool ks_switch_rx_defer_begin(SSL *s, int version, const char *cipher);
+
+enum ks_defer { KS_DEFER_WAIT = 0, KS_DEFER_SWITCHED, KS_DEFER_NEVER };
+
+/* After the program's SSL_read / SSL_read_ex on a waiting connection
+ * returned (got_data: application data; caller: the call's return
+ * address): switched at a record boundary, still waiting, or never (*why
+ * says why; the connection stays libssl's). */
+enum ks_defer ks_switch_rx_deferred(SSL *s, bool got_data, const void *caller,
+                                    enum ks_fallback *why);
+
 /* The own switch's decisions on s are made (or will never be): the traffic
  * secrets it does not need for a KeyUpdate are wiped (tls/kswitch/rekey.c). */
 void ks_switch_settled(SSL *s);

@@ -8,6 +8,7 @@
 #include "kernel/uapi.h"
 #include "tls/kswitch/kdf.h"
 #include "tls/kswitch/lifetime.h"
+#include "tls/kswitch/rxseq.h"
 #include "tls/ossl/api.h"
 
 #include <openssl/ssl.h>
@@ -56,6 +57,11 @@ struct ks_own {
     bool tx_limit_done;        /* no more looks: not AES-GCM 1.3 in the kernel, or counted */
     bool ku_by_count;          /* the KeyUpdate due is ours for the record count */
     bool ku_flooded;           /* libssl's receive: cut off for too many KeyUpdates */
+
+    /* The deferred receive switch (tls/kswitch/defer.c). */
+    struct ks_rxseq rxq; /* the client's records libssl has read (the msg callback) */
+    bool rx_wait;        /* waiting for a record boundary: the msg callback stays on */
+    bool fatal;          /* ended with an error libssl makes fatal (tls/kswitch/failstate.c) */
 };
 
 /* The state of s, made on first use (NULL without memory). */
@@ -88,6 +94,12 @@ int ks_own_shutdown_tx(SSL *s, struct ks_own *o);
 
 /* Wipes the send side's secrets. */
 void ks_own_tx_wipe(struct ks_own *o);
+
+/* tls/kswitch/defer.c: a message libssl received on s (from the msg
+ * callback: a record header, a handshake message): the deferred switch's
+ * count. Returns o, or the state it made for s (a server's client Finished). */
+struct ks_own *ks_defer_msg(SSL *s, struct ks_own *o, int content_type, const void *buf,
+                            size_t len);
 
 /* ---- TLS 1.3 KeyUpdate (tls/kswitch/rekey.c) ---- */
 

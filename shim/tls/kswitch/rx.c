@@ -54,6 +54,7 @@ void ks_own_push_error(int reason)
 static int fail_ssl(struct ks_own *o, int reason)
 {
     o->state = OWN_FAILED;
+    o->fatal = true;
     ks_own_rx_ended(o);
     o->last_err = SSL_ERROR_SSL;
     ks_own_push_error(reason);

@@ -302,7 +302,11 @@ int ks_own_install(int fd, int version, const struct ks_keys *k, uint64_t seq, b
     return rc;
 }
 
-bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why)
+/* The switch at the end of the handshake (at NULL), or at record *at of
+ * the client's (the deferred switch, tls/kswitch/defer.c); check_only: every
+ * check but libssl's holding, nothing installed. */
+static bool switch_rx(SSL *s, int version, const char *cipher, const uint64_t *at, bool check_only,
+                      enum ks_fallback *why)
 {
     *why = KS_FB_OTHER;
     if (!ready)
@@ -318,11 +322,6 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
          * records under the application keys, which libssl must process. */
         ks_log_debug("fd %d: post-handshake authentication is on; receive stays with libssl",
                      api.get_rfd(s));
-        return false;
-    }
-    if (api.has_pending(s)) {
-        ks_log_debug("fd %d: libssl holds received bytes (SSL_has_pending)", api.get_rfd(s));
-        *why = KS_FB_UNREAD;
         return false;
     }
     int fd = api.get_rfd(s);
@@ -343,6 +342,13 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         *why = KS_FB_CIPHER;
         return false;
     }
+    /* Checked last: the deferred switch waits for this one alone. */
+    if (check_only || api.has_pending(s)) {
+        if (!check_only)
+            ks_log_debug("fd %d: libssl holds received bytes (SSL_has_pending)", fd);
+        *why = KS_FB_UNREAD;
+        return check_only;
+    }
     struct ks_own *o = ks_own_make(s);
     if (!o)
         return false;
@@ -358,10 +364,10 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
             return false;
         }
         rc = ks_kdf_tls13_keys(hash, aead, o->secret, o->secret_len, &k);
-        seq = 0;
+        seq = at ? *at : 0;
     } else if (version == TLS1_2_VERSION) {
         rc = ks_own_tls12_keys(s, hash, aead, true, &k);
-        seq = 1;
+        seq = at ? *at : 1;
     } else {
         *why = KS_FB_VERSION;
         own_wipe(o);
@@ -397,6 +403,21 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
     return true;
 }
 
+bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why)
+{
+    return switch_rx(s, version, cipher, NULL, false, why);
+}
+
+bool ks_switch_rx_check(SSL *s, int version, const char *cipher, enum ks_fallback *why)
+{
+    return switch_rx(s, version, cipher, NULL, true, why);
+}
+
+bool ks_switch_rx_at(SSL *s, int version, const char *cipher, uint64_t seq, enum ks_fallback *why)
+{
+    return switch_rx(s, version, cipher, &seq, false, why);
+}
+
 void ks_switch_clear(SSL *s)
 {
     if (!ready || !s)
@@ -408,6 +429,8 @@ void ks_switch_clear(SSL *s)
     o->rx_on = o->tx_on = false;
     o->tx_seq = 0;
     o->tx_seq_known = o->alert_pending = o->ku_answer_due = false;
+    o->rx_wait = o->fatal = false;
+    o->rxq = (struct ks_rxseq){0};
     o->wpend_buf = NULL;
     o->wpend_done = 0;
     o->state = OWN_OPEN;

@@ -136,9 +136,15 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
             if (o)
                 ks_own_tx_keys_changed(o);
         }
-    } else if (!write_p && content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
-               *(const uint8_t *)buf == SSL3_MT_KEY_UPDATE && o && o->msg_cb_kept && !o->rx_on) {
-        ks_libssl_key_update(s, o); /* libssl receives: the limit (tls/kswitch/lifetime.c) */
+    } else if (!write_p) {
+        if (!(o && o->msg_cb_restored))
+            o = ks_defer_msg(s, o, content_type, buf, len); /* tls/kswitch/defer.c */
+        /* libssl receives (waiting for the deferred switch, or kept for
+         * this): the KeyUpdate limit (tls/kswitch/lifetime.c) */
+        if (content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
+            *(const uint8_t *)buf == SSL3_MT_KEY_UPDATE && o && !o->rx_on &&
+            (o->msg_cb_kept || o->rx_wait))
+            ks_libssl_key_update(s, o);
     }
     ks_msg_cb_t cb = program_msg_cb(s, o);
     if (cb)
@@ -169,8 +175,10 @@ void ks_own_tx_counting_over(SSL *s)
         return; /* no memory: ours stays on, and keeps calling the program's */
     if (o->msg_cb_restored)
         return;
-    o->msg_cb_restored = true;
     o->tx_seq_known = false;
+    if (o->rx_wait)
+        return; /* the deferred receive switch still counts (tls/kswitch/defer.c) */
+    o->msg_cb_restored = true;
     /* A TLS 1.3 connection whose receive is libssl's: ours stays on, to
      * count the peer's KeyUpdates (KTLSSHIM_KEYUPDATE_LIMIT). */
     if (api.version(s) == TLS1_3_VERSION && !o->rx_on && ks_config()->keyupdate_limit > 0) {

@@ -57,6 +57,8 @@
     X(int, SSL_peek, (SSL * s, void *b, int n), (s, b, n), -1)                                     \
     X(int, SSL_pending, (const SSL *s), (s), 0)                                                    \
     X(int, SSL_has_pending, (const SSL *s), (s), 0)                                                \
+    X(int, SSL_in_init, (const SSL *s), (s), 0)                                                    \
+    X(int, SSL_is_init_finished, (const SSL *s), (s), 0)                                           \
     X(int, SSL_get_error, (const SSL *s, int r), (s, r), SSL_ERROR_SSL)                            \
     X(int, SSL_shutdown, (SSL * s), (s), -1)                                                       \
     X(int, SSL_clear, (SSL * s), (s), 0)                                                           \

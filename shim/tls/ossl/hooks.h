@@ -38,6 +38,8 @@
 #define SSL_peek_ex ks_hook_SSL_peek_ex
 #define SSL_pending ks_hook_SSL_pending
 #define SSL_has_pending ks_hook_SSL_has_pending
+#define SSL_in_init ks_hook_SSL_in_init
+#define SSL_is_init_finished ks_hook_SSL_is_init_finished
 #define SSL_get_error ks_hook_SSL_get_error
 #define SSL_shutdown ks_hook_SSL_shutdown
 #define SSL_clear ks_hook_SSL_clear

@@ -361,8 +361,9 @@ nginx_args() {
 #   overflow  after a real handshake, a record header longer than TLS allows
 #   truncated after a real handshake, half a record, then end of stream
 bad_client() {
-    "$PY" - "$@" <<'PYEOF'
+    PYTHONPATH="$ROOT/tests/helpers" "$PY" - "$@" <<'PYEOF'
 import os, socket, ssl, sys, time
+import membio
 port, mode = int(sys.argv[1]), sys.argv[2]
 ver = sys.argv[3] if len(sys.argv) > 3 else "1.3"
 s = socket.create_connection(("127.0.0.1", port), timeout=20)
@@ -377,19 +378,10 @@ else:
     ctx.minimum_version = ctx.maximum_version = v
     if len(sys.argv) > 4:
         ctx.set_ciphers(sys.argv[4])
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    o = ctx.wrap_bio(inc, out, server_hostname="localhost")
-    while True:
-        try:
-            o.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            if out.pending:
-                s.sendall(out.read())
-            d = s.recv(65536)
-            if not d:
-                sys.exit("server closed during the handshake")
-            inc.write(d)
+    try:
+        o, out = membio.handshake(s, ctx)
+    except OSError as e:
+        sys.exit(str(e))
     if out.pending:
         s.sendall(out.read())
     print("handshake:", o.version(), o.cipher()[0], file=sys.stderr)

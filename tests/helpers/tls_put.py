@@ -16,6 +16,9 @@ OPENSSL_CONF). In TLS 1.2 the client's Finished cannot carry data (the
 server's Finished comes first); the request then goes right after it."""
 import os, socket, ssl, sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import membio  # noqa: E402
+
 port, version, cipher, prefix = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname = False
@@ -31,19 +34,7 @@ def put(path):
     data = open(path, "rb").read()
     name = os.path.basename(path)
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    o = ctx.wrap_bio(inc, out, server_hostname="localhost")
-    while True:
-        try:
-            o.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            if out.pending:
-                s.sendall(out.read())
-            d = s.recv(65536)
-            if not d:
-                raise OSError("server closed during the handshake")
-            inc.write(d)
+    o, out = membio.handshake(s, ctx)
     head = ("PUT %s/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
             "Connection: close\r\n\r\n" % (prefix, name, len(data))).encode()
     # The Finished (still in `out` in TLS 1.3), the request and the body's

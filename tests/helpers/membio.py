@@ -5,16 +5,17 @@ import ssl
 
 
 def handshake(s, ctx):
-    """Handshakes over the connected socket s; returns (SSLObject, out):
-    the client's last flight (its Finished) is left in `out`, unsent, for
-    the caller to send alone or with what follows it. Raises OSError if
-    the server closes first."""
+    """Handshakes over the connected socket s; returns (SSLObject, inc,
+    out), its two BIOs: the client's last flight (its Finished) is left in
+    `out`, unsent, for the caller to send alone or with what follows it;
+    what the socket brings goes into `inc`. Raises OSError if the server
+    closes first."""
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     o = ctx.wrap_bio(inc, out, server_hostname="localhost")
     while True:
         try:
             o.do_handshake()
-            return o, out
+            return o, inc, out
         except ssl.SSLWantReadError:
             if out.pending:
                 s.sendall(out.read())

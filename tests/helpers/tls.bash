@@ -379,7 +379,7 @@ else:
     if len(sys.argv) > 4:
         ctx.set_ciphers(sys.argv[4])
     try:
-        o, out = membio.handshake(s, ctx)
+        o, _, out = membio.handshake(s, ctx)
     except OSError as e:
         sys.exit(str(e))
     if out.pending:

@@ -34,7 +34,7 @@ def put(path):
     data = open(path, "rb").read()
     name = os.path.basename(path)
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    o, out = membio.handshake(s, ctx)
+    o, inc, out = membio.handshake(s, ctx)
     head = ("PUT %s/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
             "Connection: close\r\n\r\n" % (prefix, name, len(data))).encode()
     # The Finished (still in `out` in TLS 1.3), the request and the body's

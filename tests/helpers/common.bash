@@ -289,6 +289,11 @@ wait_until() {
 # n_children PID N: true when PID has exactly N children.
 n_children() { [ "$(pgrep -P "$1" | wc -l)" -eq "$2" ]; }
 
+# n_listening PORT N: true when exactly N sockets listen on PORT (one per
+# sharded worker). In exec mode wait_port returns once the first worker
+# listens; the others may still be starting.
+n_listening() { [ "$(ss -Hltn "sport = :$1" | wc -l)" -eq "$2" ]; }
+
 # procs_py ARGS...: a Python script (on stdin) that can `from procs import *`
 # (tests/helpers/procs.py: death by signal vs exit 128+N, terminal signals).
 procs_py() {

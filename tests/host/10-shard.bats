@@ -397,7 +397,7 @@ PYEOF
     assert_output 1
     run ask "$port" info
     assert_output --partial "reuseport=1"
-    assert_equal "$(ss -Hltn "sport = :$port" | wc -l)" 2
+    wait_until 30 n_listening "$port" 2
 }
 
 @test "exec mode, a respawned worker gets the held listener at its own fd with the flags and options it set" {

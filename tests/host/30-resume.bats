@@ -123,6 +123,7 @@ resume_across() {
         wait_port "$port"
         err="$BATS_TEST_TMPDIR/srv$port.err"
         grep -q "in exec mode" "$err"
+        wait_until 30 n_listening "$port" 2
         urls=$(for i in $(seq 16); do printf 'https://127.0.0.1:%s/index.html ' "$port"; done)
         run sh -c "curl -sk $* -H 'Connection: close' $urls"
         assert_equal "$(echo "$output" | grep -c resumed-body)" 16

@@ -86,6 +86,40 @@ static long sys_read(int fd, void *b, size_t n)
 {
     return syscall(SYS_read, fd, b, n);
 }
+static long sys_readv(int fd, const struct iovec *v, int c)
+{
+    return syscall(SYS_readv, fd, v, c);
+}
+static long sys_recv(int fd, void *b, size_t n, int f)
+{
+    return syscall(SYS_recvfrom, fd, b, n, f, NULL, NULL);
+}
+static long sys_recvfrom(int fd, void *b, size_t n, int f, struct sockaddr *a, socklen_t *l)
+{
+    return syscall(SYS_recvfrom, fd, b, n, f, a, l);
+}
+static long sys_recvmsg(int fd, struct msghdr *m, int f)
+{
+    return syscall(SYS_recvmsg, fd, m, f);
+}
+/* The _chk variants' check (n within the buffer) is glibc's; without them
+ * the call is made unchecked. */
+static long sys_read_chk(int fd, void *b, size_t n, size_t cap)
+{
+    (void)cap;
+    return syscall(SYS_read, fd, b, n);
+}
+static long sys_recv_chk(int fd, void *b, size_t n, size_t cap, int f)
+{
+    (void)cap;
+    return syscall(SYS_recvfrom, fd, b, n, f, NULL, NULL);
+}
+static long sys_recvfrom_chk(int fd, void *b, size_t n, size_t cap, int f, struct sockaddr *a,
+                             socklen_t *l)
+{
+    (void)cap;
+    return syscall(SYS_recvfrom, fd, b, n, f, a, l);
+}
 static long sys_execve(const char *p, char *const a[], char *const e[])
 {
     return syscall(SYS_execve, p, a, e);
@@ -167,6 +201,13 @@ const struct ks_libc *ks_libc(void)
     l.sendto = need("sendto", (void *)sys_sendto);
     l.sendmsg = need("sendmsg", (void *)sys_sendmsg);
     l.read = need("read", (void *)sys_read);
+    l.readv = need("readv", (void *)sys_readv);
+    l.recv = need("recv", (void *)sys_recv);
+    l.recvfrom = need("recvfrom", (void *)sys_recvfrom);
+    l.recvmsg = need("recvmsg", (void *)sys_recvmsg);
+    l.read_chk = need("__read_chk", (void *)sys_read_chk);
+    l.recv_chk = need("__recv_chk", (void *)sys_recv_chk);
+    l.recvfrom_chk = need("__recvfrom_chk", (void *)sys_recvfrom_chk);
     l.daemon = need("daemon", (void *)no_int);
     l.chroot = need("chroot", (void *)sys_chroot);
     l.getppid = need("getppid", (void *)sys_getppid);

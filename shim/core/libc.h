@@ -43,7 +43,16 @@ struct ks_libc {
     ssize_t (*send)(int, const void *, size_t, int);
     ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
     ssize_t (*sendmsg)(int, const struct msghdr *, int);
-    ssize_t (*read)(int, void *, size_t); /* the ClientHello a program read */
+    /* ... and its reads of that socket (the ClientHello; receive under its
+     * BIO: biosock/rxframe.c) */
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*readv)(int, const struct iovec *, int);
+    ssize_t (*recv)(int, void *, size_t, int);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    ssize_t (*recvmsg)(int, struct msghdr *, int);
+    ssize_t (*read_chk)(int, void *, size_t, size_t);
+    ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
+    ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
     int (*daemon)(int, int);
     int (*chroot)(const char *); /* exitpath.c: the stats file kept across it */
     pid_t (*getppid)(void);      /* daemonize.c hooks it */

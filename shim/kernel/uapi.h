@@ -10,6 +10,11 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+/* struct tcp_info (linux/tcp.h, which clashes with netinet/tcp.h): where
+ * tcpi_bytes_received sits (Linux 4.1+), and the size that holds it. */
+#define KS_TCPI_BYTES_RECEIVED 128
+#define KS_TCPI_SIZE_MIN 136
+
 #ifndef SOL_TLS
 #define SOL_TLS 282
 #endif

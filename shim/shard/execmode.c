@@ -103,7 +103,7 @@ static int recv_msg(int fd, struct ctl_msg *m, int *passed, int flags)
     *passed = -1;
     ssize_t r;
     do
-        r = recvmsg(fd, &mh, flags | MSG_CMSG_CLOEXEC);
+        r = ks_libc()->recvmsg(fd, &mh, flags | MSG_CMSG_CLOEXEC);
     while (r < 0 && errno == EINTR);
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); r >= 0 && c; c = CMSG_NXTHDR(&mh, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&

@@ -53,6 +53,7 @@
     X(KTLS_RX_RENEG_REFUSED, "ktls", "rx_renegotiation_refused")                                   \
     X(KTLS_RX_BAD_RECORD, "ktls", "rx_bad_record")                                                 \
     X(KTLS_TX_BIO, "ktls", "tx_bio")                                                               \
+    X(KTLS_RX_BIO, "ktls", "rx_bio")                                                               \
     X(KTLS_REASSERTED, "ktls", "reasserted")                                                       \
     X(FB_TX_DISABLED, "fallback_tx", "disabled")                                                   \
     X(FB_TX_NO_KERNEL_TLS, "fallback_tx", "no_kernel_tls")                                         \

@@ -246,8 +246,11 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, co
         }
     }
     /* What libssl leaves of the receive side, the own switch may take:
-     * decided (and counted) when the program's handshake call returns. */
-    if (!tx && (r == KS_FB_LIBSSL || r == KS_FB_OTHER) && ks_switch_ready()) {
+     * decided (and counted) when the program's handshake call returns.
+     * Under a program's own BIO too, where its socket is watched. */
+    bool bio_rx =
+        !tx && r == KS_FB_BIO_RX && api.is_server(s) && ks_biosock_rx_fd(b, api.get_wbio(s)) >= 0;
+    if (!tx && (r == KS_FB_LIBSSL || r == KS_FB_OTHER || bio_rx) && ks_switch_ready()) {
         if (ks_handshake_call == s) {
             c->rx_own_due = true;
             return;
@@ -257,7 +260,9 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, co
             c->rx_reason = KS_FB_UNREAD;
             return;
         }
-        if (api.is_server(s))
+        if (bio_rx)
+            ; /* stays bio_rx */
+        else if (api.is_server(s))
             r = KS_FB_UNREAD;
         else if (ks_config()->ktls == KS_KTLS_OWN)
             r = KS_FB_CLIENT;
@@ -440,12 +445,15 @@ static void own_tx_due(SSL *s, struct ks_conn *c, bool rx_on, int version, const
 static void count_rx_own(SSL *s, struct ks_conn *c)
 {
     bool est;
-    enum ks_offload kind = ks_ktls_offload(api.get_rfd(s), false, &est);
-    c->rx = KS_PATH_KTLS_OWN;
+    int bio_fd = ks_own_rx_bio_fd(s); /* under the program's own BIO */
+    enum ks_offload kind = ks_ktls_offload(bio_fd >= 0 ? bio_fd : api.get_rfd(s), false, &est);
+    c->rx = bio_fd >= 0 ? KS_PATH_KTLS_BIO : KS_PATH_KTLS_OWN;
     c->rx_nic = kind == KS_OFFLOAD_NIC;
     c->offload_est |= est;
     ks_count(KS_C_KTLS_RX, 1);
     ks_count(KS_C_KTLS_RX_OWN, 1);
+    if (bio_fd >= 0)
+        ks_count(KS_C_KTLS_RX_BIO, 1);
     ks_count(kind == KS_OFFLOAD_NIC ? KS_C_KTLS_RX_NIC : KS_C_KTLS_RX_SW, 1);
     if (est)
         ks_count(KS_C_KTLS_OFFLOAD_ESTIMATED, 1);
@@ -504,7 +512,11 @@ void ks_conn_own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool comp
     if (!c->rx_defer)
         ks_switch_settled(s); /* only a KeyUpdate's secrets stay (tls/kswitch/rekey.c) */
     log_paths(c);
-    ks_log_debug("fd %d: rx %s%s", api.get_rfd(s), on ? "kTLS (own switch)" : ks_fallback_name(why),
+    int bio_fd = on ? ks_own_rx_bio_fd(s) : -1;
+    ks_log_debug("fd %d: rx %s%s", bio_fd >= 0 ? bio_fd : api.get_rfd(s),
+                 !on           ? ks_fallback_name(why)
+                 : bio_fd >= 0 ? "kTLS (own switch, under the program's BIO)"
+                               : "kTLS (own switch)",
                  on                ? ""
                  : !completed_here ? " (handshake completed before this call)"
                  : caller && ks_ossl_called_from_libssl(caller) ? " (called by libssl itself)"

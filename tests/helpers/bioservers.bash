@@ -3,7 +3,7 @@
 # server (Ruby resets its context's options wholesale). Load after common
 # and tls.
 
-# apache_conf PORT CERT KEY: an httpd.conf entirely in $BATS_TEST_TMPDIR/apache
+# apache_conf PORT CERT KEY [BACKEND_PORT]: an httpd.conf entirely in $BATS_TEST_TMPDIR/apache
 # (pid file, mutexes; the error log, where its children's stderr goes, in
 # $BATS_TEST_TMPDIR/logs/error.log as for nginx), serving $WWW over TLS on 127.0.0.1:PORT with the
 # event MPM. Apache run as root serves as nobody: the files are made
@@ -50,6 +50,14 @@ SSLCertificateKeyFile "$3"
 SSLProtocol -all +TLSv1.2 +TLSv1.3
 SSLSessionCache "shmcb:$d/run/ssl_scache(512000)"
 CONF
+    # BACKEND_PORT: /up goes to a plain_backend there (uploads hashed).
+    if [ -n "${4:-}" ]; then
+        cat >>"$d/httpd.conf" <<CONF
+LoadModule proxy_module $m/mod_proxy.so
+LoadModule proxy_http_module $m/mod_proxy_http.so
+ProxyPass "/up" "http://127.0.0.1:$4/up"
+CONF
+    fi
 }
 # apache_generations: how many times Apache has started serving (1, then
 # one more per graceful restart), from its error log.
@@ -111,14 +119,41 @@ RUBY
 }
 
 # plain_backend PORT: starts (as NAME "be") Python's http.server over $WWW,
-# speaking HTTP/1.1 with keep-alive, as HAProxy's backend. No library.
+# speaking HTTP/1.1 with keep-alive, as HAProxy's backend. No library. A PUT
+# (Content-Length or chunked) is answered with its body's SHA-256.
 plain_backend() {
     start_plain be "$PY" -c '
-import functools, http.server, sys
+import functools, hashlib, http.server, sys
 class H(http.server.SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a):
         pass
+    def body(self):
+        h, r = hashlib.sha256(), self.rfile
+        if "chunked" in self.headers.get("Transfer-Encoding", ""):
+            while True:
+                n = int(r.readline().split(b";")[0], 16)
+                if n == 0:
+                    while r.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return h.hexdigest()
+                h.update(r.read(n))
+                r.readline()
+        left = int(self.headers.get("Content-Length", 0))
+        while left:
+            d = r.read(min(left, 65536))
+            if not d:
+                break
+            h.update(d)
+            left -= len(d)
+        return h.hexdigest()
+    def do_PUT(self):
+        out = (self.body() + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_POST = do_PUT
 h = functools.partial(H, directory=sys.argv[2])
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), h).serve_forever()
 ' "$1" "$WWW"
@@ -163,7 +198,7 @@ keepalive() {
     return "$bad"
 }
 
-# h2o_conf PORT CERT KEY: h2o (Debian's 2.2) serving $WWW over TLS on
+# h2o_conf PORT CERT KEY [BACKEND_PORT]: h2o (Debian's 2.2) serving $WWW over TLS on
 # 127.0.0.1:PORT, one thread, as nobody (it refuses to run as root), no
 # OCSP stapling (it would run an external fetcher). Its stderr (the
 # library's lines) stays the start helper's. h2o_args prints the command.
@@ -192,6 +227,7 @@ listen:
 hosts:
   default:
     paths:
+$([ -n "${4:-}" ] && printf '      /up:\n        proxy.reverse.url: http://127.0.0.1:%s/up\n' "$4")
       /:
         file.dir: $WWW
 CONF

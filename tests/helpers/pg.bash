@@ -145,15 +145,14 @@ pg_roundtrips() {
     return "$bad"
 }
 
-# bcs_serve MODE: tests/helpers/bio_copy_server.c (copy, filter or plain
+# bcs_serve MODE: tests/servers/bio_copy_server.c (copy, filter or plain
 # BIO) serves s300007 twice (TLS 1.2, then 1.3) under the library, its
 # record in MODE.jsonl: both bodies intact with a clean close_notify, exit 0.
 bcs_serve() {
     local mode=$1 port v
-    [ -x bcs ] || gcc -O1 -Wall -o bcs "$HELPERS_DIR/bio_copy_server.c" -lssl -lcrypto
     port=$(pick_port)
     start "$mode" env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/$mode.jsonl" \
-        ./bcs "$mode" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW" 2
+        "$BCS" "$mode" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW" 2
     wait_listen "$port"
     for v in 1.2 1.3; do
         mkdir -p "out-$mode/$v"

@@ -21,9 +21,10 @@
 #                        protocol replies exactly); prints what differs and
 #                        fails
 # In the VM, SRV_VM_RX13 and SRV_VM_RX12 say what the receive side of its
-# TLS 1.3 and 1.2 connections gets: ktls (the default) or the fallback
-# reason the library must give (e.g. unread, bio_rx), or any (not checked:
-# a known bug, FINDINGS.md).
+# TLS 1.3 and 1.2 connections gets: ktls (the default), bio (the own switch
+# under the server's own BIO, both versions), or the fallback reason the
+# library must give (e.g. unread), or any (not checked: a known bug,
+# FINDINGS.md).
 # and is stopped with SIGTERM (its normal stop signal; SRV_SIG to change).
 #
 # srv_round MODE NAME runs one start-use-stop round, MODE being plain (no
@@ -242,10 +243,14 @@ srv_vm_check() {
             rx="$rx + S('connections.tls1_3')"
             e+=("S('ktls.rx_own') == S('connections.tls1_3')")
             ;;
+        bio)
+            rx="$rx + S('connections.tls1_3')"
+            e+=("S('ktls.rx_bio') == S('connections.tls')")
+            ;;
         any) rxmax="S('connections.tls1_3')" ;;
         *) e+=("S('fallback_rx.$SRV_VM_RX13') >= S('connections.tls1_3')") ;;
         esac
-        if [ "$SRV_VM_RX12" = ktls ]; then
+        if [ "$SRV_VM_RX12" = ktls ] || [ "$SRV_VM_RX12" = bio ]; then
             rx="$rx + S('connections.tls1_2')"
         else
             e+=("S('fallback_rx.$SRV_VM_RX12') >= S('connections.tls1_2')")
@@ -364,7 +369,7 @@ srv_apache_mpm_conf() {
     SRV_CMD=($(apache_args))
     SRV_LOGS=("$BATS_TEST_TMPDIR/logs/error.log")
     SRV_CONNS=$SRV_N
-    SRV_VM_RX13=bio_rx SRV_VM_RX12=bio_rx # its own BIO: kTLS TX only
+    SRV_VM_RX13=bio SRV_VM_RX12=bio # its own BIO: RX by the own switch under it
 }
 srv_apache_prefork_conf() { srv_apache_mpm_conf "$1" prefork; }
 srv_apache_prefork_use() { https_gets "$1"; }

@@ -169,12 +169,17 @@ __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
         return -1;
     }
     HOOK_SET(bio_read_hook, bio_read_slow, bs_api.read);
-    if (!ks_biosock_handshaking || !__atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED))
+    bool hello = ks_biosock_handshaking && __atomic_load_n(&bs_hellos_on, __ATOMIC_RELAXED);
+    bool tail = __atomic_load_n(&bs_rx_watching, __ATOMIC_RELAXED) != 0;
+    if (!hello && !tail)
         return bs_api.read(b, data, dlen);
     int r = bs_api.read(b, data, dlen);
     if (r > 0 && b && data && api_ready()) {
         KS_SAVE_ERRNO;
-        bs_rx_saw(b, data, r);
+        if (hello)
+            bs_rx_saw(b, data, r);
+        if (tail) /* what libssl took, for the receive switch's proof (rxframe.c) */
+            bs_rx_bio_took(b, data, r);
         KS_RESTORE_ERRNO;
     }
     return r;
@@ -183,7 +188,8 @@ __attribute__((noinline)) static int bio_read_slow(BIO *b, void *data, int dlen)
 static int bio_read_watching(BIO *b, void *data, int dlen)
 {
     int (*real)(BIO *, void *, int) = __atomic_load_n(&bs_api.read, __ATOMIC_RELAXED);
-    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ks_biosock_handshaking))
+    if (KS_LIKELY(real != NULL) && KS_LIKELY(!ks_biosock_handshaking) &&
+        KS_LIKELY(!__atomic_load_n(&bs_rx_watching, __ATOMIC_RELAXED)))
         return real(b, data, dlen);
     return bio_read_slow(b, data, dlen);
 }

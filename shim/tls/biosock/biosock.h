@@ -51,4 +51,44 @@ enum ks_fallback ks_biosock_reason(BIO *b, bool tx, bool found);
 ssize_t ks_io_send(int fd, const void *buf, size_t n, int flags);
 ssize_t ks_io_sendmsg(int fd, const struct msghdr *msg, int flags);
 
+/* ---- receive under a program's own BIO (biosock/rxframe.c) ----
+ * The own switch (tls/kswitch/) takes receive under one BIO of the
+ * program's once everything the program read from the socket has reached
+ * libssl; from then on the program's reads of the socket get the kernel's
+ * records framed, and the switch reads them back through its BIO. */
+
+/* The own switch can take receive in this process: sockets found under
+ * programs' BIOs are watched from now on (tls/kswitch/switch.c). */
+void ks_biosock_rx_allow(void);
+
+/* The watched socket under rbio (one BIO, not a chain; the socket found
+ * under it or under wbio), or -1. */
+int ks_biosock_rx_fd(BIO *rbio, BIO *wbio);
+
+/* Everything the program read from fd has gone to libssl through rbio
+ * (rxframe.c says how that is proven). */
+bool ks_biosock_rx_caught_up(BIO *rbio, int fd);
+
+/* fd's receive goes to the kernel now: its reads are framed from here on.
+ * False if fd is not watched (then nothing may be installed). */
+bool ks_biosock_rx_frame(int fd);
+
+/* fd's connection ended: neither watched nor framed any more. */
+void ks_biosock_rx_end(int fd);
+
+/* The reader of a framed stream (one per connection). */
+struct ks_bio_rx {
+    uint16_t left;   /* bytes of the current piece not read yet */
+    uint8_t hdr_got; /* bytes of its header read (5: the header is whole) */
+    uint8_t ctl_got; /* a control record's bytes gathered */
+    uint8_t hdr[5];
+    uint8_t ctl[64];
+};
+
+/* The next bytes of the record stream through rbio: up to n of one record's
+ * plaintext into buf (a control record whole, n >= 64), *type its content
+ * type. -1 with errno (EAGAIN: the BIO asks to be retried; EPROTO: not a
+ * framed stream); 0 with *type 0 at the end of the stream. */
+ssize_t ks_biosock_rx_read(BIO *rbio, struct ks_bio_rx *p, void *buf, size_t n, uint8_t *type);
+
 #endif

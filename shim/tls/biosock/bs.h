@@ -62,6 +62,8 @@ extern struct ks_ossl_api ks_ossl_api __attribute__((visibility("hidden")));
 #define BS_SIG_MIN 32     /* fewer bytes known: too weak to name a socket */
 #define BS_LATER_TRIES 64 /* writes on a thread before `later` gives up */
 #define BS_HELD_MAX 16384 /* bytes a "later" BIO may hold at the switch point */
+#define BS_RX_TAIL 16     /* receive: the stream's last bytes compared (an AEAD tag's) */
+#define BS_RX_SPILL 64    /* receive: a control record's bytes kept whole */
 
 /* ---- the hooks' one jump (bio.c, io.c) ----
  * Everything this module does is for a program's own BIO. Until a handshake
@@ -103,6 +105,8 @@ struct bs_bio {
     bool tx_asked;   /* libssl asked to switch TX: nothing more to copy */
     uint32_t held_len;
     uint8_t *held;
+    uint8_t rx_tail_len; /* receive (rxframe.c): the last bytes libssl read through it */
+    uint8_t rx_tail[BS_RX_TAIL];
 };
 
 /* The state of the chain end b, or NULL; _make: made if there is none. */
@@ -218,5 +222,30 @@ void bs_frame_bio_gone(int fd);
 /* A write hook's call on fd with a note pending: sends what it must (a
  * record, the held bytes) or fails; true with *ret, false: the real call. */
 bool bs_frame_write(int fd, const struct msghdr *m, int flags, ssize_t *ret);
+
+/* ---- receive under a program's BIO (rxframe.c) ---- */
+
+extern uint64_t bs_rx_bits[BS_FD_MAX / 64] BS_HIDDEN; /* bit: fd watched or framed */
+extern int bs_rx_nfds BS_HIDDEN;                      /* atomic: at least the bits set (0: none) */
+extern int bs_rx_watching BS_HIDDEN; /* atomic: sockets watched (BIO_read keeps tails) */
+
+/* One load per read call while no socket is watched or framed. */
+static inline bool bs_rx_fd(int fd)
+{
+    return __atomic_load_n(&bs_rx_nfds, __ATOMIC_RELAXED) && (unsigned)fd < BS_FD_MAX &&
+           (__atomic_load_n(&bs_rx_bits[fd / 64], __ATOMIC_ACQUIRE) & (1ULL << (fd % 64)));
+}
+/* fd was found under a program's BIO: its reads are watched from now on. */
+void bs_rx_watch(int fd);
+/* The BIO that watched fd is gone: so is the watch (never a framed fd). */
+void bs_rx_unwatch(int fd);
+/* A hooked read of fd returned r into iov (cnt entries). */
+void bs_rx_took(int fd, const struct iovec *iov, size_t cnt, ssize_t r, int flags);
+/* libssl read n bytes at p through b (bio.c's BIO_read). */
+void bs_rx_bio_took(BIO *b, const void *p, int n);
+/* The program's read of fd when fd is framed: true with *ret. */
+bool bs_rx_read(int fd, const struct iovec *iov, size_t cnt, int flags, ssize_t *ret);
+/* Appends n bytes at p to a tail of BS_RX_TAIL bytes (*tail_len of them so far). */
+void bs_rx_tail_add(uint8_t *tail, uint8_t *tail_len, const uint8_t *p, size_t n);
 
 #endif

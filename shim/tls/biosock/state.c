@@ -29,6 +29,8 @@ static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
         return;
     if (st->tx_on)
         bs_frame_bio_gone(st->fd);
+    if (st->fd >= 0)
+        bs_rx_unwatch(st->fd);
     __atomic_store_n(&st->orphan, true, __ATOMIC_RELEASE);
     bs_bio_unref(st);
 }

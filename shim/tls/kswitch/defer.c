@@ -17,6 +17,8 @@
  *   the record the count names: its keys go in at that sequence number
  *   (switch.c), and from then on the connection is served as an own-switched
  *   one (tls/kswitch/rx.c).
+ * Under a program's own BIO the boundary must also be one its reads have
+ * reached (tls/biosock/rxframe.c proves it); until then it waits.
  * Until then nothing changes. It never happens where the count is lost (a
  * KeyUpdate or renegotiation before the boundary, any record other than
  * application data), where the reads are libssl's own (BIO_f_ssl), on
@@ -94,8 +96,10 @@ enum ks_defer ks_switch_rx_deferred(SSL *s, bool got_data, const void *caller,
         const SSL_CIPHER *ciph = api.get_current_cipher(s);
         on = ks_switch_rx_at(s, version, ciph ? api.CIPHER_get_name(ciph) : NULL, seq, why);
         if (on)
-            ks_log_debug("fd %d: rx kTLS (own switch, deferred) from record %llu", o->fd,
-                         (unsigned long long)seq);
+            ks_log_debug("fd %d: rx kTLS (own switch, deferred%s) from record %llu", o->fd,
+                         o->rx_bio ? ", under the program's BIO" : "", (unsigned long long)seq);
+        else if (*why == KS_FB_UNREAD)
+            return KS_DEFER_WAIT; /* the program's BIO may still hold bytes it read */
     }
     defer_end(s, o);
     return on ? KS_DEFER_SWITCHED : KS_DEFER_NEVER;

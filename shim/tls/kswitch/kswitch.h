@@ -41,6 +41,10 @@ bool ks_switch_rx(SSL *s, int version, const char *cipher, enum ks_fallback *why
  * true if only that stands in the way (*why is then unread). */
 bool ks_switch_rx_check(SSL *s, int version, const char *cipher, enum ks_fallback *why);
 
+/* The socket of s when its receive was switched under the program's own
+ * BIO (tls/biosock/rxframe.c), else -1. */
+int ks_own_rx_bio_fd(const SSL *s);
+
 /* ks_switch_rx() with the client's next record numbered seq. */
 bool ks_switch_rx_at(SSL *s, int version, const char *cipher, uint64_t seq, enum ks_fallback *why);
 

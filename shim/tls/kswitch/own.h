@@ -9,6 +9,7 @@
 #include "tls/kswitch/kdf.h"
 #include "tls/kswitch/lifetime.h"
 #include "tls/kswitch/rxseq.h"
+#include "tls/biosock/biosock.h"
 #include "tls/ossl/api.h"
 
 #include <openssl/ssl.h>
@@ -57,6 +58,11 @@ struct ks_own {
     bool tx_limit_done;        /* no more looks: not AES-GCM 1.3 in the kernel, or counted */
     bool ku_by_count;          /* the KeyUpdate due is ours for the record count */
     bool ku_flooded;           /* libssl's receive: cut off for too many KeyUpdates */
+
+    /* Receive under the program's own BIO (tls/biosock/rxframe.c): the
+     * records come framed through that BIO, not from the socket. */
+    BIO *rx_bio;            /* NULL: from the socket (fd) */
+    struct ks_bio_rx rx_in; /* the reader's place in the framed stream */
 
     /* The deferred receive switch (tls/kswitch/defer.c). */
     struct ks_rxseq rxq; /* the client's records libssl has read (the msg callback) */

@@ -4,7 +4,8 @@
  * connection's socket, so every call that reads or asks about received
  * data is answered here with libssl's semantics.
  *
- * Records come with recvmsg and the TLS_GET_RECORD_TYPE cmsg (SSL_peek
+ * Records come with recvmsg and the TLS_GET_RECORD_TYPE cmsg, or framed
+ * through the program's own BIO (tls/biosock/rxframe.c) (SSL_peek
  * takes the next record and holds it, so that SSL_pending counts it as
  * libssl's does); application
  * data is returned, close_notify gives SSL_ERROR_ZERO_RETURN and sets
@@ -20,6 +21,7 @@
 #include "core/log.h"
 #include "tls/ossl/api.h"
 #include "tls/ossl/sym.h"
+#include "core/libc.h"
 #include "stats/stats.h"
 
 #include <limits.h>
@@ -74,7 +76,7 @@ static ssize_t recv_record(int fd, void *buf, size_t n, int flags, uint8_t *type
                          .msg_iovlen = 1,
                          .msg_control = cbuf.buf,
                          .msg_controllen = sizeof cbuf.buf};
-    ssize_t r = recvmsg(fd, &msg, flags);
+    ssize_t r = ks_libc()->recvmsg(fd, &msg, flags);
     *type = 0;
     if (r < 0) {
         ks_log_debug("fd %d: recvmsg: %s", fd, strerror(errno));
@@ -86,6 +88,21 @@ static ssize_t recv_record(int fd, void *buf, size_t n, int flags, uint8_t *type
     if (r > 0 && *type == 0)
         *type = REC_DATA;
     return r;
+}
+
+/* The next record (or its next bytes): from the socket, or framed through
+ * the program's BIO (tls/biosock/rxframe.c), which cannot peek (SSL_peek
+ * holds what it took instead: ks_own_read). */
+static ssize_t next_record(struct ks_own *o, void *buf, size_t n, int flags, uint8_t *type)
+{
+    if (KS_LIKELY(!o->rx_bio))
+        return recv_record(o->fd, buf, n, flags, type);
+    *type = 0;
+    if (flags & MSG_PEEK) {
+        errno = ENOMEM; /* no room was found to hold a peeked record */
+        return -1;
+    }
+    return ks_biosock_rx_read(o->rx_bio, &o->rx_in, buf, n, type);
 }
 
 static int os_error(SSL *s, struct ks_own *o, int err)
@@ -188,8 +205,12 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
     /* SSL_peek takes the next record from the kernel and holds it, as
      * libssl does: SSL_pending then counts its bytes (IO::Socket::SSL's
      * readline peeks one byte, then reads what SSL_pending says). Without
-     * memory for it, the kernel's MSG_PEEK below (SSL_pending says 0). */
-    if (peek && num && o->state == OWN_OPEN && (o->held || (o->held = malloc(KS_OWN_HELD)))) {
+     * memory for it, the kernel's MSG_PEEK below (SSL_pending says 0).
+     * Under a program's BIO a read for less than a record does the same,
+     * so that the rest is pending here, as in libssl, not back in the
+     * program's buffer. */
+    bool hold = peek || (o->rx_bio && num < KS_OWN_HELD);
+    if (hold && num && o->state == OWN_OPEN && (o->held || (o->held = malloc(KS_OWN_HELD)))) {
         size_t n = 0;
         int r = ks_own_read(s, o, o->held, KS_OWN_HELD, &n, false);
         if (r <= 0)
@@ -197,7 +218,7 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         o->held_off = 0;
         o->held_len = n;
         return from_buffer(o, o->held, KS_OWN_HELD, &o->held_off, &o->held_len, buf, num, got,
-                           true);
+                           peek);
     }
     if (o->state == OWN_CLOSED) {
         o->last_err = SSL_ERROR_ZERO_RETURN;
@@ -218,8 +239,7 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         bool small = num < sizeof scratch;
         uint8_t *dst = small ? scratch : buf;
         uint8_t type;
-        ssize_t r =
-            recv_record(o->fd, dst, small ? sizeof scratch : num, peek ? MSG_PEEK : 0, &type);
+        ssize_t r = next_record(o, dst, small ? sizeof scratch : num, peek ? MSG_PEEK : 0, &type);
         if (r < 0)
             return os_error(s, o, errno);
         if (type == 0) { /* end of stream without close_notify */
@@ -260,7 +280,7 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         /* A control record: consume it if it was only peeked at, and keep
          * its bytes out of the caller's buffer. */
         if (peek) {
-            r = recv_record(o->fd, scratch, sizeof scratch, 0, &type);
+            r = next_record(o, scratch, sizeof scratch, 0, &type);
             if (r < 0)
                 return os_error(s, o, errno);
         } else if (!small) {

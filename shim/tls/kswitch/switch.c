@@ -80,6 +80,10 @@ static void own_forget(struct ks_own *o)
 {
     if (o->rx_on)
         __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
+    if (o->rx_on && o->rx_bio)
+        ks_biosock_rx_end(o->fd); /* its reads are not framed any more */
+    o->rx_bio = NULL;
+    ks_cleanse(&o->rx_in, sizeof o->rx_in);
     own_wipe(o);
     ks_own_tx_wipe(o);
     held_free(o);
@@ -109,8 +113,10 @@ bool ks_switch_setup(void)
         api.get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, ks_ex_dup_keep_own, own_free);
     keylog_idx = api.get_ex_new_index(CRYPTO_EX_INDEX_SSL_CTX, 0, NULL, NULL, NULL, box_free);
     ready = own_idx >= 0 && keylog_idx >= 0;
-    if (ready)
+    if (ready) {
         ks_switch_tx_setup();
+        ks_biosock_rx_allow();
+    }
     return ready;
 }
 
@@ -138,6 +144,12 @@ struct ks_own *ks_own_make(SSL *s)
 struct ks_own *ks_own_peek(const SSL *s)
 {
     return s && own_idx >= 0 ? api.get_ex_data(s, own_idx) : NULL;
+}
+
+int ks_own_rx_bio_fd(const SSL *s)
+{
+    struct ks_own *o = ks_own_peek(s);
+    return o && o->rx_on && o->rx_bio ? o->fd : -1;
 }
 
 struct ks_own *ks_own_of_switched(const SSL *s)
@@ -324,15 +336,28 @@ static bool switch_rx(SSL *s, int version, const char *cipher, const uint64_t *a
                      api.get_rfd(s));
         return false;
     }
-    int fd = api.get_rfd(s);
-    if (!ks_same_socket(fd, api.get_wfd(s))) {
-        *why = KS_FB_NOT_SOCKET;
-        return false;
-    }
     /* Records are read from fd past the BIO: only under libcrypto's own
-     * socket BIO are they what the program's reads would have been. */
-    enum ks_bio_shape shape = ks_bio_shape(api.get_rbio(s), false);
-    if (shape != KS_BIO_SOCKET) {
+     * socket BIO are they what the program's reads would have been. Under
+     * one BIO of the program's own, they are read through it, framed
+     * (tls/biosock/rxframe.c), from a socket its reads are watched on. */
+    BIO *rbio = api.get_rbio(s);
+    enum ks_bio_shape shape = ks_bio_shape(rbio, false);
+    int fd = -1;
+    bool via_bio = false;
+    if (shape == KS_BIO_SOCKET) {
+        fd = api.get_rfd(s);
+        if (!ks_same_socket(fd, api.get_wfd(s))) {
+            *why = KS_FB_NOT_SOCKET;
+            return false;
+        }
+    } else if (shape == KS_BIO_PROGRAM) {
+        fd = ks_biosock_rx_fd(rbio, api.get_wbio(s));
+        via_bio = true;
+        if (fd < 0) {
+            *why = KS_FB_BIO_RX;
+            return false;
+        }
+    } else {
         *why = shape == KS_BIO_OTHER ? KS_FB_NOT_SOCKET : KS_FB_BIO_UNPROVEN;
         return false;
     }
@@ -342,12 +367,16 @@ static bool switch_rx(SSL *s, int version, const char *cipher, const uint64_t *a
         *why = KS_FB_CIPHER;
         return false;
     }
-    /* Checked last: the deferred switch waits for this one alone. */
+    /* Checked last: the deferred switch waits for these alone. */
     if (check_only || api.has_pending(s)) {
         if (!check_only)
             ks_log_debug("fd %d: libssl holds received bytes (SSL_has_pending)", fd);
         *why = KS_FB_UNREAD;
         return check_only;
+    }
+    if (via_bio && !ks_biosock_rx_caught_up(rbio, fd)) {
+        *why = KS_FB_UNREAD; /* the program may hold bytes it read: not yet */
+        return false;
     }
     struct ks_own *o = ks_own_make(s);
     if (!o)
@@ -378,10 +407,18 @@ static bool switch_rx(SSL *s, int version, const char *cipher, const uint64_t *a
         ks_log_debug("fd %d: key derivation failed; receive stays in user space", fd);
         return false;
     }
+    /* Framed from the install on: no read of the program's comes between. */
+    if (via_bio && !ks_biosock_rx_frame(fd)) {
+        ks_cleanse(&k, sizeof k);
+        own_wipe(o);
+        return false;
+    }
     rc = ks_own_install(fd, version, &k, seq, false);
     int err = errno;
     ks_cleanse(&k, sizeof k);
     if (rc != 0) {
+        if (via_bio)
+            ks_biosock_rx_end(fd);
         own_wipe(o);
         *why = KS_FB_REFUSED;
         ks_log_info("fd %d: the kernel refused the receive keys (setsockopt TLS_RX: %s); the "
@@ -390,6 +427,8 @@ static bool switch_rx(SSL *s, int version, const char *cipher, const uint64_t *a
         return false;
     }
     o->fd = fd;
+    o->rx_bio = via_bio ? rbio : NULL;
+    o->rx_in = (struct ks_bio_rx){0};
     o->version = version;
     o->hash = (uint8_t)hash;
     o->aead = (uint8_t)aead;

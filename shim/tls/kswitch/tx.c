@@ -233,6 +233,11 @@ bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why
         return false;
     }
     BIO *wbio = api.get_wbio(s);
+    /* Receive switched under a program's own BIO (tls/biosock/rxframe.c):
+     * its output goes through its own buffers, so sending stays libssl's
+     * (whose kTLS there is biosock's). */
+    if (wbio && ks_own_rx_bio_fd(s) >= 0)
+        return false;
     if (!ks_same_socket(api.get_wfd(s), fd) || !wbio) {
         *why = KS_FB_NOT_SOCKET;
         return false;

@@ -181,6 +181,7 @@ bool ks_ossl_bio_resolve(void)
     ok &= !!RESOLVE_IN(bio, get_ex_data, "BIO_get_ex_data");
     ok &= !!RESOLVE_IN(bio, set_ex_data, "BIO_set_ex_data");
     ok &= !!RESOLVE_IN(bio, get_ex_new_index, "CRYPTO_get_ex_new_index");
+    ok &= !!RESOLVE_IN(bio, test_flags, "BIO_test_flags");
     __atomic_store_n(&ks_ossl_bio_state, ok ? 1 : -1, __ATOMIC_RELEASE);
     return ok;
 }

@@ -115,6 +115,7 @@ struct ks_ossl_api {
         int (*set_ex_data)(BIO *, int, void *);
         int (*get_ex_new_index)(int, long, void *, CRYPTO_EX_new *, CRYPTO_EX_dup *,
                                 CRYPTO_EX_free *);
+        int (*test_flags)(const BIO *, int); /* a read's retry flag (biosock/rxframe.c) */
     } bio;
 
     /* optreset.c: the real functions behind its hooks (each may be absent),

@@ -15,24 +15,62 @@
  *   bio_copy_server MODE PORT CERT KEY DIR N
  * Serves N connections on 127.0.0.1:PORT, one after the other, in the
  * protocol of tests/helpers/tls_fetch.py: reads a line, a file name in DIR,
- * sends that file, then shuts TLS down with close_notify both ways. Prints
- * "ok NAME LENGTH" or "error ..." per connection, then "done", and exits 0
- * if every connection was served. */
+ * sends that file, then shuts TLS down with close_notify both ways. Or, for
+ * an upload (tests/helpers/tls_put.py): "PUT PATH HTTP/1.1", headers with
+ * Content-Length, the body (read with SSL_read calls of 1, 7, 100, 4096,
+ * 16384 and 65536 bytes in turn), answered with the body's SHA-256. Prints
+ * "ok NAME LENGTH" (uploads: "ok PUT LENGTH") or "error ..." per
+ * connection, then "done", and exits 0 if every connection was served.
+ * BCS_READ (copy mode) names the call its BIO reads the socket with: recv
+ * (the default), read, readv, recvmsg, recvfrom, read_chk (__read_chk),
+ * small (recv of at most 7 bytes), hidden (reads of fewer than 16 bytes,
+ * such as libssl's record headers, through syscall(), which no hook sees;
+ * the others with recv). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+extern ssize_t __read_chk(int fd, void *buf, size_t n, size_t cap);
+
+static const char *read_call = "recv";
+
+/* One read of the socket, with the call BCS_READ names. */
+static ssize_t sock_read(int fd, char *buf, size_t n)
+{
+    struct iovec iov[2] = {{buf, n / 2}, {buf + n / 2, n - n / 2}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    if (strcmp(read_call, "read") == 0)
+        return read(fd, buf, n);
+    if (strcmp(read_call, "readv") == 0)
+        return readv(fd, iov, 2);
+    if (strcmp(read_call, "recvmsg") == 0)
+        return recvmsg(fd, &m, 0);
+    if (strcmp(read_call, "recvfrom") == 0)
+        return recvfrom(fd, buf, n, 0, NULL, NULL);
+    if (strcmp(read_call, "read_chk") == 0)
+        return __read_chk(fd, buf, n, n);
+    if (strcmp(read_call, "small") == 0)
+        return recv(fd, buf, n < 7 ? n : 7, 0);
+    if (strcmp(read_call, "hidden") == 0 && n < 16)
+        return syscall(SYS_recvfrom, fd, buf, n, 0, NULL, NULL);
+    return recv(fd, buf, n, 0);
+}
 
 static int copy_read(BIO *b, char *buf, int n)
 {
     BIO_clear_retry_flags(b);
-    ssize_t r = recv((int)BIO_get_fd(b, NULL), buf, (size_t)n, 0);
+    ssize_t r = sock_read((int)BIO_get_fd(b, NULL), buf, (size_t)n);
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         BIO_set_retry_read(b);
     return (int)r;
@@ -52,7 +90,8 @@ static BIO_METHOD *copy_method(void)
     const BIO_METHOD *s = BIO_s_socket();
     BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "socket");
     if (!m || !BIO_meth_set_read(m, copy_read) || !BIO_meth_set_write(m, copy_write) ||
-        !BIO_meth_set_gets(m, BIO_meth_get_gets(s)) || !BIO_meth_set_puts(m, BIO_meth_get_puts(s)) ||
+        !BIO_meth_set_gets(m, BIO_meth_get_gets(s)) ||
+        !BIO_meth_set_puts(m, BIO_meth_get_puts(s)) ||
         !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(s)) ||
         !BIO_meth_set_create(m, BIO_meth_get_create(s)) ||
         !BIO_meth_set_destroy(m, BIO_meth_get_destroy(s)) ||
@@ -106,7 +145,7 @@ static int read_line(SSL *s, char *line, size_t cap)
         if (SSL_read(s, &c, 1) != 1)
             return -1;
         if (c == '\n') {
-            line[n] = '\0';
+            line[n - (n && line[n - 1] == '\r')] = '\0';
             return 0;
         }
         line[n++] = c;
@@ -114,11 +153,80 @@ static int read_line(SSL *s, char *line, size_t cap)
     return -1;
 }
 
+/* close_notify, then the client's (a control record each way). */
+static int shut(SSL *s)
+{
+    char buf[4096];
+    int r = SSL_shutdown(s);
+    if (r == 0) {
+        while (SSL_read(s, buf, sizeof buf) > 0)
+            ;
+        r = SSL_get_error(s, 0) == SSL_ERROR_ZERO_RETURN ? 1 : SSL_shutdown(s);
+    }
+    return r == 1 ? 0 : -1;
+}
+
+/* An upload after its request line: headers, the body hashed, the hash
+ * sent back. */
+static int take_upload(SSL *s)
+{
+    static const int sizes[] = {1, 7, 100, 4096, 16384, 65536};
+    static char buf[65536];
+    char line[512];
+    long len = -1;
+    for (;;) {
+        if (read_line(s, line, sizeof line) != 0)
+            return -1;
+        if (!line[0])
+            break;
+        if (strncasecmp(line, "Content-Length:", 15) == 0)
+            len = atol(line + 15);
+    }
+    if (len < 0)
+        return -1;
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(h, EVP_sha256(), NULL);
+    long got = 0;
+    for (int i = 0; got < len; i++) {
+        int want = sizes[i % 6] < len - got ? sizes[i % 6] : (int)(len - got);
+        int r = SSL_read(s, buf, want);
+        if (r <= 0) {
+            EVP_MD_CTX_free(h);
+            return -1;
+        }
+        EVP_DigestUpdate(h, buf, (size_t)r);
+        got += r;
+    }
+    EVP_DigestFinal_ex(h, md, &mdlen);
+    EVP_MD_CTX_free(h);
+    char reply[256];
+    int n = snprintf(reply, sizeof reply,
+                     "HTTP/1.1 200 OK\r\nContent-Length: 65\r\nConnection: close\r\n\r\n");
+    for (unsigned i = 0; i < mdlen; i++)
+        n += snprintf(reply + n, sizeof reply - (size_t)n, "%02x", md[i]);
+    reply[n++] = '\n';
+    /* Our close_notify; tls_put.py reads to it, then closes without its own. */
+    if (SSL_write(s, reply, n) != n || SSL_shutdown(s) < 0)
+        return -1;
+    while (SSL_read(s, buf, sizeof buf) > 0)
+        ;
+    printf("ok PUT %ld\n", len);
+    return 0;
+}
+
 static int serve(SSL *s, const char *dir)
 {
     char name[256], path[1024], buf[16384];
-    if (SSL_accept(s) != 1 || read_line(s, name, sizeof name) != 0 || strchr(name, '/')) {
+    if (SSL_accept(s) != 1 || read_line(s, name, sizeof name) != 0) {
         printf("error handshake or request\n");
+        return -1;
+    }
+    if (strncmp(name, "PUT ", 4) == 0)
+        return take_upload(s);
+    if (strchr(name, '/')) {
+        printf("error request\n");
         return -1;
     }
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -135,14 +243,7 @@ static int serve(SSL *s, const char *dir)
         total += n;
     }
     fclose(f);
-    /* close_notify, then the client's (a control record each way). */
-    int r = rc == 0 ? SSL_shutdown(s) : -1;
-    if (r == 0) {
-        while (SSL_read(s, buf, sizeof buf) > 0)
-            ;
-        r = SSL_get_error(s, 0) == SSL_ERROR_ZERO_RETURN ? 1 : SSL_shutdown(s);
-    }
-    if (r != 1) {
+    if (rc != 0 || shut(s) != 0) {
         printf("error %s: write or shutdown\n", name);
         return -1;
     }
@@ -157,6 +258,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *mode = argv[1], *dir = argv[5];
+    if (getenv("BCS_READ"))
+        read_call = getenv("BCS_READ");
     int n = atoi(argv[6]);
     setvbuf(stdout, NULL, _IOLBF, 0);
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());

@@ -365,8 +365,10 @@ PYEOF
     port=$(free_port); port2=$(free_port)
     start srv env KTLSSHIM_SHARDS=2 "$TINY" --six --port "$port" --second "$port2"
     wait_port "$port" ::1
-    run sh -c "ss -Hltn 'sport = :$port2' | wc -l"
-    assert_output 2
+    # The program listens on its sockets one after the other: the second
+    # may follow the first's answer by a moment.
+    wait_until 10 n_listening "$port2" 2
+    wait_until 10 n_listening "$port" 2
     run sh -c "ss -Hltn 'sport = :$port' | grep -c '\[::1\]'"
     assert_output 2
 }

@@ -87,8 +87,10 @@ PYEOF
     wait_until 20 wait_for_fallback
     one_fallback_line "$BATS_TEST_TMPDIR/gu.err" 'asking their parent.s pid \(getppid\(\)'
     sup=$(pid_of gu)
-    # unsharded now: the arbiter (the pid started) has its 2 workers, and
-    # they serve without being replaced
+    # unsharded now (the line comes before the shard workers are gone: the
+    # program's new image is the proof): the arbiter (the pid started) has
+    # its 2 workers, and they serve without being replaced
+    wait_until 20 grep -qa KTLSSHIM_EXEC_HELD "/proc/$sup/environ"
     wait_until 20 n_children "$sup" 2
     before=$(children_of "$sup")
     run http_many "$port" 20 http

@@ -145,8 +145,15 @@ EOF2
     start srv env KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
         /usr/sbin/nginx -e "$BATS_TEST_TMPDIR/logs/error.log" -c "$BATS_TEST_TMPDIR/nginx.conf"
     wait_port "$port"
+    # A worker just forked is root for a moment, until nginx drops privileges.
+    workers_nobody() {
+        local w ws
+        ws=$(children_of "$(pid_of srv)")
+        [ "$(wc -w <<<"$ws")" -eq 2 ] || return 1
+        for w in $ws; do [ "$(ps -o user= -p "$w" | tr -d ' ')" = nobody ] || return 1; done
+    }
+    wait_until 10 workers_nobody
     workers=$(children_of "$(pid_of srv)")
-    for w in $workers; do assert_equal "$(ps -o user= -p "$w")" nobody; done
     for i in $(seq 10); do
         run curl -skf --max-time 10 "https://127.0.0.1:$port/"
         assert_output hi

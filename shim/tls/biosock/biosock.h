@@ -69,12 +69,14 @@ int ks_biosock_rx_fd(BIO *rbio, BIO *wbio);
  * (rxframe.c says how that is proven). */
 bool ks_biosock_rx_caught_up(BIO *rbio, int fd);
 
-/* fd's receive goes to the kernel now: its reads are framed from here on.
- * False if fd is not watched (then nothing may be installed). */
-bool ks_biosock_rx_frame(int fd);
+/* fd's receive goes to the kernel now: its reads are framed from here on;
+ * *id is the socket's identity. False if fd is not watched (then nothing
+ * may be installed). */
+bool ks_biosock_rx_frame(int fd, uint64_t *id);
 
-/* fd's connection ended: neither watched nor framed any more. */
-void ks_biosock_rx_end(int fd);
+/* The connection on fd (socket id) ended: neither watched nor framed any
+ * more (nothing done if fd is another socket's by now). */
+void ks_biosock_rx_end(int fd, uint64_t id);
 
 /* The reader of a framed stream (one per connection). */
 struct ks_bio_rx {

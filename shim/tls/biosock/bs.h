@@ -107,6 +107,7 @@ struct bs_bio {
     uint8_t *held;
     uint8_t rx_tail_len; /* receive (rxframe.c): the last bytes libssl read through it */
     uint8_t rx_tail[BS_RX_TAIL];
+    uint64_t rx_id; /* the socket watched for it (bs_rx_watch), 0 none */
 };
 
 /* The state of the chain end b, or NULL; _make: made if there is none. */
@@ -235,10 +236,12 @@ static inline bool bs_rx_fd(int fd)
     return __atomic_load_n(&bs_rx_nfds, __ATOMIC_RELAXED) && (unsigned)fd < BS_FD_MAX &&
            (__atomic_load_n(&bs_rx_bits[fd / 64], __ATOMIC_ACQUIRE) & (1ULL << (fd % 64)));
 }
-/* fd was found under a program's BIO: its reads are watched from now on. */
-void bs_rx_watch(int fd);
-/* The BIO that watched fd is gone: so is the watch (never a framed fd). */
-void bs_rx_unwatch(int fd);
+/* fd was found under a program's BIO: its reads are watched from now on.
+ * The socket's identity (its inode), 0 if it is not watched. */
+uint64_t bs_rx_watch(int fd);
+/* The BIO that watched fd (socket id) is gone: so is the watch (never a
+ * framed fd, never another socket's). */
+void bs_rx_unwatch(int fd, uint64_t id);
 /* A hooked read of fd returned r into iov (cnt entries). */
 void bs_rx_took(int fd, const struct iovec *iov, size_t cnt, ssize_t r, int flags);
 /* libssl read n bytes at p through b (bio.c's BIO_read). */

@@ -113,7 +113,7 @@ void bs_later_check(int fd, const struct msghdr *m)
         } else if (is_tcp(fd)) {
             st->fd = fd;
             st->by_later = true;
-            bs_rx_watch(fd);
+            st->rx_id = bs_rx_watch(fd);
         } else {
             st->ambiguous = true;
         }
@@ -212,7 +212,7 @@ void bs_rx_saw(BIO *b, const void *p, int n)
         return;
     st->fd = fd;
     st->by_later = true;
-    bs_rx_watch(fd);
+    st->rx_id = bs_rx_watch(fd);
     st->precise = st->unsent == 0; /* nothing taken yet: all it takes is copied */
     st->held_len = 0;
     ks_log_debug("fd %d: found under the program's BIO by the ClientHello it read", fd);
@@ -319,7 +319,7 @@ void bs_watch_end(void)
             st->ambiguous = true;
         } else if (st->fd != bs_watch.fd) {
             st->fd = bs_watch.fd;
-            bs_rx_watch(st->fd); /* from before the client's Finished can come */
+            st->rx_id = bs_rx_watch(st->fd); /* before the client's Finished can come */
         }
     }
     KS_RESTORE_ERRNO;

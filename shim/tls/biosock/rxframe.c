@@ -146,11 +146,12 @@ static bool socket_consumed(int fd, uint64_t *out)
     return false;
 }
 
-void bs_rx_watch(int fd)
+uint64_t bs_rx_watch(int fd)
 {
     if (!__atomic_load_n(&rx_allowed, __ATOMIC_ACQUIRE) || (unsigned)fd >= BS_FD_MAX ||
         !ks_ktls_kernel_has_tls())
-        return;
+        return 0;
+    uint64_t id = 0;
     KS_SAVE_ERRNO;
     struct bs_rxfd *t = rx_table();
     struct stat st;
@@ -169,20 +170,30 @@ void bs_rx_watch(int fd)
         __atomic_add_fetch(&bs_rx_watching, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&bs_rx_nfds, 1, __ATOMIC_RELAXED);
         __atomic_fetch_or(&bs_rx_bits[fd / 64], 1ULL << (fd % 64), __ATOMIC_RELEASE);
+        id = (uint64_t)st.st_ino;
     }
     KS_RESTORE_ERRNO;
+    return id;
 }
 
-void bs_rx_unwatch(int fd)
+/* The entry is still that of the socket id (a descriptor closed before its
+ * connection's end may already be another connection's). */
+static struct bs_rxfd *rx_entry_of(int fd, uint64_t id)
 {
-    struct bs_rxfd *f = rx_entry(fd);
+    struct bs_rxfd *f = id ? rx_entry(fd) : NULL;
+    return f && (uint64_t)f->ino == id ? f : NULL;
+}
+
+void bs_rx_unwatch(int fd, uint64_t id)
+{
+    struct bs_rxfd *f = rx_entry_of(fd, id);
     if (f && f->state == RXF_WATCH)
         rx_clear(fd, f);
 }
 
-void ks_biosock_rx_end(int fd)
+void ks_biosock_rx_end(int fd, uint64_t id)
 {
-    struct bs_rxfd *f = rx_entry(fd);
+    struct bs_rxfd *f = rx_entry_of(fd, id);
     if (f)
         rx_clear(fd, f);
 }
@@ -268,11 +279,12 @@ bool ks_biosock_rx_caught_up(BIO *rbio, int fd)
     return ok;
 }
 
-bool ks_biosock_rx_frame(int fd)
+bool ks_biosock_rx_frame(int fd, uint64_t *id)
 {
     struct bs_rxfd *f = rx_entry(fd);
     if (!f || f->state != RXF_WATCH)
         return false;
+    *id = (uint64_t)f->ino;
     __atomic_sub_fetch(&bs_rx_watching, 1, __ATOMIC_RELAXED);
     f->state = RXF_FRAMED;
     f->spill_len = f->spill_off = 0;

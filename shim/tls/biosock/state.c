@@ -30,7 +30,7 @@ static void bio_state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     if (st->tx_on)
         bs_frame_bio_gone(st->fd);
     if (st->fd >= 0)
-        bs_rx_unwatch(st->fd);
+        bs_rx_unwatch(st->fd, st->rx_id);
     __atomic_store_n(&st->orphan, true, __ATOMIC_RELEASE);
     bs_bio_unref(st);
 }

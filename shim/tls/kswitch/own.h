@@ -62,6 +62,7 @@ struct ks_own {
     /* Receive under the program's own BIO (tls/biosock/rxframe.c): the
      * records come framed through that BIO, not from the socket. */
     BIO *rx_bio;            /* NULL: from the socket (fd) */
+    uint64_t rx_sock;       /* ... whose identity is this (biosock's) */
     struct ks_bio_rx rx_in; /* the reader's place in the framed stream */
 
     /* The deferred receive switch (tls/kswitch/defer.c). */

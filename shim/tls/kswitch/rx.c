@@ -93,13 +93,19 @@ static ssize_t recv_record(int fd, void *buf, size_t n, int flags, uint8_t *type
 /* The next record (or its next bytes): from the socket, or framed through
  * the program's BIO (tls/biosock/rxframe.c), which cannot peek (SSL_peek
  * holds what it took instead: ks_own_read). */
-static ssize_t next_record(struct ks_own *o, void *buf, size_t n, int flags, uint8_t *type)
+static ssize_t next_record(SSL *s, struct ks_own *o, void *buf, size_t n, int flags, uint8_t *type)
 {
     if (KS_LIKELY(!o->rx_bio))
         return recv_record(o->fd, buf, n, flags, type);
     *type = 0;
     if (flags & MSG_PEEK) {
         errno = ENOMEM; /* no room was found to hold a peeked record */
+        return -1;
+    }
+    if (api.get_rbio(s) != o->rx_bio) {
+        /* The program put another BIO on s: the stream is not the one
+         * the switch was proven on. */
+        errno = EPROTO;
         return -1;
     }
     return ks_biosock_rx_read(o->rx_bio, &o->rx_in, buf, n, type);
@@ -239,7 +245,8 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         bool small = num < sizeof scratch;
         uint8_t *dst = small ? scratch : buf;
         uint8_t type;
-        ssize_t r = next_record(o, dst, small ? sizeof scratch : num, peek ? MSG_PEEK : 0, &type);
+        ssize_t r =
+            next_record(s, o, dst, small ? sizeof scratch : num, peek ? MSG_PEEK : 0, &type);
         if (r < 0)
             return os_error(s, o, errno);
         if (type == 0) { /* end of stream without close_notify */
@@ -280,7 +287,7 @@ int ks_own_read(SSL *s, struct ks_own *o, void *buf, size_t num, size_t *got, bo
         /* A control record: consume it if it was only peeked at, and keep
          * its bytes out of the caller's buffer. */
         if (peek) {
-            r = next_record(o, scratch, sizeof scratch, 0, &type);
+            r = next_record(s, o, scratch, sizeof scratch, 0, &type);
             if (r < 0)
                 return os_error(s, o, errno);
         } else if (!small) {

@@ -81,7 +81,7 @@ static void own_forget(struct ks_own *o)
     if (o->rx_on)
         __atomic_sub_fetch(&ks_switch_live, 1, __ATOMIC_RELEASE);
     if (o->rx_on && o->rx_bio)
-        ks_biosock_rx_end(o->fd); /* its reads are not framed any more */
+        ks_biosock_rx_end(o->fd, o->rx_sock); /* its reads are not framed any more */
     o->rx_bio = NULL;
     ks_cleanse(&o->rx_in, sizeof o->rx_in);
     own_wipe(o);
@@ -408,7 +408,8 @@ static bool switch_rx(SSL *s, int version, const char *cipher, const uint64_t *a
         return false;
     }
     /* Framed from the install on: no read of the program's comes between. */
-    if (via_bio && !ks_biosock_rx_frame(fd)) {
+    uint64_t sock = 0;
+    if (via_bio && !ks_biosock_rx_frame(fd, &sock)) {
         ks_cleanse(&k, sizeof k);
         own_wipe(o);
         return false;
@@ -418,7 +419,7 @@ static bool switch_rx(SSL *s, int version, const char *cipher, const uint64_t *a
     ks_cleanse(&k, sizeof k);
     if (rc != 0) {
         if (via_bio)
-            ks_biosock_rx_end(fd);
+            ks_biosock_rx_end(fd, sock);
         own_wipe(o);
         *why = KS_FB_REFUSED;
         ks_log_info("fd %d: the kernel refused the receive keys (setsockopt TLS_RX: %s); the "
@@ -428,6 +429,7 @@ static bool switch_rx(SSL *s, int version, const char *cipher, const uint64_t *a
     }
     o->fd = fd;
     o->rx_bio = via_bio ? rbio : NULL;
+    o->rx_sock = sock;
     o->rx_in = (struct ks_bio_rx){0};
     o->version = version;
     o->hash = (uint8_t)hash;

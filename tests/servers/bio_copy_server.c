@@ -25,7 +25,11 @@
  * (the default), read, readv, recvmsg, recvfrom, read_chk (__read_chk),
  * small (recv of at most 7 bytes), hidden (reads of fewer than 16 bytes,
  * such as libssl's record headers, through syscall(), which no hook sees;
- * the others with recv). */
+ * the others with recv). BCS_EDGE=1 (copy mode): the socket non-blocking
+ * under edge-triggered epoll, and the BIO as event loops make theirs: a
+ * read shorter than asked means the socket is empty, so the BIO reads
+ * nothing more until the next edge (a connection left with bytes in the
+ * kernel then stalls: "error ... stalled" after 10 s). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -36,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -44,6 +50,7 @@
 extern ssize_t __read_chk(int fd, void *buf, size_t n, size_t cap);
 
 static const char *read_call = "recv";
+static int edge, epfd = -1, drained; /* BCS_EDGE */
 
 /* One read of the socket, with the call BCS_READ names. */
 static ssize_t sock_read(int fd, char *buf, size_t n)
@@ -70,11 +77,42 @@ static ssize_t sock_read(int fd, char *buf, size_t n)
 static int copy_read(BIO *b, char *buf, int n)
 {
     BIO_clear_retry_flags(b);
+    if (edge && drained) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
     ssize_t r = sock_read((int)BIO_get_fd(b, NULL), buf, (size_t)n);
+    if (edge && (r < 0 ? errno == EAGAIN : r < n))
+        drained = 1; /* until the next edge */
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         BIO_set_retry_read(b);
     return (int)r;
 }
+
+/* BCS_EDGE: after a call that wants I/O, the next edge; 0 when there is
+ * none in 10 s (stalled) or the call failed otherwise. */
+static int edge_wait(SSL *s, int r)
+{
+    int e = SSL_get_error(s, r);
+    if (!edge || (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE))
+        return 0;
+    struct epoll_event ev;
+    if (epoll_wait(epfd, &ev, 1, 10000) != 1) {
+        printf("error stalled: no edge in 10 s\n");
+        return 0;
+    }
+    drained = 0;
+    return 1;
+}
+
+/* One SSL call, again at each edge while it wants I/O (BCS_EDGE). */
+#define IO(s, call)                                                                                \
+    ({                                                                                             \
+        int r_;                                                                                    \
+        while ((r_ = (call)) <= 0 && edge_wait((s), r_))                                           \
+            ;                                                                                      \
+        r_;                                                                                        \
+    })
 
 static int copy_write(BIO *b, const char *buf, int n)
 {
@@ -142,7 +180,7 @@ static int read_line(SSL *s, char *line, size_t cap)
     size_t n = 0;
     while (n + 1 < cap) {
         char c;
-        if (SSL_read(s, &c, 1) != 1)
+        if (IO(s, SSL_read(s, &c, 1)) != 1)
             return -1;
         if (c == '\n') {
             line[n - (n && line[n - 1] == '\r')] = '\0';
@@ -157,9 +195,9 @@ static int read_line(SSL *s, char *line, size_t cap)
 static int shut(SSL *s)
 {
     char buf[4096];
-    int r = SSL_shutdown(s);
+    int r = IO(s, SSL_shutdown(s));
     if (r == 0) {
-        while (SSL_read(s, buf, sizeof buf) > 0)
+        while (IO(s, SSL_read(s, buf, sizeof buf)) > 0)
             ;
         r = SSL_get_error(s, 0) == SSL_ERROR_ZERO_RETURN ? 1 : SSL_shutdown(s);
     }
@@ -191,7 +229,7 @@ static int take_upload(SSL *s)
     long got = 0;
     for (int i = 0; got < len; i++) {
         int want = sizes[i % 6] < len - got ? sizes[i % 6] : (int)(len - got);
-        int r = SSL_read(s, buf, want);
+        int r = IO(s, SSL_read(s, buf, want));
         if (r <= 0) {
             EVP_MD_CTX_free(h);
             return -1;
@@ -208,9 +246,9 @@ static int take_upload(SSL *s)
         n += snprintf(reply + n, sizeof reply - (size_t)n, "%02x", md[i]);
     reply[n++] = '\n';
     /* Our close_notify; tls_put.py reads to it, then closes without its own. */
-    if (SSL_write(s, reply, n) != n || SSL_shutdown(s) < 0)
+    if (IO(s, SSL_write(s, reply, n)) != n || IO(s, SSL_shutdown(s)) < 0)
         return -1;
-    while (SSL_read(s, buf, sizeof buf) > 0)
+    while (IO(s, SSL_read(s, buf, sizeof buf)) > 0)
         ;
     printf("ok PUT %ld\n", len);
     return 0;
@@ -219,7 +257,7 @@ static int take_upload(SSL *s)
 static int serve(SSL *s, const char *dir)
 {
     char name[256], path[1024], buf[16384];
-    if (SSL_accept(s) != 1 || read_line(s, name, sizeof name) != 0) {
+    if (IO(s, SSL_accept(s)) != 1 || read_line(s, name, sizeof name) != 0) {
         printf("error handshake or request\n");
         return -1;
     }
@@ -238,7 +276,7 @@ static int serve(SSL *s, const char *dir)
     size_t n, total = 0;
     int rc = 0;
     while (rc == 0 && (n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (SSL_write(s, buf, (int)n) != (int)n)
+        if (IO(s, SSL_write(s, buf, (int)n)) != (int)n)
             rc = -1;
         total += n;
     }
@@ -260,6 +298,7 @@ int main(int argc, char **argv)
     const char *mode = argv[1], *dir = argv[5];
     if (getenv("BCS_READ"))
         read_call = getenv("BCS_READ");
+    edge = getenv("BCS_EDGE") && strcmp(getenv("BCS_EDGE"), "1") == 0;
     int n = atoi(argv[6]);
     setvbuf(stdout, NULL, _IOLBF, 0);
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -282,6 +321,14 @@ int main(int argc, char **argv)
         if (c < 0)
             return 1;
         SSL *s = SSL_new(ctx);
+        if (copy && edge) {
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET};
+            fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK);
+            epfd = epoll_create1(EPOLL_CLOEXEC);
+            if (epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, c, &ev) != 0)
+                return 1;
+            drained = 0;
+        }
         if (copy) {
             BIO *b = BIO_new(copy);
             BIO_set_fd(b, c, BIO_NOCLOSE);
@@ -298,6 +345,9 @@ int main(int argc, char **argv)
         }
         SSL_free(s);
         close(c);
+        if (epfd >= 0)
+            close(epfd);
+        epfd = -1;
     }
     printf("done\n");
     return failed ? 1 : 0;

@@ -183,3 +183,22 @@ rx_bio_all() {
     assert_output ok
     assert_equal "$(delta TlsRxSw)" 0
 }
+
+@test "a BIO of the program's own under edge-triggered epoll that takes a short read for an empty socket: uploads 0 B to 8 MiB+7, TLS 1.3 and 1.2: receive in the kernel on every connection, no stall, hashes equal" {
+    local port n
+    port=$(pick_port)
+    snap
+    start srv env BCS_EDGE=1 KTLSSHIM_STATS="$STATS" \
+        "$BCS" copy "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW" 10
+    wait_listen "$port"
+    n=$(puts "$port") || fail "$n"
+    wait_status srv
+    assert_equal "$status_of" 0
+    run grep -c stalled "$BATS_TEST_TMPDIR/srv.out"
+    assert_output 0
+    note
+    run stats_check "$STATS" "S('connections.tls') == $n" \
+        "S('ktls.rx') == $n and S('ktls.rx_bio') == $n" 'S("ktls.rx_bad_record") == 0'
+    assert_output ok
+    assert_equal "$(delta TlsRxSw)" "$n"
+}

@@ -87,6 +87,9 @@ struct ks_bio_rx {
     uint8_t ctl[64];
 };
 
+/* The reader wiped (what a control record left in it); p is empty again. */
+void ks_biosock_rx_release(struct ks_bio_rx *p);
+
 /* The next bytes of the record stream through rbio: up to n of one record's
  * plaintext into buf (a control record whole, n >= 64), *type its content
  * type. -1 with errno (EAGAIN: the BIO asks to be retried; EPROTO: not a

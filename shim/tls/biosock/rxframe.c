@@ -46,7 +46,9 @@
 
 #define RX_HDR 5       /* a piece's header: type, 0x03 0x03, length */
 #define RX_PIECE 16384 /* the most plaintext a piece carries (a record's) */
+#define RX_SPILL_CAP (RX_HDR + RX_PIECE)
 #define RX_REC_DATA 23
+#define RX_PAD 0 /* a byte of padding between pieces (never a content type) */
 
 enum { RXF_NONE = 0, RXF_WATCH, RXF_FRAMED };
 
@@ -55,12 +57,13 @@ struct bs_rxfd {
     ino_t ino;
     uint8_t state;
     uint8_t tail_len;
-    uint8_t spill_off, spill_len;
+    uint16_t spill_off, spill_len;
     int err;        /* framed: an error met after bytes were returned, for the next read */
     uint64_t base;  /* watch: bytes read from the socket by anyone when it began */
     uint64_t taken; /* watch: bytes the hooked reads took since */
     uint8_t tail[BS_RX_TAIL];
-    uint8_t spill[RX_HDR + BS_RX_SPILL]; /* framed: a piece for reads too small for one */
+    uint8_t *spill; /* framed: RX_SPILL_CAP bytes (made on first use): a whole record taken
+                       for a read too small for it, handed out by the next reads */
 };
 
 static struct bs_rxfd *rx_fds;       /* BS_FD_MAX entries, made on first use */
@@ -111,7 +114,10 @@ static void rx_clear(int fd, struct bs_rxfd *f)
     if (f->state == RXF_WATCH)
         __atomic_sub_fetch(&bs_rx_watching, 1, __ATOMIC_RELAXED);
     f->state = RXF_NONE;
-    explicit_bzero(f->spill, sizeof f->spill);
+    if (f->spill)
+        explicit_bzero(f->spill, RX_SPILL_CAP);
+    free(f->spill);
+    f->spill = NULL;
     f->spill_len = f->spill_off = 0;
     uint64_t bit = 1ULL << (fd % 64);
     if (__atomic_fetch_and(&bs_rx_bits[fd / 64], ~bit, __ATOMIC_RELEASE) & bit)
@@ -364,25 +370,41 @@ static void put_header(uint8_t *h, uint8_t type, size_t n)
     h[4] = (uint8_t)n;
 }
 
-/* A read too small for a piece with a whole control record: the piece is
- * taken into the entry and handed out from there. */
-static ssize_t from_spill(struct bs_rxfd *f, const struct iovec *iov, size_t cnt, size_t room,
-                          bool peek)
+/* What the spill holds, into iov from byte pos on (at most n bytes); peek
+ * leaves it there. */
+static size_t from_spill(struct bs_rxfd *f, const struct iovec *iov, size_t cnt, size_t pos,
+                         size_t n, bool peek)
 {
-    size_t n = f->spill_len - f->spill_off;
-    if (n > room)
-        n = room;
-    iov_put(iov, cnt, 0, f->spill + f->spill_off, n);
+    size_t have = (size_t)(f->spill_len - f->spill_off);
+    if (n > have)
+        n = have;
+    iov_put(iov, cnt, pos, f->spill + f->spill_off, n);
     if (!peek) {
-        f->spill_off += (uint8_t)n;
+        f->spill_off += (uint16_t)n;
         if (f->spill_off == f->spill_len) {
-            explicit_bzero(f->spill, sizeof f->spill);
+            explicit_bzero(f->spill, f->spill_len);
             f->spill_off = f->spill_len = 0;
         }
     }
-    return (ssize_t)n;
+    return n;
 }
 
+/* A read fills what it is given, as a plain socket read does, and nothing
+ * the kernel gave is kept back where the program's poll cannot see it:
+ * - a short read still means the socket had no more (an event loop that
+ *   takes it so, and waits for the next edge, is never left with records in
+ *   the kernel): pieces follow one another, the first as the program's
+ *   flags say, the others without waiting (an error met then is said at the
+ *   next read);
+ * - where the room left cannot take the next piece whole (fewer than 6
+ *   bytes, or a control record longer than what is left: control records
+ *   are never split, tls/kswitch/rx.c takes each whole), the rest of the
+ *   read is padding (RX_PAD bytes, which the reader skips): the read is
+ *   full, the program reads again, the record waits in the kernel;
+ * - a read of fewer than 69 bytes in all (a libssl-like BIO reads a
+ *   record's 5-byte header, then its body) takes a whole record into the
+ *   spill, and the next reads (the body's) are served from there.
+ * A peek shows one piece (or the spill) and takes nothing. */
 static ssize_t framed_read(struct bs_rxfd *f, int fd, const struct iovec *iov, size_t cnt,
                            int flags)
 {
@@ -394,7 +416,7 @@ static ssize_t framed_read(struct bs_rxfd *f, int fd, const struct iovec *iov, s
     if (room == 0)
         return 0;
     if (f->spill_len)
-        return from_spill(f, iov, cnt, room, peek);
+        return (ssize_t)from_spill(f, iov, cnt, 0, room, peek);
     if (f->err) {
         errno = f->err;
         if (!peek)
@@ -402,43 +424,69 @@ static ssize_t framed_read(struct bs_rxfd *f, int fd, const struct iovec *iov, s
         return -1;
     }
     uint8_t type;
-    if (room < RX_HDR + BS_RX_SPILL) {
-        struct iovec one = {f->spill + RX_HDR, BS_RX_SPILL};
-        ssize_t r = recv_typed(fd, &one, 1, flags, &type);
+    ssize_t r;
+    if (room < RX_HDR + BS_RX_SPILL) { /* small: a whole record through the spill */
+        if (!f->spill && !(f->spill = malloc(RX_SPILL_CAP))) {
+            errno = ENOMEM;
+            return -1;
+        }
+        struct iovec one = {f->spill + RX_HDR, RX_PIECE};
+        r = recv_typed(fd, &one, 1, flags, &type);
         if (r <= 0 && type == 0)
             return r;
         put_header(f->spill, type, (size_t)r);
         f->spill_off = 0;
-        f->spill_len = (uint8_t)(RX_HDR + r);
-        ssize_t n = from_spill(f, iov, cnt, room, peek);
+        f->spill_len = (uint16_t)(RX_HDR + r);
+        size_t n = from_spill(f, iov, cnt, 0, room, peek);
         if (peek) {
-            explicit_bzero(f->spill, sizeof f->spill);
+            explicit_bzero(f->spill, f->spill_len);
             f->spill_len = 0;
         }
-        return n;
+        return (ssize_t)n;
     }
     size_t pos = 0;
-    for (bool first = true; room - pos >= RX_HDR + BS_RX_SPILL; first = false) {
-        size_t want = room - pos - RX_HDR;
-        struct iovec sub[16];
-        size_t ns = iov_sub(iov, cnt, pos + RX_HDR, want < RX_PIECE ? want : RX_PIECE, sub, 16);
-        ssize_t r = recv_typed(fd, sub, ns, first ? flags : flags | MSG_DONTWAIT, &type);
-        if (r < 0) {
-            if (first)
-                return -1;
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                f->err = errno; /* said at the next read */
-            break;
+    bool full = false; /* stopped for want of room, with a record waiting */
+    while (!full && room - pos >= RX_HDR + 1) {
+        int fl = pos ? flags | MSG_DONTWAIT : flags;
+        size_t left = room - pos - RX_HDR;
+        if (left < BS_RX_SPILL) {
+            /* A control record must fit whole: look at the next one first. */
+            uint8_t look[BS_RX_SPILL];
+            struct iovec one = {look, sizeof look};
+            r = recv_typed(fd, &one, 1, fl | MSG_PEEK, &type);
+            explicit_bzero(look, sizeof look);
+            if (r < 0 || (r == 0 && type == 0))
+                goto stop;
+            if (type != RX_REC_DATA && (size_t)r > left) {
+                full = true;
+                break;
+            }
         }
-        if (r == 0 && type == 0) /* the end of the stream: said now, or at the next read */
-            break;
+        struct iovec sub[16];
+        size_t ns = iov_sub(iov, cnt, pos + RX_HDR, left < RX_PIECE ? left : RX_PIECE, sub, 16);
+        r = recv_typed(fd, sub, ns, fl, &type);
+        if (r < 0 || (r == 0 && type == 0))
+            goto stop;
         uint8_t h[RX_HDR];
         put_header(h, type, (size_t)r);
         iov_put(iov, cnt, pos, h, RX_HDR);
         pos += RX_HDR + (size_t)r;
-        if (peek || type != RX_REC_DATA)
-            break;
+        if (peek)
+            return (ssize_t)pos;
     }
+    if (!peek && pos < room && (full || room - pos < RX_HDR + 1)) {
+        /* Padding to the end: unless the next read finds the socket empty,
+         * a short read here would be taken for that. */
+        static const uint8_t zeros[RX_HDR + BS_RX_SPILL];
+        iov_put(iov, cnt, pos, zeros, room - pos);
+        pos = room;
+    }
+    return (ssize_t)pos;
+stop: /* an error, nothing more now, or the end of the stream */
+    if (r < 0 && !pos)
+        return -1;
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        f->err = errno; /* said at the next read */
     return (ssize_t)pos;
 }
 
@@ -476,11 +524,18 @@ static int bio_take(BIO *b, void *p, int n)
     return -1;
 }
 
+void ks_biosock_rx_release(struct ks_bio_rx *p)
+{
+    explicit_bzero(p, sizeof *p);
+}
+
 ssize_t ks_biosock_rx_read(BIO *rbio, struct ks_bio_rx *p, void *buf, size_t n, uint8_t *type)
 {
     *type = 0;
     for (;;) {
         if (p->hdr_got < RX_HDR) {
+            /* As much of a header as is missing, exactly (their BIO reads
+             * no further ahead than libssl's reads would have). */
             int r = bio_take(rbio, p->hdr + p->hdr_got, RX_HDR - p->hdr_got);
             if (r < 0)
                 return -1;
@@ -491,6 +546,11 @@ ssize_t ks_biosock_rx_read(BIO *rbio, struct ks_bio_rx *p, void *buf, size_t n, 
                 return -1;
             }
             p->hdr_got += (uint8_t)r;
+            uint8_t pad = 0; /* padding before the piece: dropped */
+            while (pad < p->hdr_got && p->hdr[pad] == RX_PAD)
+                pad++;
+            memmove(p->hdr, p->hdr + pad, p->hdr_got - pad);
+            p->hdr_got -= pad;
             if (p->hdr_got < RX_HDR)
                 continue;
             size_t len = (size_t)p->hdr[3] << 8 | p->hdr[4];
@@ -509,8 +569,7 @@ ssize_t ks_biosock_rx_read(BIO *rbio, struct ks_bio_rx *p, void *buf, size_t n, 
         }
         uint8_t t = p->hdr[0];
         if (t == RX_REC_DATA) {
-            int want = (int)(n < p->left ? n : p->left);
-            int r = bio_take(rbio, buf, want);
+            int r = bio_take(rbio, buf, (int)(n < p->left ? n : p->left));
             if (r <= 0) {
                 if (r == 0)
                     errno = EPROTO; /* the stream ended inside a piece */

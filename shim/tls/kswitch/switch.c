@@ -83,7 +83,7 @@ static void own_forget(struct ks_own *o)
     if (o->rx_on && o->rx_bio)
         ks_biosock_rx_end(o->fd, o->rx_sock); /* its reads are not framed any more */
     o->rx_bio = NULL;
-    ks_cleanse(&o->rx_in, sizeof o->rx_in);
+    ks_biosock_rx_release(&o->rx_in);
     own_wipe(o);
     ks_own_tx_wipe(o);
     held_free(o);
@@ -430,7 +430,6 @@ static bool switch_rx(SSL *s, int version, const char *cipher, const uint64_t *a
     o->fd = fd;
     o->rx_bio = via_bio ? rbio : NULL;
     o->rx_sock = sock;
-    o->rx_in = (struct ks_bio_rx){0};
     o->version = version;
     o->hash = (uint8_t)hash;
     o->aead = (uint8_t)aead;

@@ -29,7 +29,9 @@
  * under edge-triggered epoll, and the BIO as event loops make theirs: a
  * read shorter than asked means the socket is empty, so the BIO reads
  * nothing more until the next edge (a connection left with bytes in the
- * kernel then stalls: "error ... stalled" after 10 s). */
+ * kernel then stalls: "error ... stalled" after 10 s). BCS_BUFFER=1 (copy
+ * mode): the BIO reads the socket 32 KiB at a time into a buffer of its
+ * own and serves libssl from it, as Apache's and h2o's do. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -51,6 +53,9 @@ extern ssize_t __read_chk(int fd, void *buf, size_t n, size_t cap);
 
 static const char *read_call = "recv";
 static int edge, epfd = -1, drained; /* BCS_EDGE */
+static int buffered;                 /* BCS_BUFFER */
+static char ibuf[32768];
+static size_t ioff, ilen;
 
 /* One read of the socket, with the call BCS_READ names. */
 static ssize_t sock_read(int fd, char *buf, size_t n)
@@ -77,6 +82,29 @@ static ssize_t sock_read(int fd, char *buf, size_t n)
 static int copy_read(BIO *b, char *buf, int n)
 {
     BIO_clear_retry_flags(b);
+    if (buffered && ioff < ilen) {
+        size_t k = ilen - ioff < (size_t)n ? ilen - ioff : (size_t)n;
+        memcpy(buf, ibuf + ioff, k);
+        ioff += k;
+        return (int)k;
+    }
+    if (buffered) { /* empty: refill, then serve */
+        if (edge && drained) {
+            BIO_set_retry_read(b);
+            return -1;
+        }
+        ssize_t r = sock_read((int)BIO_get_fd(b, NULL), ibuf, sizeof ibuf);
+        if (edge && (r < 0 ? errno == EAGAIN : (size_t)r < sizeof ibuf))
+            drained = 1;
+        if (r <= 0) {
+            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                BIO_set_retry_read(b);
+            return (int)r;
+        }
+        ioff = 0;
+        ilen = (size_t)r;
+        return copy_read(b, buf, n);
+    }
     if (edge && drained) {
         BIO_set_retry_read(b);
         return -1;
@@ -299,6 +327,7 @@ int main(int argc, char **argv)
     if (getenv("BCS_READ"))
         read_call = getenv("BCS_READ");
     edge = getenv("BCS_EDGE") && strcmp(getenv("BCS_EDGE"), "1") == 0;
+    buffered = getenv("BCS_BUFFER") && strcmp(getenv("BCS_BUFFER"), "1") == 0;
     int n = atoi(argv[6]);
     setvbuf(stdout, NULL, _IOLBF, 0);
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -329,6 +358,7 @@ int main(int argc, char **argv)
                 return 1;
             drained = 0;
         }
+        ioff = ilen = 0;
         if (copy) {
             BIO *b = BIO_new(copy);
             BIO_set_fd(b, c, BIO_NOCLOSE);

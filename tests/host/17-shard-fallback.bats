@@ -84,14 +84,14 @@ PYEOF
     echo "$output" | grep -v '^ok ' || true # why a request failed, if one did
     assert_equal "$(grep -c '^ok ' <<<"$output")" 20
     wait_for_fallback() { grep -q "not sharding" "$BATS_TEST_TMPDIR/gu.err"; }
-    wait_until 20 wait_for_fallback
+    wait_until 60 wait_for_fallback
     one_fallback_line "$BATS_TEST_TMPDIR/gu.err" 'asking their parent.s pid \(getppid\(\)'
     sup=$(pid_of gu)
     # unsharded now (the line comes before the shard workers are gone: the
     # program's new image is the proof): the arbiter (the pid started) has
     # its 2 workers, and they serve without being replaced
-    wait_until 20 grep -qa KTLSSHIM_EXEC_HELD "/proc/$sup/environ"
-    wait_until 20 n_children "$sup" 2
+    wait_until 60 grep -qa KTLSSHIM_EXEC_HELD "/proc/$sup/environ"
+    wait_until 60 n_children "$sup" 2
     before=$(children_of "$sup")
     run http_many "$port" 20 http
     assert_equal "$(grep -c '^ok ' <<<"$output")" 20
@@ -136,7 +136,7 @@ PYEOF
     # master closing the listener it took and its child binding its own: a
     # connection the kernel accepted on the port must be served (only a
     # refused connect is tried again).
-    wait_until 20 grep -qa KTLSSHIM_EXEC_HELD "/proc/$(pid_of hi)/environ"
+    wait_until 60 grep -qa KTLSSHIM_EXEC_HELD "/proc/$(pid_of hi)/environ"
     timeout 60 "$PY" "$ROOT/tests/helpers/https_through.py" "$port" ready 8 10 www/index.html \
         > through.out &
     through=$!
@@ -156,7 +156,7 @@ PYEOF
         "$port" "$BATS_TEST_TMPDIR"
     # the workers abort (their pid changed across listen()): the fallback
     # runs it again, slot 0's listener kept; it waits before its bind()
-    wait_until 30 grep -qa KTLSSHIM_EXEC_HELD "/proc/$(pid_of srv)/environ"
+    wait_until 60 grep -qa KTLSSHIM_EXEC_HELD "/proc/$(pid_of srv)/environ"
     # five connections queued on the kept listener, each with its line sent
     local clients=()
     for i in 1 2 3 4 5; do
@@ -170,7 +170,7 @@ print(s.makefile('rb').readline().decode().strip())" > "reply.$i" 2>&1 &
     queued() { [ "$(ss -Hltn "sport = :$port" | awk '{print $2}')" = 5 ]; }
     wait_until 10 queued
     touch bind
-    wait_until 20 test -e listening
+    wait_until 60 test -e listening
     touch close # it closes the listener it took, and its child binds its own
     wait "${clients[@]}"
     run cat reply.1 reply.2 reply.3 reply.4 reply.5
@@ -188,13 +188,13 @@ print(s.makefile('rb').readline().decode().strip())" > "reply.$i" 2>&1 &
     port=$PG_PORT
     # the second copy fails at once on the socket lock file: wait for the
     # fallback (a connection queued on the dead copy's listener is lost)
-    wait_until 20 grep -q 'not sharding' "$BATS_TEST_TMPDIR/pgs.err"
+    wait_until 60 grep -q 'not sharding' "$BATS_TEST_TMPDIR/pgs.err"
     # as for any postgres start: ready once it says so (after the fallback;
     # "the database system is starting up" before)
     ready_again() {
         sed -n '/not sharding/,$p' "$BATS_TEST_TMPDIR/pgs.err" | grep -q 'ready to accept connections'
     }
-    wait_until 20 ready_again
+    wait_until 60 ready_again
     ok=0
     for i in $(seq 20); do
         r=$(psql "host=127.0.0.1 port=$port user=postgres dbname=postgres sslmode=require connect_timeout=5" \
@@ -248,7 +248,7 @@ service imap-login {
 EOF2
     start dv env KTLSSHIM_SHARDS=2 dovecot -F -c "$D/dovecot.conf"
     # the second copy fails at once (its base_dir's sockets are taken)
-    wait_until 20 grep -q 'not sharding' "$BATS_TEST_TMPDIR/dv.err"
+    wait_until 60 grep -q 'not sharding' "$BATS_TEST_TMPDIR/dv.err"
     wait_port "$port"
     ok=0
     for _ in $(seq 20); do

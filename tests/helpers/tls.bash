@@ -474,6 +474,20 @@ upload() {
         "$ver" "$PIN_CIPHER" "$@"
 }
 
+# put_files PORT PREFIX OUT: every file of $FILES PUT (tests/helpers/tls_put.py:
+# the request in the client Finished's flight) to PREFIX13/NAME over TLS 1.3
+# (AES-128-GCM) and PREFIX12/NAME over TLS 1.2 (AES-256-GCM), one connection
+# each; the replies ("NAME STATUS BODY") appended to OUT.
+put_files() {
+    local v a
+    for v in "1.3 aes128" "1.2 aes256"; do
+        read -r v a <<<"$v"
+        pin_client "$v" "$a"
+        env -u LD_PRELOAD OPENSSL_CONF="$PIN_CONF" "$PY" "$HELPERS_DIR/tls_put.py" "$1" "$v" \
+            "$PIN_CIPHER" "$2${v/./}" "${FILES[@]}" >>"$3" || return 1
+    done
+}
+
 # fetch_files PORT VERSION AEAD [--slow] [--expect N] NAME...: tls_fetch.py
 # without the library, the cipher pinned; the bodies go to $GOT.
 fetch_files() {

@@ -21,17 +21,8 @@ setup() {
 }
 teardown() { teardown_servers; }
 
-# puts PORT PREFIX: every file of $FILES PUT to PREFIX over TLS 1.3
-# (AES-128-GCM) and TLS 1.2 (AES-256-GCM); the replies to $BATS_TEST_TMPDIR/put.out.
-puts() {
-    local v a
-    for v in "1.3 aes128" "1.2 aes256"; do
-        read -r v a <<<"$v"
-        pin_client "$v" "$a"
-        env -u LD_PRELOAD OPENSSL_CONF="$PIN_CONF" "$PY" "$HELPERS_DIR/tls_put.py" "$1" "$v" \
-            "$PIN_CIPHER" "$2${v/./}" "${FILES[@]}" >>"$BATS_TEST_TMPDIR/put.out" || return 1
-    done
-}
+# puts PORT PREFIX: put_files, the replies to $BATS_TEST_TMPDIR/put.out.
+puts() { put_files "$1" "$2" "$BATS_TEST_TMPDIR/put.out"; }
 
 # rx_all_kernel N: the server's record and the kernel agree that receive was
 # in the kernel on all N connections, the TLS 1.3 ones by the deferred switch.

@@ -23,20 +23,16 @@ setup() {
 }
 teardown() { teardown_servers; }
 
-# puts PORT: every file of $FILES PUT to /up/ over TLS 1.3 (AES-128-GCM) and
-# TLS 1.2 (AES-256-GCM), one connection each, the request in the Finished's
-# flight; checks each reply against the file's hash. Prints the number of
-# connections.
+# puts PORT: put_files to /up/, each reply checked against the file's hash.
+# Prints the number of connections.
 puts() {
-    local v a f n=0
-    for v in "1.3 aes128" "1.2 aes256"; do
-        read -r v a <<<"$v"
-        pin_client "$v" "$a"
-        env -u LD_PRELOAD OPENSSL_CONF="$PIN_CONF" "$PY" "$HELPERS_DIR/tls_put.py" "$1" "$v" \
-            "$PIN_CIPHER" "/up/$v" "${FILES[@]}" >"$BATS_TEST_TMPDIR/put.out" || {
-            cat "$BATS_TEST_TMPDIR/put.out"
-            return 1
-        }
+    local f v n=0
+    : >"$BATS_TEST_TMPDIR/put.out"
+    put_files "$1" /up/ "$BATS_TEST_TMPDIR/put.out" || {
+        cat "$BATS_TEST_TMPDIR/put.out"
+        return 1
+    }
+    for v in 1.3 1.2; do
         for f in "${FILES[@]}"; do
             grep -qx "$(basename "$f") 200 $(sha "$f")" "$BATS_TEST_TMPDIR/put.out" || {
                 echo "TLS $v $(basename "$f"): $(grep "^$(basename "$f") " "$BATS_TEST_TMPDIR/put.out")"
@@ -81,64 +77,48 @@ rx_bio_all() {
     assert_equal "$(delta TlsDecryptError)" 0
 }
 
-@test "Apache mod_ssl: receive in the kernel under its BIO on every connection; uploads 0 B to 8 MiB+7 behind the Finished and kept alive, TLS 1.3 and 1.2, hashed" {
-    local port bport n
+# behind NAME STOP...: a plain backend for /up/, the server NAME configured
+# in front of it (NAME_conf PORT CERT KEY BACKEND_PORT, or HAProxy's), started
+# with the library; every upload of puts, then two kept-alive connections of
+# puts_kept; then STOP. Sets n to the number of connections.
+behind() {
+    local name=$1 port bport
+    shift
     port=$(pick_port)
     bport=$(pick_port)
     plain_backend "$bport"
     wait_listen "$bport"
-    apache_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$bport"
+    if [ "$name" = haproxy ]; then
+        haproxy_conf "$port" "$bport" "$CERTS/ec.pem" "$CERTS/ec.key" 1
+    else
+        "${name}_conf" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$bport"
+    fi
     snap
     # shellcheck disable=SC2046
-    start srv env KTLSSHIM_STATS="$STATS" $(apache_args)
+    start srv env KTLSSHIM_STATS="$STATS" $("${name}_args")
     wait_listen "$port"
     n=$(puts "$port") || fail "$n"
     run puts_kept "$port" 1.3 chacha
     assert_success
     run puts_kept "$port" 1.2 aes128
     assert_success
-    stop_srv srv 30
-    rx_bio_all $((n + 2))
+    "$@"
+    n=$((n + 2))
+}
+
+@test "Apache mod_ssl: receive in the kernel under its BIO on every connection; uploads 0 B to 8 MiB+7 behind the Finished and kept alive, TLS 1.3 and 1.2, hashed" {
+    behind apache stop_srv srv 30
+    rx_bio_all "$n"
 }
 
 @test "HAProxy: receive in the kernel under its BIO on every connection; uploads 0 B to 8 MiB+7 behind the Finished and kept alive, TLS 1.3 and 1.2, hashed" {
-    local port bport n
-    port=$(pick_port)
-    bport=$(pick_port)
-    plain_backend "$bport"
-    wait_listen "$bport"
-    haproxy_conf "$port" "$bport" "$CERTS/ec.pem" "$CERTS/ec.key" 1
-    snap
-    # shellcheck disable=SC2046
-    start srv env KTLSSHIM_STATS="$STATS" $(haproxy_args)
-    wait_listen "$port"
-    n=$(puts "$port") || fail "$n"
-    run puts_kept "$port" 1.3 aes256
-    assert_success
-    run puts_kept "$port" 1.2 chacha
-    assert_success
-    stop_sig srv USR1
-    rx_bio_all $((n + 2))
+    behind haproxy stop_sig srv USR1
+    rx_bio_all "$n"
 }
 
 @test "h2o: receive in the kernel under its BIO on every connection (send: all but the process's first TLS 1.3 one, bio_no_fd); uploads 0 B to 8 MiB+7 behind the Finished and kept alive, TLS 1.3 and 1.2, hashed" {
-    local port bport n
-    port=$(pick_port)
-    bport=$(pick_port)
-    plain_backend "$bport"
-    wait_listen "$bport"
-    h2o_conf "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$bport"
-    snap
-    # shellcheck disable=SC2046
-    start srv env KTLSSHIM_STATS="$STATS" $(h2o_args)
-    wait_listen "$port"
-    n=$(puts "$port") || fail "$n"
-    run puts_kept "$port" 1.3 chacha
-    assert_success
-    run puts_kept "$port" 1.2 aes128
-    assert_success
-    stop_srv srv 30
-    rx_bio_all $((n + 2)) $((n + 1))
+    behind h2o stop_srv srv 30
+    rx_bio_all "$n" $((n - 1))
 }
 
 @test "a BIO of the program's own reading the socket with read, readv, recvmsg, recvfrom, __read_chk, recv, and recv of 7 bytes at a time: uploads 0 B to 1 MiB+7 behind the Finished, read by SSL_read calls of 1 B to 64 KiB, TLS 1.3 and 1.2: receive in the kernel on every connection, hashes equal" {

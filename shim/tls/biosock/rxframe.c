@@ -11,8 +11,8 @@
  * 1. Watch. From the moment the socket is found under their BIO (find.c,
  *    before the client's Finished can arrive), the program's reads of it
  *    (read, readv, recv, recvfrom, recvmsg and their _chk forms: io.c) are
- *    counted, and the last RX_TAIL bytes they took kept; so are the last
- *    RX_TAIL bytes libssl took through the BIO (bio.c's BIO_read).
+ *    counted, and the last BS_RX_TAIL bytes they took kept; so are the last
+ *    BS_RX_TAIL bytes libssl took through the BIO (bio.c's BIO_read).
  * 2. Prove (ks_biosock_rx_caught_up), at a record boundary libssl reached
  *    (tls/kswitch/defer.c): the two tails are equal, so libssl has taken
  *    what the program's last read of the socket brought (ciphertext ends in
@@ -23,7 +23,7 @@
  *    the program's buffers.
  * 3. Frame. With TLS_RX on, each read of the socket by the program returns
  *    the kernel's records as a stream of pieces, each a 5-byte header (type,
- *    0x03 0x03, length) and that many bytes of plaintext, as many as fit
+ *    'k' 't', length) and that many bytes of plaintext, as many as fit
  *    (a short read means the socket had no more, as before). Their BIO
  *    hands the stream on; the library reads it back through their BIO
  *    (ks_biosock_rx_read) in SSL_read. Their buffering, event loop and
@@ -49,6 +49,11 @@
 #define RX_SPILL_CAP (RX_HDR + RX_PIECE)
 #define RX_REC_DATA 23
 #define RX_PAD 0 /* a byte of padding between pieces (never a content type) */
+/* A piece's header: content type, these two bytes, length. Never a TLS
+ * record's version (03 0x): ciphertext reaching the reader (a stream not
+ * framed here) fails its check at once instead of passing for plaintext. */
+#define RX_MARK1 'k'
+#define RX_MARK2 't'
 
 enum { RXF_NONE = 0, RXF_WATCH, RXF_FRAMED };
 
@@ -364,8 +369,8 @@ static ssize_t recv_typed(int fd, struct iovec *iov, size_t cnt, int flags, uint
 static void put_header(uint8_t *h, uint8_t type, size_t n)
 {
     h[0] = type;
-    h[1] = 3;
-    h[2] = 3;
+    h[1] = RX_MARK1;
+    h[2] = RX_MARK2;
     h[3] = (uint8_t)(n >> 8);
     h[4] = (uint8_t)n;
 }
@@ -499,7 +504,10 @@ bool bs_rx_read(int fd, const struct iovec *iov, size_t cnt, int flags, ssize_t 
         rx_clear(fd, f); /* the connection is gone; the descriptor is another's */
         return false;
     }
+    int saved = errno; /* a read that returns bytes leaves errno as it was */
     *ret = framed_read(f, fd, iov, cnt, flags);
+    if (*ret >= 0)
+        errno = saved;
     return true;
 }
 
@@ -554,8 +562,8 @@ ssize_t ks_biosock_rx_read(BIO *rbio, struct ks_bio_rx *p, void *buf, size_t n, 
             if (p->hdr_got < RX_HDR)
                 continue;
             size_t len = (size_t)p->hdr[3] << 8 | p->hdr[4];
-            if (p->hdr[0] < 20 || p->hdr[0] > 23 || p->hdr[1] != 3 || p->hdr[2] != 3 ||
-                len > RX_PIECE) {
+            if (p->hdr[0] < 20 || p->hdr[0] > 23 || p->hdr[1] != RX_MARK1 ||
+                p->hdr[2] != RX_MARK2 || len > RX_PIECE) {
                 /* Not what rxframe.c wrote: the stream is not the socket's. */
                 errno = EPROTO;
                 return -1;

@@ -9,7 +9,10 @@
  * 1. Finding the socket under their BIO (find.c).
  * 2. Switching TX: answering libssl's controls on it (ctrl.c).
  * 3. Control records and held bytes through their own writes (framing.c).
- * 4. RX is not done (ctrl.c says why): reason bio_rx.
+ * 4. RX: libssl's kTLS record layer cannot sit under their reads (ctrl.c
+ *    says no to it); the own switch (tls/kswitch/) takes receive once
+ *    their reads are proven to have reached libssl, and their reads of
+ *    the socket are framed from then on (rxframe.c).
  * 5. Which chains are whose: bioproof.c, by the BIO's method. libssl's
  *    BIO_CTRL_SET_KTLS reaches libcrypto only under a chain proven to be
  *    its socket BIO; under a program's own BIO this module answers (TX) or
@@ -20,7 +23,7 @@
  *    socket while the program's reads and writes know nothing of kTLS.
  * What is known of each such BIO: state.c. The hooks: bio.c (BIO_ctrl,
  * BIO_write, BIO_read) and io.c (libc's write, writev, send, sendto,
- * sendmsg, read).
+ * sendmsg, and read, readv, recv, recvfrom, recvmsg, the _chk forms).
  *
  * Cost: until a handshake call meets a program's own BIO (nginx, Python,
  * s_server: libcrypto's socket BIOs; asyncio: memory BIOs) nothing of this
@@ -28,7 +31,8 @@
  * is one indirect jump to the real function; BIO_ctrl one test of the
  * command first (BIO_CTRL_SET_KTLS is always checked: 5. above). From then
  * on: two thread-local tests and one bitmap test per write call, a load and
- * a test per read() and BIO_read, a few tests on the command per BIO_ctrl.
+ * a test per read call and BIO_read (a bitmap test where a socket is
+ * watched or framed), a few tests on the command per BIO_ctrl.
  * While a thread follows a "later" BIO, its writes compare their first
  * bytes (at most BS_LATER_TRIES writes). */
 #ifndef KTLSSHIM_BS_H

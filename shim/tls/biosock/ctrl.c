@@ -13,12 +13,13 @@
  * plaintext); TLS_TX goes in right after, the key is wiped. Not known to
  * the byte: bio_busy. Control records libssl announces
  * (SET_KTLS_TX_SEND_CTRL_MSG) are noted on the socket (framing.c).
- * RX is not done: their BIOs read ahead into their own buffers (Apache's
- * brigades, HAProxy's channel buffer), so at the switch point bytes of the
- * next records may already be in user space where the kernel cannot see
- * them; and after TLS_RX their plain read()/recv() would fail with EIO on
- * every control record (close_notify, tickets, key updates). Reason
- * bio_rx. */
+ * RX is refused to libssl here: their BIOs read ahead into their own
+ * buffers (Apache's brigades, h2o's input buffer), so at libssl's switch
+ * point bytes of the next records may already be in user space where the
+ * kernel cannot see them; and after TLS_RX their plain read()/recv() would
+ * fail with EIO on every control record. The own switch takes receive
+ * later instead, once their reads are proven to have reached libssl
+ * (rxframe.c). */
 #include "tls/biosock/bs.h"
 #include "tls/bioproof.h"
 #include "core/config.h"

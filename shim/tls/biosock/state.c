@@ -112,7 +112,7 @@ bool ks_biosock_found(BIO *b, bool tx)
 {
     if (!b || !api_ready())
         return false;
-    if (!tx) /* not tried (ctrl.c): the reason is the general one, or bio_rx */
+    if (!tx) /* libssl's refused (ctrl.c): the general reason, or the own switch's turn */
         return !bs_memory_bio(b);
     struct bs_bio *st = bs_bio_state(bs_chain_end(b));
     return st && st->fd >= 0 && !st->ambiguous;

@@ -28,7 +28,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 
 all: $(BUILD)/libktlsshim.so $(BUILD)/ktls-probe $(BUILD)/ktlsshim $(BUILD)/tests/tiny_server \
-     $(BUILD)/tests/cgi_forker $(BUILD)/tests/bio_copy_server
+     $(BUILD)/tests/cgi_forker $(BUILD)/tests/bio_copy_server $(BUILD)/tests/sslbio_server
 
 $(BUILD)/shim/%.o: shim/%.c $(SHIM_HDR)
 	@mkdir -p $(dir $@)
@@ -51,7 +51,8 @@ $(BUILD)/ktlsshim: $(LAUNCHER_SRC) $(wildcard launcher/*.h) shim/core/parse.h | 
 $(BUILD)/tests/%: tests/servers/%.c | $(BUILD)/tests
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $< -pthread $(EXTRA_LDFLAGS)
 
-$(BUILD)/tests/bio_copy_server: tests/servers/bio_copy_server.c | $(BUILD)/tests
+# The test servers that link OpenSSL.
+$(BUILD)/tests/bio_copy_server $(BUILD)/tests/sslbio_server: $(BUILD)/tests/%: tests/servers/%.c | $(BUILD)/tests
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $< -lssl -lcrypto $(EXTRA_LDFLAGS)
 
 # Unit tests (tests/unit/harness.h): each test_*.c is one program that

@@ -488,8 +488,9 @@ void ks_conn_own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool comp
     KS_SAVE_ERRNO;
     /* Only a handshake that completed in this very call proves that libssl
      * read nothing past the Finished; and libssl calling its own
-     * SSL_do_handshake (BIO_f_ssl) will read past the hooks afterwards: then
-     * receive stays libssl's. */
+     * SSL_do_handshake (an SSL BIO's BIO_do_handshake) may read past the
+     * hooks afterwards: then receive waits for the deferred switch, which
+     * only reads that pass the hooks can bring (tls/sslbio.c). */
     bool on = completed_here && !ks_ossl_called_from_libssl(caller) &&
               ks_switch_rx(s, version, cipher, &why);
     if (on) {

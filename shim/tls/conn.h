@@ -50,6 +50,13 @@ extern bool ks_tls_api_ok __attribute__((visibility("hidden")));
  * found: said once; the hook fails the call as libssl would. */
 void ks_tls_missing(const char *name);
 
+/* A read or write on s that libssl served below the hooks (tls/sslbio.c:
+ * libssl's SSL BIO; ok: it moved n bytes): what tls/hooks.c does after the
+ * program's SSL_read / SSL_write (the connection recorded, the bytes
+ * counted, the deferred receive switch's turn). caller: the call's
+ * return address. */
+void ks_tls_io_done(SSL *s, bool tx, bool ok, size_t n, const void *caller);
+
 /* The SSL whose SSL_accept / SSL_do_handshake (called by the program) is
  * running on this thread: its handshake completing there has read nothing
  * past the peer's Finished (tls/kswitch/switch.c relies on it). */

@@ -11,8 +11,9 @@
  *   connection's handshake is seen complete for the first time, it is
  *   recorded (tls/conn.c: TLS version, kTLS TX and RX or the reason for
  *   each fallback, software or NIC). Handshakes that complete inside
- *   libssl's own calls (BIO_f_ssl: openssl s_server -WWW) are seen by the
- *   info callback every SSL_CTX gets (tls/ctx.c).
+ *   libssl's own calls (a read on an SSL BIO: openssl s_server -WWW) are
+ *   seen by the info callback every SSL_CTX gets (tls/ctx.c); the SSL BIO's
+ *   reads and writes come back here (tls/sslbio.c, ks_tls_io_done).
  * - SSL_read / SSL_write / SSL_sendfile: bytes by path; where a direction
  *   is the own switch's, the call is served by it.
  * - sendfile(2) on a socket with kTLS TX: bytes counted. */
@@ -172,6 +173,18 @@ __attribute__((noinline)) static int fast_watched(SSL *s, int r, bool tx, bool o
     if (KS_UNLIKELY(c && c->rx_defer) && !tx)
         ks_conn_rx_defer_try(s, c, ok && n > 0, caller);
     return r;
+}
+
+void ks_tls_io_done(SSL *s, bool tx, bool ok, size_t n, const void *caller)
+{
+    if (ks_conns_unwatched()) {
+        if (ok)
+            ks_count(tx ? KS_C_B_USER_TX : KS_C_B_USER_RX, n);
+        return;
+    }
+    struct ks_conn *c = call_done(s, tx, ok, n);
+    if (!tx && c && c->rx_defer) /* waiting for a record boundary */
+        ks_conn_rx_defer_try(s, c, ok && n > 0, caller);
 }
 
 __attribute__((noinline)) static int fast_count(int r, bool tx, size_t n)

@@ -13,6 +13,7 @@ BUILD="${KTLSSHIM_BUILD:-$ROOT/build}"
 LIB="$BUILD/libktlsshim.so"
 TINY="$BUILD/tests/tiny_server"
 BCS="$BUILD/tests/bio_copy_server" # tests/servers/bio_copy_server.c
+SSLBIO="$BUILD/tests/sslbio_server" # tests/servers/sslbio_server.c
 PY=/usr/bin/python3
 
 # With an ASan build (make asan), the sanitizer runtimes must be loaded

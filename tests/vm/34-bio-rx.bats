@@ -191,3 +191,35 @@ behind() {
     assert_output ok
     assert_equal "$(delta TlsRxSw)" "$n"
 }
+
+@test "a program whose I/O is all through libssl's SSL BIO (BIO_f_ssl under a buffering BIO, as s_server -WWW): handshake inside its first read, after its own SSL_accept (KTLSSHIM_KTLS auto and own), or in BIO_new_ssl's BIO: uploads to 1 MiB+7 behind the Finished and downloads, TLS 1.3 and 1.2: receive in the kernel on every connection, hashes equal" {
+    local port run mode ktls n
+    FILES=("$WWW/s0" "$WWW/s16385" "$WWW/s1048583")
+    snap
+    for run in inside:auto accept:auto accept:own new_ssl:auto; do
+        mode=${run%:*} ktls=${run#*:}
+        port=$(pick_port)
+        : >"$mode-$ktls.jsonl"
+        start "$mode-$ktls" env KTLSSHIM_KTLS="$ktls" KTLSSHIM_STATS="$BATS_TEST_TMPDIR/$mode-$ktls.jsonl" \
+            "$SSLBIO" "$mode" "$port" "$CERTS/ec.pem" "$CERTS/ec.key" "$WWW" 8
+        wait_listen "$port"
+        n=$(puts "$port") || fail "$run: $n"
+        for v in 1.3 1.2; do
+            mkdir -p "out-$mode-$ktls/$v"
+            out=$("$PY" "$HELPERS_DIR/tls_fetch.py" "$port" "$v" "" "out-$mode-$ktls/$v" s1048583)
+            [ "$out" = "ok s1048583 1048583 clean" ] || fail "$run $v: $out"
+            [ "$(sha "out-$mode-$ktls/$v/s1048583")" = "$(sha "$WWW/s1048583")" ] || fail "$run $v: body"
+        done
+        wait_status "$mode-$ktls"
+        assert_equal "$status_of" 0
+        n=$((n + 2))
+        run stats_check "$mode-$ktls.jsonl" "S('connections.tls') == $n" \
+            "S('ktls.rx') == $n and S('ktls.tx') == $n" 'S("ktls.rx_bad_record") == 0' \
+            "sum(S('fallback_rx.' + k) for k in R[0]['fallback_rx']) == 0"
+        [ "$output" = ok ] || fail "$run: $output"
+    done
+    note
+    assert_equal "$(delta TlsRxSw)" 32
+    assert_equal "$(delta TlsTxSw)" 32
+    assert_equal "$(delta TlsDecryptError)" 0
+}

@@ -21,7 +21,8 @@
  * reached (tls/biosock/rxframe.c proves it); until then it waits.
  * Until then nothing changes. It never happens where the count is lost (a
  * KeyUpdate or renegotiation before the boundary, any record other than
- * application data), where the reads are libssl's own (BIO_f_ssl), on
+ * application data), where the reads are libssl's own (an SSL BIO not made
+ * through the library's BIO_f_ssl, tls/sslbio.c), on
  * OpenSSL 1.1.1 (not done there), or if the boundary never comes; the
  * connection then stays libssl's, counted unread when it ends. */
 #include "tls/ossl/hooks.h" /* first: the hook bodies' names */
@@ -89,8 +90,9 @@ enum ks_defer ks_switch_rx_deferred(SSL *s, bool got_data, const void *caller,
         (!ks_rxseq_boundary(&o->rxq, got_data, api.has_pending(s) != 0, &seq) || api.in_init(s)))
         return KS_DEFER_WAIT;
     bool on = false;
-    /* A read libssl made itself (BIO_f_ssl): its next ones may not pass
-     * the hooks, and would read the socket under kTLS. */
+    /* A read libssl made itself (an SSL BIO of a method other than
+     * tls/sslbio.c's): its next ones may not pass the hooks, and would read
+     * the socket under kTLS. */
     if (o->rxq.state == KS_RXSEQ_COUNTING && !ks_ossl_called_from_libssl(caller)) {
         int version = api.version(s);
         const SSL_CIPHER *ciph = api.get_current_cipher(s);

@@ -19,8 +19,8 @@
  * client's first under its application keys: sequence 0 in TLS 1.3 (the
  * Finished went under the handshake keys), 1 in TLS 1.2 (the Finished was
  * record 0 under the new keys). A handshake that completes anywhere else
- * (inside SSL_read, through BIO_f_ssl) is not switched: libssl may have
- * read past it.
+ * (inside SSL_read, or in a read on an SSL BIO) is not switched here: libssl
+ * may have read past it (tls/kswitch/defer.c's deferred switch may take it).
  *
  * After the switch, tls/kswitch/rx.c serves the connection's receiving
  * calls. The sending side stays libssl's (its kTLS TX or user space)

@@ -184,7 +184,7 @@ void ks_conn_in_use(SSL *s);
 
 /* The code at address pc is inside the libssl whose functions the table
  * holds (a call libssl made to one of its own exported functions, e.g.
- * BIO_f_ssl's SSL_do_handshake), rather than the program's. */
+ * an SSL BIO's SSL_do_handshake), rather than the program's. */
 bool ks_ossl_called_from_libssl(const void *pc);
 
 /* biosock's block: true when all of it was found (libcrypto.so.3 loaded).

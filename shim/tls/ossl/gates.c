@@ -327,5 +327,32 @@ KS_HOOKS_30(G30, G30_V)
 G30_OBJ(SSL_CTX *, SSL_CTX_new_ex, (OSSL_LIB_CTX * l, const char *q, const SSL_METHOD *m),
         (l, q, m), NULL, m)
 KS_HOOKS_BIO30(GBIO, G30_V)
+
+/* BIO_f_ssl (tls/sslbio.c) takes no argument: its copy of OpenSSL 3 is told
+ * by its caller alone. OpenSSL 3 only (libssl 1.1's SSL BIO is left as it
+ * is: the process's flavour decides nothing here). */
+const BIO_METHOD *ks_hook_BIO_f_ssl(void);
+__attribute__((noinline, cold)) static const BIO_METHOD *slow30_BIO_f_ssl(const void *ra)
+{
+    static void *real_;
+    int copy = route30(KS_COPY_SSL, NULL, ra);
+    if (copy != KS_COPY_SERVED) {
+        static void *copy_fn_[KS_COPIES_MAX + 1];
+        const BIO_METHOD *(*cfn)(void) = ks_copies_fn(copy_fn_, copy, "BIO_f_ssl");
+        return cfn ? cfn() : NULL;
+    }
+    if (not_111_decide(KS_OSSL_30))
+        return ks_hook_BIO_f_ssl();
+    const BIO_METHOD *(*fn)(void) = other(&real_, KS_OSSL_30, "BIO_f_ssl");
+    return fn ? fn() : NULL;
+}
+const BIO_METHOD *ks_gate30_BIO_f_ssl(void);
+__asm__(".symver ks_gate30_BIO_f_ssl,BIO_f_ssl@@OPENSSL_3.0.0");
+KS_EXPORT const BIO_METHOD *ks_gate30_BIO_f_ssl(void)
+{
+    if (KS_LIKELY(is30(KS_OSSL_30)))
+        return ks_hook_BIO_f_ssl();
+    return slow30_BIO_f_ssl(__builtin_return_address(0));
+}
 KS_HOOKS_BOTH(G110, G110_V)
 KS_HOOKS_BOTH_111(G111, G111_V)

@@ -49,6 +49,7 @@
 #define SSL_new ks_hook_SSL_new
 #define SSL_CTX_set_msg_callback ks_hook_SSL_CTX_set_msg_callback
 #define SSL_set_msg_callback ks_hook_SSL_set_msg_callback
+#define BIO_f_ssl ks_hook_BIO_f_ssl
 #ifdef KS_HOOKS_BIO
 #define BIO_ctrl ks_hook_BIO_ctrl
 #define BIO_write ks_hook_BIO_write

@@ -167,8 +167,12 @@ static ks_info_cb_t program_cb(const SSL *s)
 
 static void info_cb(const SSL *s, int where, int ret)
 {
-    /* libssl calls this before it marks the handshake finished. */
-    if (where & SSL_CB_HANDSHAKE_DONE)
+    /* libssl calls this before it marks the handshake finished. A TLS 1.3
+     * server that may take early data (SSL_read_early_data: nghttpx) gets
+     * it also when the handshake pauses after its own Finished, for the
+     * early data, before the client's Finished: not complete yet. */
+    if ((where & SSL_CB_HANDSHAKE_DONE) && !(api.get_state && ks_ossl_flavour() == KS_OSSL_30 &&
+                                             api.get_state(s) == TLS_ST_EARLY_DATA))
         ks_conn_state((SSL *)s, true);
     else if (KS_UNLIKELY(where & SSL_CB_HANDSHAKE_START))
         ks_withhold_at_start((SSL *)s);

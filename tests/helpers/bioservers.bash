@@ -198,6 +198,49 @@ keepalive() {
     return "$bad"
 }
 
+# nghttpx_conf PORT CERT KEY BACKEND_PORT: nghttpx (nghttp2-proxy) terminating
+# TLS on 127.0.0.1:PORT in front of a plain HTTP server on BACKEND_PORT, one
+# worker. It reads with SSL_read_early_data until the handshake is done
+# (0-RTT), through libcrypto's socket BIO. Its logs go to files (it points
+# stderr at its error log: the library's lines are there). nghttpx_args
+# prints the command.
+nghttpx_conf() {
+    local d="$BATS_TEST_TMPDIR/nghttpx"
+    mkdir -p "$d"
+    printf '%s\n' "frontend=127.0.0.1,$1" "backend=127.0.0.1,$4" "private-key-file=$3" \
+        "certificate-file=$2" workers=1 no-ocsp=yes "errorlog-file=$d/error.log" \
+        "accesslog-file=$d/access.log" >"$d/conf"
+}
+nghttpx_args() { echo "nghttpx --conf=$BATS_TEST_TMPDIR/nghttpx/conf"; }
+
+# squid_conf PORT CERT KEY BACKEND_PORT: Squid (squid-openssl) as a reverse
+# proxy: https_port on 127.0.0.1:PORT (its TLS through a BIO of its own),
+# the plain server on BACKEND_PORT its origin, nothing cached, in the
+# foreground (-N), workers as the proxy user. squid_args prints the command.
+squid_conf() {
+    local d="$BATS_TEST_TMPDIR/squid"
+    mkdir -p "$d"
+    chmod 711 "$BATS_TEST_TMPDIR" "$BATS_RUN_TMPDIR" 2>/dev/null || true
+    cp "$2" "$d/crt.pem"
+    cp "$3" "$d/key.pem"
+    chmod a+r "$d"/*.pem
+    chmod 777 "$d"
+    cat >"$d/squid.conf" <<C
+http_port 127.0.0.1:$(pick_port)
+https_port 127.0.0.1:$1 accel tls-cert=$d/crt.pem tls-key=$d/key.pem defaultsite=localhost
+cache_peer 127.0.0.1 parent $4 0 no-query originserver name=be
+cache_peer_access be allow all
+http_access allow all
+cache deny all
+pid_filename none
+cache_log stdio:$d/cache.log
+access_log stdio:$d/access.log
+coredump_dir $d
+shutdown_lifetime 0 seconds
+C
+}
+squid_args() { echo "squid -N -f $BATS_TEST_TMPDIR/squid/squid.conf"; }
+
 # h2o_conf PORT CERT KEY [BACKEND_PORT]: h2o (Debian's 2.2) serving $WWW over TLS on
 # 127.0.0.1:PORT, one thread, as nobody (it refuses to run as root), no
 # OCSP stapling (it would run an external fetcher). Its stderr (the

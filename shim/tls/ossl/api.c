@@ -71,6 +71,7 @@ static void load_table(void)
     helpers_ok = ok;
     RESOLVE(set_options, "SSL_set_options");
     RESOLVE(clear_options, "SSL_clear_options");
+    RESOLVE(get_state, "SSL_get_state"); /* tls/ctx.c: the early-data pause */
 
     bool sw = true;
     sw &= !!RESOLVE(is_server, "SSL_is_server");

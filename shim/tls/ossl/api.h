@@ -66,6 +66,8 @@ struct ks_ossl_api {
     /* tls/withhold.c (either absent: nothing is withheld). */
     uint64_t (*set_options)(SSL *, uint64_t);
     uint64_t (*clear_options)(SSL *, uint64_t);
+    /* tls/ctx.c (absent: every HANDSHAKE_DONE is a completed handshake). */
+    OSSL_HANDSHAKE_STATE (*get_state)(const SSL *);
 
     /* The kTLS switch of the library's own (ks_ossl_api_switch_ok()). */
     int (*is_server)(const SSL *);

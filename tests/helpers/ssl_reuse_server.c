@@ -11,7 +11,8 @@
  *
  *   ssl_reuse_server dup|clear PORT CERT KEY FILE N
  * Serves N connections on 127.0.0.1:PORT: reads a line, answers with FILE's
- * bytes. Then prints "callbacks N" (the program's info callback calls seen
+ * bytes. REUSE_READ_AHEAD=1: with libssl's read-ahead on (a request that
+ * comes with the client's Finished is then read in SSL_accept). Then prints "callbacks N" (the program's info callback calls seen
  * on the connections' handshakes) and "ok", and exits 0. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -38,6 +39,8 @@ int main(int argc, char **argv)
     int clear = !strcmp(argv[1], "clear");
     argv++;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx && getenv("REUSE_READ_AHEAD") && !strcmp(getenv("REUSE_READ_AHEAD"), "1"))
+        SSL_CTX_set_read_ahead(ctx, 1);
     if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, argv[2]) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, argv[3], SSL_FILETYPE_PEM) != 1)
         return 3;

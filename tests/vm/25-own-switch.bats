@@ -282,6 +282,36 @@ s_server_sink() {
     assert_output ""
 }
 
+@test "one SSL reused with SSL_clear, libssl's read-ahead on, each request in the client's Finished flight (TLS 1.3): every connection's receive switched later (deferred), replies intact" {
+    gcc -O1 -Wall -o reusesrv "$HELPERS_DIR/ssl_reuse_server.c" -lssl -lcrypto
+    local body port want
+    body=$(head -c 3000 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    printf 'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "${#body}" \
+        "$body" >reply
+    : >empty
+    port=$(free_port)
+    snap
+    start srv env REUSE_READ_AHEAD=1 KTLSSHIM_STATS="$BATS_TEST_TMPDIR/s.jsonl" \
+        ./reusesrv clear "$port" "$CERTS/ec.pem" "$CERTS/ec.key" reply 3
+    wait_listen "$port"
+    pin_client 1.3 aes128
+    run env -u LD_PRELOAD OPENSSL_CONF="$PIN_CONF" "$PY" "$HELPERS_DIR/tls_put.py" "$port" 1.3 \
+        "$PIN_CIPHER" /up empty empty empty
+    assert_success
+    want="empty 200 $body"
+    assert_output "$want"$'\n'"$want"$'\n'"$want"
+    wait_status srv
+    assert_equal "$status_of" 0
+    note
+    assert_equal "$(delta TlsRxSw)" 3
+    assert_equal "$(delta TlsDecryptError)" 0
+    # the second and third were left unread when the library's msg callback
+    # stayed off the SSL after the first connection
+    run stats_check s.jsonl 'S("connections.tls1_3") == 3' \
+        'S("ktls.rx_own") == 3 and S("ktls.rx_deferred") == 3' 'S("fallback_rx.unread") == 0'
+    assert_output ok
+}
+
 @test "one SSL reused with SSL_clear (TLS 1.3): each connection switched afresh, receive by the own switch, send by libssl" {
     snap
     reuse_server clear

@@ -114,6 +114,11 @@ bool ks_switch_tx(SSL *s, int version, const char *cipher, enum ks_fallback *why
  * need no more counting, the program's own msg callback goes back on s. */
 void ks_own_tx_counting_over(SSL *s);
 
+/* SSL_clear on s (tls/kswitch/switch.c): the library's msg callback goes
+ * back in front of the program's, so that the next handshake's records are
+ * counted as the first's were. */
+void ks_own_msg_counting_again(SSL *s, struct ks_own *o);
+
 /* o's send side is the own switch's. */
 bool ks_own_tx_on(const struct ks_own *o);
 

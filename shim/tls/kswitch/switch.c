@@ -466,6 +466,8 @@ void ks_switch_clear(SSL *s)
     if (!o)
         return;
     own_forget(o);
+    /* The next handshake on s is counted afresh (the deferred switch). */
+    ks_own_msg_counting_again(s, o);
     o->rx_on = o->tx_on = false;
     o->tx_seq = 0;
     o->tx_seq_known = o->alert_pending = o->ku_answer_due = false;

@@ -202,19 +202,32 @@ KS_EXPORT void SSL_CTX_set_msg_callback(SSL_CTX *ctx, ks_msg_cb_t cb)
 KS_EXPORT void SSL_set_msg_callback(SSL *s, ks_msg_cb_t cb)
 {
     struct ks_own *o = NULL;
-    if (ks_ossl_ready() && tx_ready && s && msg_box_of(api.get_SSL_CTX(s))) {
+    if (ks_ossl_ready() && tx_ready && s && msg_box_of(api.get_SSL_CTX(s)))
         o = ks_own_make(s);
-        if (o && o->msg_cb_restored && !o->msg_cb_kept)
-            o = NULL; /* counting is over on this SSL: the program's alone */
-    }
     if (o) {
+        /* Kept even while the program's is on alone (counting is over on
+         * this SSL): SSL_clear puts ours back in front of it. */
         o->msg_cb_own = true;
         o->msg_cb = cb;
-        api.set_msg_callback(s, msg_cb);
-        return;
+        if (!o->msg_cb_restored || o->msg_cb_kept) {
+            api.set_msg_callback(s, msg_cb);
+            return;
+        }
     }
     if (api.set_msg_callback)
         api.set_msg_callback(s, cb);
+}
+
+void ks_own_msg_counting_again(SSL *s, struct ks_own *o)
+{
+    if (!o->msg_cb_restored)
+        return;
+    o->msg_cb_restored = false;
+    if (o->msg_cb_kept) {
+        o->msg_cb_kept = false; /* ours is still on */
+        return;
+    }
+    api.set_msg_callback(s, msg_cb); /* it calls program_msg_cb(s, o) */
 }
 
 /* ---- the switch ---- */

@@ -82,6 +82,8 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
         ks_ktls_fd_mark(c->fd, false);
     if (c->rx_defer && !conn_held_only(c)) { /* the deferred switch never came */
         ks_count(KS_C_FB_RX_UNREAD, 1);
+        if (c->tx_own_due) /* nor the send side's turn, which waited for it */
+            ks_count(KS_C_FB_TX_UNREAD, 1);
         if (ks_config()->ktls == KS_KTLS_STRICT)
             ks_log_error("strict: a connection ended with no kTLS RX: %s (no record boundary "
                          "came that the deferred switch could prove)",
@@ -506,9 +508,12 @@ void ks_conn_own_rx_due(SSL *s, struct ks_conn *c, const void *caller, bool comp
             why = KS_FB_LIBSSL;
         count_fallback(s, c, false, version, cipher, why);
     }
-    if (c->tx_own_due)
+    /* The send side follows the receive side: now, or (KTLSSHIM_KTLS=own,
+     * receive deferred) when the deferred switch decides, libssl's records
+     * counted until then (ks_conn_rx_defer_try). */
+    if (c->tx_own_due && !c->rx_defer)
         own_tx_due(s, c, on, version, cipher, why);
-    else
+    else if (!c->tx_own_due)
         ks_own_tx_counting_over(s);
     if (!c->rx_defer)
         ks_switch_settled(s); /* only a KeyUpdate's secrets stay (tls/kswitch/rekey.c) */
@@ -532,16 +537,20 @@ void ks_conn_rx_defer_try(SSL *s, struct ks_conn *c, bool got_data, const void *
     enum ks_defer d = ks_switch_rx_deferred(s, got_data, caller, &why);
     if (d != KS_DEFER_WAIT) {
         c->rx_defer = false;
+        int version = api.version(s);
+        const SSL_CIPHER *ciph = api.get_current_cipher(s);
+        const char *cipher = ciph ? api.CIPHER_get_name(ciph) : NULL;
         if (d == KS_DEFER_SWITCHED) {
             count_rx_own(s, c);
             ks_count(KS_C_KTLS_RX_DEFERRED, 1);
         } else {
-            const SSL_CIPHER *ciph = api.get_current_cipher(s);
-            count_fallback(s, c, false, api.version(s), ciph ? api.CIPHER_get_name(ciph) : NULL,
-                           why);
+            count_fallback(s, c, false, version, cipher, why);
             ks_log_debug("fd %d: rx %s (the deferred switch will not happen)", api.get_rfd(s),
                          ks_fallback_name(why));
         }
+        if (c->tx_own_due) /* KTLSSHIM_KTLS=own: the send side's turn */
+            own_tx_due(s, c, d == KS_DEFER_SWITCHED, version, cipher, why);
+        ks_switch_rx_defer_end(s);
         log_paths(c);
     }
     KS_RESTORE_ERRNO;

@@ -69,10 +69,11 @@ bool ks_switch_rx_defer_begin(SSL *s, int version, const char *cipher)
     return true;
 }
 
-/* The wait is over: the program's msg callback goes back on s, and the
- * secrets the switch does not need any more are wiped. */
-static void defer_end(SSL *s, struct ks_own *o)
+void ks_switch_rx_defer_end(SSL *s)
 {
+    struct ks_own *o = ks_own_peek(s);
+    if (!o || !o->rx_wait)
+        return;
     o->rx_wait = false;
     ks_own_tx_counting_over(s);
     ks_switch_settled(s);
@@ -103,6 +104,5 @@ enum ks_defer ks_switch_rx_deferred(SSL *s, bool got_data, const void *caller,
         else if (*why == KS_FB_UNREAD)
             return KS_DEFER_WAIT; /* the program's BIO may still hold bytes it read */
     }
-    defer_end(s, o);
-    return on ? KS_DEFER_SWITCHED : KS_DEFER_NEVER;
+    return on ? KS_DEFER_SWITCHED : KS_DEFER_NEVER; /* the caller ends the wait */
 }

@@ -59,9 +59,16 @@ enum ks_defer { KS_DEFER_WAIT = 0, KS_DEFER_SWITCHED, KS_DEFER_NEVER };
 /* After the program's SSL_read / SSL_read_ex on a waiting connection
  * returned (got_data: application data; caller: the call's return
  * address): switched at a record boundary, still waiting, or never (*why
- * says why; the connection stays libssl's). */
+ * says why; the connection stays libssl's). Once it is not WAIT, the
+ * caller gives the send side its turn (ks_switch_tx: the records libssl
+ * sent are still counted, its secret still kept), then calls
+ * ks_switch_rx_defer_end. */
 enum ks_defer ks_switch_rx_deferred(SSL *s, bool got_data, const void *caller,
                                     enum ks_fallback *why);
+
+/* The deferred switch is decided on s: the program's msg callback goes back
+ * on s, and the secrets the switch does not need any more are wiped. */
+void ks_switch_rx_defer_end(SSL *s);
 
 /* The own switch's decisions on s are made (or will never be): the traffic
  * secrets it does not need for a KeyUpdate are wiped (tls/kswitch/rekey.c). */

@@ -240,11 +240,11 @@ static void record_direction(SSL *s, struct ks_conn *c, bool tx, int version, co
         if (!api.is_server(s)) {
             if (ks_config()->ktls == KS_KTLS_OWN)
                 r = KS_FB_CLIENT;
-        } else if (ks_handshake_call == s) {
+        } else {
+            /* With the receive side: at the program's handshake call's end,
+             * or with the deferred switch (a handshake completed elsewhere). */
             c->tx_own_due = true;
             return;
-        } else {
-            r = KS_FB_UNREAD;
         }
     }
     /* What libssl leaves of the receive side, the own switch may take:
@@ -360,7 +360,7 @@ static struct ks_conn *handshake_done(SSL *s)
         ks_count(KS_C_TLS_RESUMED, 1);
     record_direction(s, c, true, version, cipher);
     record_direction(s, c, false, version, cipher);
-    if (c->tx_own_due && !c->rx_own_due) {
+    if (c->tx_own_due && !c->rx_own_due && !c->rx_defer) {
         /* The own send side follows the own receive side, which is not
          * coming: sending stays with libssl, for receive's reason. */
         c->tx_own_due = false;

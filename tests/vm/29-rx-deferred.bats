@@ -120,7 +120,7 @@ EOF
     rx_all_kernel "$n"
 }
 
-@test "KTLSSHIM_KTLS=own, handshakes completed inside SSL_read (python sink, --lazy): TLS 1.2 and 1.3 receive switched later, uploads intact" {
+@test "KTLSSHIM_KTLS=own, handshakes completed inside SSL_read (python sink, --lazy): TLS 1.2 and 1.3 receive switched later, and send with it, uploads intact" {
     # No handshake call: the own switch cannot take receive at the end of
     # the handshake (TLS 1.2 too: libssl is not asked under own); the first
     # read that returns data makes the boundary. (An empty upload has no
@@ -141,8 +141,10 @@ EOF
     note
     run stats_check "$STATS" 'S("connections.tls") == 6 and S("connections.tls1_2") == 3' \
         'S("ktls.rx") == 6 and S("ktls.rx_own") == 6 and S("ktls.rx_deferred") == 6' \
-        'S("fallback_rx.unread") == 0 and S("ktls.rx_bad_record") == 0'
+        'S("fallback_rx.unread") == 0 and S("ktls.rx_bad_record") == 0' \
+        'S("ktls.tx") == 6 and S("ktls.tx_own") == 6 and S("fallback_tx.unread") == 0'
     assert_output ok
     assert_equal "$(delta TlsRxSw)" 6
+    assert_equal "$(delta TlsTxSw)" 6
     assert_equal "$(delta TlsDecryptError)" 0
 }

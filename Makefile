@@ -52,7 +52,7 @@ $(BUILD)/tests/%: tests/servers/%.c | $(BUILD)/tests
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $< -pthread $(EXTRA_LDFLAGS)
 
 # The test servers that link OpenSSL.
-$(BUILD)/tests/bio_copy_server $(BUILD)/tests/sslbio_server: $(BUILD)/tests/%: tests/servers/%.c | $(BUILD)/tests
+$(BUILD)/tests/bio_copy_server $(BUILD)/tests/sslbio_server: $(BUILD)/tests/%: tests/servers/%.c tests/servers/upload.h | $(BUILD)/tests
 	$(CC) $(subst -fvisibility=hidden,,$(ALL_CFLAGS)) -o $@ $< -lssl -lcrypto $(EXTRA_LDFLAGS)
 
 # Unit tests (tests/unit/harness.h): each test_*.c is one program that

@@ -49,6 +49,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "upload.h"
+
 extern ssize_t __read_chk(int fd, void *buf, size_t n, size_t cap);
 
 static const char *read_call = "recv";
@@ -232,47 +234,26 @@ static int shut(SSL *s)
     return r == 1 ? 0 : -1;
 }
 
+static int ssl_read_io(void *s, char *buf, int n)
+{
+    return IO((SSL *)s, SSL_read((SSL *)s, buf, n));
+}
+
 /* An upload after its request line: headers, the body hashed, the hash
  * sent back. */
+static int ssl_line_io(void *s, char *line, int cap)
+{
+    return read_line((SSL *)s, line, (size_t)cap);
+}
+
 static int take_upload(SSL *s)
 {
-    static const int sizes[] = {1, 7, 100, 4096, 16384, 65536};
-    static char buf[65536];
-    char line[512];
-    long len = -1;
-    for (;;) {
-        if (read_line(s, line, sizeof line) != 0)
-            return -1;
-        if (!line[0])
-            break;
-        if (strncasecmp(line, "Content-Length:", 15) == 0)
-            len = atol(line + 15);
-    }
-    if (len < 0)
-        return -1;
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    EVP_MD_CTX *h = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(h, EVP_sha256(), NULL);
-    long got = 0;
-    for (int i = 0; got < len; i++) {
-        int want = sizes[i % 6] < len - got ? sizes[i % 6] : (int)(len - got);
-        int r = IO(s, SSL_read(s, buf, want));
-        if (r <= 0) {
-            EVP_MD_CTX_free(h);
-            return -1;
-        }
-        EVP_DigestUpdate(h, buf, (size_t)r);
-        got += r;
-    }
-    EVP_DigestFinal_ex(h, md, &mdlen);
-    EVP_MD_CTX_free(h);
+    char buf[4096];
+    long len = upload_length(ssl_line_io, s);
     char reply[256];
-    int n = snprintf(reply, sizeof reply,
-                     "HTTP/1.1 200 OK\r\nContent-Length: 65\r\nConnection: close\r\n\r\n");
-    for (unsigned i = 0; i < mdlen; i++)
-        n += snprintf(reply + n, sizeof reply - (size_t)n, "%02x", md[i]);
-    reply[n++] = '\n';
+    int n = len < 0 ? -1 : upload_reply(ssl_read_io, s, len, reply, sizeof reply);
+    if (n < 0)
+        return -1;
     /* Our close_notify; tls_put.py reads to it, then closes without its own. */
     if (IO(s, SSL_write(s, reply, n)) != n || IO(s, SSL_shutdown(s)) < 0)
         return -1;

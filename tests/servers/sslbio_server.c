@@ -30,6 +30,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "upload.h"
+
 /* One line (without its line end) from io; 0 on success. */
 static int read_line(BIO *io, char *line, int cap)
 {
@@ -59,46 +61,24 @@ static int shut(SSL *s, BIO *io)
     return r == 0 ? 0 : -1;
 }
 
-static int take_upload(SSL *s, BIO *io, const char *dir)
+static int bio_read_io(void *io, char *buf, int n)
 {
-    (void)dir;
-    static const int sizes[] = {1, 7, 100, 4096, 16384, 65536};
-    static char buf[65536];
-    char line[512];
-    long len = -1;
-    for (;;) {
-        if (read_line(io, line, sizeof line) != 0)
-            return -1;
-        if (!line[0])
-            break;
-        if (strncasecmp(line, "Content-Length:", 15) == 0)
-            len = atol(line + 15);
-    }
-    if (len < 0)
-        return -1;
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    EVP_MD_CTX *h = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(h, EVP_sha256(), NULL);
-    long got = 0;
-    for (int i = 0; got < len; i++) {
-        int want = sizes[i % 6] < len - got ? sizes[i % 6] : (int)(len - got);
-        int r = BIO_read(io, buf, want);
-        if (r <= 0) {
-            EVP_MD_CTX_free(h);
-            return -1;
-        }
-        EVP_DigestUpdate(h, buf, (size_t)r);
-        got += r;
-    }
-    EVP_DigestFinal_ex(h, md, &mdlen);
-    EVP_MD_CTX_free(h);
+    return BIO_read((BIO *)io, buf, n);
+}
+
+static int bio_line_io(void *io, char *line, int cap)
+{
+    return read_line((BIO *)io, line, cap);
+}
+
+static int take_upload(SSL *s, BIO *io)
+{
+    char buf[4096];
+    long len = upload_length(bio_line_io, io);
     char reply[256];
-    int n = snprintf(reply, sizeof reply,
-                     "HTTP/1.1 200 OK\r\nContent-Length: 65\r\nConnection: close\r\n\r\n");
-    for (unsigned i = 0; i < mdlen; i++)
-        n += snprintf(reply + n, sizeof reply - (size_t)n, "%02x", md[i]);
-    reply[n++] = '\n';
+    int n = len < 0 ? -1 : upload_reply(bio_read_io, io, len, reply, sizeof reply);
+    if (n < 0)
+        return -1;
     /* Our close_notify; tls_put.py reads to it, then closes without its own. */
     if (write_all(io, reply, n) != 0 || BIO_flush(io) != 1 || SSL_shutdown(s) < 0)
         return -1;
@@ -116,7 +96,7 @@ static int serve(SSL *s, BIO *io, const char *dir)
         return -1;
     }
     if (strncmp(name, "PUT ", 4) == 0)
-        return take_upload(s, io, dir);
+        return take_upload(s, io);
     if (strchr(name, '/')) {
         printf("error request\n");
         return -1;

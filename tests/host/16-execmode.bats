@@ -435,7 +435,9 @@ EOF2
     run children_of "$sup"
     old0=${lines[0]} old1=${lines[1]}
     wait_until 30 served_by "$port" "$old0" "$old1"
-    # Two clients loop until told to stop, each request bounded by 5 s.
+    # Two clients loop until told to stop, each request bounded by 20 s (a
+    # request queued while the new worker starts waits for its event loop:
+    # 5 s was too short on a machine also running the VM suite, 2026-12-06).
     cat >load.py <<'PYEOF'
 import os, socket, ssl, sys, threading
 port = int(sys.argv[1])
@@ -444,8 +446,8 @@ ok, fail, seen, lock = [0], [0], set(), threading.Lock()
 def loop():
     while not os.path.exists(sys.argv[2]):
         try:
-            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
-            s.settimeout(5)
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20))
+            s.settimeout(20)
             s.sendall(b"PID\n")
             r = b""
             while True:

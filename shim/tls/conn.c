@@ -82,8 +82,12 @@ static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
         ks_ktls_fd_mark(c->fd, false);
     if (c->rx_defer && !conn_held_only(c)) { /* the deferred switch never came */
         ks_count(KS_C_FB_RX_UNREAD, 1);
-        if (c->tx_own_due) /* nor the send side's turn, which waited for it */
+        if (c->tx_own_due) { /* nor the send side's turn, which waited for it */
             ks_count(KS_C_FB_TX_UNREAD, 1);
+            c->tx_reason = KS_FB_UNREAD;
+            if (c->log)
+                c->log->tx.reason = c->tx_reason;
+        }
         if (ks_config()->ktls == KS_KTLS_STRICT)
             ks_log_error("strict: a connection ended with no kTLS RX: %s (no record boundary "
                          "came that the deferred switch could prove)",
